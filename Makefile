@@ -1,0 +1,48 @@
+# Quickstart: `make demo` (set up, index the demo corpus, answer a query) and `make test`.
+# Both create .venv on first use and skip the install when nothing it depends on changed.
+
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Offline, quiet, and a project-local Prefect home (see ../shared/notes/stack.md).
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DO_NOT_TRACK := 1
+export RAGAS_DO_NOT_TRACK := true
+export SCARF_NO_ANALYTICS := true
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(CURDIR)/.ragops/prefect
+
+.PHONY: install demo test corpus lock clean
+
+install: $(STAMP)
+
+# torch first and exactly: anything looser pulls CUDA wheels. unstructured-inference without its
+# dependencies: they drag timm -> torchvision, which breaks sentence-transformers (stack.md).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps unstructured-inference==1.6.14
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/ragops reindex --config demo/ragops.yaml
+	$(BIN)/ragops query --config demo/ragops.yaml -k 3 "How do I undo a bad promotion?"
+
+test: install
+	$(BIN)/python -m pytest
+
+# Regenerate demo/corpus from demo/make_corpus.py (the files are committed).
+corpus: install
+	$(BIN)/python demo/make_corpus.py
+
+# Re-lock every transitive version after changing pyproject.toml dependencies.
+lock: install
+	$(BIN)/python -m pip freeze --exclude-editable | grep -vE '^(torch|unstructured-inference)==' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .ragops .pytest_cache

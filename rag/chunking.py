@@ -1,0 +1,154 @@
+"""Cutting parsed documents into chunks the embedding model reads whole.
+
+Two libraries, each for what it does best (docs/architecture.md says more):
+
+1. unstructured's ``chunk_by_title`` groups elements into sections (a heading and what follows it),
+   never across pages (``multipage_sections=False``), merging tiny sections. It keeps each element's
+   page number and type. It measures in characters: its token mode only knows tiktoken encodings,
+   not the embedding model's tokenizer, so we aim it at ~3 characters per token, which fits most
+   English prose under the limit.
+2. llama-index's ``SentenceSplitter``, given the model's own tokenizer, splits whatever is still over
+   ``max_tokens`` (code, tables, dense text) at sentence boundaries. So no chunk is ever truncated by
+   the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Sequence
+
+from rag.config import ChunkingSettings
+from rag.errors import ConfigError, DocumentError
+from rag.models import Chunk, DocumentRef
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+    from unstructured.documents.elements import Element
+
+log = logging.getLogger(__name__)
+
+# Characters per token aimed at by the title chunker before the token-exact split (see module doc).
+_SOFT_CHARS_PER_TOKEN = 3
+_HARD_CHARS_PER_TOKEN = 4
+
+
+class Chunker:
+    """Chunks documents to at most ``max_tokens`` tokens of a given tokenizer."""
+
+    def __init__(self, settings: ChunkingSettings, tokenizer: PreTrainedTokenizerBase, model_max_tokens: int):
+        """
+        Args:
+            settings: chunking settings; ``max_tokens`` unset means the model's limit.
+            tokenizer: the embedding model's Hugging Face tokenizer.
+            model_max_tokens: the most tokens the model reads without truncating.
+
+        Raises:
+            ConfigError: ``max_tokens`` is larger than the model can read.
+        """
+        max_tokens = settings.max_tokens or model_max_tokens
+        if max_tokens > model_max_tokens:
+            raise ConfigError(
+                f"chunking.max_tokens={max_tokens} exceeds what the model reads ({model_max_tokens} tokens "
+                "after its special tokens); chunks would be truncated. Lower chunking.max_tokens"
+            )
+        self.settings = settings
+        self.max_tokens = max_tokens
+        self.tokenizer = tokenizer
+        self._splitter = None
+
+    def describe(self) -> dict:
+        """The settings that decide chunk boundaries, for the build manifest."""
+        return {
+            "method": "unstructured.chunk_by_title + llama_index SentenceSplitter (model tokenizer)",
+            "max_tokens": self.max_tokens,
+            "overlap_tokens": self.settings.overlap_tokens,
+            "combine_under_chars": self.settings.combine_under_chars,
+            "multipage_sections": False,
+        }
+
+    def chunk(self, doc: DocumentRef, elements: Sequence[Element]) -> list[Chunk]:
+        """Turn one document's elements into ordered chunks carrying uri, section title and page.
+
+        Raises:
+            DocumentError: chunking produced no text.
+        """
+        from unstructured.chunking.title import chunk_by_title
+
+        try:
+            sections = chunk_by_title(
+                list(elements),
+                max_characters=self.max_tokens * _HARD_CHARS_PER_TOKEN,
+                new_after_n_chars=self.max_tokens * _SOFT_CHARS_PER_TOKEN,
+                combine_text_under_n_chars=min(
+                    self.settings.combine_under_chars, self.max_tokens * _SOFT_CHARS_PER_TOKEN
+                ),
+                multipage_sections=False,
+                include_orig_elements=True,
+            )
+        except Exception as exc:  # a malformed element tree is this document's problem
+            raise DocumentError("chunk", f"{type(exc).__name__}: {exc}"[:300]) from None
+
+        chunks: list[Chunk] = []
+        title: str | None = None
+        for section in sections:
+            title = _section_title(section) or title
+            page = getattr(section.metadata, "page_number", None)
+            for text in self._fit(section.text):
+                chunks.append(
+                    Chunk(
+                        doc_id=doc.doc_id,
+                        chunk_index=len(chunks),
+                        text=text,
+                        source_uri=doc.uri,
+                        source=doc.source,
+                        title=title,
+                        page=page,
+                        tokens=len(self.tokenize(text)),
+                    )
+                )
+        if not chunks:
+            raise DocumentError("chunk", "no text left after chunking")
+        return chunks
+
+    def _fit(self, text: str) -> list[str]:
+        """Split ``text`` into pieces of at most max_tokens tokens (usually it is one piece)."""
+        text = text.strip()
+        if not text:
+            return []
+        if len(self.tokenize(text)) <= self.max_tokens:
+            return [text]
+        pieces = [piece.strip() for piece in self.splitter.split_text(text) if piece.strip()]
+        return [p for piece in pieces for p in self._hard_cut(piece)]
+
+    def _hard_cut(self, text: str) -> list[str]:
+        # SentenceSplitter can overshoot by a token or two when it joins sub-sentence splits;
+        # cut those at exact token boundaries rather than let the model truncate them.
+        ids = self.tokenize(text)
+        if len(ids) <= self.max_tokens:
+            return [text]
+        windows = range(0, len(ids), self.max_tokens)
+        return [self.tokenizer.decode(ids[i : i + self.max_tokens]).strip() for i in windows]
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` in the model's vocabulary, special tokens excluded."""
+        return self.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+
+    @property
+    def splitter(self):
+        """llama-index SentenceSplitter measuring in the model's tokens (built on first use)."""
+        if self._splitter is None:
+            from llama_index.core.node_parser import SentenceSplitter
+
+            self._splitter = SentenceSplitter(
+                chunk_size=self.max_tokens,
+                chunk_overlap=self.settings.overlap_tokens,
+                tokenizer=self.tokenize,
+            )
+        return self._splitter
+
+
+def _section_title(section: Element) -> str | None:
+    for element in getattr(section.metadata, "orig_elements", None) or []:
+        if element.category == "Title" and element.text.strip():
+            return element.text.strip()[:200]
+    return None

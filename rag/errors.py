@@ -1,0 +1,106 @@
+"""Every error ragops raises on purpose, in one leaf module (no project imports).
+
+The tree, with the exit code the CLI gives each branch::
+
+    RagopsError                      1  base; never raised itself
+    ├── ConfigError                  2  a config file, env var or flag is invalid
+    ├── SourceError                  4  a source cannot be listed (missing folder, bad bucket)
+    ├── ModelError                   2  the embedding model cannot be loaded from a local path
+    ├── StoreError                   4  the Qdrant store cannot be opened or used
+    │   └── StoreLockedError         4  embedded store held by another process
+    ├── VersionError                 2  an alias or version does not exist / is in the wrong state
+    │   └── AliasConflictError       3  the alias moved since the run started; nothing changed
+    ├── PromotionRefused             3  the build finished but was not fit to promote
+    └── DocumentError                -  one document failed; recorded, never ends a run
+
+Expected failures carry a message that says what was wrong, which object, and what to do next.
+Anything that is not a RagopsError is a bug: the CLI shows its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RagopsError(Exception):
+    """Base of every error ragops raises deliberately."""
+
+    exit_code = 1
+    #: short machine-readable kind for ``--json`` output
+    kind = "error"
+    #: worth retrying as is (a network hiccup), as opposed to needing a fix first
+    transient = False
+
+    def __init__(self, message: str, *, details: dict | None = None) -> None:
+        super().__init__(message)
+        #: structured context for ``--json`` output (e.g. the run summary of a refused build)
+        self.details = details or {}
+
+
+class ConfigError(RagopsError):
+    """Raised when configuration (file, ``RAGOPS_*`` env var or flag) is invalid."""
+
+    exit_code = 2
+    kind = "config"
+
+
+class SourceError(RagopsError):
+    """Raised when a whole source cannot be listed: a run cannot know what it holds."""
+
+    exit_code = 4
+    kind = "source"
+
+
+class ModelError(RagopsError):
+    """Raised when the embedding model cannot be loaded (missing path, not a model, hub name)."""
+
+    exit_code = 2
+    kind = "model"
+
+
+class StoreError(RagopsError):
+    """Raised when the Qdrant store cannot be opened or an operation on it fails."""
+
+    exit_code = 4
+    kind = "store"
+    transient = True
+
+
+class StoreLockedError(StoreError):
+    """Raised when an embedded (local-mode) store is already open in another process."""
+
+    kind = "store_locked"
+    transient = False
+
+
+class VersionError(RagopsError):
+    """Raised for an unknown alias or version, or one in a state that forbids the operation."""
+
+    exit_code = 2
+    kind = "version"
+
+
+class AliasConflictError(VersionError):
+    """Raised when the alias no longer points where this run expected: someone else moved it."""
+
+    exit_code = 3  # distinct so scripts can tell "lost a race" from "bad input"
+    kind = "alias_conflict"
+
+
+class PromotionRefused(RagopsError):
+    """Raised when a build completed but is not fit to serve; the alias was not moved."""
+
+    exit_code = 3
+    kind = "promotion_refused"
+
+
+class DocumentError(RagopsError):
+    """Raised for one document that cannot be fetched, parsed, chunked or embedded.
+
+    Builds catch it and record a ``Failure``; it never ends a run.
+    """
+
+    kind = "document"
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason

@@ -1,0 +1,29 @@
+"""Process environment that keeps the stack offline and quiet (see ../shared/notes/stack.md).
+
+Entry points (the CLI, each flow) call ``configure_offline_runtime()`` first; nothing runs at import.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: set unless the user already set them: no hub lookups, no telemetry, no library banners
+OFFLINE_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAGAS_DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "1",
+    "SCARF_NO_ANALYTICS": "true",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Domain modules log through the standard logging module; this shows them in Prefect's run logs.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "rag,connectors,evals",
+}
+
+
+def configure_offline_runtime() -> None:
+    """Set the offline/no-telemetry environment for this process and the libraries it imports later."""
+    for name, value in OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)

@@ -1,0 +1,294 @@
+"""The index store: Qdrant collections (one per build) and the aliases that serve them.
+
+One class, two backends, picked from ``StoreSettings.location``: an embedded Qdrant folder (local mode,
+pure Python, one process at a time) or a Qdrant server / cluster URL. Both speak the same qdrant-client
+API, so everything above this module is backend-agnostic.
+
+Qdrant errors are translated into ``StoreError``s here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from rag.config import StoreSettings
+from rag.errors import AliasConflictError, StoreError, StoreLockedError, VersionError
+from rag.models import Chunk, Manifest
+
+log = logging.getLogger(__name__)
+
+#: collection names are <alias>__<version>
+SEPARATOR = "__"
+#: key under which the manifest lives in a collection's metadata
+MANIFEST_KEY = "ragops_manifest"
+#: HNSW graph degree restored after a bulk load (Qdrant's default)
+HNSW_M = 16
+
+
+def collection_name(alias: str, version: str) -> str:
+    """Physical collection of a build: ``<alias>__<version>``."""
+    return f"{alias}{SEPARATOR}{version}"
+
+
+def version_of(collection: str) -> str:
+    """The version part of a build's collection name."""
+    return collection.split(SEPARATOR, 1)[1] if SEPARATOR in collection else collection
+
+
+class IndexStore:
+    """Builds as Qdrant collections, each carrying its ``Manifest``; serving aliases pointing at them.
+
+    Use ``IndexStore.open(settings)`` as a context manager: an embedded store holds an exclusive lock on
+    its folder until closed.
+    """
+
+    def __init__(self, client: QdrantClient, location: str) -> None:
+        self.client = client
+        self.location = location
+
+    @classmethod
+    @contextmanager
+    def open(cls, settings: StoreSettings) -> Iterator[IndexStore]:
+        """Open the store for the length of a ``with`` block, and always close it.
+
+        Raises:
+            StoreLockedError: the embedded store is open in another process (or elsewhere in this one).
+            StoreError: the server cannot be reached or refuses the credentials.
+        """
+        store = cls(_connect(settings), settings.location)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        """Release the client (and, for an embedded store, its folder lock)."""
+        try:
+            self.client.close()
+        except Exception as exc:  # closing must not hide the error that brought us here
+            log.warning("closing the store at %s failed: %s", self.location, exc)
+
+    # --- collections -------------------------------------------------------------------------------
+
+    def list_builds(self, alias: str) -> list[str]:
+        """Collections that are builds of ``alias``, oldest first (versions sort by time)."""
+        prefix = alias + SEPARATOR
+        with _translate(f"listing collections in {self.location}"):
+            names = [c.name for c in self.client.get_collections().collections]
+        return sorted(name for name in names if name.startswith(prefix))
+
+    def exists(self, collection: str) -> bool:
+        """True when the collection exists."""
+        with _translate(f"checking collection {collection}"):
+            return self.client.collection_exists(collection)
+
+    def create_build(self, manifest: Manifest) -> None:
+        """Create the empty collection of a new build, its manifest in the metadata.
+
+        HNSW indexing is deferred (m=0) while the build loads; ``finish_bulk_load`` restores it.
+
+        Raises:
+            VersionError: the collection already exists (builds are never overwritten).
+        """
+        if self.exists(manifest.collection):
+            raise VersionError(f"collection {manifest.collection} already exists; builds are never overwritten")
+        with _translate(f"creating collection {manifest.collection}"):
+            self.client.create_collection(
+                manifest.collection,
+                vectors_config=models.VectorParams(
+                    size=manifest.model.dimension, distance=models.Distance.COSINE, on_disk=True
+                ),
+                hnsw_config=models.HnswConfigDiff(m=0),
+                metadata={MANIFEST_KEY: manifest.model_dump(mode="json")},
+            )
+
+    def finish_bulk_load(self, collection: str, *, timeout: float = 600) -> str:
+        """Restore HNSW indexing after a bulk load and wait until the collection is green.
+
+        Returns:
+            The collection status at the end ("green" unless the timeout passed).
+        """
+        with _translate(f"updating collection {collection}"):
+            self.client.update_collection(collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
+        deadline = time.monotonic() + timeout
+        status = self.status(collection)
+        while status != "green" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = self.status(collection)
+        return status
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Replace a build's manifest in its collection metadata."""
+        with _translate(f"writing the manifest of {manifest.collection}"):
+            self.client.update_collection(
+                manifest.collection, metadata={MANIFEST_KEY: manifest.model_dump(mode="json")}
+            )
+
+    def read_manifest(self, collection: str) -> Manifest | None:
+        """The manifest of a build, or None when the collection has none (not made by ragops).
+
+        Raises:
+            VersionError: the collection does not exist.
+        """
+        info = self._info(collection)
+        data = (info.config.metadata or {}).get(MANIFEST_KEY)
+        if data is None:
+            return None
+        try:
+            return Manifest.model_validate(data)
+        except ValueError as exc:
+            log.warning("collection %s has an unreadable manifest: %s", collection, exc)
+            return None
+
+    def status(self, collection: str) -> str:
+        """Qdrant's optimisation status of the collection: green, yellow, grey or red."""
+        status = self._info(collection).status
+        return getattr(status, "value", str(status))
+
+    def count(self, collection: str) -> int:
+        """Exact number of points in the collection."""
+        with _translate(f"counting points in {collection}"):
+            return self.client.count(collection, exact=True).count
+
+    def delete_build(self, collection: str) -> None:
+        """Delete a build's collection. Refuses one that any alias points at.
+
+        Raises:
+            VersionError: an alias points at it (the live build is never deleted).
+        """
+        aliases = self.aliases_of(collection)
+        if aliases:
+            raise VersionError(f"refusing to delete {collection}: alias {', '.join(aliases)} points at it")
+        with _translate(f"deleting collection {collection}"):
+            self.client.delete_collection(collection)
+
+    def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Write chunks and their vectors; idempotent (point ids derive from document id + position)."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        if not chunks:
+            return
+        points = [
+            models.PointStruct(id=chunk.point_id, vector=vector.tolist(), payload=chunk.payload())
+            for chunk, vector in zip(chunks, vectors)
+        ]
+        with _translate(f"writing {len(points)} points to {collection}"):
+            self.client.upload_points(collection, points, batch_size=256, max_retries=3, wait=True)
+
+    def search(self, collection: str, vector: np.ndarray, limit: int) -> list[models.ScoredPoint]:
+        """Nearest chunks to ``vector`` in a collection (or alias), best first, with payloads."""
+        with _translate(f"searching {collection}"):
+            response = self.client.query_points(
+                collection, query=vector.tolist(), limit=limit, with_payload=True
+            )
+        return response.points
+
+    def _info(self, collection: str) -> models.CollectionInfo:
+        if not self.exists(collection):
+            raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
+        with _translate(f"reading collection {collection}"):
+            return self.client.get_collection(collection)
+
+    # --- aliases -----------------------------------------------------------------------------------
+
+    def alias_target(self, alias: str) -> str | None:
+        """The collection the alias points at, or None when the alias does not exist."""
+        with _translate(f"reading aliases in {self.location}"):
+            for description in self.client.get_aliases().aliases:
+                if description.alias_name == alias:
+                    return description.collection_name
+        return None
+
+    def aliases_of(self, collection: str) -> list[str]:
+        """Aliases pointing at the collection."""
+        with _translate(f"reading aliases in {self.location}"):
+            return sorted(
+                a.alias_name for a in self.client.get_aliases().aliases if a.collection_name == collection
+            )
+
+    def swap_alias(self, alias: str, *, expected: str | None, target: str) -> None:
+        """Point ``alias`` at ``target`` if, and only if, it still points at ``expected``.
+
+        The move itself is one ``update_collection_aliases`` request (delete + create), which Qdrant
+        applies atomically: readers see the old or the new build, never neither. Qdrant has no
+        server-side compare-and-swap, so the check is a read just before that request; the window
+        between them is closed for an embedded store by its process lock, and for a server by running
+        one build per alias at a time (Prefect concurrency limit, see docs/operations.md).
+
+        Args:
+            expected: where the alias must point now; None means "the alias must not exist yet".
+
+        Raises:
+            AliasConflictError: the alias points elsewhere; nothing was changed.
+            VersionError: the target collection does not exist.
+        """
+        if not self.exists(target):
+            raise VersionError(f"cannot point alias {alias!r} at {target}: no such collection")
+        current = self.alias_target(alias)
+        if current != expected:
+            raise AliasConflictError(
+                f"alias {alias!r} points at {current or 'nothing'} but this run expected "
+                f"{expected or 'no alias'}: someone else moved it; the alias was left untouched. "
+                "Check `ragops status`, then re-run"
+            )
+        operations: list = []
+        if current is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=target, alias_name=alias)
+            )
+        )
+        with _translate(f"moving alias {alias!r} to {target}"):
+            self.client.update_collection_aliases(change_aliases_operations=operations)
+
+
+def _connect(settings: StoreSettings) -> QdrantClient:
+    if settings.is_remote:
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        try:
+            client = QdrantClient(url=settings.location, api_key=api_key, timeout=settings.timeout)
+            client.get_collections()  # fail here, with a clear message, rather than mid-build
+        except Exception as exc:
+            raise StoreError(
+                f"cannot reach Qdrant at {settings.location}: {_first_line(exc)}; check store.location "
+                "and store.api_key (RAGOPS_STORE__API_KEY)"
+            ) from None
+        return client
+    path = Path(settings.location)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store folder {path}: {exc.strerror}") from None
+    try:
+        return QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StoreLockedError(
+                f"the store at {path} is in use by another ragops process (an embedded store admits one "
+                "at a time); wait for it to finish, or run a Qdrant server and set store.location to its URL"
+            ) from None
+        raise StoreError(f"cannot open the store at {path}: {_first_line(exc)}") from None
+
+
+@contextmanager
+def _translate(action: str) -> Iterator[None]:
+    """Turn qdrant-client and transport errors into StoreError naming what we were doing."""
+    try:
+        yield
+    except (StoreError, VersionError):
+        raise
+    except Exception as exc:
+        raise StoreError(f"{action} failed: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:300]

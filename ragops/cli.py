@@ -1,0 +1,251 @@
+"""The ``ragops`` command line.
+
+Every command takes ``--config``, ``--store``, ``--alias`` and ``--json``. With ``--json``, stdout carries
+exactly one JSON object (the shapes are in docs/cli.md), success or error; progress and logs go to
+stderr. Exit codes: 0 ok, 1 bug, 2 bad input or config, 3 refused (alias conflict, build not fit to
+promote), 4 source or store unavailable.
+
+Heavy imports (torch, prefect, qdrant) happen inside commands so that ``ragops --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+from ragops import output
+from rag.errors import RagopsError
+from rag.runtime import configure_offline_runtime
+
+app = typer.Typer(
+    name="ragops",
+    help="Keep the retrieval side of RAG healthy: versioned index builds in Qdrant, promoted through an alias.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="ragops.yaml to read. Default: $RAGOPS_CONFIG, else ./ragops.yaml if present.",
+                 envvar="RAGOPS_CONFIG", show_default=False),
+]
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option("--store", help="Store: a folder (embedded Qdrant) or a Qdrant URL. Overrides store.location "
+                 "and $RAGOPS_STORE__LOCATION.", show_default=False),
+]
+AliasOption = Annotated[
+    Optional[str],
+    typer.Option("--alias", help="Serving alias. Overrides `alias` and $RAGOPS_ALIAS.", show_default=False),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout (shapes in docs/cli.md); logs go to stderr.")
+]
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    configure_offline_runtime()
+    if version:
+        from importlib.metadata import version as package_version
+
+        typer.echo(f"ragops {package_version('ragops')}")
+        raise typer.Exit()
+
+
+@app.command()
+def reindex(
+    *,
+    source: Annotated[
+        Optional[list[Path]],
+        typer.Option("--source", "-s", help="Folder to index (repeatable). Replaces the configured sources.",
+                     show_default=False),
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Rebuild every document from scratch.")] = False,
+    no_promote: Annotated[
+        bool, typer.Option("--no-promote", help="Build and keep the version, but leave the alias where it is.")
+    ] = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Build a new index version from the sources and promote it if it is sound.
+
+    Runs the `reindex` Prefect flow in this process (no server needed) and prints a run summary:
+    documents seen/indexed/failed, chunks, timings, the new version, whether it was promoted and why.
+    """
+    with cli_errors(json_output):
+        _check_config(config, source, store, alias)
+        from flows.reindex import reindex as reindex_flow
+
+        with _stdout_to_stderr():
+            summary = reindex_flow(
+                config=str(config) if config else None,
+                full_rebuild=full,
+                sources=[str(p.resolve()) for p in source] if source else None,
+                store=store,
+                alias=alias,
+                promote=not no_promote,
+            )
+        output.emit(summary, json_output, output.render_summary)
+
+
+@app.command()
+def query(
+    text: Annotated[str, typer.Argument(help="What to search for.")],
+    *,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=1000, help="How many results.")] = 5,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Search the live index through the alias, with the model the live build was embedded with."""
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        from rag.serving import Retriever
+
+        with Retriever(alias=settings.alias, store=settings.store, device=settings.embedding.device) as retriever:
+            hits = retriever.search(text, k)
+        result = {
+            "alias": settings.alias,
+            "query": text,
+            "version": hits[0].version if hits else None,
+            "hits": [hit.model_dump(mode="json") for hit in hits],
+        }
+        output.emit(result, json_output, output.render_hits)
+
+
+@app.command()
+def status(
+    *,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show where the alias points and every build of it, with its manifest."""
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        from rag.store import IndexStore
+        from rag.versions import list_versions
+
+        with IndexStore.open(settings.store) as index_store:
+            live = index_store.alias_target(settings.alias)
+            builds = list_versions(index_store, settings.alias)
+        result = {
+            "alias": settings.alias,
+            "store": settings.store.location,
+            "live": live,
+            "versions": [b.model_dump(mode="json") for b in builds],
+        }
+        output.emit(result, json_output, output.render_status)
+
+
+@app.command()
+def rollback(
+    *,
+    to: Annotated[
+        Optional[str],
+        typer.Option("--to", help="Version to go back to. Default: the build the live one replaced.",
+                     show_default=False),
+    ] = None,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Point the alias back at the previous build (compare-and-swap; nothing is deleted)."""
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        from rag.store import IndexStore, version_of
+        from rag.versions import rollback as rollback_alias
+
+        with IndexStore.open(settings.store) as index_store:
+            before, after = rollback_alias(index_store, settings.alias, to)
+        result = {
+            "alias": settings.alias,
+            "from": before,
+            "to": after,
+            "from_version": version_of(before),
+            "to_version": version_of(after),
+        }
+        output.emit(result, json_output, output.render_rollback)
+
+
+@app.command("config")
+def show_config(
+    *,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Print the effective configuration (file + environment + flags); secrets are masked."""
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        output.emit(settings.model_dump(mode="json"), json_output, output.render_config)
+
+
+def _settings(config: Path | None, store: str | None, alias: str | None, sources: list[Path] | None = None):
+    from rag.config import Settings
+
+    overrides: dict[str, Any] = {"store": {"location": store}, "alias": alias}
+    if sources:
+        overrides["sources"] = [{"path": str(p.resolve())} for p in sources]
+    return Settings.load(config, overrides=overrides)
+
+
+def _check_config(config: Path | None, sources: list[Path] | None, store: str | None, alias: str | None) -> None:
+    """Validate before starting Prefect, so a typo costs milliseconds, not a flow run."""
+    from rag.errors import ConfigError, SourceError
+
+    settings = _settings(config, store, alias, sources)
+    if not settings.sources:
+        raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
+    for source in settings.sources:
+        if not source.path.is_dir():
+            raise SourceError(f"source folder {source.path} does not exist or is not a folder")
+
+
+@contextmanager
+def cli_errors(json_output: bool) -> Iterator[None]:
+    """Expected failures -> one line (or one JSON object) and their exit code; bugs keep their traceback."""
+    try:
+        yield
+    except RagopsError as exc:
+        if json_output:
+            error = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code, **exc.details}
+            typer.echo(json.dumps({"error": error}))
+        else:
+            typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for our one result: anything a library prints goes to stderr."""
+    saved = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
