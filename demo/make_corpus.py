@@ -131,8 +131,11 @@ def _write_pdf(path: Path) -> Path:
     pdf = FPDF()
     pdf.set_creation_date(datetime(2026, 1, 1, tzinfo=timezone.utc))  # reproducible bytes
     pdf.set_title("ragops operations handbook")
-    for heading, paragraphs in HANDBOOK_PAGES:
+    for number, (heading, paragraphs) in enumerate(HANDBOOK_PAGES, start=1):
         pdf.add_page()
+        pdf.set_font("Helvetica", size=8)
+        pdf.cell(0, 5, f"ragops operations handbook - page {number}")
+        pdf.ln(12)
         pdf.set_font("Helvetica", style="B", size=16)
         pdf.multi_cell(0, 10, heading)
         pdf.ln(2)

@@ -55,7 +55,14 @@ promote_build = task(versions.promote, name="promote", cache_policy=NO_CACHE)
 apply_retention = task(versions.apply_retention, name="apply-retention", cache_policy=NO_CACHE)
 
 
-@flow(name="reindex", flow_run_name="reindex-{alias}", log_prints=False)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    alias = flow_run.parameters.get("alias")
+    return f"reindex-{alias}" if alias else "reindex"
+
+
+@flow(name="reindex", flow_run_name=_run_name)
 def reindex(
     config: str | None = None,
     full_rebuild: bool = False,

@@ -3,9 +3,8 @@
 Two libraries, each for what it does best (docs/architecture.md says more):
 
 1. unstructured's ``chunk_by_title`` groups elements into sections (a heading and what follows it),
-   never across pages (``multipage_sections=False``), merging tiny sections. It keeps each element's
-   page number and type. It measures in characters: its token mode only knows tiktoken encodings,
-   not the embedding model's tokenizer, so we aim it at ~3 characters per token, which fits most
+   one page at a time, merging tiny sections. It keeps each element's page number and type. It measures in characters: its token mode only knows tiktoken encodings,
+   not the embedding model's tokenizer, so we aim it at ~4 characters per token, which fits most
    English prose under the limit.
 2. llama-index's ``SentenceSplitter``, given the model's own tokenizer, splits whatever is still over
    ``max_tokens`` (code, tables, dense text) at sentence boundaries. So no chunk is ever truncated by
@@ -28,8 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Characters per token aimed at by the title chunker before the token-exact split (see module doc).
-_SOFT_CHARS_PER_TOKEN = 3
-_HARD_CHARS_PER_TOKEN = 4
+# MiniLM's WordPiece averages ~4.5 characters per token on English prose.
+_SOFT_CHARS_PER_TOKEN = 4
+_HARD_CHARS_PER_TOKEN = 5
 
 
 class Chunker:
@@ -75,16 +75,22 @@ class Chunker:
         from unstructured.chunking.title import chunk_by_title
 
         try:
-            sections = chunk_by_title(
-                list(elements),
-                max_characters=self.max_tokens * _HARD_CHARS_PER_TOKEN,
-                new_after_n_chars=self.max_tokens * _SOFT_CHARS_PER_TOKEN,
-                combine_text_under_n_chars=min(
-                    self.settings.combine_under_chars, self.max_tokens * _SOFT_CHARS_PER_TOKEN
-                ),
-                multipage_sections=False,
-                include_orig_elements=True,
-            )
+            # Page by page: chunk_by_title's combining of small sections ignores multipage_sections
+            # and would file page-2 text under page 1.
+            sections = [
+                section
+                for page in _page_runs(elements)
+                for section in chunk_by_title(
+                    page,
+                    max_characters=self.max_tokens * _HARD_CHARS_PER_TOKEN,
+                    new_after_n_chars=self.max_tokens * _SOFT_CHARS_PER_TOKEN,
+                    combine_text_under_n_chars=min(
+                        self.settings.combine_under_chars, self.max_tokens * _SOFT_CHARS_PER_TOKEN
+                    ),
+                    multipage_sections=False,
+                    include_orig_elements=True,
+                )
+            ]
         except Exception as exc:  # a malformed element tree is this document's problem
             raise DocumentError("chunk", f"{type(exc).__name__}: {exc}"[:300]) from None
 
@@ -145,6 +151,19 @@ class Chunker:
                 tokenizer=self.tokenize,
             )
         return self._splitter
+
+
+def _page_runs(elements: Sequence[Element]) -> list[list[Element]]:
+    """Consecutive elements grouped by page number (one group for unpaged formats)."""
+    runs: list[list[Element]] = []
+    page = object()
+    for element in elements:
+        number = getattr(element.metadata, "page_number", None)
+        if not runs or number != page:
+            runs.append([])
+            page = number
+        runs[-1].append(element)
+    return runs
 
 
 def _section_title(section: Element) -> str | None:

