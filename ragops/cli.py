@@ -207,8 +207,11 @@ def _settings(config: Path | None, store: str | None, alias: str | None, sources
 
 
 def _check_config(config: Path | None, sources: list[Path] | None, store: str | None, alias: str | None) -> None:
-    """Validate before starting Prefect, so a typo costs milliseconds, not a flow run."""
+    """Check what a person can get wrong before starting Prefect: a typo then costs milliseconds and
+    prints one line, not a failed flow run with its logs."""
+    from rag.embedding import resolve_model_path
     from rag.errors import ConfigError, SourceError
+    from rag.store import IndexStore
 
     settings = _settings(config, store, alias, sources)
     if not settings.sources:
@@ -216,6 +219,10 @@ def _check_config(config: Path | None, sources: list[Path] | None, store: str | 
     for source in settings.sources:
         if not source.path.is_dir():
             raise SourceError(f"source folder {source.path} does not exist or is not a folder")
+    resolve_model_path(settings.embedding.model)
+    if not settings.store.is_remote:
+        with IndexStore.open(settings.store):  # locked by another process? say so now
+            pass
 
 
 @contextmanager

@@ -1,0 +1,161 @@
+"""The ragops command line: JSON shapes scripts rely on, readable text, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragops.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, env: dict | None = None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def as_json(result) -> dict:
+    assert result.stdout.count("\n") == 1, result.stdout  # exactly one JSON object on stdout
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_reindex_query_status_rollback_as_a_script_would(write_config: Path) -> None:
+    config = ["--config", str(write_config)]
+    first = run("reindex", *config, "--json")
+    assert first.exit_code == 0, first.output
+    first = as_json(first)
+    second = as_json(run("reindex", *config, "--json"))
+    assert second["promoted"] and second["previous"] == first["collection"]
+    assert set(second) >= {"alias", "version", "collection", "state", "counts", "failures", "timings",
+                           "promoted", "reason", "live", "previous", "deleted"}
+
+    hits = as_json(run("query", "descaling with citric acid", "-k", "2", *config, "--json"))
+    assert hits["version"] == second["version"] and len(hits["hits"]) == 2
+    top = hits["hits"][0]
+    assert top["doc_id"] == "demo/espresso-machine.html"
+    assert set(top) == {"score", "doc_id", "source_uri", "chunk_index", "title", "page", "text", "version"}
+
+    status = as_json(run("status", *config, "--json"))
+    assert status["live"] == second["collection"]
+    assert [v["version"] for v in status["versions"]] == [second["version"], first["version"]]
+    assert [v["live"] for v in status["versions"]] == [True, False]
+    assert status["versions"][0]["manifest"]["counts"]["chunks"] == status["versions"][0]["points"]
+
+    back = as_json(run("rollback", *config, "--json"))
+    assert (back["from"], back["to"]) == (second["collection"], first["collection"])
+    after = as_json(run("query", "descaling with citric acid", "-k", "1", *config, "--json"))
+    assert after["version"] == first["version"]
+
+    text = run("status", *config)
+    assert text.exit_code == 0 and f"-> {first['collection']}" in text.stdout
+    text = run("query", "bicycle chain oil", *config)
+    assert "demo/bicycle-chain.md" in text.stdout
+
+
+def test_missing_source_folder_is_one_line_and_exit_4(tmp_path: Path) -> None:
+    result = run("reindex", "--source", str(tmp_path / "nope"), "--store", str(tmp_path / "s"))
+    assert result.exit_code == 4
+    assert result.stderr.strip() == f"error: source folder {tmp_path / 'nope'} does not exist or is not a folder"
+    assert "Traceback" not in result.output
+
+
+def test_invalid_config_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "ragops.yaml"
+    config.write_text("embedding:\n  batch_size: 0\n")
+    result = run("status", "--config", str(config))
+    assert result.exit_code == 2
+    assert "embedding.batch_size: Input should be greater than or equal to 1" in result.stderr
+    assert "Traceback" not in result.output
+
+    as_json_error = run("status", "--config", str(config), "--json")
+    error = as_json(as_json_error)["error"]
+    assert error["kind"] == "config" and error["exit_code"] == 2
+
+
+def test_unknown_alias(tmp_path: Path) -> None:
+    result = run("query", "anything", "--store", str(tmp_path / "s"), "--alias", "ghost")
+    assert result.exit_code == 2
+    assert "alias 'ghost' does not exist" in result.stderr
+    status = as_json(run("status", "--store", str(tmp_path / "s"), "--alias", "ghost", "--json"))
+    assert status == {"alias": "ghost", "store": str(tmp_path / "s"), "live": None, "versions": []}
+
+
+def test_no_sources_configured(tmp_path: Path) -> None:
+    result = run("reindex", "--store", str(tmp_path / "s"))
+    assert result.exit_code == 2
+    assert "no sources to index" in result.stderr
+
+
+def _hold_store(path: Path) -> subprocess.Popen:
+    """Another process holding the embedded store open, as a running reindex or app would."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import time; from qdrant_client import QdrantClient; c = QdrantClient(path={str(path)!r}); "
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_locked_store(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    holder = _hold_store(path)
+    try:
+        result = run("status", "--store", str(path), "--json")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 4
+    assert as_json(result)["error"]["kind"] == "store_locked"
+
+
+def test_missing_model_path(corpus: Path, tmp_path: Path) -> None:
+    result = run("reindex", "--source", str(corpus), "--store", str(tmp_path / "s"),
+                 env={"RAGOPS_EMBEDDING__MODEL": str(tmp_path / "no-model")})
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: model path {tmp_path / 'no-model'} does not exist")
+    assert "Traceback" not in result.output
+
+
+def test_reindex_into_a_locked_store(corpus: Path, tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    holder = _hold_store(path)
+    try:
+        result = run("reindex", "--source", str(corpus), "--store", str(path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 4
+    assert "is in use by another ragops process" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_rollback_without_alias(tmp_path: Path) -> None:
+    result = run("rollback", "--store", str(tmp_path / "s"), "--alias", "kb")
+    assert result.exit_code == 2
+    assert "alias 'kb' does not exist" in result.stderr
+
+
+def test_help_and_version() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("reindex", "query", "status", "rollback", "config"):
+        assert command in result.stdout
+    assert run("--version").stdout.startswith("ragops ")
+    assert "--source" in run("reindex", "--help").stdout
+
+
+def test_config_command_shows_effective_settings(tmp_path: Path) -> None:
+    result = run("config", "--store", "http://qdrant:6333", "--alias", "kb", "--json",
+                 env={"RAGOPS_STORE__API_KEY": "secret-key"})
+    shown = as_json(result)
+    assert shown["store"]["location"] == "http://qdrant:6333" and shown["alias"] == "kb"
+    assert "secret-key" not in result.stdout
