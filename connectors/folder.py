@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 from pathlib import Path
 from typing import Iterator
 
+from connectors.globs import selected
 from rag.config import FolderSource
 from rag.errors import SourceError
 from rag.models import DocumentRef
@@ -43,7 +43,7 @@ def list_folder(source: FolderSource) -> Iterator[DocumentRef]:
         subfolders.sort()
         for name in files:
             relative = Path(folder, name).relative_to(root).as_posix()
-            if _selected(relative, source.include, source.exclude):
+            if selected(relative, source.include, source.exclude):
                 relative_paths.append(relative)
 
     for relative in sorted(relative_paths):
@@ -60,11 +60,5 @@ def list_folder(source: FolderSource) -> Iterator[DocumentRef]:
             path=path,
             size=stat.st_size,
             modified=stat.st_mtime,
+            signal=f"{stat.st_size}:{stat.st_mtime_ns}",
         )
-
-
-def _selected(relative: str, include: list[str], exclude: list[str]) -> bool:
-    """fnmatch on the relative path: ``*`` matches across ``/`` so ``*.md`` finds Markdown at any depth."""
-    if not any(fnmatch.fnmatchcase(relative, pattern) for pattern in include):
-        return False
-    return not any(fnmatch.fnmatchcase(relative, pattern) for pattern in exclude)

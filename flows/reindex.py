@@ -1,8 +1,8 @@
-"""The reindex flow: build a new index version from the configured sources and promote it.
+"""The reindex flow: bring the alias's index up to date with its sources, incrementally, and promote.
 
-May touch: the configured sources (read only), the store's build collections of the alias (creates one,
-deletes old unaliased ones by retention), and the alias (one compare-and-swap move). Never writes to or
-deletes the live collection.
+May touch: the configured sources (read only); the store's collections of the alias (creates one build
+and its document table, deletes old unaliased builds by retention), its embedding cache and freshness
+ledger; and the alias (one compare-and-swap move). Never writes to or deletes the live collection.
 """
 
 from __future__ import annotations
@@ -10,18 +10,22 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 import connectors
-from rag import build, versions
+from rag import build, freshness, versions
+from rag.cache import EmbeddingCache, prune_caches
 from rag.chunking import Chunker
-from rag.config import Settings
+from rag.config import Settings, source_from_cli
 from rag.embedding import load_embedder
-from rag.errors import ConfigError, PromotionRefused, RagopsError
-from rag.models import BuildSummary
+from rag.errors import ConfigError, FreshnessBreach, PromotionRefused, RagopsError, SourceError
+from rag.models import BuildSummary, Counts, utc_now
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore
+from rag.store import IndexStore, version_of
+
+#: documents per copy batch when carrying unchanged documents (no parsing: large batches are cheap)
+CARRY_BATCH = 256
 
 
 def _transient(task, task_run, state) -> bool:
@@ -41,14 +45,14 @@ list_documents = task(
 )
 load_model = task(load_embedder, name="load-model", cache_policy=NO_CACHE)
 begin_build = task(build.begin_build, name="begin-build", cache_policy=NO_CACHE)
-# Idempotent (deterministic point ids), so a retry after a store hiccup rewrites the same points.
+# Both idempotent (deterministic point ids, cached vectors): a retry after a store hiccup is safe.
+carry_documents = task(
+    build.carry_documents, name="carry-documents", retries=2, retry_delay_seconds=[5, 30],
+    retry_condition_fn=_transient, cache_policy=NO_CACHE,
+)
 index_batch = task(
-    build.index_batch,
-    name="index-batch",
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=_transient,
-    cache_policy=NO_CACHE,
+    build.index_batch, name="index-batch", retries=2, retry_delay_seconds=[5, 30],
+    retry_condition_fn=_transient, cache_policy=NO_CACHE,
 )
 finish_build = task(build.finish_build, name="finish-build", cache_policy=NO_CACHE)
 promote_build = task(versions.promote, name="promote", cache_policy=NO_CACHE)
@@ -71,17 +75,20 @@ def reindex(
     alias: str | None = None,
     promote: bool = True,
 ) -> dict:
-    """Build a new version of the index from the configured sources; promote it if it is sound.
+    """Bring the index up to date with its sources; promote the new build if it is sound.
 
-    Every build is a new Qdrant collection ``<alias>__<version>`` with its manifest. When the build
-    completes and passes the sanity checks, the alias moves to it in one compare-and-swap request, and
-    builds beyond ``retention`` are deleted (never a live one, never the rollback target).
+    Incremental by default: documents whose listing signal (size+mtime, S3 ETag) did not move are
+    carried from the live build without parsing; new and changed ones are parsed, and only chunks
+    never embedded with this model are embedded. When nothing changed, no build is made. A failing
+    document is quarantined and its previous version kept; a source that cannot be listed keeps its
+    documents. Each source's freshness is recorded; the run fails if one is staler than its
+    ``max_staleness``.
 
     Args:
         config: path to ragops.yaml; unset reads ``$RAGOPS_CONFIG`` or ./ragops.yaml if present.
-        full_rebuild: rebuild every document from scratch (today every build is full; incremental
-            refresh honours this flag).
-        sources: folders to index instead of the configured sources.
+        full_rebuild: re-parse every document instead of starting from the live build (the
+            embedding cache still supplies vectors already computed with the same model).
+        sources: folders or s3://bucket/prefix URLs to index instead of the configured sources.
         store: store location (folder or Qdrant URL) instead of the configured one.
         alias: alias to build and promote instead of the configured one.
         promote: False builds and keeps the version without moving the alias.
@@ -91,7 +98,8 @@ def reindex(
 
     Raises:
         PromotionRefused: the build completed but failed a sanity check; the alias did not move.
-            Its ``details["summary"]`` holds the run summary.
+        FreshnessBreach: a source is staler than its max_staleness (after everything else was done).
+        Both carry the run summary in ``details["summary"]``.
     """
     configure_offline_runtime()
     logger = get_run_logger()
@@ -103,78 +111,126 @@ def reindex(
     embedder = load_model(settings.embedding)
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
     progress = build.BuildProgress()
+    fetch = connectors.Fetcher(settings.sources)
 
     with IndexStore.open(settings.store) as index_store:
         started = time.perf_counter()
-        refs = [ref for source in settings.sources for ref in list_documents(source)]
+        listings = [_list_source(source) for source in settings.sources]
         progress.timings.list = time.perf_counter() - started
-        progress.counts.documents_seen = len(refs)
-        logger.info("%d documents listed from %d source(s)", len(refs), len(settings.sources))
+        if all(not listing.complete for listing in listings):
+            raise SourceError("no source could be listed: " + "; ".join(l.error or "" for l in listings))
+        listed = sum(len(listing.refs) for listing in listings)
+        logger.info("%d documents listed from %d source(s)", listed, len(listings))
 
         previous = index_store.alias_target(settings.alias)
-        manifest = begin_build(index_store, settings, embedder, chunker)
-        try:
-            batches = list(build.batched(refs, settings.pipeline.batch_documents))
-            for number, batch in enumerate(batches, start=1):
-                report = index_batch(
-                    index_store,
-                    manifest.collection,
-                    batch,
-                    embedder,
-                    chunker,
-                    max_bytes=int(settings.pipeline.max_file_mb * 1_000_000),
-                )
-                progress.add(report)
-                done = min(number * settings.pipeline.batch_documents, len(refs))
-                logger.info(
-                    "batch %d/%d: %d/%d documents, %d chunks, %d failed",
-                    number, len(batches), done, len(refs), progress.counts.chunks,
-                    progress.counts.documents_failed,
-                )
-            manifest = finish_build(index_store, manifest, progress)
-        except BaseException as exc:  # includes KeyboardInterrupt: leave a truthful manifest behind
-            build.fail_build(index_store, manifest, f"{type(exc).__name__}: {exc}")
-            raise
+        base = None if full_rebuild else build.choose_base(index_store, settings.alias, embedder, chunker)
+        base_records = index_store.read_records(base) if base else {}
+        plan = build.plan_build(listings, base, base_records, utc_now())
+        for note in plan.notes:
+            logger.warning(note)
+        progress.counts = Counts(
+            documents_seen=listed + plan.kept,
+            documents_new=sum(1 for w in plan.work if w.previous is None),
+            documents_changed=sum(1 for w in plan.work if w.previous is not None),
+            documents_unchanged=plan.unchanged,
+            documents_deleted=len(plan.deleted),
+        )
+        logger.info(
+            "plan against %s: %d new, %d changed, %d unchanged, %d deleted",
+            version_of(base) if base else "nothing (full build)", progress.counts.documents_new,
+            progress.counts.documents_changed, plan.unchanged, len(plan.deleted),
+        )
 
-        started = time.perf_counter()
-        promoted, reason = False, "not requested (--no-promote)"
-        if promote:
-            try:
-                reason = versions.check_promotable(index_store, manifest)
-                promote_build(
-                    index_store, settings.alias, manifest.collection, expected=previous, by="reindex", reason=reason
-                )
-                promoted = True
-            except PromotionRefused as exc:
-                reason = str(exc)
-                build.reject_build(index_store, manifest, reason)
-        progress.timings.promote = time.perf_counter() - started
-        deleted = apply_retention(index_store, settings.alias, settings.retention, protect={manifest.collection})
+        if base is not None and not plan.has_changes:
+            manifest = index_store.read_manifest(base)
+            progress.counts = progress.counts.model_copy(
+                update={"documents_indexed": manifest.counts.documents_indexed,
+                        "documents_failed": manifest.counts.documents_failed, "chunks": manifest.counts.chunks}
+            )
+            state, promoted, reason, deleted = "unchanged", False, f"no changes since build {manifest.version}", []
+        else:
+            manifest = _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger)
+            state, promoted, reason = manifest.state, False, "not requested (--no-promote)"
+            started = time.perf_counter()
+            if promote:
+                try:
+                    reason = versions.check_promotable(index_store, manifest)
+                    promote_build(index_store, settings.alias, manifest.collection, expected=previous,
+                                  by="reindex", reason=reason)
+                    promoted = True
+                except PromotionRefused as exc:
+                    reason, state = str(exc), "rejected"
+                    build.reject_build(index_store, manifest, reason)
+            progress.timings.promote = time.perf_counter() - started
+            deleted = apply_retention(index_store, settings.alias, settings.retention,
+                                      protect={manifest.collection})
+            prune_caches(index_store, settings.alias)
+
         live = index_store.alias_target(settings.alias)
+        live_records = index_store.read_records(live) if live else {}
+        known = index_store.read_source_states(settings.alias)
+        states = [
+            freshness.update_source_state(known.get(source.name), source, listing, live_records)
+            for source, listing in zip(settings.sources, listings)
+        ]
+        index_store.write_source_states(settings.alias, states)
 
     progress.timings.total = time.perf_counter() - run_started
     summary = BuildSummary(
-        alias=settings.alias,
-        version=manifest.version,
-        collection=manifest.collection,
-        state="rejected" if promote and not promoted else manifest.state,
-        counts=progress.counts,
-        failures=progress.failures,
-        timings=progress.timings,
-        promoted=promoted,
-        reason=reason,
-        live=live,
-        previous=previous,
-        deleted=deleted,
+        alias=settings.alias, version=manifest.version, collection=manifest.collection, state=state,
+        base=plan.base, counts=progress.counts, failures=progress.failures, timings=progress.timings,
+        promoted=promoted, reason=reason, live=live, previous=previous, deleted=deleted,
+        sources=states, notes=plan.notes,
     )
-    publish_summary(summary)
+    assessed = freshness.assess({s.name: s for s in states}, settings.sources, utc_now())
+    publish_summary(summary, assessed)
     logger.info("%s", summary_headline(summary))
-    if promote and not promoted:
-        raise PromotionRefused(
-            f"build {manifest.version} was not promoted: {reason}",
-            details={"summary": summary.model_dump(mode="json")},
-        )
+    details = {"summary": summary.model_dump(mode="json")}
+    if promote and state == "rejected":
+        raise PromotionRefused(f"build {manifest.version} was not promoted: {reason}", details=details)
+    breaches = [f"{s.state.name}: {s.message}" for s in assessed if s.breach]
+    if breaches:
+        raise FreshnessBreach("freshness limit breached: " + " | ".join(breaches), details=details)
     return summary.model_dump(mode="json")
+
+
+def _list_source(source) -> build.Listing:
+    """A source's complete listing, or a failed one: one source's outage never stops the others."""
+    listed_at = utc_now()
+    try:
+        refs = list_documents(source)
+    except SourceError as exc:
+        return build.Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=listed_at,
+                             error=str(exc))
+    return build.Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=listed_at, refs=refs)
+
+
+def _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger):
+    """Write a new build from the plan; leave a truthful manifest behind whatever happens."""
+    manifest = begin_build(index_store, settings, embedder, chunker, plan.base)
+    cache = EmbeddingCache(index_store, settings.alias, embedder.fingerprint)
+    try:
+        for batch in build.batched(plan.carry, CARRY_BATCH):
+            progress.add(carry_documents(index_store, plan.base, manifest.collection, batch))
+        if plan.carry:
+            logger.info("carried %d unchanged documents (%d chunks)", len(plan.carry), progress.counts.chunks)
+        batches = list(build.batched(plan.work, settings.pipeline.batch_documents))
+        for number, batch in enumerate(batches, start=1):
+            report = index_batch(
+                index_store, manifest, batch, embedder, chunker, cache, fetch,
+                max_bytes=int(settings.pipeline.max_file_mb * 1_000_000), now=utc_now(),
+            )
+            progress.add(report)
+            logger.info(
+                "batch %d/%d: %d/%d documents, %d chunks (%d embedded), %d failed",
+                number, len(batches), min(number * settings.pipeline.batch_documents, len(plan.work)),
+                len(plan.work), progress.counts.chunks, progress.counts.chunks_embedded,
+                progress.counts.documents_failed,
+            )
+        return finish_build(index_store, manifest, progress)
+    except BaseException as exc:  # includes KeyboardInterrupt
+        build.fail_build(index_store, manifest, f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def load_settings(
@@ -183,28 +239,32 @@ def load_settings(
     """Settings from the config file and environment, with the flow's parameters on top."""
     overrides: dict = {"store": {"location": store}, "alias": alias}
     if sources:
-        overrides["sources"] = [{"path": path} for path in sources]
+        overrides["sources"] = [source_from_cli(value) for value in sources]
     return Settings.load(config, overrides=overrides)
 
 
 def summary_headline(summary: BuildSummary) -> str:
     """One line for logs and the artifact description."""
-    counts = summary.counts
+    c = summary.counts
+    if summary.state == "unchanged":
+        return f"{summary.alias}: {summary.reason}; {c.documents_unchanged} documents unchanged"
     verdict = "promoted" if summary.promoted else "not promoted"
     return (
-        f"{summary.alias} {summary.version}: {counts.documents_indexed}/{counts.documents_seen} documents "
-        f"indexed, {counts.documents_failed} failed, {counts.chunks} chunks in {summary.timings.total:.1f}s; "
-        f"{verdict}: {summary.reason}"
+        f"{summary.alias} {summary.version}: {c.documents_new} new, {c.documents_changed} changed, "
+        f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted, {c.documents_failed} failed; "
+        f"{c.chunks} chunks ({c.chunks_embedded} embedded) in {summary.timings.total:.1f}s; {verdict}: {summary.reason}"
     )
 
 
-def publish_summary(summary: BuildSummary) -> None:
-    """The run summary as a Markdown artifact, keyed per alias so the UI shows its history."""
+def publish_summary(summary: BuildSummary, assessed: list[freshness.SourceFreshness]) -> None:
+    """The run summary (Markdown) and source freshness (table), keyed per alias for history in the UI."""
+    c = summary.counts
     rows = [
-        f"| documents seen | {summary.counts.documents_seen} |",
-        f"| documents indexed | {summary.counts.documents_indexed} |",
-        f"| documents failed | {summary.counts.documents_failed} |",
-        f"| chunks | {summary.counts.chunks} |",
+        f"| state | {summary.state} |",
+        f"| documents | {c.documents_seen} seen: {c.documents_new} new, {c.documents_changed} changed, "
+        f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted |",
+        f"| indexed / failed | {c.documents_indexed} / {c.documents_failed} |",
+        f"| chunks | {c.chunks} ({c.chunks_embedded} embedded, {c.chunks_reused} reused) |",
         f"| promoted | {'yes' if summary.promoted else 'no'}: {summary.reason} |",
         f"| live | {summary.live or '-'} (was {summary.previous or '-'}) |",
         f"| deleted by retention | {', '.join(summary.deleted) or '-'} |",
@@ -212,21 +272,21 @@ def publish_summary(summary: BuildSummary) -> None:
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.model_dump().items())
     failures = "\n".join(f"| {f.doc_id} | {f.stage} | {f.reason.replace('|', '/')} |" for f in summary.failures)
     markdown = "\n".join(
-        [
-            f"# Reindex {summary.alias}: {summary.version}",
-            "",
-            "| | |",
-            "|---|---|",
-            *rows,
-            "",
-            f"Timings: {timings}",
-        ]
-        + (["", "## Failed documents", "", "| document | stage | reason |", "|---|---|---|", failures] if failures else [])
+        [f"# Reindex {summary.alias}: {summary.version}", "", "| | |", "|---|---|", *rows, "",
+         f"Timings: {timings}"]
+        + [f"\n> {note}" for note in summary.notes]
+        + (["", "## Quarantined documents", "", "| document | stage | reason |", "|---|---|---|", failures]
+           if failures else [])
     )
-    create_markdown_artifact(
-        markdown=markdown,
-        key=f"reindex-{summary.alias}".replace("_", "-").lower(),
-        description=summary_headline(summary),
+    key = summary.alias.replace("_", "-").lower()
+    create_markdown_artifact(markdown=markdown, key=f"reindex-{key}", description=summary_headline(summary))
+    create_table_artifact(
+        table=[
+            {"source": s.state.name, "documents": s.state.documents, "quarantined": s.state.quarantined,
+             "unsynced": s.state.unsynced, "staleness_s": round(s.staleness_seconds or 0, 1),
+             "max_staleness_s": s.max_staleness_seconds, "breach": s.breach, "status": s.message}
+            for s in assessed
+        ],
+        key=f"freshness-{key}",
+        description=f"Freshness of {summary.alias}'s sources",
     )
-
-

@@ -1,48 +1,126 @@
 """The steps of an index build, as plain functions (the reindex flow orchestrates them).
 
-A build is a new collection ``<alias>__<version>``: ``begin_build`` creates it with a manifest in state
-"building"; ``index_batch`` parses, chunks, embeds and writes one batch of documents, recording every
-document that fails instead of raising; ``finish_build`` marks it complete once every point is durably
-written, or ``fail_build`` records why it stopped. Nothing here touches the serving alias.
+A build is a new collection ``<alias>__<version>`` plus its document table. It is incremental: it starts
+from a *base*, the live build when it was made with the same model and chunking (else the newest such
+complete build, else nothing), and does only what changed:
+
+1. ``plan_build`` compares each source's listing with the base's document table using the cheap listing
+   signal (size+mtime, ETag). Unchanged documents are *carried* (points copied, nothing parsed), and new
+   or changed ones become *work*. Documents a complete listing lacks are deleted by not being carried.
+   A source whose listing failed keeps every document as it was.
+2. ``carry_documents`` copies carried documents' points and records from the base.
+3. ``index_batch`` fetches and parses each work item. If the parsed text hashes the same as in the
+   base (a touch, an identical re-upload), the old chunks are carried. Otherwise it chunks, takes
+   vectors from the embedding cache, and embeds only the misses. A document that fails is
+   *quarantined*: its previous good version stays in the build, and it is retried only when its
+   signal moves again.
+4. ``finish_build`` marks the build complete once everything is durably written.
+
+Nothing here touches the serving alias or writes to any collection but the new build's (and the cache).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 import time
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from rag.cache import EmbeddingCache
 from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import DocumentError
-from rag.models import Chunk, Counts, DocumentRef, Failure, Manifest, StageTimings, utc_now
-from rag.parsing import parse_document
+from rag.models import (
+    Chunk,
+    Counts,
+    DocumentRecord,
+    DocumentRef,
+    Failure,
+    Manifest,
+    Quarantine,
+    StageTimings,
+    utc_now,
+)
+from rag.parsing import check_size, parse_document
 from rag.store import IndexStore, collection_name
 from rag.versions import new_version
 
 log = logging.getLogger(__name__)
 
-#: failures kept in a manifest (the run summary keeps them all)
+#: failures kept in a manifest (the run summary and the document table keep them all)
 MANIFEST_FAILURES = 200
+
+#: fetches a listed document to a local file inside the given folder (connectors.Fetcher)
+Fetch = Callable[[DocumentRef, Path], Path]
+T = TypeVar("T")
+
+
+class Listing(BaseModel):
+    """One source's listing in a run: complete, or failed with the reason."""
+
+    source: str
+    kind: str
+    uri: str
+    listed_at: datetime
+    refs: list[DocumentRef] = Field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Only a complete listing may delete documents."""
+        return self.error is None
+
+
+class WorkItem(BaseModel):
+    """A listed document that must be fetched and parsed, with what the base holds of it."""
+
+    ref: DocumentRef
+    previous: DocumentRecord | None = None
+
+    @property
+    def status(self) -> Literal["new", "changed"]:
+        """New to the index, or a changed version of a document it holds."""
+        return "changed" if self.previous else "new"
+
+
+class BuildPlan(BaseModel):
+    """What a build must do, relative to its base."""
+
+    base: str | None = Field(description="Base build collection; None means everything is new.")
+    carry: list[DocumentRecord] = Field(default_factory=list, description="Copied as they are.")
+    work: list[WorkItem] = Field(default_factory=list)
+    deleted: list[DocumentRecord] = Field(default_factory=list)
+    unchanged: int = Field(0, description="Carried documents that a complete listing saw unchanged.")
+    kept: int = Field(0, description="Carried documents of sources whose listing failed.")
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def has_changes(self) -> bool:
+        """False when the base already is what a new build would be."""
+        return bool(self.work or self.deleted)
 
 
 class BatchReport(BaseModel):
     """What indexing one batch did."""
 
-    documents: int = 0
-    indexed: int = 0
-    chunks: int = 0
+    records: list[DocumentRecord] = Field(default_factory=list)
     failures: list[Failure] = Field(default_factory=list)
+    chunks: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
     timings: StageTimings = Field(default_factory=StageTimings)
 
 
 class BuildProgress(BaseModel):
-    """Running totals of a build, fed one ``BatchReport`` at a time."""
+    """Running totals of a build."""
 
     counts: Counts = Field(default_factory=Counts)
     failures: list[Failure] = Field(default_factory=list)
@@ -50,16 +128,81 @@ class BuildProgress(BaseModel):
 
     def add(self, report: BatchReport) -> None:
         """Fold a batch's report into the totals."""
-        self.counts.documents_indexed += report.indexed
-        self.counts.documents_failed += len(report.failures)
+        self.counts.documents_indexed += sum(1 for r in report.records if r.chunks)
+        self.counts.documents_failed += sum(1 for r in report.records if r.quarantine)
         self.counts.chunks += report.chunks
+        self.counts.chunks_embedded += report.chunks_embedded
+        self.counts.chunks_reused += report.chunks_reused
         self.failures.extend(report.failures)
-        for stage in ("parse", "chunk", "embed", "write"):
+        for stage in ("fetch", "parse", "chunk", "embed", "write", "reuse"):
             setattr(self.timings, stage, getattr(self.timings, stage) + getattr(report.timings, stage))
 
 
-def begin_build(store: IndexStore, settings: Settings, embedder: Embedder, chunker: Chunker) -> Manifest:
-    """Create the empty collection of a new build of ``settings.alias``, manifest state "building"."""
+def choose_base(store: IndexStore, alias: str, embedder: Embedder, chunker: Chunker) -> str | None:
+    """The build to start from: the live one if compatible, else the newest compatible complete build.
+
+    Compatible means the same vector space (model fingerprint) and the same chunking settings, so its
+    chunks and vectors are exactly what this build would produce for unchanged documents.
+    """
+    live = store.alias_target(alias)
+    candidates = ([live] if live else []) + [b for b in reversed(store.list_builds(alias)) if b != live]
+    for collection in candidates:
+        manifest = store.read_manifest(collection)
+        if (
+            manifest is not None
+            and manifest.state == "complete"
+            and manifest.model.same_space(embedder.fingerprint)
+            and manifest.chunking == chunker.describe()
+        ):
+            return collection
+    return None
+
+
+def plan_build(
+    listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord], now: datetime
+) -> BuildPlan:
+    """Compare listings with the base's document table: what to carry, (re)process and delete.
+
+    A document is unchanged when its listing signal equals the one the base recorded, or equals the
+    signal of its quarantined version (a failure is retried only when the document changes).
+    Documents of a source whose listing failed are all carried. Documents whose source is no longer
+    configured are deleted.
+    """
+    plan = BuildPlan(base=base)
+    by_source: dict[str, list[DocumentRecord]] = {}
+    for record in base_records.values():
+        by_source.setdefault(record.source, []).append(record)
+
+    for listing in listings:
+        held = by_source.pop(listing.source, [])
+        if not listing.complete:
+            plan.carry.extend(held)
+            plan.kept += len(held)
+            plan.notes.append(
+                f"source {listing.source!r} could not be listed ({listing.error}); "
+                f"kept its {len(held)} documents as they were"
+            )
+            continue
+        listed = set()
+        for ref in listing.refs:
+            listed.add(ref.doc_id)
+            previous = base_records.get(ref.doc_id)
+            quarantined_signal = previous.quarantine.signal if previous and previous.quarantine else None
+            if previous and ref.signal in (previous.signal, quarantined_signal):
+                plan.carry.append(previous.model_copy(update={"last_seen": now}))
+                plan.unchanged += 1
+            else:
+                plan.work.append(WorkItem(ref=ref, previous=previous))
+        plan.deleted.extend(r for r in held if r.doc_id not in listed)
+    for records in by_source.values():  # sources removed from the configuration
+        plan.deleted.extend(records)
+    return plan
+
+
+def begin_build(
+    store: IndexStore, settings: Settings, embedder: Embedder, chunker: Chunker, base: str | None = None
+) -> Manifest:
+    """Create the empty collection (and document table) of a new build, manifest state "building"."""
     version = new_version(store, settings.alias)
     manifest = Manifest(
         alias=settings.alias,
@@ -69,46 +212,97 @@ def begin_build(store: IndexStore, settings: Settings, embedder: Embedder, chunk
         model=embedder.fingerprint,
         chunking=chunker.describe(),
         sources=[{"name": s.name, "kind": s.kind, "uri": s.uri} for s in settings.sources],
+        base=base,
     )
     store.create_build(manifest)
-    log.info("build %s started in collection %s", version, manifest.collection)
+    log.info("build %s started in %s (base: %s)", version, manifest.collection, base or "none")
     return manifest
+
+
+def carry_documents(store: IndexStore, base: str, collection: str, records: Sequence[DocumentRecord]) -> BatchReport:
+    """Copy documents' points and records from the base build unchanged. Idempotent."""
+    report = BatchReport(records=list(records))
+    with _timed(report.timings, "reuse"):
+        ids = [point_id for record in records for point_id in record.point_ids]
+        copied = store.copy_points(base, collection, ids)
+        if copied != len(ids):
+            raise RuntimeError(f"base build {base} lacks {len(ids) - copied} of the points its table lists")
+        store.write_records(collection, records)
+    report.chunks = report.chunks_reused = copied
+    return report
 
 
 def index_batch(
     store: IndexStore,
-    collection: str,
-    documents: Sequence[DocumentRef],
+    manifest: Manifest,
+    items: Sequence[WorkItem],
     embedder: Embedder,
     chunker: Chunker,
+    cache: EmbeddingCache,
+    fetch: Fetch,
     *,
     max_bytes: int,
+    now: datetime,
 ) -> BatchReport:
-    """Parse, chunk, embed and write one batch of documents into a build's collection.
+    """Fetch, parse, chunk and embed one batch of new or changed documents into the build.
 
-    Idempotent: point ids derive from document id and chunk position, so re-running a batch rewrites
-    the same points. A document that fails at any stage is reported, not raised; the others go on.
-    Store errors do raise (the batch as a whole did not land).
+    Idempotent: point ids derive from document id and chunk position, and vectors come from the cache
+    once embedded. A document that fails at any stage is quarantined, never raised; if the base held
+    a good version of it, that version is kept. Store errors do raise (the batch did not land).
     """
-    report = BatchReport(documents=len(documents))
-    chunks: list[Chunk] = []
-    for doc in documents:
-        try:
-            with _timed(report.timings, "parse"):
-                elements = parse_document(doc, max_bytes=max_bytes)
-            with _timed(report.timings, "chunk"):
-                chunks.extend(chunker.chunk(doc, elements))
-        except DocumentError as exc:
-            report.failures.append(Failure(doc_id=doc.doc_id, uri=doc.uri, stage=exc.stage, reason=exc.reason))
-            log.warning("failed %s (%s): %s", doc.doc_id, exc.stage, exc.reason)
+    report = BatchReport()
+    base = manifest.base
+    keep: list[DocumentRecord] = []  # base versions carried as they are (unchanged text, or a failure)
+    fresh: dict[str, tuple[DocumentRecord, list[Chunk]]] = {}
 
-    with _timed(report.timings, "embed"):
-        chunks, vectors, failures = _embed_isolating_failures(chunks, embedder, documents)
-    report.failures.extend(failures)
+    with tempfile.TemporaryDirectory(prefix="ragops-fetch-") as folder:
+        for item in items:
+            ref, previous = item.ref, item.previous
+            try:
+                with _timed(report.timings, "fetch"):
+                    check_size(ref, max_bytes)
+                    local = ref.model_copy(update={"path": fetch(ref, Path(folder))})
+                with _timed(report.timings, "parse"):
+                    elements = parse_document(local, max_bytes=max_bytes)
+                content_hash = hash_text(element.text for element in elements)
+                if previous and previous.chunks and previous.content_hash == content_hash:
+                    # Only the listing signal moved (touch, identical re-upload): same chunks, same vectors.
+                    keep.append(previous.model_copy(update=_seen(ref, now) | {"quarantine": None}))
+                    continue
+                with _timed(report.timings, "chunk"):
+                    chunks = chunker.chunk(ref, elements)
+                record = DocumentRecord(
+                    doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal,
+                    content_hash=content_hash, modified=ref.modified,
+                    first_seen=previous.first_seen if previous else now, last_seen=now,
+                    indexed_at=now, indexed_in=manifest.version, chunks=len(chunks),
+                )
+                fresh[ref.doc_id] = (record, chunks)
+            except DocumentError as exc:
+                _quarantine(report, keep, ref, previous, exc.stage, exc.reason, now)
+
+        with _timed(report.timings, "embed"):
+            vectors, failed = _vectors_for(fresh, embedder, cache, report)
+        for doc_id, reason in failed.items():
+            record, _ = fresh.pop(doc_id)
+            item = next(i for i in items if i.ref.doc_id == doc_id)
+            _quarantine(report, keep, item.ref, item.previous, "embed", reason, now)
+
+    chunks = [chunk for _, doc_chunks in fresh.values() for chunk in doc_chunks]
     with _timed(report.timings, "write"):
-        store.upsert_chunks(collection, chunks, vectors)
-    report.chunks = len(chunks)
-    report.indexed = len({chunk.doc_id for chunk in chunks})
+        store.upsert_chunks(manifest.collection, chunks, np.stack([vectors[c.text_hash] for c in chunks])
+                            if chunks else np.zeros((0, embedder.fingerprint.dimension), dtype=np.float32))
+    kept_with_points = [r for r in keep if r.chunks]
+    with _timed(report.timings, "reuse"):
+        if kept_with_points and base:
+            ids = [point_id for r in kept_with_points for point_id in r.point_ids]
+            store.copy_points(base, manifest.collection, ids)
+    report.records = [record for record, _ in fresh.values()] + keep
+    with _timed(report.timings, "write"):
+        store.write_records(manifest.collection, report.records)
+    reused = sum(r.chunks for r in kept_with_points)
+    report.chunks = len(chunks) + reused
+    report.chunks_reused += reused
     return report
 
 
@@ -143,34 +337,87 @@ def reject_build(store: IndexStore, manifest: Manifest, reason: str) -> None:
     store.write_manifest(manifest)
 
 
-def batched(items: Sequence[DocumentRef], size: int) -> Iterator[Sequence[DocumentRef]]:
+def hash_text(texts) -> str:
+    """SHA-256 of a document's parsed text: what its chunks and vectors depend on, nothing volatile."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\n\x00\n")
+    return digest.hexdigest()
+
+
+def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """Consecutive slices of at most ``size`` items."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _embed_isolating_failures(
-    chunks: list[Chunk], embedder: Embedder, documents: Sequence[DocumentRef]
-) -> tuple[list[Chunk], np.ndarray, list[Failure]]:
-    """Embed all chunks at once; if that fails, per document, so one bad document costs only itself."""
-    try:
-        return chunks, embedder.embed([c.text for c in chunks]), []
-    except Exception as exc:  # noqa: BLE001 - narrowed below, per document
-        log.warning("embedding a batch failed (%s); retrying document by document", exc)
-    uris = {doc.doc_id: doc.uri for doc in documents}
-    kept: list[Chunk] = []
-    parts: list[np.ndarray] = []
-    failures: list[Failure] = []
-    for doc_id in dict.fromkeys(c.doc_id for c in chunks):
-        doc_chunks = [c for c in chunks if c.doc_id == doc_id]
+def _seen(ref: DocumentRef, now: datetime) -> dict:
+    return {"signal": ref.signal, "modified": ref.modified, "uri": ref.uri, "last_seen": now}
+
+
+def _quarantine(
+    report: BatchReport,
+    keep: list[DocumentRecord],
+    ref: DocumentRef,
+    previous: DocumentRecord | None,
+    stage: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Record a failed version; keep the base's good version of the document if there is one."""
+    report.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, stage=stage, reason=reason))  # type: ignore[arg-type]
+    log.warning("quarantined %s (%s): %s", ref.doc_id, stage, reason)
+    quarantine = Quarantine(stage=stage, reason=reason, signal=ref.signal, since=now)  # type: ignore[arg-type]
+    if previous and previous.chunks:
+        keep.append(previous.model_copy(update={"quarantine": quarantine, "last_seen": now}))
+    else:
+        keep.append(
+            DocumentRecord(
+                doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal, modified=ref.modified,
+                first_seen=previous.first_seen if previous else now, last_seen=now, quarantine=quarantine,
+            )
+        )
+
+
+def _vectors_for(
+    fresh: dict[str, tuple[DocumentRecord, list[Chunk]]],
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    report: BatchReport,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Vectors by text hash: from the cache, else embedded (and cached before anything records them).
+
+    Returns the vectors and, per document whose embedding failed, the reason. ``chunks_embedded``
+    counts texts sent to the model (identical chunk texts are embedded once).
+    """
+    wanted = {chunk.text_hash: chunk.text for _, chunks in fresh.values() for chunk in chunks}
+    vectors = cache.get(list(wanted))
+    missing = [h for h in wanted if h not in vectors]
+    report.chunks_reused += sum(1 for _, chunks in fresh.values() for c in chunks if c.text_hash in vectors)
+    failed: dict[str, str] = {}
+    if missing:
         try:
-            parts.append(embedder.embed([c.text for c in doc_chunks]))
-            kept.extend(doc_chunks)
-        except Exception as exc:  # noqa: BLE001 - any model error is this document's failure
-            failures.append(Failure(doc_id=doc_id, uri=uris[doc_id], stage="embed", reason=str(exc)[:300]))
-    dimension = embedder.fingerprint.dimension
-    vectors = np.concatenate(parts) if parts else np.zeros((0, dimension), dtype=np.float32)
-    return kept, vectors, failures
+            embedded = embedder.embed([wanted[h] for h in missing])
+        except Exception as exc:  # noqa: BLE001 - narrowed below, document by document
+            log.warning("embedding a batch failed (%s); retrying document by document", exc)
+            embedded = None
+        if embedded is not None:
+            cache.put(missing, embedded)
+            vectors.update(zip(missing, embedded))
+            report.chunks_embedded += len(missing)
+        else:
+            for doc_id, (_, chunks) in fresh.items():
+                todo = [c.text_hash for c in chunks if c.text_hash not in vectors]
+                try:
+                    doc_vectors = embedder.embed([wanted[h] for h in todo])
+                except Exception as exc:  # noqa: BLE001 - this document's failure
+                    failed[doc_id] = f"{type(exc).__name__}: {exc}"[:300]
+                    continue
+                cache.put(todo, doc_vectors)
+                vectors.update(zip(todo, doc_vectors))
+                report.chunks_embedded += len(todo)
+    return vectors, failed
 
 
 @contextmanager

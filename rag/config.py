@@ -17,11 +17,22 @@ never reads environment variables.
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rag.errors import ConfigError
 
@@ -37,15 +48,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class FolderSource(_Section):
-    """A local folder, walked recursively."""
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-    kind: Literal["folder"] = Field("folder", description="Source type; only local folders for now.")
-    path: Path = Field(description="Folder to index, walked recursively.")
+
+def _parse_duration(value: Any) -> Any:
+    """Accept 90, "90s", "30m", "6h", "2d", "1w" (and anything pydantic reads as a timedelta)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+class _Source(_Section):
     name: str = Field(
         "",
         description="Stable name of the source, used as the prefix of document ids. "
-        "Defaults to the folder's name.",
+        "Defaults to the folder's name (or the bucket's).",
         pattern=r"^[A-Za-z0-9._-]*$",
     )
     include: list[str] = Field(
@@ -56,6 +79,18 @@ class FolderSource(_Section):
         default_factory=lambda: [".*", "*/.*", "*~"],
         description="Glob patterns that drop a file even when it matches `include`. Default: hidden files.",
     )
+    max_staleness: Duration | None = Field(
+        None,
+        description="Longest the live index may lag behind this source (e.g. 30m, 6h, 2d). Unset: no limit. "
+        "A refresh that ends with the source staler than this fails.",
+    )
+
+
+class FolderSource(_Source):
+    """A local folder, walked recursively."""
+
+    kind: Literal["folder"] = Field("folder", description="Source type: folder.")
+    path: Path = Field(description="Folder to index, walked recursively.")
 
     @model_validator(mode="after")
     def _default_name(self) -> FolderSource:
@@ -68,6 +103,63 @@ class FolderSource(_Section):
     def uri(self) -> str:
         """The source's address as shown in summaries and manifests."""
         return self.path.resolve().as_uri()
+
+
+class S3Source(_Source):
+    """Objects under a prefix of an S3 bucket (AWS or any S3-compatible endpoint)."""
+
+    kind: Literal["s3"] = Field("s3", description="Source type: s3.")
+    url: str = Field(description="s3://bucket/prefix to index (the prefix may be empty).", pattern=r"^s3://[^/]+")
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, SeaweedFS, R2…). Unset: AWS, from the region."
+    )
+    region: str | None = Field(None, description="Region. Unset: the AWS credential chain's default.")
+    profile: str | None = Field(None, description="Named profile from ~/.aws/config. Unset: the default chain.")
+    max_attempts: int = Field(
+        6, ge=1, le=20, description="Attempts per request; throttling and 5xx are retried with backoff."
+    )
+
+    @property
+    def bucket(self) -> str:
+        """Bucket name from ``url``."""
+        return self.url[len("s3://") :].split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix from ``url`` ("" for the whole bucket)."""
+        parts = self.url[len("s3://") :].split("/", 1)
+        return parts[1] if len(parts) > 1 else ""
+
+    @model_validator(mode="after")
+    def _default_name(self) -> S3Source:
+        if not self.name:
+            object.__setattr__(self, "name", self.bucket)
+        return self
+
+    @property
+    def uri(self) -> str:
+        """The source's address as shown in summaries and manifests."""
+        return self.url
+
+
+def _infer_source_kind(value: Any) -> Any:
+    """Let users omit ``kind``: a ``url`` of s3://… is an S3 source, a ``path`` a folder."""
+    if isinstance(value, dict) and "kind" not in value:
+        if str(value.get("url", "")).startswith("s3://"):
+            return {**value, "kind": "s3"}
+        if "path" in value:
+            return {**value, "kind": "folder"}
+    return value
+
+
+Source = Annotated[Union[FolderSource, S3Source], Field(discriminator="kind"), BeforeValidator(_infer_source_kind)]
+
+
+def source_from_cli(value: str) -> dict[str, str]:
+    """A ``--source`` value: ``s3://bucket/prefix`` or a folder."""
+    if value.startswith("s3://"):
+        return {"url": value}
+    return {"path": str(Path(value).expanduser().resolve())}
 
 
 class StoreSettings(_Section):
@@ -160,7 +252,7 @@ class Settings(_Section):
         description="Builds of this alias kept in the store, the live one included. At least 2, so "
         "that there is always a build to roll back to.",
     )
-    sources: list[FolderSource] = Field(default_factory=list, description="What to index.")
+    sources: list[Source] = Field(default_factory=list, description="What to index: folders and S3 prefixes.")
     store: StoreSettings = Field(default_factory=StoreSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)

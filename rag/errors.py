@@ -11,6 +11,7 @@ The tree, with the exit code the CLI gives each branch::
     ├── VersionError                 2  an alias or version does not exist / is in the wrong state
     │   └── AliasConflictError       3  the alias moved since the run started; nothing changed
     ├── PromotionRefused             3  the build finished but was not fit to promote
+    ├── FreshnessBreach              5  a source is staler than its max_staleness
     └── DocumentError                -  one document failed; recorded, never ends a run
 
 Expected failures carry a message that says what was wrong, which object, and what to do next.
@@ -29,10 +30,12 @@ class RagopsError(Exception):
     #: worth retrying as is (a network hiccup), as opposed to needing a fix first
     transient = False
 
-    def __init__(self, message: str, *, details: dict | None = None) -> None:
+    def __init__(self, message: str, *, details: dict | None = None, transient: bool | None = None) -> None:
         super().__init__(message)
         #: structured context for ``--json`` output (e.g. the run summary of a refused build)
         self.details = details or {}
+        if transient is not None:
+            self.transient = transient
 
 
 class ConfigError(RagopsError):
@@ -90,6 +93,13 @@ class PromotionRefused(RagopsError):
 
     exit_code = 3
     kind = "promotion_refused"
+
+
+class FreshnessBreach(RagopsError):
+    """Raised at the end of a run when a source is staler than its ``max_staleness``."""
+
+    exit_code = 5
+    kind = "freshness_breach"
 
 
 class DocumentError(RagopsError):

@@ -7,6 +7,7 @@ models, so ``model_dump(mode="json")`` is the ``--json`` shape documented in doc
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,13 @@ MANIFEST_SCHEMA = 1
 _POINT_NAMESPACE = uuid.UUID("6f1c1f0e-3c36-4d3e-9d55-2a8c7a0f5b11")
 
 BuildState = Literal["building", "complete", "failed", "rejected"]
+RunState = Literal["building", "complete", "failed", "rejected", "unchanged"]
 FailureStage = Literal["fetch", "parse", "chunk", "embed"]
+
+
+def chunk_point_id(doc_id: str, chunk_index: int) -> str:
+    """Deterministic point id of a document's chunk: the same in every build."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{doc_id}#{chunk_index}"))
 
 
 def utc_now() -> datetime:
@@ -32,12 +39,69 @@ def utc_now() -> datetime:
 class DocumentRef(BaseModel):
     """One document as a connector listed it: where it is and the cheap signals about it."""
 
-    doc_id: str = Field(description="Stable id: <source name>/<path relative to the source root>.")
+    doc_id: str = Field(description="Stable id: <source name>/<path relative to the source root or prefix>.")
     source: str = Field(description="Name of the source that listed it.")
     uri: str = Field(description="Where the document lives (file:// or s3:// URI).")
-    path: Path = Field(description="Local file to parse.")
+    path: Path | None = Field(None, description="Local file to parse; None until fetched (S3).")
     size: int = Field(description="Bytes.")
     modified: float = Field(description="Modification time, seconds since the epoch.")
+    signal: str = Field(
+        description="Cheap change signal from the listing: size+mtime for files, the ETag for S3 objects."
+    )
+
+
+class Quarantine(BaseModel):
+    """Why a document's current version is not indexed, and which version that was."""
+
+    stage: FailureStage
+    reason: str
+    signal: str = Field(description="Listing signal of the failing version: it is retried only once this moves.")
+    since: datetime
+
+
+class DocumentRecord(BaseModel):
+    """A document's state in one build: its freshness record and what the build holds of it."""
+
+    doc_id: str
+    source: str
+    uri: str
+    signal: str = Field(description="Listing signal of the version whose chunks the build holds (or that failed).")
+    content_hash: str | None = Field(None, description="SHA-256 of the parsed text; None if never parsed.")
+    modified: float = Field(description="Source modification time of the listed version (epoch seconds).")
+    first_seen: datetime
+    last_seen: datetime = Field(description="Listing time of the last complete listing that contained it.")
+    indexed_at: datetime | None = Field(None, description="When the chunks the build holds were parsed and embedded.")
+    indexed_in: str | None = Field(None, description="Build version that first held these chunks.")
+    chunks: int = Field(0, description="Chunks of the document in the build (0 if it never indexed).")
+    quarantine: Quarantine | None = None
+
+    @property
+    def point_ids(self) -> list[str]:
+        """Ids of the document's points in the build."""
+        return [chunk_point_id(self.doc_id, index) for index in range(self.chunks)]
+
+
+class SourceState(BaseModel):
+    """Freshness of one source for an alias, as of the last run that listed it."""
+
+    name: str
+    kind: str
+    uri: str
+    last_listing_at: datetime | None = None
+    last_listing_error: str | None = Field(None, description="Why the last listing failed; None if it succeeded.")
+    last_complete_listing_at: datetime | None = None
+    last_sync_at: datetime | None = Field(
+        None, description="Last time the live build reflected a complete listing of this source."
+    )
+    synced_through: datetime | None = Field(
+        None,
+        description="The live build reflects this source up to this time: the last complete listing when in "
+        "sync, else the oldest change it misses.",
+    )
+    documents: int = Field(0, description="Documents of this source in the live build.")
+    quarantined: int = Field(0, description="Documents of this source whose current version failed.")
+    unsynced: int = Field(0, description="Changes (new, changed, deleted) the live build does not reflect.")
+    oldest_unsynced_change: datetime | None = None
 
 
 class Chunk(BaseModel):
@@ -55,11 +119,16 @@ class Chunk(BaseModel):
     @property
     def point_id(self) -> str:
         """Deterministic Qdrant point id: re-running a build writes the same ids."""
-        return str(uuid.uuid5(_POINT_NAMESPACE, f"{self.doc_id}#{self.chunk_index}"))
+        return chunk_point_id(self.doc_id, self.chunk_index)
+
+    @property
+    def text_hash(self) -> str:
+        """SHA-256 of the embedded text: the embedding cache key (with the model fingerprint)."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     def payload(self) -> dict:
         """What is stored beside the vector in Qdrant."""
-        return self.model_dump(exclude={"tokens"})
+        return {**self.model_dump(exclude={"tokens"}), "text_hash": self.text_hash}
 
 
 class Failure(BaseModel):
@@ -89,12 +158,18 @@ class ModelFingerprint(BaseModel):
 
 
 class Counts(BaseModel):
-    """How much a build holds."""
+    """How much a build holds, and how much of it this run had to redo."""
 
-    documents_seen: int = 0
-    documents_indexed: int = 0
-    documents_failed: int = 0
-    chunks: int = 0
+    documents_seen: int = Field(0, description="Documents listed (plus those kept from unlistable sources).")
+    documents_indexed: int = Field(0, description="Documents with chunks in the build.")
+    documents_failed: int = Field(0, description="Documents whose current version is quarantined.")
+    documents_new: int = 0
+    documents_changed: int = Field(0, description="Listed with a moved signal (re-parsed).")
+    documents_unchanged: int = Field(0, description="Carried over from the base build without parsing.")
+    documents_deleted: int = Field(0, description="In the base build but absent from a complete listing.")
+    chunks: int = Field(0, description="Points in the build.")
+    chunks_embedded: int = Field(0, description="Chunks embedded by this run (never embedded before).")
+    chunks_reused: int = Field(0, description="Chunks whose vectors came from the base build or the cache.")
 
 
 class PromotionEvent(BaseModel):
@@ -119,6 +194,7 @@ class Manifest(BaseModel):
     model: ModelFingerprint
     chunking: dict
     sources: list[dict]
+    base: str | None = Field(None, description="Build whose documents and vectors this one reused.")
     counts: Counts = Field(default_factory=Counts)
     failures: list[Failure] = Field(default_factory=list, description="Failed documents (first 200).")
     promotions: list[PromotionEvent] = Field(default_factory=list)
@@ -158,10 +234,12 @@ class StageTimings(BaseModel):
     """Seconds spent per stage of a build, summed over batches."""
 
     list: float = 0.0
+    fetch: float = 0.0
     parse: float = 0.0
     chunk: float = 0.0
     embed: float = 0.0
     write: float = 0.0
+    reuse: float = 0.0
     promote: float = 0.0
     total: float = 0.0
 
@@ -170,11 +248,14 @@ class BuildSummary(BaseModel):
     """What a reindex run did: the shape of ``ragops reindex --json``."""
 
     alias: str
-    version: str
+    version: str = Field(description="The new build, or the live one when nothing changed.")
     collection: str
-    state: BuildState
+    state: RunState = Field(description="'unchanged' when nothing changed and no build was made.")
+    base: str | None = Field(None, description="Build whose unchanged documents were reused.")
     counts: Counts
     failures: list[Failure]
+    sources: list[SourceState] = Field(default_factory=list, description="Freshness of each source after the run.")
+    notes: list[str] = Field(default_factory=list, description="Things the run wants you to know (failed listings).")
     timings: StageTimings
     promoted: bool
     reason: str = Field(description="Why the build was or was not promoted.")

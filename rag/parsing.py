@@ -30,6 +30,21 @@ def _use_packaged_spacy_model() -> None:
     tokenize._SPACY_MODEL_NAME = _SPACY_MODEL
 
 
+def check_size(doc: DocumentRef, max_bytes: int) -> None:
+    """Refuse empty and oversized documents from their listed size, before fetching them.
+
+    Raises:
+        DocumentError: empty (stage parse), or over the limit (stage fetch: it is not downloaded).
+    """
+    if doc.size == 0:
+        raise DocumentError("parse", "file is empty")
+    if doc.size > max_bytes:
+        raise DocumentError(
+            "fetch",
+            f"file is {doc.size / 1e6:.1f} MB, over pipeline.max_file_mb ({max_bytes / 1e6:.1f} MB); not fetched",
+        )
+
+
 def parse_document(doc: DocumentRef, *, max_bytes: int) -> list[Element]:
     """Partition one document into unstructured elements that carry text.
 
@@ -39,13 +54,9 @@ def parse_document(doc: DocumentRef, *, max_bytes: int) -> list[Element]:
     Raises:
         DocumentError: the file is empty, too large, unsupported, corrupt, encrypted, or has no text.
     """
-    if doc.size == 0:
-        raise DocumentError("parse", "file is empty")
-    if doc.size > max_bytes:
-        raise DocumentError(
-            "parse",
-            f"file is {doc.size / 1e6:.1f} MB, over pipeline.max_file_mb ({max_bytes / 1e6:.1f} MB)",
-        )
+    check_size(doc, max_bytes)
+    if doc.path is None:
+        raise DocumentError("fetch", "document was not fetched to a local file")
     _use_packaged_spacy_model()
     from unstructured.partition.auto import partition
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,12 +21,18 @@ from qdrant_client import QdrantClient, models
 
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, StoreError, StoreLockedError, VersionError
-from rag.models import Chunk, Manifest
+from rag.models import Chunk, DocumentRecord, Manifest, SourceState
 
 log = logging.getLogger(__name__)
 
-#: collection names are <alias>__<version>
+#: collection names are <alias>__<version>; a build's document table is <alias>__<version>__docs
 SEPARATOR = "__"
+DOCS_SUFFIX = "__docs"
+#: per-alias collections that are not builds; aliases cannot start with "_", so these never clash
+CACHE_PREFIX = "_ragops_cache__"
+LEDGER_PREFIX = "_ragops_ledger__"
+# Record ids are UUIDv5 of the record's key in this namespace.
+_RECORD_NAMESPACE = uuid.UUID("0b5c8a52-31c6-4c43-8f55-4a1d7b8f1e21")
 #: key under which the manifest lives in a collection's metadata
 MANIFEST_KEY = "ragops_manifest"
 #: HNSW graph degree restored after a bulk load (Qdrant's default)
@@ -35,6 +42,16 @@ HNSW_M = 16
 def collection_name(alias: str, version: str) -> str:
     """Physical collection of a build: ``<alias>__<version>``."""
     return f"{alias}{SEPARATOR}{version}"
+
+
+def docs_collection(collection: str) -> str:
+    """The document table (vectorless collection) that belongs to a build."""
+    return collection + DOCS_SUFFIX
+
+
+def record_id(key: str) -> str:
+    """Deterministic id of a record (document, source, cached vector) in its collection."""
+    return str(uuid.uuid5(_RECORD_NAMESPACE, key))
 
 
 def version_of(collection: str) -> str:
@@ -80,13 +97,17 @@ class IndexStore:
     def list_builds(self, alias: str) -> list[str]:
         """Collections that are builds of ``alias``, oldest first (versions sort by time)."""
         prefix = alias + SEPARATOR
-        with _translate(f"listing collections in {self.location}"):
-            names = [c.name for c in self.client.get_collections().collections]
-        return sorted(name for name in names if name.startswith(prefix))
+        names = self.collection_names()
+        return sorted(n for n in names if n.startswith(prefix) and SEPARATOR not in n[len(prefix) :])
+
+    def collection_names(self) -> list[str]:
+        """Every collection in the store."""
+        with store_errors(f"listing collections in {self.location}"):
+            return [c.name for c in self.client.get_collections().collections]
 
     def exists(self, collection: str) -> bool:
         """True when the collection exists."""
-        with _translate(f"checking collection {collection}"):
+        with store_errors(f"checking collection {collection}"):
             return self.client.collection_exists(collection)
 
     def create_build(self, manifest: Manifest) -> None:
@@ -99,7 +120,7 @@ class IndexStore:
         """
         if self.exists(manifest.collection):
             raise VersionError(f"collection {manifest.collection} already exists; builds are never overwritten")
-        with _translate(f"creating collection {manifest.collection}"):
+        with store_errors(f"creating collection {manifest.collection}"):
             self.client.create_collection(
                 manifest.collection,
                 vectors_config=models.VectorParams(
@@ -108,6 +129,7 @@ class IndexStore:
                 hnsw_config=models.HnswConfigDiff(m=0),
                 metadata={MANIFEST_KEY: manifest.model_dump(mode="json")},
             )
+            self._create_table(docs_collection(manifest.collection))
 
     def finish_bulk_load(self, collection: str, *, timeout: float = 600) -> str:
         """Restore HNSW indexing after a bulk load and wait until the collection is green.
@@ -115,7 +137,7 @@ class IndexStore:
         Returns:
             The collection status at the end ("green" unless the timeout passed).
         """
-        with _translate(f"updating collection {collection}"):
+        with store_errors(f"updating collection {collection}"):
             self.client.update_collection(collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
         deadline = time.monotonic() + timeout
         status = self.status(collection)
@@ -126,7 +148,7 @@ class IndexStore:
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Replace a build's manifest in its collection metadata."""
-        with _translate(f"writing the manifest of {manifest.collection}"):
+        with store_errors(f"writing the manifest of {manifest.collection}"):
             self.client.update_collection(
                 manifest.collection, metadata={MANIFEST_KEY: manifest.model_dump(mode="json")}
             )
@@ -154,7 +176,7 @@ class IndexStore:
 
     def count(self, collection: str) -> int:
         """Exact number of points in the collection."""
-        with _translate(f"counting points in {collection}"):
+        with store_errors(f"counting points in {collection}"):
             return self.client.count(collection, exact=True).count
 
     def delete_build(self, collection: str) -> None:
@@ -166,8 +188,10 @@ class IndexStore:
         aliases = self.aliases_of(collection)
         if aliases:
             raise VersionError(f"refusing to delete {collection}: alias {', '.join(aliases)} points at it")
-        with _translate(f"deleting collection {collection}"):
+        with store_errors(f"deleting collection {collection}"):
             self.client.delete_collection(collection)
+            if self.client.collection_exists(docs_collection(collection)):
+                self.client.delete_collection(docs_collection(collection))
 
     def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Write chunks and their vectors; idempotent (point ids derive from document id + position)."""
@@ -179,12 +203,86 @@ class IndexStore:
             models.PointStruct(id=chunk.point_id, vector=vector.tolist(), payload=chunk.payload())
             for chunk, vector in zip(chunks, vectors)
         ]
-        with _translate(f"writing {len(points)} points to {collection}"):
+        with store_errors(f"writing {len(points)} points to {collection}"):
             self.client.upload_points(collection, points, batch_size=256, max_retries=3, wait=True)
+
+    def copy_points(self, source: str, target: str, point_ids: Sequence[str]) -> int:
+        """Copy points (vectors and payloads) between builds; returns how many were found and copied."""
+        copied = 0
+        for start in range(0, len(point_ids), 512):
+            ids = list(point_ids[start : start + 512])
+            with store_errors(f"reading {len(ids)} points from {source}"):
+                records = self.client.retrieve(source, ids, with_payload=True, with_vectors=True)
+            points = [models.PointStruct(id=r.id, vector=r.vector, payload=r.payload) for r in records]
+            with store_errors(f"writing {len(points)} points to {target}"):
+                self.client.upload_points(target, points, batch_size=256, max_retries=3, wait=True)
+            copied += len(points)
+        return copied
+
+    # --- document tables, ledger and cache: vectorless or small side collections -----------------
+
+    def write_records(self, collection: str, records: Sequence[DocumentRecord]) -> None:
+        """Write document records into a build's document table (idempotent, keyed by document id)."""
+        points = [
+            models.PointStruct(id=record_id(r.doc_id), vector={}, payload=r.model_dump(mode="json"))
+            for r in records
+        ]
+        with store_errors(f"writing {len(points)} document records of {collection}"):
+            if points:
+                self.client.upload_points(docs_collection(collection), points, batch_size=512, wait=True)
+
+    def read_records(self, collection: str) -> dict[str, DocumentRecord]:
+        """A build's document table: document id -> record (empty for builds made before tables)."""
+        table = docs_collection(collection)
+        if not self.exists(table):
+            return {}
+        return {
+            payload["doc_id"]: DocumentRecord.model_validate(payload) for payload in self._scroll_payloads(table)
+        }
+
+    def read_source_states(self, alias: str) -> dict[str, SourceState]:
+        """The alias's freshness ledger: source name -> state (empty before the first run)."""
+        ledger = LEDGER_PREFIX + alias
+        if not self.exists(ledger):
+            return {}
+        return {p["name"]: SourceState.model_validate(p) for p in self._scroll_payloads(ledger)}
+
+    def write_source_states(self, alias: str, states: Sequence[SourceState]) -> None:
+        """Record sources' freshness in the alias's ledger (never in a build)."""
+        ledger = LEDGER_PREFIX + alias
+        if not self.exists(ledger):
+            self._create_table(ledger)
+        points = [
+            models.PointStruct(id=record_id(f"source:{s.name}"), vector={}, payload=s.model_dump(mode="json"))
+            for s in states
+        ]
+        with store_errors(f"writing the freshness ledger of {alias!r}"):
+            self.client.upload_points(ledger, points, wait=True)
+
+    def _create_table(self, name: str) -> None:
+        with store_errors(f"creating collection {name}"):
+            if not self.client.collection_exists(name):
+                self.client.create_collection(name, vectors_config={})
+
+    def _scroll_payloads(self, collection: str, fields: bool | list[str] = True) -> Iterator[dict]:
+        offset = None
+        while True:
+            with store_errors(f"reading {collection}"):
+                page, offset = self.client.scroll(
+                    collection, limit=1024, offset=offset, with_payload=fields, with_vectors=False
+                )
+            for point in page:
+                yield point.payload or {}
+            if offset is None:
+                return
+
+    def text_hashes(self, collection: str) -> set[str]:
+        """Text hashes of every chunk in a build (what its vectors were embedded from)."""
+        return {p.get("text_hash", "") for p in self._scroll_payloads(collection, ["text_hash"])}
 
     def search(self, collection: str, vector: np.ndarray, limit: int) -> list[models.ScoredPoint]:
         """Nearest chunks to ``vector`` in a collection (or alias), best first, with payloads."""
-        with _translate(f"searching {collection}"):
+        with store_errors(f"searching {collection}"):
             response = self.client.query_points(
                 collection, query=vector.tolist(), limit=limit, with_payload=True
             )
@@ -193,14 +291,14 @@ class IndexStore:
     def _info(self, collection: str) -> models.CollectionInfo:
         if not self.exists(collection):
             raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
-        with _translate(f"reading collection {collection}"):
+        with store_errors(f"reading collection {collection}"):
             return self.client.get_collection(collection)
 
     # --- aliases -----------------------------------------------------------------------------------
 
     def alias_target(self, alias: str) -> str | None:
         """The collection the alias points at, or None when the alias does not exist."""
-        with _translate(f"reading aliases in {self.location}"):
+        with store_errors(f"reading aliases in {self.location}"):
             for description in self.client.get_aliases().aliases:
                 if description.alias_name == alias:
                     return description.collection_name
@@ -208,7 +306,7 @@ class IndexStore:
 
     def aliases_of(self, collection: str) -> list[str]:
         """Aliases pointing at the collection."""
-        with _translate(f"reading aliases in {self.location}"):
+        with store_errors(f"reading aliases in {self.location}"):
             return sorted(
                 a.alias_name for a in self.client.get_aliases().aliases if a.collection_name == collection
             )
@@ -246,7 +344,7 @@ class IndexStore:
                 create_alias=models.CreateAlias(collection_name=target, alias_name=alias)
             )
         )
-        with _translate(f"moving alias {alias!r} to {target}"):
+        with store_errors(f"moving alias {alias!r} to {target}"):
             self.client.update_collection_aliases(change_aliases_operations=operations)
 
 
@@ -279,8 +377,11 @@ def _connect(settings: StoreSettings) -> QdrantClient:
 
 
 @contextmanager
-def _translate(action: str) -> Iterator[None]:
-    """Turn qdrant-client and transport errors into StoreError naming what we were doing."""
+def store_errors(action: str) -> Iterator[None]:
+    """Turn qdrant-client and transport errors into StoreError naming what we were doing.
+
+    The one place Qdrant errors are translated; modules that talk to the client directly use it too.
+    """
     try:
         yield
     except (StoreError, VersionError):

@@ -66,11 +66,13 @@ def _root(
 def reindex(
     *,
     source: Annotated[
-        Optional[list[Path]],
-        typer.Option("--source", "-s", help="Folder to index (repeatable). Replaces the configured sources.",
-                     show_default=False),
+        Optional[list[str]],
+        typer.Option("--source", "-s", help="Folder or s3://bucket/prefix to index (repeatable). Replaces the "
+                     "configured sources.", show_default=False),
     ] = None,
-    full: Annotated[bool, typer.Option("--full", help="Rebuild every document from scratch.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-parse every document instead of starting from the live build.")
+    ] = False,
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Build and keep the version, but leave the alias where it is.")
     ] = False,
@@ -79,10 +81,11 @@ def reindex(
     alias: AliasOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Build a new index version from the sources and promote it if it is sound.
+    """Bring the index up to date with its sources (incrementally) and promote the new build if sound.
 
     Runs the `reindex` Prefect flow in this process (no server needed) and prints a run summary:
-    documents seen/indexed/failed, chunks, timings, the new version, whether it was promoted and why.
+    documents new/changed/unchanged/deleted/failed, chunks embedded and reused, timings, the new
+    version, whether it was promoted and why, and each source's freshness. Nothing changed: no build.
     """
     with cli_errors(json_output):
         _check_config(config, source, store, alias)
@@ -92,7 +95,7 @@ def reindex(
             summary = reindex_flow(
                 config=str(config) if config else None,
                 full_rebuild=full,
-                sources=[str(p.resolve()) for p in source] if source else None,
+                sources=source or None,
                 store=store,
                 alias=alias,
                 promote=not no_promote,
@@ -143,13 +146,69 @@ def status(
         with IndexStore.open(settings.store) as index_store:
             live = index_store.alias_target(settings.alias)
             builds = list_versions(index_store, settings.alias)
+            records = index_store.read_records(live) if live else {}
         result = {
             "alias": settings.alias,
             "store": settings.store.location,
             "live": live,
             "versions": [b.model_dump(mode="json") for b in builds],
+            "quarantined": [r.model_dump(mode="json") for r in records.values() if r.quarantine],
         }
         output.emit(result, json_output, output.render_status)
+
+
+@app.command()
+def freshness(
+    *,
+    documents: Annotated[
+        bool, typer.Option("--documents", help="Also list every document's freshness record.")
+    ] = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """How far the live index lags behind each source, against each source's max_staleness.
+
+    Reads the freshness the last reindex recorded (no listing is done here); staleness is measured
+    up to now. Exit code 5 when a source breaches its limit.
+    """
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        from datetime import datetime, timezone
+
+        from rag.errors import FreshnessBreach
+        from rag.freshness import assess
+        from rag.models import utc_now
+        from rag.store import IndexStore, version_of
+
+        with IndexStore.open(settings.store) as index_store:
+            live = index_store.alias_target(settings.alias)
+            states = index_store.read_source_states(settings.alias)
+            records = index_store.read_records(live) if live and documents else {}
+        assessed = assess(states, settings.sources, utc_now())
+        result = {
+            "alias": settings.alias,
+            "live": live,
+            "sources": [
+                {**a.state.model_dump(mode="json"), "staleness_seconds": a.staleness_seconds,
+                 "max_staleness_seconds": a.max_staleness_seconds, "breach": a.breach, "message": a.message}
+                for a in assessed
+            ],
+            "documents": [
+                {**r.model_dump(mode="json"), "build": version_of(live),
+                 "modified_at": datetime.fromtimestamp(r.modified, tz=timezone.utc).isoformat()}
+                for r in records.values()
+            ] if documents else None,
+        }
+        breaches = [a for a in assessed if a.breach]
+        if breaches:
+            if json_output:
+                result["error"] = {"kind": FreshnessBreach.kind, "exit_code": FreshnessBreach.exit_code,
+                                   "message": "; ".join(f"{a.state.name}: {a.message}" for a in breaches)}
+            output.emit(result, json_output, output.render_freshness)
+            raise typer.Exit(FreshnessBreach.exit_code)
+        output.emit(result, json_output, output.render_freshness)
 
 
 @app.command()
@@ -197,16 +256,16 @@ def show_config(
         output.emit(settings.model_dump(mode="json"), json_output, output.render_config)
 
 
-def _settings(config: Path | None, store: str | None, alias: str | None, sources: list[Path] | None = None):
-    from rag.config import Settings
+def _settings(config: Path | None, store: str | None, alias: str | None, sources: list[str] | None = None):
+    from rag.config import Settings, source_from_cli
 
     overrides: dict[str, Any] = {"store": {"location": store}, "alias": alias}
     if sources:
-        overrides["sources"] = [{"path": str(p.resolve())} for p in sources]
+        overrides["sources"] = [source_from_cli(value) for value in sources]
     return Settings.load(config, overrides=overrides)
 
 
-def _check_config(config: Path | None, sources: list[Path] | None, store: str | None, alias: str | None) -> None:
+def _check_config(config: Path | None, sources: list[str] | None, store: str | None, alias: str | None) -> None:
     """Check what a person can get wrong before starting Prefect: a typo then costs milliseconds and
     prints one line, not a failed flow run with its logs."""
     from rag.embedding import resolve_model_path
@@ -217,7 +276,7 @@ def _check_config(config: Path | None, sources: list[Path] | None, store: str | 
     if not settings.sources:
         raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
     for source in settings.sources:
-        if not source.path.is_dir():
+        if source.kind == "folder" and not source.path.is_dir():
             raise SourceError(f"source folder {source.path} does not exist or is not a folder")
     resolve_model_path(settings.embedding.model)
     if not settings.store.is_remote:

@@ -20,18 +20,26 @@ def emit(result: dict[str, Any], json_output: bool, render: Callable[[dict[str, 
 def render_summary(s: dict[str, Any]) -> str:
     """Text form of a reindex run summary."""
     c, t = s["counts"], s["timings"]
-    lines = [
-        f"Build {s['version']} of alias {s['alias']!r} ({s['collection']}): {s['state']}",
-        f"  documents: {c['documents_seen']} seen, {c['documents_indexed']} indexed, {c['documents_failed']} failed",
-        f"  chunks:    {c['chunks']}",
-        "  timings:   " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()),
-    ]
+    if s["state"] == "unchanged":
+        lines = [f"Alias {s['alias']!r}: {s['reason']} ({c['documents_unchanged']} documents unchanged); no new build."]
+    else:
+        lines = [
+            f"Build {s['version']} of alias {s['alias']!r} ({s['collection']}): {s['state']}"
+            + (f", based on {s['base']}" if s.get("base") else ", full build"),
+            f"  documents: {c['documents_seen']} seen: {c['documents_new']} new, {c['documents_changed']} changed, "
+            f"{c['documents_unchanged']} unchanged, {c['documents_deleted']} deleted",
+            f"  indexed:   {c['documents_indexed']} documents, {c['documents_failed']} quarantined",
+            f"  chunks:    {c['chunks']} ({c['chunks_embedded']} embedded, {c['chunks_reused']} reused)",
+            "  timings:   " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if v >= 0.05 or k == "total"),
+        ]
     if s["failures"]:
-        lines.append("  failed documents:")
+        lines.append("  quarantined this run:")
         lines += [f"    {f['doc_id']}  [{f['stage']}]  {f['reason']}" for f in s["failures"]]
-    verdict = "promoted" if s["promoted"] else "NOT promoted"
-    lines.append(f"  {verdict}: {s['reason']}")
-    lines.append(f"  alias {s['alias']!r} -> {s['live'] or 'nothing'} (was {s['previous'] or 'nothing'})")
+    lines += [f"  note: {note}" for note in s.get("notes", [])]
+    if s["state"] != "unchanged":
+        verdict = "promoted" if s["promoted"] else "NOT promoted"
+        lines.append(f"  {verdict}: {s['reason']}")
+        lines.append(f"  alias {s['alias']!r} -> {s['live'] or 'nothing'} (was {s['previous'] or 'nothing'})")
     if s["deleted"]:
         lines.append(f"  deleted by retention: {', '.join(s['deleted'])}")
     return "\n".join(lines)
@@ -74,7 +82,37 @@ def render_status(r: dict[str, Any]) -> str:
         )
         if m.get("error"):
             lines.append(f"      {m['error']}")
+    if r.get("quarantined"):
+        lines.append(f"quarantined documents in the live build ({len(r['quarantined'])}):")
+        for q in r["quarantined"]:
+            kept = "previous version kept" if q["chunks"] else "not indexed"
+            lines.append(f"  {q['doc_id']}  [{q['quarantine']['stage']}]  {q['quarantine']['reason']}  ({kept})")
     return "\n".join(lines)
+
+
+def render_freshness(r: dict[str, Any]) -> str:
+    """Text form of ``ragops freshness``."""
+    lines = [f"freshness of alias {r['alias']!r} (live: {r['live'] or 'nothing'}):"]
+    for s in r["sources"]:
+        limit = s["max_staleness_seconds"]
+        mark = "BREACH" if s["breach"] else "ok"
+        limit_text = f"limit {_seconds(limit)}" if limit else "no limit"
+        lines.append(f"  {mark:<6} {s['name']:<20} {s['documents']:>6} docs  {s['quarantined']:>3} quarantined  "
+                     f"{limit_text:<12} {s['message']}")
+    if r.get("documents") is not None:
+        lines.append("documents:")
+        for d in r["documents"]:
+            lines.append(f"  {d['doc_id']}  hash {str(d['content_hash'])[:12]}  modified {d['modified_at'][:19]}  "
+                         f"indexed {str(d['indexed_at'])[:19]} in {d['indexed_in']}"
+                         + (f"  QUARANTINED: {d['quarantine']['reason']}" if d["quarantine"] else ""))
+    return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
 
 
 def render_rollback(r: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ def test_reindex_query_status_rollback_as_a_script_would(write_config: Path) -> 
     first = run("reindex", *config, "--json")
     assert first.exit_code == 0, first.output
     first = as_json(first)
-    second = as_json(run("reindex", *config, "--json"))
+    second = as_json(run("reindex", *config, "--full", "--json"))  # nothing changed: --full still builds
     assert second["promoted"] and second["previous"] == first["collection"]
     assert set(second) >= {"alias", "version", "collection", "state", "counts", "failures", "timings",
                            "promoted", "reason", "live", "previous", "deleted"}
@@ -84,7 +84,7 @@ def test_unknown_alias(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "alias 'ghost' does not exist" in result.stderr
     status = as_json(run("status", "--store", str(tmp_path / "s"), "--alias", "ghost", "--json"))
-    assert status == {"alias": "ghost", "store": str(tmp_path / "s"), "live": None, "versions": []}
+    assert status == {"alias": "ghost", "store": str(tmp_path / "s"), "live": None, "versions": [], "quarantined": []}
 
 
 def test_no_sources_configured(tmp_path: Path) -> None:

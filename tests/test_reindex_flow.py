@@ -54,7 +54,9 @@ def test_run_summary_is_published_as_an_artifact(write_config: Path) -> None:
     artifact = Artifact.get("reindex-test")
     assert artifact is not None
     assert summary["version"] in artifact.data
-    assert "documents indexed | 6" in artifact.data
+    assert "| indexed / failed | 6 / 0 |" in artifact.data
+    freshness = Artifact.get("freshness-test")
+    assert freshness is not None and freshness.type == "table" and "demo" in freshness.data
 
 
 def test_a_failed_document_is_reported_and_the_good_ones_promoted(
@@ -75,17 +77,21 @@ def test_a_failed_document_is_reported_and_the_good_ones_promoted(
 
 
 def test_a_build_with_nothing_indexed_is_refused_and_the_alias_stays(
-    write_config: Path, corpus: Path, store_path: Path
+    write_config: Path, tmp_path: Path, store_path: Path
 ) -> None:
     first = reindex(config=str(write_config))
-    for file in corpus.iterdir():
-        file.write_bytes(b"")
+    empty = tmp_path / "empty-source"
+    empty.mkdir()
+    for name in ("a.md", "b.pdf"):
+        (empty / name).write_bytes(b"")
 
+    # The configured source is replaced by one whose every document fails: nothing would be served.
     with pytest.raises(PromotionRefused, match="indexed no documents") as error:
-        reindex(config=str(write_config))
+        reindex(config=str(write_config), sources=[str(empty)])
 
     refused = error.value.details["summary"]
     assert refused["promoted"] is False and refused["state"] == "rejected"
+    assert refused["counts"]["documents_deleted"] == 6 and refused["counts"]["documents_failed"] == 2
     with IndexStore.open(StoreSettings(location=str(store_path))) as store:  # lock released on failure too
         assert store.alias_target("test") == first["collection"]
         assert store.read_manifest(refused["collection"]).state == "rejected"
@@ -93,7 +99,7 @@ def test_a_build_with_nothing_indexed_is_refused_and_the_alias_stays(
 
 def test_no_promote_builds_but_leaves_the_alias(write_config: Path, store_path: Path) -> None:
     first = reindex(config=str(write_config))
-    second = reindex(config=str(write_config), promote=False)
+    second = reindex(config=str(write_config), promote=False, full_rebuild=True)
 
     assert second["promoted"] is False and second["state"] == "complete"
     assert second["live"] == first["collection"]

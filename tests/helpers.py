@@ -1,0 +1,37 @@
+"""Helpers shared by tests: snapshots of what a store serves, for exact comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import StoreSettings
+from rag.store import IndexStore
+
+
+def snapshot(store_path: Path, alias: str) -> dict[str, tuple[dict, np.ndarray]]:
+    """Every point of the live build: id -> (payload, vector)."""
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        live = store.alias_target(alias)
+        assert live is not None, f"alias {alias} has no live build"
+        points, offset = [], None
+        while True:
+            page, offset = store.client.scroll(live, limit=1000, offset=offset, with_payload=True, with_vectors=True)
+            points += page
+            if offset is None:
+                break
+    return {str(p.id): (p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points}
+
+
+def assert_same_index(actual: dict, expected: dict) -> None:
+    """Same point ids, same payloads, same vectors (to float noise from batch composition)."""
+    assert sorted(actual) == sorted(expected)
+    for point_id, (payload, vector) in expected.items():
+        assert actual[point_id][0] == payload, point_id
+        np.testing.assert_allclose(actual[point_id][1], vector, atol=2e-5)
+
+
+def doc_ids(points: dict) -> set[str]:
+    """Documents present in a snapshot."""
+    return {payload["doc_id"] for payload, _ in points.values()}

@@ -1,0 +1,173 @@
+"""Incremental refresh on a folder: only what changed is parsed and embedded, and the result is exactly
+what a clean build of the same files would serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.reindex import reindex
+from rag.config import StoreSettings
+from rag.errors import FreshnessBreach, SourceError
+from rag.serving import Retriever
+from rag.store import IndexStore
+from tests.helpers import assert_same_index, doc_ids, snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def _edit(path: Path, extra: str) -> None:
+    path.write_text(path.read_text() + "\n\n" + extra + "\n")
+
+
+def test_new_changed_unchanged_deleted_and_renamed(corpus: Path, store_path: Path, tmp_path: Path) -> None:
+    first = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    assert first["counts"]["documents_new"] == 6 and first["counts"]["chunks_embedded"] == first["counts"]["chunks"]
+
+    _edit(corpus / "bicycle-chain.md", "## Storing the bike\n\nHang it in a dry place away from the sun.")
+    (corpus / "glossary.txt").unlink()
+    (corpus / "espresso-machine.html").rename(corpus / "coffee-machine-care.html")  # renamed, same text
+    (corpus / "tyres.md").write_text("# Tyre pressure\n\nRoad tyres want 6 to 8 bar; check weekly.\n")
+
+    second = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+
+    counts = second["counts"]
+    assert second["base"] == first["collection"] and second["promoted"]
+    assert (counts["documents_new"], counts["documents_changed"], counts["documents_unchanged"],
+            counts["documents_deleted"]) == (2, 1, 3, 2)  # new: tyres + renamed; deleted: glossary + old name
+    # Embedded: the tyre doc and the bicycle doc's changed chunk only; the renamed doc's vectors are cached.
+    incremental = snapshot(store_path, "kb")
+    assert doc_ids(incremental) == {
+        "corpus/bicycle-chain.md", "corpus/coffee-machine-care.html", "corpus/tyres.md",
+        "corpus/index-freshness.html", "corpus/operations-handbook.pdf", "corpus/retention-policy.docx",
+    }
+    tyre_chunks = sum(1 for p, _ in incremental.values() if p["doc_id"] == "corpus/tyres.md")
+    bike_chunks = sum(1 for p, _ in incremental.values() if p["doc_id"] == "corpus/bicycle-chain.md")
+    assert tyre_chunks + 1 <= counts["chunks_embedded"] <= tyre_chunks + bike_chunks
+    assert counts["chunks_embedded"] + counts["chunks_reused"] == counts["chunks"] == len(incremental)
+
+    clean_store = tmp_path / "clean"
+    reindex(sources=[str(corpus)], store=str(clean_store), alias="kb")
+    assert_same_index(incremental, snapshot(clean_store, "kb"))
+
+
+def test_no_change_makes_no_build_and_a_touch_reembeds_nothing(corpus: Path, store_path: Path) -> None:
+    first = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+
+    unchanged = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    assert unchanged["state"] == "unchanged" and unchanged["version"] == first["version"]
+    assert unchanged["counts"]["documents_unchanged"] == 6 and unchanged["counts"]["chunks_embedded"] == 0
+
+    target = corpus / "glossary.txt"
+    os.utime(target, (time.time() + 5, time.time() + 5))  # signal moves, text does not
+    touched = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    assert touched["counts"]["documents_changed"] == 1
+    assert touched["counts"]["chunks_embedded"] == 0
+    assert_same_index(snapshot(store_path, "kb"), _points_of(store_path, first["collection"]))
+
+
+def test_a_corrupted_file_keeps_its_last_good_version_and_is_retried_only_when_it_changes(
+    corpus: Path, store_path: Path
+) -> None:
+    reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    handbook = corpus / "operations-handbook.pdf"
+    good = handbook.read_bytes()
+    handbook.write_bytes(good[: len(good) // 3])  # truncated: unparseable
+
+    broken = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    assert broken["promoted"] and [f["doc_id"] for f in broken["failures"]] == ["corpus/operations-handbook.pdf"]
+    assert broken["counts"]["documents_failed"] == 1 and broken["counts"]["documents_indexed"] == 6
+    with Retriever(alias="kb", store=str(store_path)) as retriever:
+        hit = retriever.search("how do I undo a bad promotion?", k=1)[0]
+    assert hit.doc_id == "corpus/operations-handbook.pdf" and hit.version == broken["version"]
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        record = store.read_records(broken["collection"])["corpus/operations-handbook.pdf"]
+    assert record.quarantine is not None and record.quarantine.stage == "parse" and record.chunks > 0
+
+    again = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    assert again["state"] == "unchanged"  # not retried: it did not change
+
+    handbook.write_bytes(good)
+    fixed = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    assert fixed["counts"]["documents_changed"] == 1 and fixed["failures"] == []
+    assert fixed["counts"]["chunks_embedded"] == 0  # its vectors were never lost
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        assert store.read_records(fixed["collection"])["corpus/operations-handbook.pdf"].quarantine is None
+
+
+def test_a_source_that_cannot_be_listed_keeps_its_documents(corpus: Path, store_path: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "note.md").write_text("# Parking\n\nBicycles park in the courtyard.\n")
+    reindex(sources=[str(corpus), str(other)], store=str(store_path), alias="kb")
+    before = snapshot(store_path, "kb")
+
+    shutil.rmtree(corpus)  # the whole source disappears: unlistable, not "everything deleted"
+    (other / "second.md").write_text("# Lockers\n\nLockers are on the first floor.\n")
+    run = reindex(sources=[str(corpus), str(other)], store=str(store_path), alias="kb")
+
+    assert run["counts"]["documents_deleted"] == 0 and run["counts"]["documents_new"] == 1
+    assert any("could not be listed" in note and "kept its 6 documents" in note for note in run["notes"])
+    after = snapshot(store_path, "kb")
+    assert doc_ids(after) == doc_ids(before) | {"other/second.md"}
+    state = {s["name"]: s for s in run["sources"]}["corpus"]
+    assert state["last_listing_error"] and state["last_complete_listing_at"] < state["last_listing_at"]
+
+
+def test_freshness_breach_fails_the_run_and_the_report(corpus: Path, store_path: Path, tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from ragops.cli import app
+
+    config = tmp_path / "ragops.yaml"
+    config.write_text(yaml.safe_dump({
+        "alias": "kb", "store": {"location": str(store_path)},
+        "sources": [{"path": str(corpus), "max_staleness": "2s"}],
+    }))
+    reindex(config=str(config))
+    fresh = CliRunner().invoke(app, ["freshness", "--config", str(config), "--json"])
+    assert fresh.exit_code == 0, fresh.output
+
+    shutil.rmtree(corpus)  # cannot list it any more: the index is as of the last complete listing
+    time.sleep(2.5)
+    with pytest.raises(SourceError, match="no source could be listed"):  # the only source
+        reindex(config=str(config))
+
+    report = CliRunner().invoke(app, ["freshness", "--config", str(config), "--json"])
+    assert report.exit_code == 5
+    shown = json.loads(report.stdout)
+    assert shown["sources"][0]["breach"] and shown["error"]["kind"] == "freshness_breach"
+
+
+def test_a_run_ends_failed_when_a_source_breaches(corpus: Path, store_path: Path, tmp_path: Path) -> None:
+    import yaml
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.md").write_text("# A\n\nAlpha.\n")
+    config = tmp_path / "ragops.yaml"
+    config.write_text(yaml.safe_dump({
+        "alias": "kb", "store": {"location": str(store_path)},
+        "sources": [{"path": str(corpus), "max_staleness": "1s"}, {"path": str(other)}],
+    }))
+    reindex(config=str(config))
+    shutil.rmtree(corpus)
+    time.sleep(1.5)
+    with pytest.raises(FreshnessBreach, match="corpus: .*BREACH") as error:
+        reindex(config=str(config))
+    summary = error.value.details["summary"]
+    assert summary["state"] == "unchanged"  # nothing else changed; the live build is untouched
+
+
+def _points_of(store_path: Path, collection: str) -> dict:
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        points = store.client.scroll(collection, limit=10_000, with_payload=True, with_vectors=True)[0]
+    import numpy as np
+
+    return {str(p.id): (p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points}
