@@ -49,14 +49,14 @@ def s3_client(source: S3Source) -> S3Client:
     except ProfileNotFound:
         raise SourceError(f"AWS profile {source.profile!r} for source {source.name!r} is not in ~/.aws/config") from None
     config = Config(
-        retries={"max_attempts": source.max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": source.max_attempts, "mode": "standard"},
         connect_timeout=10,
         read_timeout=60,
     )
     return session.client("s3", endpoint_url=source.endpoint_url, region_name=source.region, config=config)
 
 
-def list_s3(source: S3Source, client: S3Client | None = None) -> Iterator[DocumentRef]:
+def list_s3(source: S3Source, client: S3Client | None = None, *, page_size: int = 1000) -> Iterator[DocumentRef]:
     """Yield every object under the source's prefix that matches its globs, in key order.
 
     Raises:
@@ -68,7 +68,8 @@ def list_s3(source: S3Source, client: S3Client | None = None) -> Iterator[Docume
     refs = []
     with _translate(source, "listing"):
         paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=source.bucket, Prefix=prefix):
+        pages = paginator.paginate(Bucket=source.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
+        for page in pages:
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 if key.endswith("/"):  # "folder" placeholder objects
