@@ -94,8 +94,8 @@ def main() -> None:
     changed_chunks = sum(len(new[d]) for d in changed_ids)
 
     print()
-    print(f"| run | seconds | ratio to full build | chunks embedded |")
-    print(f"|---|---|---|---|")
+    print("| run | seconds | ratio to full build | chunks embedded |")
+    print("|---|---|---|---|")
     print(f"| full build ({len(paths)} docs) | {full_s:.1f} | 1.000 | {full['counts']['chunks_embedded']} |")
     print(f"| no-change refresh | {none_s:.1f} | {none_s / full_s:.3f} | {unchanged['counts']['chunks_embedded']} |")
     print(f"| {len(changed)} docs changed | {some_s:.1f} | {some_s / full_s:.3f} | {refreshed['counts']['chunks_embedded']} |")

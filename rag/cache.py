@@ -22,7 +22,7 @@ import numpy as np
 from qdrant_client import models
 
 from rag.models import ModelFingerprint
-from rag.store import CACHE_PREFIX, SEPARATOR, IndexStore, store_errors, record_id
+from rag.store import CACHE_PREFIX, SEPARATOR, IndexStore, record_id, store_errors
 
 log = logging.getLogger(__name__)
 

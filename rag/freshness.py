@@ -1,6 +1,6 @@
 """Freshness: how far the live index lags behind each source.
 
-Definitions (docs/freshness.md has the worked example):
+Definitions (docs/incremental.md#freshness):
 - A source is **in sync** when its last complete listing matches the live build's document table: no
   new, changed or deleted document is missing from it. A changed document whose new version is
   quarantined counts as synced: it was processed and failed, and ``status`` lists it.

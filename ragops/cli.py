@@ -18,9 +18,9 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from ragops import output
 from rag.errors import RagopsError
 from rag.runtime import configure_offline_runtime
+from ragops import output
 
 app = typer.Typer(
     name="ragops",

@@ -15,9 +15,17 @@ def snapshot(store_path: Path, alias: str) -> dict[str, tuple[dict, np.ndarray]]
     with IndexStore.open(StoreSettings(location=str(store_path))) as store:
         live = store.alias_target(alias)
         assert live is not None, f"alias {alias} has no live build"
+    return points_of(store_path, live)
+
+
+def points_of(store_path: Path, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
+    """Every point of one collection: id -> (payload, vector)."""
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
         points, offset = [], None
         while True:
-            page, offset = store.client.scroll(live, limit=1000, offset=offset, with_payload=True, with_vectors=True)
+            page, offset = store.client.scroll(
+                collection, limit=1000, offset=offset, with_payload=True, with_vectors=True
+            )
             points += page
             if offset is None:
                 break

@@ -14,7 +14,7 @@ import pytest
 from rag.config import StoreSettings
 from rag.store import IndexStore
 from tests.conftest import DEMO_CORPUS
-from tests.helpers import assert_same_index, snapshot
+from tests.helpers import assert_same_index, points_of, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, monkeypatch: p
         killed = [b for b in opened.list_builds("kb") if b != first["collection"]]
         assert len(killed) == 1 and opened.read_manifest(killed[0]).state == "building"
         assert opened.count(first["collection"]) == first["counts"]["chunks"]
-    assert_same_index(snapshot(store, "kb"), _live_points(store, first["collection"]))
+    assert_same_index(snapshot(store, "kb"), points_of(store, first["collection"]))
 
     rerun = reindex(sources=[str(corpus)], store=str(store), alias="kb")
     assert rerun["promoted"] and rerun["counts"]["documents_new"] == 18
@@ -74,11 +74,3 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, monkeypatch: p
     clean_store = tmp_path / "clean"
     reindex(sources=[str(corpus)], store=str(clean_store), alias="kb")
     assert_same_index(snapshot(store, "kb"), snapshot(clean_store, "kb"))
-
-
-def _live_points(store: Path, collection: str) -> dict:
-    import numpy as np
-
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
-        points = opened.client.scroll(collection, limit=10_000, with_payload=True, with_vectors=True)[0]
-    return {str(p.id): (p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 from pydantic import BaseModel
 
 from rag.config import Settings
@@ -9,14 +11,21 @@ from rag.models import BuildSummary, Hit
 from tests.conftest import ROOT
 
 
+def _models_in(annotation) -> list[type[BaseModel]]:
+    """Pydantic models inside an annotation (through list[...], Union, Annotated, Optional)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
 def _paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     paths = []
     for name, field in model.model_fields.items():
-        annotation = field.annotation
-        inner = getattr(annotation, "__args__", (annotation,))[0]
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            suffix = "[]" if getattr(annotation, "__origin__", None) is list else ""
-            paths += _paths(inner, f"{prefix}{name}{suffix}.")
+        nested = _models_in(field.annotation)
+        if nested:
+            suffix = "[]" if typing.get_origin(field.annotation) is list else ""
+            for inner in nested:
+                paths += [p for p in _paths(inner, f"{prefix}{name}{suffix}.") if p not in paths]
         else:
             paths.append(prefix + name)
     return paths

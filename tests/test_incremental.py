@@ -16,7 +16,7 @@ from rag.config import StoreSettings
 from rag.errors import FreshnessBreach, SourceError
 from rag.serving import Retriever
 from rag.store import IndexStore
-from tests.helpers import assert_same_index, doc_ids, snapshot
+from tests.helpers import assert_same_index, doc_ids, points_of, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -68,7 +68,7 @@ def test_no_change_makes_no_build_and_a_touch_reembeds_nothing(corpus: Path, sto
     touched = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
     assert touched["counts"]["documents_changed"] == 1
     assert touched["counts"]["chunks_embedded"] == 0
-    assert_same_index(snapshot(store_path, "kb"), _points_of(store_path, first["collection"]))
+    assert_same_index(snapshot(store_path, "kb"), points_of(store_path, first["collection"]))
 
 
 def test_a_corrupted_file_keeps_its_last_good_version_and_is_retried_only_when_it_changes(
@@ -163,11 +163,3 @@ def test_a_run_ends_failed_when_a_source_breaches(corpus: Path, store_path: Path
         reindex(config=str(config))
     summary = error.value.details["summary"]
     assert summary["state"] == "unchanged"  # nothing else changed; the live build is untouched
-
-
-def _points_of(store_path: Path, collection: str) -> dict:
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
-        points = store.client.scroll(collection, limit=10_000, with_payload=True, with_vectors=True)[0]
-    import numpy as np
-
-    return {str(p.id): (p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points}

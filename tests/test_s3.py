@@ -3,6 +3,7 @@ injects throttling to prove the retries."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -127,7 +128,6 @@ def test_auth_failures_and_missing_buckets_are_clear(bucket, s3_endpoint: str, m
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_s3_changes_produce_exactly_the_expected_index(bucket, s3_endpoint: str, tmp_path: Path) -> None:
-    from flows.reindex import load_settings  # noqa: F401  (flow module import keeps Prefect wiring real)
     from flows.reindex import reindex
 
     client, name = bucket
@@ -191,10 +191,9 @@ def test_cli_takes_an_s3_url_as_source(bucket, s3_endpoint: str, tmp_path: Path,
         app, ["reindex", "--source", f"s3://{name}/kb/", "--store", str(tmp_path / "s"), "--alias", "kb", "--json"]
     )
     assert result.exit_code == 0, result.output
-    import json
-
     summary = json.loads(result.stdout)
     assert summary["counts"]["documents_indexed"] == 6 and summary["promoted"]
+    assert all(s["kind"] == "s3" for s in summary["sources"])
 
 
 class _Throttling(BaseHTTPRequestHandler):
