@@ -50,7 +50,7 @@ from rag.models import (
     utc_now,
 )
 from rag.parsing import check_size, parse_document
-from rag.store import IndexStore, collection_name
+from rag.store import IndexStore, collection_name, docs_collection
 from rag.versions import new_version
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,8 @@ def finish_build(store: IndexStore, manifest: Manifest, progress: BuildProgress)
     Called only after every batch is written, so "complete" in a manifest means durably complete.
     """
     status = store.finish_bulk_load(manifest.collection)
+    store.sync(manifest.collection)  # durably written before it is recorded as complete
+    store.sync(docs_collection(manifest.collection))
     manifest.counts = progress.counts.model_copy()
     manifest.failures = progress.failures[:MANIFEST_FAILURES]
     manifest.completed_at = utc_now()

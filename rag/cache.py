@@ -55,6 +55,7 @@ class EmbeddingCache:
                     ),
                     hnsw_config=models.HnswConfigDiff(m=0),  # looked up by id only: no graph needed
                 )
+            store.tune_embedded()
 
     def get(self, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors for the given text hashes (missing ones are absent from the result)."""

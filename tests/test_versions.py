@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectors import list_documents
+from connectors import Fetcher, list_documents
 from rag import build, versions
+from rag.cache import EmbeddingCache
 from rag.chunking import Chunker
 from rag.config import Settings, StoreSettings
 from rag.errors import AliasConflictError, PromotionRefused, StoreLockedError, VersionError
@@ -181,9 +182,11 @@ def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder)
 
         expected = store.alias_target(settings.alias)  # what the run saw when it started
         manifest = build.begin_build(store, settings, embedder, chunker)
-        refs = list_documents(settings.sources[0])
+        work = [build.WorkItem(ref=ref) for ref in list_documents(settings.sources[0])]
+        cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
         progress = build.BuildProgress()
-        progress.add(build.index_batch(store, manifest.collection, refs, embedder, chunker, max_bytes=10**7))
+        progress.add(build.index_batch(store, manifest, work, embedder, chunker, cache, Fetcher(settings.sources),
+                                       max_bytes=10**7, now=utc_now()))
         manifest = build.finish_build(store, manifest, progress)
         versions.promote(store, settings.alias, b, expected=a, by="promote", reason="another operator")  # mid-run
 
