@@ -294,6 +294,8 @@ def cli_errors(json_output: bool) -> Iterator[None]:
             error = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code, **exc.details}
             typer.echo(json.dumps({"error": error}))
         else:
+            if "summary" in exc.details:  # a run that finished but was refused: show what it did
+                typer.echo(output.render_summary(exc.details["summary"]))
             typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:

@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import FreshnessBreach, SourceError
 from rag.serving import Retriever
 from rag.store import IndexStore
+from ragops.cli import app
 from tests.helpers import assert_same_index, doc_ids, points_of, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -88,6 +90,9 @@ def test_a_corrupted_file_keeps_its_last_good_version_and_is_retried_only_when_i
     with IndexStore.open(StoreSettings(location=str(store_path))) as store:
         record = store.read_records(broken["collection"])["corpus/operations-handbook.pdf"]
     assert record.quarantine is not None and record.quarantine.stage == "parse" and record.chunks > 0
+    status = CliRunner().invoke(app, ["status", "--store", str(store_path), "--alias", "kb", "--json"])
+    quarantined = json.loads(status.stdout)["quarantined"]
+    assert [(q["doc_id"], q["quarantine"]["stage"]) for q in quarantined] == [("corpus/operations-handbook.pdf", "parse")]
 
     again = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
     assert again["state"] == "unchanged"  # not retried: it did not change
@@ -121,9 +126,6 @@ def test_a_source_that_cannot_be_listed_keeps_its_documents(corpus: Path, store_
 
 def test_freshness_breach_fails_the_run_and_the_report(corpus: Path, store_path: Path, tmp_path: Path) -> None:
     import yaml
-    from typer.testing import CliRunner
-
-    from ragops.cli import app
 
     config = tmp_path / "ragops.yaml"
     config.write_text(yaml.safe_dump({
