@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -124,27 +125,41 @@ def test_a_source_that_cannot_be_listed_keeps_its_documents(corpus: Path, store_
     assert state["last_listing_error"] and state["last_complete_listing_at"] < state["last_listing_at"]
 
 
-def test_freshness_breach_fails_the_run_and_the_report(corpus: Path, store_path: Path, tmp_path: Path) -> None:
+def _age_ledger(store_path: Path, alias: str, source: str, hours: float) -> None:
+    """Pretend the source was last synced ``hours`` ago (rewrites its recorded times in the real ledger)."""
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        state = store.read_source_states(alias)[source]
+        past = datetime.now(timezone.utc) - timedelta(hours=hours)
+        state.last_listing_at = state.last_complete_listing_at = state.last_sync_at = state.synced_through = past
+        store.write_source_states(alias, [state])
+
+
+def test_freshness_report_and_breach(corpus: Path, store_path: Path, tmp_path: Path) -> None:
     import yaml
 
     config = tmp_path / "ragops.yaml"
     config.write_text(yaml.safe_dump({
         "alias": "kb", "store": {"location": str(store_path)},
-        "sources": [{"path": str(corpus), "max_staleness": "2s"}],
+        "sources": [{"path": str(corpus), "max_staleness": "1h"}],
     }))
     reindex(config=str(config))
     fresh = CliRunner().invoke(app, ["freshness", "--config", str(config), "--json"])
     assert fresh.exit_code == 0, fresh.output
+    assert json.loads(fresh.stdout)["sources"][0]["message"].startswith("in sync as of")
 
-    shutil.rmtree(corpus)  # cannot list it any more: the index is as of the last complete listing
-    time.sleep(2.5)
-    with pytest.raises(SourceError, match="no source could be listed"):  # the only source
-        reindex(config=str(config))
-
-    report = CliRunner().invoke(app, ["freshness", "--config", str(config), "--json"])
-    assert report.exit_code == 5
-    shown = json.loads(report.stdout)
+    _age_ledger(store_path, "kb", "corpus", hours=2)
+    stale = CliRunner().invoke(app, ["freshness", "--config", str(config), "--json"])
+    assert stale.exit_code == 5
+    shown = json.loads(stale.stdout)
     assert shown["sources"][0]["breach"] and shown["error"]["kind"] == "freshness_breach"
+    assert 7100 < shown["sources"][0]["staleness_seconds"] < 7300
+
+    reindex(config=str(config))  # a successful complete listing brings it back in sync
+    assert CliRunner().invoke(app, ["freshness", "--config", str(config)]).exit_code == 0
+
+    shutil.rmtree(corpus)  # the only source cannot be listed: the run fails, freshness stays as recorded
+    with pytest.raises(SourceError, match="no source could be listed"):
+        reindex(config=str(config))
 
 
 def test_a_run_ends_failed_when_a_source_breaches(corpus: Path, store_path: Path, tmp_path: Path) -> None:
@@ -156,12 +171,14 @@ def test_a_run_ends_failed_when_a_source_breaches(corpus: Path, store_path: Path
     config = tmp_path / "ragops.yaml"
     config.write_text(yaml.safe_dump({
         "alias": "kb", "store": {"location": str(store_path)},
-        "sources": [{"path": str(corpus), "max_staleness": "1s"}, {"path": str(other)}],
+        "sources": [{"path": str(corpus), "max_staleness": "1h"}, {"path": str(other)}],
     }))
     reindex(config=str(config))
-    shutil.rmtree(corpus)
-    time.sleep(1.5)
-    with pytest.raises(FreshnessBreach, match="corpus: .*BREACH") as error:
+    _age_ledger(store_path, "kb", "corpus", hours=2)
+    shutil.rmtree(corpus)  # unlistable now: nothing new is known, so its staleness keeps growing
+
+    with pytest.raises(FreshnessBreach, match="corpus: .*BREACH: over max_staleness 1.0h") as error:
         reindex(config=str(config))
     summary = error.value.details["summary"]
     assert summary["state"] == "unchanged"  # nothing else changed; the live build is untouched
+    assert any("could not be listed" in note for note in summary["notes"])
