@@ -130,8 +130,8 @@ def reindex(
             logger.warning(note)
         progress.counts = Counts(
             documents_seen=listed + plan.kept,
-            documents_new=sum(1 for w in plan.work if w.previous is None),
-            documents_changed=sum(1 for w in plan.work if w.previous is not None),
+            documents_new=sum(1 for w in plan.work if w.status == "new"),
+            documents_changed=sum(1 for w in plan.work if w.status == "changed"),
             documents_unchanged=plan.unchanged,
             documents_deleted=len(plan.deleted),
         )
