@@ -101,7 +101,7 @@ def prune_caches(store: IndexStore, alias: str) -> int:
                 deleted += store.client.count(name, exact=True).count
                 store.client.delete_collection(name)
             continue
-        stale = [str(p.id) for p in _all_ids(store, name) if str(p.id) not in in_use[name]]
+        stale = [point_id for point_id in store.point_ids(name) if point_id not in in_use[name]]
         for start in range(0, len(stale), 1024):
             with store_errors(f"pruning the embedding cache {name}"):
                 store.client.delete(name, points_selector=models.PointIdsList(points=stale[start : start + 1024]))
@@ -110,12 +110,3 @@ def prune_caches(store: IndexStore, alias: str) -> int:
         log.info("embedding cache: pruned %d vectors no build of %s uses", deleted, alias)
     return deleted
 
-
-def _all_ids(store: IndexStore, collection: str):
-    offset = None
-    while True:
-        with store_errors(f"reading {collection}"):
-            page, offset = store.client.scroll(collection, limit=2048, offset=offset, with_payload=False)
-        yield from page
-        if offset is None:
-            return

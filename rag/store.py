@@ -312,6 +312,16 @@ class IndexStore:
             if offset is None:
                 return
 
+    def point_ids(self, collection: str) -> Iterator[str]:
+        """Every point id of a collection, page by page."""
+        offset = None
+        while True:
+            with store_errors(f"reading {collection}"):
+                page, offset = self.client.scroll(collection, limit=2048, offset=offset, with_payload=False)
+            yield from (str(point.id) for point in page)
+            if offset is None:
+                return
+
     def text_hashes(self, collection: str) -> set[str]:
         """Text hashes of every chunk in a build (what its vectors were embedded from)."""
         return {p.get("text_hash", "") for p in self._scroll_payloads(collection, ["text_hash"])}

@@ -195,3 +195,21 @@ def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder)
         assert f"points at {b}" in str(error.value) and f"expected {a}" in str(error.value)
         assert store.alias_target(settings.alias) == b
         assert store.count(manifest.collection) == manifest.counts.chunks > 0
+
+
+def test_cache_pruning_keeps_only_vectors_that_remaining_builds_use(store: IndexStore) -> None:
+    from rag.cache import EmbeddingCache, prune_caches
+    from rag.models import Chunk as ChunkModel
+
+    build_a = _complete_build(store, "kb", "20260101-000000", chunks=2)  # texts "text 0", "text 1"
+    cache = EmbeddingCache(store, "kb", FINGERPRINT)
+    used = [ChunkModel(doc_id=f"d/{i}", chunk_index=0, text=f"text {i}", source_uri="", source="d").text_hash
+            for i in range(2)]
+    cache.put(used + ["orphan-hash"], np.eye(3, 4, dtype=np.float32))
+
+    assert prune_caches(store, "kb") == 1
+    assert set(cache.get(used + ["orphan-hash"])) == set(used)
+
+    store.delete_build(build_a)  # no build of the model left: the whole cache goes
+    assert prune_caches(store, "kb") == 2
+    assert not store.exists(cache.collection)
