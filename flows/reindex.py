@@ -14,12 +14,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 import connectors
+from evals.evaluate import QueryEmbedders
+from evals.gate import gate_candidate
+from evals.golden import load_golden_set
+from flows.approval import await_approval
+from flows.artifacts import publish_evaluation, publish_gate
 from rag import build, freshness, versions
 from rag.cache import EmbeddingCache, prune_caches
 from rag.chunking import Chunker
 from rag.config import Settings, source_from_cli
 from rag.embedding import load_embedder
-from rag.errors import ConfigError, FreshnessBreach, PromotionRefused, RagopsError, SourceError
+from rag.errors import ConfigError, FreshnessBreach, GateFailed, PromotionRefused, RagopsError, SourceError
 from rag.models import BuildSummary, Counts, utc_now
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, version_of
@@ -55,6 +60,7 @@ index_batch = task(
     retry_condition_fn=_transient, cache_policy=NO_CACHE,
 )
 finish_build = task(build.finish_build, name="finish-build", cache_policy=NO_CACHE)
+gate_build = task(gate_candidate, name="evaluate-and-gate", cache_policy=NO_CACHE)
 promote_build = task(versions.promote, name="promote", cache_policy=NO_CACHE)
 apply_retention = task(versions.apply_retention, name="apply-retention", cache_policy=NO_CACHE)
 
@@ -106,6 +112,10 @@ def reindex(
     settings = load_settings(config, sources=sources, store=store, alias=alias)
     if not settings.sources:
         raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
+    # Read the golden set first: a typo in it should cost milliseconds, not a build.
+    golden = load_golden_set(settings.evaluation.golden) if settings.evaluation.golden else None
+    if golden is None:
+        logger.warning("no golden set (evaluation.golden): promotion is gated on sanity checks only")
 
     run_started = time.perf_counter()
     embedder = load_model(settings.embedding)
@@ -148,19 +158,33 @@ def reindex(
                         "documents_failed": manifest.counts.documents_failed, "chunks": manifest.counts.chunks}
             )
             state, promoted, reason, deleted = "unchanged", False, f"no changes since build {manifest.version}", []
+            gate, evaluation = None, None
         else:
             manifest = _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger)
-            state, promoted, reason = manifest.state, False, "not requested (--no-promote)"
             started = time.perf_counter()
-            if promote:
-                try:
-                    reason = versions.check_promotable(index_store, manifest)
+            live_records = base_records if base == previous else index_store.read_records(previous) if previous else {}
+            embedders = QueryEmbedders(settings.evaluation, settings.embedding, embedder)
+            gate, report, baseline = gate_build(
+                index_store, manifest, previous, settings, golden, embedders,
+                deleted_from_live=build.deleted_at_source(listings, live_records),
+            )
+            manifest = build.record_verdict(index_store, manifest, gate, report.record if report else None)
+            evaluation = report.record if report else None
+            _publish_verdict(settings.alias, manifest, gate, report, baseline)
+            state, promoted, reason = manifest.state, False, gate.reason
+            if gate.passed and not promote:
+                reason = f"not requested (--no-promote); {gate.reason}"
+            elif gate.passed:
+                approved, why = True, ""
+                if settings.gate.require_approval:
+                    approved, why = await_approval(manifest, gate, settings.gate.approval_timeout.total_seconds())
+                if approved:
                     promote_build(index_store, settings.alias, manifest.collection, expected=previous,
-                                  by="reindex", reason=reason)
+                                  by="reindex", reason=gate.reason + (f"; {why}" if why else ""))
                     promoted = True
-                except PromotionRefused as exc:
-                    reason, state = str(exc), "rejected"
-                    build.reject_build(index_store, manifest, reason)
+                else:
+                    reason, state = why, "rejected"
+                    build.reject_build(index_store, manifest, why)
             progress.timings.promote = time.perf_counter() - started
             deleted = apply_retention(index_store, settings.alias, settings.retention,
                                       protect={manifest.collection})
@@ -180,18 +204,28 @@ def reindex(
         alias=settings.alias, version=manifest.version, collection=manifest.collection, state=state,
         base=plan.base, counts=progress.counts, failures=progress.failures, timings=progress.timings,
         promoted=promoted, reason=reason, live=live, previous=previous, deleted=deleted,
-        sources=states, notes=plan.notes,
+        sources=states, notes=plan.notes, gate=gate, evaluation=evaluation,
     )
     assessed = freshness.assess({s.name: s for s in states}, settings.sources, utc_now())
     publish_summary(summary, assessed)
     logger.info("%s", summary_headline(summary))
     details = {"summary": summary.model_dump(mode="json")}
     if promote and state == "rejected":
-        raise PromotionRefused(f"build {manifest.version} was not promoted: {reason}", details=details)
+        error = GateFailed if gate is not None and gate.checks[0].passed else PromotionRefused
+        raise error(f"build {manifest.version} was not promoted: {reason}", details=details)
     breaches = [f"{s.state.name}: {s.message}" for s in assessed if s.breach]
     if breaches:
         raise FreshnessBreach("freshness limit breached: " + " | ".join(breaches), details=details)
     return summary.model_dump(mode="json")
+
+
+def _publish_verdict(alias, manifest, gate, report, baseline) -> None:
+    """The gate's checks, and the candidate's (and live build's) evaluation, as artifacts."""
+    publish_gate(alias, manifest.version, gate)
+    if baseline is not None:
+        publish_evaluation(alias, baseline, "live build, for comparison")
+    if report is not None:
+        publish_evaluation(alias, report, "PASSED" if gate.passed else "FAILED: " + gate.reason)
 
 
 def _list_source(source) -> build.Listing:

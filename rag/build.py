@@ -43,7 +43,9 @@ from rag.models import (
     Counts,
     DocumentRecord,
     DocumentRef,
+    EvaluationRecord,
     Failure,
+    GateResult,
     Manifest,
     Quarantine,
     StageTimings,
@@ -337,6 +339,29 @@ def reject_build(store: IndexStore, manifest: Manifest, reason: str) -> None:
     """Mark a complete build as rejected (not fit to serve); it stays for inspection until retention."""
     manifest.state, manifest.error = "rejected", reason
     store.write_manifest(manifest)
+
+
+def record_verdict(
+    store: IndexStore, manifest: Manifest, gate: GateResult, evaluation: EvaluationRecord | None
+) -> Manifest:
+    """Write the gate's verdict and the evaluation into the build's manifest; a failed gate rejects it.
+
+    Only ever called on a candidate, never on the live build.
+    """
+    manifest.gate, manifest.evaluation = gate, evaluation
+    if not gate.passed and manifest.state == "complete":
+        manifest.state, manifest.error = "rejected", gate.reason
+    store.write_manifest(manifest)
+    return manifest
+
+
+def deleted_at_source(listings: Sequence[Listing], records: dict[str, DocumentRecord]) -> int:
+    """How many documents a build serves that these listings show were deleted at their source.
+
+    The gate uses it to tell a candidate's legitimate losses from documents lost on the way.
+    """
+    plan = plan_build(listings, None, records, utc_now())
+    return sum(1 for record in plan.deleted if record.chunks)
 
 
 def hash_text(texts) -> str:

@@ -236,6 +236,126 @@ class PipelineSettings(_Section):
     )
 
 
+#: metrics a gate may name: IR metrics as ``name@k`` (k from ``evaluation.k_values``; mrr only @10),
+#: and the RAGAS context metrics by name (see docs/evaluation.md for each definition)
+IR_METRICS = ("ndcg", "recall", "precision", "hit_rate", "map", "mrr")
+RAGAS_METRICS = ("id_context_recall", "id_context_precision", "nonllm_context_recall", "nonllm_context_precision")
+_METRIC_NAME = re.compile(r"^(?:(ndcg|recall|precision|hit_rate|map|mrr)@(\d+)|([a-z_]+))$")
+
+
+class LLMSettings(_Section):
+    """An OpenAI-compatible endpoint for the LLM-judged RAGAS metrics (advisory: they never gate)."""
+
+    base_url: str = Field(
+        description="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1 (vLLM, Ollama, "
+        "LiteLLM) or https://api.openai.com/v1. The server must support JSON mode.",
+        pattern=r"^https?://",
+    )
+    model: str = Field(description="Model name the endpoint serves (answers the queries and judges them).")
+    api_key: SecretStr = Field(
+        SecretStr("not-needed"), description="API key for the endpoint (RAGOPS_EVALUATION__LLM__API_KEY)."
+    )
+    timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for one request.")
+    max_queries: int = Field(
+        50, ge=1, le=100_000, description="Golden queries judged per evaluation (LLM calls cost time and money)."
+    )
+
+
+class EvaluationSettings(_Section):
+    """How a build's retrieval is measured on the alias's golden queries."""
+
+    golden: Path | None = Field(
+        None,
+        description="Golden set of this alias (YAML or JSONL, format in docs/evaluation.md). Unset: builds "
+        "are promoted on the sanity checks alone.",
+    )
+    k_values: list[int] = Field(
+        default_factory=lambda: [1, 3, 5, 10, 100],
+        description="Cut-offs k for recall@k, precision@k, hit_rate@k, ndcg@k and map@k (mrr is @10).",
+        min_length=1,
+    )
+    search_depth: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        description="Chunks retrieved per query. Documents are ranked by their best chunk among these, so "
+        "keep it above the largest k times the chunks a document usually has.",
+    )
+    context_k: int = Field(
+        5, ge=1, le=100, description="Retrieved contexts per query handed to the RAGAS metrics (top chunks "
+        "for text metrics, top documents for id metrics)."
+    )
+    query_model: str | None = Field(
+        None,
+        description="Model that serving applications embed queries with (a packaged name or a local "
+        "folder). Unset: each build is queried with the model its manifest records, as rag.serving does. "
+        "Set it when your apps embed queries themselves, so a build embedded with another model fails.",
+    )
+    llm: LLMSettings | None = Field(
+        None, description="Endpoint for the LLM-judged metrics. Unset: they are not run."
+    )
+
+    @field_validator("k_values")
+    @classmethod
+    def _positive_ks(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError("every k must be at least 1")
+        return sorted(set(value))
+
+
+class GateSettings(_Section):
+    """When a candidate build may replace the live one (measured on the same golden set, same run)."""
+
+    floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Lowest value allowed per metric, e.g. {ndcg@10: 0.6, recall@10: 0.8}. Unset: no floor.",
+    )
+    max_drop: dict[str, float] = Field(
+        default_factory=lambda: {"ndcg@10": 0.02, "recall@10": 0.02},
+        description="Largest drop allowed per metric against the live build (absolute, same golden set "
+        "and run). Ignored for the first build of an alias.",
+    )
+    max_document_drop: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of the live build's documents the candidate may lose without a deletion at the "
+        "source explaining it (0: none).",
+    )
+    require_approval: bool = Field(
+        False,
+        description="After the gate passes, pause the run until someone approves or rejects the promotion "
+        "in the Prefect UI.",
+    )
+    approval_timeout: Duration = Field(
+        timedelta(hours=24),
+        description="How long a paused run waits for approval; then the candidate is rejected.",
+    )
+
+    @field_validator("floors", "max_drop")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            check_metric_name(name)
+            if not 0 <= threshold <= 1:
+                raise ValueError(f"{name}: {threshold} is not between 0 and 1")
+        return value
+
+
+def check_metric_name(name: str) -> str:
+    """Raise ValueError unless ``name`` is a metric the evaluation reports."""
+    match = _METRIC_NAME.match(name)
+    valid = match and (
+        (match.group(1) and (match.group(1) != "mrr" or match.group(2) == "10")) or match.group(3) in RAGAS_METRICS
+    )
+    if not valid:
+        raise ValueError(
+            f"unknown metric {name!r}; use one of {', '.join(m + '@K' for m in IR_METRICS[:-1])}, mrr@10, "
+            f"{', '.join(RAGAS_METRICS)}"
+        )
+    return name
+
+
 class Settings(_Section):
     """All of ragops' configuration."""
 
@@ -257,6 +377,8 @@ class Settings(_Section):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     @field_validator("alias")
     @classmethod
@@ -264,6 +386,17 @@ class Settings(_Section):
         if "__" in value:
             raise ValueError("must not contain '__' (it separates alias and version in collection names)")
         return value
+
+    @model_validator(mode="after")
+    def _gate_metrics_are_measured(self) -> Settings:
+        for name in [*self.gate.floors, *self.gate.max_drop]:
+            if "@" in name and not name.startswith("mrr@"):
+                k = int(name.split("@")[1])
+                if k not in self.evaluation.k_values:
+                    raise ValueError(
+                        f"gate metric {name} needs k={k} in evaluation.k_values (now {self.evaluation.k_values})"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Settings:
@@ -364,6 +497,12 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
     if isinstance(embedding, dict) and isinstance(embedding.get("model"), str):
         if embedding["model"].startswith(("./", "../")):
             embedding["model"] = str(_under(base, embedding["model"]))
+    evaluation = raw.get("evaluation")
+    if isinstance(evaluation, dict):
+        if isinstance(evaluation.get("golden"), str):
+            evaluation["golden"] = str(_under(base, evaluation["golden"]))
+        if isinstance(evaluation.get("query_model"), str) and evaluation["query_model"].startswith(("./", "../")):
+            evaluation["query_model"] = str(_under(base, evaluation["query_model"]))
 
 
 def _under(base: Path, value: str) -> Path:

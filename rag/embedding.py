@@ -173,6 +173,7 @@ def load_embedder_for(fingerprint: ModelFingerprint, *, batch_size: int = 32, de
         normalize=fingerprint.normalize,
     )
     embedder = load_embedder(settings)
+    embedder.fingerprint.name = fingerprint.name  # the name it was configured by, not the folder found
     if not embedder.fingerprint.same_space(fingerprint):
         raise ModelError(
             f"the model at {embedder.fingerprint.path} is not the one this build was embedded with "

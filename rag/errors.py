@@ -10,7 +10,9 @@ The tree, with the exit code the CLI gives each branch::
     │   └── StoreLockedError         4  embedded store held by another process
     ├── VersionError                 2  an alias or version does not exist / is in the wrong state
     │   └── AliasConflictError       3  the alias moved since the run started; nothing changed
+    ├── GoldenSetError               2  a golden set is malformed or names documents the index lacks
     ├── PromotionRefused             3  the build finished but was not fit to promote
+    │   └── GateFailed               3  it scored below the gate (or approval was refused / timed out)
     ├── FreshnessBreach              5  a source is staler than its max_staleness
     └── DocumentError                -  one document failed; recorded, never ends a run
 
@@ -93,6 +95,19 @@ class PromotionRefused(RagopsError):
 
     exit_code = 3
     kind = "promotion_refused"
+
+
+class GoldenSetError(RagopsError):
+    """Raised for a golden set that cannot be read, is malformed, or names documents the index lacks."""
+
+    exit_code = 2
+    kind = "golden_set"
+
+
+class GateFailed(PromotionRefused):
+    """Raised when a candidate scored below the gate; the alias was not moved, the build was kept."""
+
+    kind = "gate_failed"
 
 
 class FreshnessBreach(RagopsError):

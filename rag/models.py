@@ -179,6 +179,61 @@ class PromotionEvent(BaseModel):
     by: Literal["reindex", "rollback", "promote"]
     replaced: str | None = Field(None, description="Collection the alias pointed at before.")
     reason: str
+    forced: bool = Field(False, description="Promoted with --force over a failed or missing gate.")
+
+
+class EvaluationRecord(BaseModel):
+    """A build's retrieval measured on a golden set: what the manifest keeps (per-query rows are not)."""
+
+    version: str
+    golden: str = Field(description="Golden set file the queries came from.")
+    golden_sha256: str = Field(description="SHA-256 of the golden set's content: equal hashes, same questions.")
+    queries: int = Field(description="Golden queries scored.")
+    query_model: str = Field(description="Model the queries were embedded with (name, weights hash prefix).")
+    metrics: dict[str, float] = Field(description="Mean of each metric over the scored queries.")
+    advisory: dict[str, float] = Field(
+        default_factory=dict, description="LLM-judged RAGAS means (never gate); empty without an endpoint."
+    )
+    evaluated_at: datetime
+    seconds: float = Field(0.0, description="Wall time of the evaluation.")
+
+
+class GateCheck(BaseModel):
+    """One rule of the gate, with its figure and verdict."""
+
+    kind: Literal["sanity", "floor", "max_drop", "approval"]
+    metric: str | None = None
+    value: float | None = Field(None, description="The candidate's figure.")
+    threshold: float | None = Field(None, description="The floor, or the largest allowed drop.")
+    baseline: float | None = Field(None, description="The live build's figure (max_drop checks).")
+    passed: bool
+    message: str
+
+
+class GateResult(BaseModel):
+    """The verdict on a candidate build: every check, and what it was compared against."""
+
+    passed: bool
+    checks: list[GateCheck] = Field(default_factory=list)
+    live: str | None = Field(None, description="Live build the candidate was compared with (None: first build).")
+    baseline: EvaluationRecord | None = Field(None, description="The live build's evaluation in the same run.")
+    decided_at: datetime
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        """The checks that failed."""
+        return [check for check in self.checks if not check.passed]
+
+    @property
+    def reason(self) -> str:
+        """One line: why the candidate passed or failed."""
+        failed = self.failures
+        if failed:
+            return "gate failed: " + "; ".join(check.message for check in failed)
+        measured = [c for c in self.checks if c.kind in ("floor", "max_drop")]
+        return f"gate passed ({len(self.checks)} checks" + (
+            f", {len(measured)} on metrics)" if measured else ", sanity only: no golden set)"
+        )
 
 
 class Manifest(BaseModel):
@@ -198,6 +253,8 @@ class Manifest(BaseModel):
     counts: Counts = Field(default_factory=Counts)
     failures: list[Failure] = Field(default_factory=list, description="Failed documents (first 200).")
     promotions: list[PromotionEvent] = Field(default_factory=list)
+    evaluation: EvaluationRecord | None = Field(None, description="Retrieval on the golden set, if one is set.")
+    gate: GateResult | None = Field(None, description="The gate's verdict when the build was made.")
     error: str | None = Field(None, description="Why the build failed or was rejected.")
 
     @property
@@ -262,3 +319,5 @@ class BuildSummary(BaseModel):
     live: str | None = Field(description="Collection the alias points at after the run.")
     previous: str | None = Field(description="Collection the alias pointed at when the run started.")
     deleted: list[str] = Field(default_factory=list, description="Old builds removed by retention.")
+    gate: GateResult | None = Field(None, description="The gate's verdict on the new build (None: no build).")
+    evaluation: EvaluationRecord | None = Field(None, description="The new build's golden-set metrics, if any.")

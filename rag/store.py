@@ -334,6 +334,21 @@ class IndexStore:
             )
         return response.points
 
+    def search_many(
+        self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True
+    ) -> list[list[models.ScoredPoint]]:
+        """``search`` for many vectors, in batched requests; one list of hits per vector, best first."""
+        results: list[list[models.ScoredPoint]] = []
+        for start in range(0, len(vectors), 64):
+            requests = [
+                models.QueryRequest(query=vector.tolist(), limit=limit, with_payload=payload)
+                for vector in vectors[start : start + 64]
+            ]
+            with store_errors(f"searching {collection}"):
+                responses = self.client.query_batch_points(collection, requests=requests)
+            results.extend(response.points for response in responses)
+        return results
+
     def _info(self, collection: str) -> models.CollectionInfo:
         if not self.exists(collection):
             raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")

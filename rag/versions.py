@@ -103,6 +103,7 @@ def promote(
     expected: str | None,
     by: str,
     reason: str,
+    forced: bool = False,
 ) -> Manifest:
     """Move ``alias`` to ``collection`` if it still points at ``expected``; record it in the manifest.
 
@@ -117,11 +118,41 @@ def promote(
     manifest = _manifest(store, collection)
     if store.alias_target(alias) == collection:
         raise VersionError(f"{collection} is already live for alias {alias!r}")
-    manifest.promotions.append(PromotionEvent(at=utc_now(), by=by, replaced=expected, reason=reason))  # type: ignore[arg-type]
+    event = PromotionEvent(at=utc_now(), by=by, replaced=expected, reason=reason, forced=forced)  # type: ignore[arg-type]
+    manifest.promotions.append(event)
     store.write_manifest(manifest)
     store.swap_alias(alias, expected=expected, target=collection)
     log.info("alias %s -> %s (was %s): %s", alias, collection, expected, reason)
     return manifest
+
+
+def promote_version(store: IndexStore, alias: str, version: str, *, force: bool = False, reason: str = "") -> Manifest:
+    """Point ``alias`` at a kept build by hand (``ragops promote``), compare-and-swap against the live one.
+
+    Without ``force`` the build must be complete, pass the sanity checks, and not have failed its gate.
+    With ``force`` a rejected build is promoted too; ``reason`` is required and recorded with the event.
+    A failed (incomplete) build is never promoted.
+
+    Raises:
+        PromotionRefused: the build was rejected by its gate or fails a sanity check (and no ``force``).
+        VersionError: no such version, it is already live, it is incomplete, or ``force`` lacks a reason.
+        AliasConflictError: the alias moved meanwhile.
+    """
+    collection = resolve_collection(store, alias, version)
+    manifest = _manifest(store, collection)
+    if manifest.state in ("building", "failed"):
+        raise VersionError(f"build {manifest.version} is {manifest.state} (incomplete); it can never be promoted")
+    if force and not reason.strip():
+        raise VersionError("--force needs --reason TEXT: the override is recorded in the build's manifest")
+    if not force:
+        if manifest.state == "rejected":
+            raise PromotionRefused(
+                f"build {manifest.version} was rejected: {manifest.error}; pass --force --reason TEXT to "
+                "promote it anyway (recorded in its manifest)"
+            )
+        reason = reason.strip() or "manual promotion: " + check_promotable(store, manifest)
+    live = store.alias_target(alias)
+    return promote(store, alias, collection, expected=live, by="promote", reason=reason.strip(), forced=force)
 
 
 def rollback(store: IndexStore, alias: str, to: str | None = None) -> tuple[str, str]:

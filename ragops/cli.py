@@ -242,6 +242,166 @@ def rollback(
         output.emit(result, json_output, output.render_rollback)
 
 
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Version (or full collection name) to make live.")],
+    *,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even a build its gate rejected (needs --reason).")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why; recorded with the promotion in the build's manifest.")
+    ] = "",
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Point the alias at a kept build (compare-and-swap). A build its gate rejected needs --force --reason.
+
+    The override is recorded in the build's manifest (`ragops status` shows it); `ragops rollback`
+    undoes it.
+    """
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        from rag.store import IndexStore
+        from rag.versions import promote_version
+
+        with IndexStore.open(settings.store) as index_store:
+            manifest = promote_version(index_store, settings.alias, version, force=force, reason=reason)
+        event = manifest.promotions[-1]
+        result = {
+            "alias": settings.alias,
+            "version": manifest.version,
+            "collection": manifest.collection,
+            "replaced": event.replaced,
+            "forced": event.forced,
+            "reason": event.reason,
+            "state": manifest.state,
+        }
+        output.emit(result, json_output, output.render_promote)
+
+
+@app.command("eval")
+def evaluate(
+    *,
+    version: Annotated[
+        Optional[str], typer.Option("--version", "-v", help="Build to score. Default: the live one.",
+                                    show_default=False),
+    ] = None,
+    golden: Annotated[
+        Optional[Path], typer.Option("--golden", "-g", help="Golden set (YAML or JSONL). Default: evaluation.golden.",
+                                     show_default=False),
+    ] = None,
+    no_compare: Annotated[
+        bool, typer.Option("--no-compare", help="Do not score the live build to apply the gate's rules.")
+    ] = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Score a build on the golden set: nDCG, recall, precision, hit rate, MRR, MAP and RAGAS context metrics.
+
+    Prints the means and the worst queries (--json: every per-query row). For a build that is not
+    live, the live build is scored too and the gate's rules applied: would it pass? Reads only; runs
+    the `evaluate` Prefect flow in this process and publishes the `eval-<alias>` artifact.
+    """
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        if golden is not None and not golden.is_file():
+            from rag.errors import GoldenSetError
+
+            raise GoldenSetError(f"golden set {golden} does not exist")
+        from flows.evaluate import evaluate as evaluate_flow
+
+        with _stdout_to_stderr():
+            result = evaluate_flow(
+                config=str(config) if config else None,
+                version=version,
+                golden=str(golden.resolve()) if golden else None,
+                store=store,
+                alias=settings.alias,
+                compare=not no_compare,
+            )
+        output.emit(result, json_output, output.render_eval)
+
+
+bench_app = typer.Typer(help="Benchmarks on public datasets, through the same pipeline and metrics.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("beir")
+def bench_beir(
+    path: Annotated[Path, typer.Argument(help="BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
+    *,
+    split: Annotated[str, typer.Option("--split", help="Which qrels/<split>.tsv to score.")] = "test",
+    keep: Annotated[
+        Optional[Path], typer.Option("--keep", help="Keep the index in this folder (embedded store). Default: "
+                                     "a temporary folder, deleted afterwards.", show_default=False),
+    ] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Index a BEIR dataset (one vector per document, title + text, as MTEB) and print its retrieval metrics.
+
+    Uses the configured embedding model and the evaluation's k values. With the default model on
+    SciFact (test) it reproduces MTEB's all-MiniLM-L6-v2 figures (docs/evaluation.md).
+    """
+    with cli_errors(json_output):
+        settings = _settings(config, None, None)
+        import re
+        import tempfile
+        import time
+
+        from evals.beir import evaluate_beir, index_beir, load_beir
+        from rag.config import StoreSettings
+        from rag.embedding import load_embedder
+        from rag.store import IndexStore
+
+        started = time.perf_counter()
+        dataset = load_beir(path, split)
+        typer.echo(f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} {split} queries",
+                   err=True)
+        embedder = load_embedder(settings.embedding)
+        folder = keep or Path(tempfile.mkdtemp(prefix="ragops-bench-"))
+        alias = "bench-" + (re.sub(r"[^a-z0-9]+", "-", dataset.name.lower()).strip("-") or "beir")
+        with IndexStore.open(StoreSettings(location=str(folder))) as index_store:
+            indexing = time.perf_counter()
+            manifest = index_beir(index_store, alias, dataset, embedder, _progress("embedded"))
+            indexing = time.perf_counter() - indexing
+            report = evaluate_beir(index_store, manifest.collection, dataset, settings.evaluation, embedder)
+        if keep is None:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        result = {
+            "dataset": dataset.name,
+            "split": split,
+            "documents": len(dataset.corpus),
+            "queries": report.record.queries,
+            "model": report.record.query_model,
+            "metrics": report.record.metrics,
+            "seconds": {"index": round(indexing, 1), "evaluate": report.record.seconds,
+                        "total": round(time.perf_counter() - started, 1)},
+            "store": str(folder) if keep else None,
+        }
+        output.emit(result, json_output, output.render_bench)
+
+
+def _progress(verb: str):
+    """A progress callback printing to stderr about every tenth of the work."""
+    state = {"next": 0.0}
+
+    def report(done: int, total: int) -> None:
+        if done >= state["next"] * total or done == total:
+            typer.echo(f"  {verb} {done}/{total}", err=True)
+            state["next"] = done / total + 0.1
+
+    return report
+
+
 @app.command("config")
 def show_config(
     *,

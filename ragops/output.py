@@ -36,6 +36,14 @@ def render_summary(s: dict[str, Any]) -> str:
         lines.append("  quarantined this run:")
         lines += [f"    {f['doc_id']}  [{f['stage']}]  {f['reason']}" for f in s["failures"]]
     lines += [f"  note: {note}" for note in s.get("notes", [])]
+    if s.get("evaluation"):
+        e = s["evaluation"]
+        shown = ", ".join(f"{n} {e['metrics'][n]:.4f}" for n in ("ndcg@10", "recall@10", "mrr@10") if n in e["metrics"])
+        lines.append(f"  golden:    {e['queries']} queries: {shown}")
+    if s.get("gate"):
+        for check in s["gate"]["checks"]:
+            if not check["passed"] or check["kind"] != "sanity":
+                lines.append(f"    {'ok  ' if check['passed'] else 'FAIL'} {check['message']}")
     if s["state"] != "unchanged":
         verdict = "promoted" if s["promoted"] else "NOT promoted"
         lines.append(f"  {verdict}: {s['reason']}")
@@ -67,7 +75,8 @@ def render_status(r: dict[str, Any]) -> str:
     if not r["versions"]:
         lines.append("no builds yet: run `ragops reindex`")
         return "\n".join(lines)
-    header = f"  {'VERSION':<20} {'STATE':<9} {'LIVE':<4} {'DOCS':>5} {'FAILED':>6} {'CHUNKS':>6} {'POINTS':>6}  MODEL  CREATED"
+    header = (f"  {'VERSION':<20} {'STATE':<9} {'LIVE':<4} {'DOCS':>5} {'FAILED':>6} {'CHUNKS':>6} {'POINTS':>6} "
+              f"{'NDCG@10':>7} {'R@10':>6} {'GATE':<6} MODEL  CREATED")
     lines.append(header)
     for v in r["versions"]:
         m = v["manifest"] or {}
@@ -76,18 +85,32 @@ def render_status(r: dict[str, Any]) -> str:
         lines.append(
             f"  {v['version']:<20} {m.get('state', '?'):<9} {'*' if v['live'] else '':<4} "
             f"{counts.get('documents_indexed', '?'):>5} {counts.get('documents_failed', '?'):>6} "
-            f"{counts.get('chunks', '?'):>6} {v['points']:>6}  {model.get('name', '?')} "
+            f"{counts.get('chunks', '?'):>6} {v['points']:>6} {_metric(m, 'ndcg@10'):>7} {_metric(m, 'recall@10'):>6} "
+            f"{_gate(m):<6} {model.get('name', '?')} "
             f"({model.get('dtype', '?')}, {str(model.get('weights_sha256', '?'))[:8]})  "
             f"{str(m.get('created_at', '?'))[:19].replace('T', ' ')}"
         )
         if m.get("error"):
             lines.append(f"      {m['error']}")
+        for event in m.get("promotions", []):
+            if event.get("forced"):
+                lines.append(f"      forced promotion {str(event['at'])[:19].replace('T', ' ')}: {event['reason']}")
     if r.get("quarantined"):
         lines.append(f"quarantined documents in the live build ({len(r['quarantined'])}):")
         for q in r["quarantined"]:
             kept = "previous version kept" if q["chunks"] else "not indexed"
             lines.append(f"  {q['doc_id']}  [{q['quarantine']['stage']}]  {q['quarantine']['reason']}  ({kept})")
     return "\n".join(lines)
+
+
+def _metric(manifest: dict[str, Any], name: str) -> str:
+    value = ((manifest.get("evaluation") or {}).get("metrics") or {}).get(name)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _gate(manifest: dict[str, Any]) -> str:
+    gate = manifest.get("gate")
+    return "-" if not gate else "pass" if gate["passed"] else "FAIL"
 
 
 def render_freshness(r: dict[str, Any]) -> str:
@@ -118,6 +141,65 @@ def _seconds(value: float) -> str:
 def render_rollback(r: dict[str, Any]) -> str:
     """Text form of ``ragops rollback``."""
     return f"alias {r['alias']!r} -> {r['to']} (was {r['from']}, kept)"
+
+
+def render_promote(r: dict[str, Any]) -> str:
+    """Text form of ``ragops promote``."""
+    forced = " (FORCED over its gate)" if r["forced"] else ""
+    return (f"alias {r['alias']!r} -> {r['collection']}{forced} (was {r['replaced'] or 'nothing'}, kept)\n"
+            f"  reason: {r['reason']}")
+
+
+#: the metrics ``ragops eval`` and ``bench`` print first, in this order
+HEADLINE_METRICS = ("ndcg@10", "recall@10", "precision@10", "hit_rate@10", "mrr@10", "map@10", "map@100",
+                    "ndcg@100", "recall@100", "precision@1")
+
+
+def _metric_lines(metrics: dict[str, float], indent: str = "  ") -> list[str]:
+    """Headline metrics, then those without a cut-off (RAGAS, LLM-judged), five decimals each.
+
+    Every k of every metric is in the ``--json`` output.
+    """
+    names = [n for n in HEADLINE_METRICS if n in metrics] + sorted(n for n in metrics if "@" not in n)
+    return [f"{indent}{name:<26} {metrics[name]:.5f}" for name in names]
+
+
+def render_eval(r: dict[str, Any]) -> str:
+    """Text form of ``ragops eval``: means, the gate's verdict when compared, the worst queries."""
+    e = r["evaluation"]
+    lines = [
+        f"build {r['version']} of alias {r['alias']!r}{' (live)' if r['live'] else ''}: {e['queries']} golden "
+        f"queries from {e['golden']}, queries embedded with {e['query_model']}, {e['seconds']:.1f}s",
+        *_metric_lines(e["metrics"]),
+    ]
+    if e["advisory"]:
+        lines.append("  advisory (LLM-judged, never gate):")
+        lines += _metric_lines(e["advisory"], "    ")
+    for missing in r["missing"]:
+        lines.append(f"  not served by this build: {missing}")
+    if r.get("gate"):
+        gate = r["gate"]
+        lines.append(f"against live {gate['live']}: " + ("would PASS the gate" if gate["passed"] else "would FAIL the gate"))
+        lines += [f"  {'ok  ' if c['passed'] else 'FAIL'} {c['message']}" for c in gate["checks"]]
+    imperfect = [q for q in r["per_query"] if (q["metrics"].get("ndcg@10") or 0) < 1]
+    worst = sorted(imperfect, key=lambda q: (q["metrics"].get("ndcg@10") or 0, q["query_id"]))[:5]
+    if worst:
+        lines.append("lowest nDCG@10:")
+        for q in worst:
+            relevant = ", ".join(d for d, g in q["relevant"].items() if g)
+            lines.append(f"  {q['metrics'].get('ndcg@10', 0):.3f}  [{q['query_id']}] {q['query'][:70]}")
+            lines.append(f"         wants {relevant[:90]}; got {', '.join(q['retrieved'][:3])[:90]}")
+    return "\n".join(lines)
+
+
+def render_bench(r: dict[str, Any]) -> str:
+    """Text form of ``ragops bench beir``."""
+    t = r["seconds"]
+    return "\n".join([
+        f"{r['dataset']} ({r['split']}): {r['documents']} documents, {r['queries']} queries, model {r['model']}",
+        *_metric_lines(r["metrics"]),
+        f"time: index {t['index']:.1f}s, evaluate {t['evaluate']:.1f}s, total {t['total']:.1f}s",
+    ])
 
 
 def render_config(r: dict[str, Any]) -> str:

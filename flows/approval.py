@@ -1,0 +1,57 @@
+"""Human approval before a swap: the reindex flow pauses until someone answers in the Prefect UI.
+
+The paused run shows a form generated from ``Approval`` (approve yes/no, and a reason) under its
+Resume button. No answer within ``gate.approval_timeout`` rejects the candidate; either way the alias
+stays where it is until an approval arrives.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.context import get_run_context
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.states import Running
+
+from rag.models import GateResult, Manifest
+
+#: seconds between checks for an answer (Prefect's default of 10 s makes short timeouts late)
+POLL_SECONDS = 2
+
+
+class Approval(RunInput):
+    """The answer to "promote this build?", given in the Prefect UI on the paused run."""
+
+    approve: bool
+    reason: str = ""
+
+
+def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tuple[bool, str]:
+    """Pause this flow run until someone approves or refuses the promotion, or ``timeout`` seconds pass.
+
+    Returns:
+        (approved, the reason to record: the approver's words, or that the wait timed out).
+    """
+    logger = get_run_logger()
+    description = (
+        f"Promote build {manifest.version} of alias {manifest.alias!r}? {gate.reason}. "
+        "Set approve and give a reason; no answer rejects it."
+    )
+    logger.info("waiting up to %.0fs for approval in the Prefect UI (Resume on this run)", timeout)
+    try:
+        answer = pause_flow_run(
+            wait_for_input=Approval.with_initial_data(description=description),
+            timeout=max(0, int(timeout)),
+            poll_interval=min(POLL_SECONDS, max(1, int(timeout))),
+        )
+    except FlowPauseTimeout:
+        # The server still holds the run as Paused (expired) and would replace our final state with its
+        # own "never resumed"; take the run back so the rejection below is what gets recorded.
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(get_run_context().flow_run.id, Running(), force=True)
+        return False, f"approval timed out after {timeout:.0f}s; candidate rejected"
+    if answer.approve:
+        return True, "approved" + (f": {answer.reason}" if answer.reason else "")
+    return False, "refused by approver" + (f": {answer.reason}" if answer.reason else "")

@@ -1,0 +1,98 @@
+"""The evaluate flow: score one build (the live one by default) on the alias's golden set.
+
+May touch: nothing. It reads the store (the build, its document table, and the live build when
+comparing) and publishes the ``eval-<alias>`` artifact. It never writes a manifest or moves the alias.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from evals.evaluate import QueryEmbedders, evaluate_build
+from evals.gate import metric_checks
+from evals.golden import load_golden_set
+from flows.artifacts import headline, publish_evaluation
+from rag.config import Settings
+from rag.errors import ConfigError, VersionError
+from rag.models import GateResult, utc_now
+from rag.runtime import configure_offline_runtime
+from rag.store import IndexStore, version_of
+from rag.versions import resolve_collection
+
+evaluate_one = task(evaluate_build, name="evaluate-build", cache_policy=NO_CACHE)
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    alias = flow_run.parameters.get("alias")
+    return f"evaluate-{alias}" if alias else "evaluate"
+
+
+@flow(name="evaluate", flow_run_name=_run_name)
+def evaluate(
+    config: str | None = None,
+    version: str | None = None,
+    golden: str | None = None,
+    store: str | None = None,
+    alias: str | None = None,
+    compare: bool = True,
+) -> dict:
+    """Measure a build's retrieval on the golden set: IR metrics, RAGAS context metrics, per-query rows.
+
+    When the build is not the live one and ``compare`` is set, the live build is measured on the same
+    golden set in the same run, and the gate's metric rules (floors, largest drops) are applied, so you
+    can see whether the build would pass before promoting it.
+
+    Args:
+        config: path to ragops.yaml; unset reads ``$RAGOPS_CONFIG`` or ./ragops.yaml if present.
+        version: the build to score; unset: the live one.
+        golden: golden set file instead of ``evaluation.golden``.
+        store: store location instead of the configured one.
+        alias: alias instead of the configured one.
+        compare: also score the live build and apply the gate's metric rules.
+
+    Returns:
+        ``{"alias", "version", "collection", "live", "evaluation", "per_query", "missing", "gate"}``
+        (documented in docs/cli.md).
+    """
+    configure_offline_runtime()
+    logger = get_run_logger()
+    settings = Settings.load(config, overrides={"store": {"location": store}, "alias": alias,
+                                                "evaluation": {"golden": golden}})
+    if settings.evaluation.golden is None:
+        raise ConfigError("no golden set: set evaluation.golden in ragops.yaml or pass --golden FILE")
+    golden_set = load_golden_set(settings.evaluation.golden)
+    embedders = QueryEmbedders(settings.evaluation, settings.embedding)
+
+    with IndexStore.open(settings.store) as index_store:
+        live = index_store.alias_target(settings.alias)
+        if version is None and live is None:
+            raise VersionError(f"alias {settings.alias!r} does not exist yet; run `ragops reindex` or pass --version")
+        collection = resolve_collection(index_store, settings.alias, version) if version else live
+        manifest = index_store.read_manifest(collection)
+        report = evaluate_one(index_store, collection, golden_set, settings.evaluation,
+                              embedders.for_build(manifest), strict=False)
+        gate = None
+        if compare and live is not None and live != collection:
+            baseline = evaluate_one(index_store, live, golden_set, settings.evaluation,
+                                    embedders.for_build(index_store.read_manifest(live)), strict=False)
+            checks = metric_checks(report.record, baseline.record, settings.gate.floors, settings.gate.max_drop)
+            gate = GateResult(passed=all(c.passed for c in checks), checks=checks, live=live,
+                              baseline=baseline.record, decided_at=utc_now())
+    for missing in report.missing:
+        logger.warning("relevant document not served by %s: %s", version_of(collection), missing)
+    verdict = "" if gate is None else ("would pass the gate" if gate.passed else "would fail: " + gate.reason)
+    publish_evaluation(settings.alias, report, verdict)
+    logger.info("%s%s", headline(report), f"; {verdict}" if verdict else "")
+    return {
+        "alias": settings.alias,
+        "version": version_of(collection),
+        "collection": collection,
+        "live": collection == live,
+        "evaluation": report.record.model_dump(mode="json"),
+        "per_query": [row.model_dump(mode="json") for row in report.per_query],
+        "missing": report.missing,
+        "gate": gate.model_dump(mode="json") if gate else None,
+    }
