@@ -32,11 +32,12 @@ import asyncio
 import logging
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+from evals.context_metrics import run_async
 
 if TYPE_CHECKING:
     from rag.config import LLMSettings
@@ -89,21 +90,10 @@ def judge(samples: list[JudgeSample], llm: LLMSettings, embed: Embed) -> Scores:
     if not samples:
         return {}
     try:
-        return _run_sync(lambda: _judge_all(samples, llm, embed))
+        return run_async(lambda: _judge_all(samples, llm, embed))
     except Exception as exc:  # advisory metrics must never break an evaluation
         log.warning("LLM-judged metrics failed, reporting none: %s", _describe(exc), exc_info=True)
         return {sample.query_id: dict.fromkeys(LLM_METRICS) for sample in samples}
-
-
-def _run_sync(make_coroutine: Callable[[], Awaitable[Scores]]) -> Scores:
-    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make_coroutine())
-    # A running loop (a notebook, an async flow) cannot be re-entered: use a thread with its own loop.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragops-judge") as pool:
-        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 async def _judge_all(samples: list[JudgeSample], llm: LLMSettings, embed: Embed) -> Scores:

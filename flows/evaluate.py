@@ -13,6 +13,7 @@ from evals.evaluate import QueryEmbedders, evaluate_build
 from evals.gate import metric_checks
 from evals.golden import load_golden_set
 from flows.artifacts import headline, publish_evaluation
+from flows.runs import alias_run_name
 from rag.config import Settings
 from rag.errors import ConfigError, VersionError
 from rag.models import GateResult, utc_now
@@ -23,14 +24,7 @@ from rag.versions import resolve_collection
 evaluate_one = task(evaluate_build, name="evaluate-build", cache_policy=NO_CACHE)
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    alias = flow_run.parameters.get("alias")
-    return f"evaluate-{alias}" if alias else "evaluate"
-
-
-@flow(name="evaluate", flow_run_name=_run_name)
+@flow(name="evaluate", flow_run_name=alias_run_name("evaluate"))
 def evaluate(
     config: str | None = None,
     version: str | None = None,

@@ -19,6 +19,7 @@ from evals.gate import gate_candidate
 from evals.golden import load_golden_set
 from flows.approval import await_approval
 from flows.artifacts import publish_evaluation, publish_gate
+from flows.runs import alias_run_name
 from rag import build, freshness, versions
 from rag.cache import EmbeddingCache, prune_caches
 from rag.chunking import Chunker
@@ -65,14 +66,7 @@ promote_build = task(versions.promote, name="promote", cache_policy=NO_CACHE)
 apply_retention = task(versions.apply_retention, name="apply-retention", cache_policy=NO_CACHE)
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    alias = flow_run.parameters.get("alias")
-    return f"reindex-{alias}" if alias else "reindex"
-
-
-@flow(name="reindex", flow_run_name=_run_name)
+@flow(name="reindex", flow_run_name=alias_run_name("reindex"))
 def reindex(
     config: str | None = None,
     full_rebuild: bool = False,

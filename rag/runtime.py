@@ -22,6 +22,8 @@ OFFLINE_ENVIRONMENT = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # Domain modules log through the standard logging module; this shows them in Prefect's run logs.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "rag,connectors,evals",
+    # Domain code also runs outside flows (ragops bench, tests): its logs stay local there, unwarned.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 

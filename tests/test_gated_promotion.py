@@ -213,3 +213,24 @@ def test_approval_that_never_comes_rejects_the_candidate(tmp_path: Path, setting
     manifest, alias = _manifest(store_path, summary["collection"])
     assert alias is None and manifest.state == "rejected"
     assert manifest.gate.passed is True  # the metrics passed; the approval did not come
+
+
+def test_llm_judged_metrics_are_reported_as_advisory_and_never_gate(tmp_path: Path, settings) -> None:
+    from tests.test_judge import StubLLM
+
+    stub = StubLLM()
+    try:
+        llm = {"base_url": stub.base_url, "model": "stub-judge-7b", "api_key": "sk-test", "max_queries": 3}
+        config = _config(tmp_path, settings, evaluation={"golden": str(ROOT / "demo" / "golden.yaml"), "llm": llm})
+        summary = reindex(config=str(config))
+    finally:
+        stub.close()
+
+    assert summary["promoted"] is True
+    advisory = summary["evaluation"]["advisory"]
+    assert set(advisory) == {"faithfulness", "answer_relevancy", "llm_context_precision"}
+    assert advisory["faithfulness"] == pytest.approx(0.5)  # the stub supports 1 of 2 statements everywhere
+    assert not set(advisory) & set(summary["evaluation"]["metrics"])
+    assert all(c["metric"] not in advisory for c in summary["gate"]["checks"])
+    answered = [r for r in stub.requests if "response_format" not in r["body"]]
+    assert len(answered) == 3  # max_queries golden queries were answered and judged
