@@ -26,7 +26,7 @@ from rag.chunking import Chunker
 from rag.config import Settings, source_from_cli
 from rag.embedding import load_embedder
 from rag.errors import ConfigError, FreshnessBreach, GateFailed, PromotionRefused, RagopsError, SourceError
-from rag.models import BuildSummary, Counts, utc_now
+from rag.models import BuildSummary, Counts, GateCheck, utc_now
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, version_of
 
@@ -157,28 +157,11 @@ def reindex(
             manifest = _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger)
             started = time.perf_counter()
             live_records = base_records if base == previous else index_store.read_records(previous) if previous else {}
-            embedders = QueryEmbedders(settings.evaluation, settings.embedding, embedder)
-            gate, report, baseline = gate_build(
-                index_store, manifest, previous, settings, golden, embedders,
-                deleted_from_live=build.deleted_at_source(listings, live_records),
+            manifest, gate, evaluation, promoted, reason = _gate_and_promote(
+                index_store, settings, manifest, previous, golden, embedder,
+                deleted_from_live=build.deleted_at_source(listings, live_records), promote=promote,
             )
-            manifest = build.record_verdict(index_store, manifest, gate, report.record if report else None)
-            evaluation = report.record if report else None
-            _publish_verdict(settings.alias, manifest, gate, report, baseline)
-            state, promoted, reason = manifest.state, False, gate.reason
-            if gate.passed and not promote:
-                reason = f"not requested (--no-promote); {gate.reason}"
-            elif gate.passed:
-                approved, why = True, ""
-                if settings.gate.require_approval:
-                    approved, why = await_approval(manifest, gate, settings.gate.approval_timeout.total_seconds())
-                if approved:
-                    promote_build(index_store, settings.alias, manifest.collection, expected=previous,
-                                  by="reindex", reason=gate.reason + (f"; {why}" if why else ""))
-                    promoted = True
-                else:
-                    reason, state = why, "rejected"
-                    build.reject_build(index_store, manifest, why)
+            state = manifest.state
             progress.timings.promote = time.perf_counter() - started
             deleted = apply_retention(index_store, settings.alias, settings.retention,
                                       protect={manifest.collection})
@@ -205,12 +188,40 @@ def reindex(
     logger.info("%s", summary_headline(summary))
     details = {"summary": summary.model_dump(mode="json")}
     if promote and state == "rejected":
+        # The first check is the build's own soundness; anything after it is the bar it did not clear.
         error = GateFailed if gate is not None and gate.checks[0].passed else PromotionRefused
         raise error(f"build {manifest.version} was not promoted: {reason}", details=details)
     breaches = [f"{s.state.name}: {s.message}" for s in assessed if s.breach]
     if breaches:
         raise FreshnessBreach("freshness limit breached: " + " | ".join(breaches), details=details)
     return summary.model_dump(mode="json")
+
+
+def _gate_and_promote(index_store, settings, manifest, previous, golden, embedder, *, deleted_from_live, promote):
+    """Evaluate the candidate beside the live build, record the verdict, ask for approval, promote on a pass.
+
+    Returns:
+        (the candidate's manifest as recorded, the gate's verdict, its evaluation, promoted, reason).
+    """
+    embedders = QueryEmbedders(settings.evaluation, settings.embedding, embedder)
+    gate, report, baseline = gate_build(index_store, manifest, previous, settings, golden, embedders,
+                                        deleted_from_live=deleted_from_live)
+    evaluation = report.record if report else None
+    manifest = build.record_verdict(index_store, manifest, gate, evaluation)  # recorded before any wait
+    _publish_verdict(settings.alias, manifest, gate, report, baseline)
+    if gate.passed and promote and settings.gate.require_approval:
+        with index_store.released():  # an embedded store stays usable while a person decides
+            approved, why = await_approval(manifest, gate, settings.gate.approval_timeout.total_seconds())
+        gate.checks.append(GateCheck(kind="approval", passed=approved, message=why))
+        gate.passed = approved
+        manifest = build.record_verdict(index_store, manifest, gate, evaluation)
+    if not gate.passed:
+        return manifest, gate, evaluation, False, gate.reason
+    if not promote:
+        return manifest, gate, evaluation, False, f"not requested (--no-promote); {gate.reason}"
+    promote_build(index_store, settings.alias, manifest.collection, expected=previous, by="reindex",
+                  reason=gate.reason)
+    return manifest, gate, evaluation, True, gate.reason
 
 
 def _publish_verdict(alias, manifest, gate, report, baseline) -> None:

@@ -233,7 +233,7 @@ class GateResult(BaseModel):
         measured = [c for c in self.checks if c.kind in ("floor", "max_drop")]
         return f"gate passed ({len(self.checks)} checks" + (
             f", {len(measured)} on metrics)" if measured else ", sanity only: no golden set)"
-        )
+        ) + "".join(f"; {c.message}" for c in self.checks if c.kind == "approval")
 
 
 class Manifest(BaseModel):

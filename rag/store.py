@@ -66,9 +66,10 @@ class IndexStore:
     its folder until closed.
     """
 
-    def __init__(self, client: QdrantClient, location: str) -> None:
+    def __init__(self, client: QdrantClient, location: str, settings: StoreSettings | None = None) -> None:
         self.client = client
         self.location = location
+        self._settings = settings
         self._tuned: set[int] = set()
         self.tune_embedded()
 
@@ -81,7 +82,7 @@ class IndexStore:
             StoreLockedError: the embedded store is open in another process (or elsewhere in this one).
             StoreError: the server cannot be reached or refuses the credentials.
         """
-        store = cls(_connect(settings), settings.location)
+        store = cls(_connect(settings), settings.location, settings)
         try:
             yield store
         finally:
@@ -125,6 +126,27 @@ class IndexStore:
             self.client.close()
         except Exception as exc:  # closing must not hide the error that brought us here
             log.warning("closing the store at %s failed: %s", self.location, exc)
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Give up an embedded store's folder lock for a ``with`` block (a long wait), then take it back.
+
+        Others (a Retriever, ``ragops status``) can open the store meanwhile. A server store is left
+        as it is. Alias moves after the block stay compare-and-swap, so a move made meanwhile is caught.
+
+        Raises:
+            StoreLockedError: the store is still held by someone else when the block ends.
+        """
+        if self._settings is None or self._settings.is_remote:
+            yield
+            return
+        self.close()
+        try:
+            yield
+        finally:
+            self.client = _connect(self._settings)
+            self._tuned.clear()
+            self.tune_embedded()
 
     # --- collections -------------------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ def test_a_golden_set_naming_documents_the_build_lacks_rejects_with_the_names(tm
         assert store.alias_target("test") is None
 
 
-def _resume_when_paused(run_name: str, answer: dict, outcome: dict) -> threading.Thread:
+def _resume_when_paused(run_name: str, answer: dict, outcome: dict, store_path: Path) -> threading.Thread:
     """Answer the approval form of the run named ``run_name`` once it is paused (as a person would)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
@@ -177,6 +177,8 @@ def _resume_when_paused(run_name: str, answer: dict, outcome: dict) -> threading
                     # The schema lands just after the Paused state; resuming before it fails.
                     if keys and read_flow_run_input(keys["schema"], flow_run_id=runs[0].id) is not None:
                         outcome["paused"] = True
+                        with IndexStore.open(StoreSettings(location=str(store_path))) as store:  # not locked
+                            outcome["live_while_paused"] = store.alias_target("test")
                         resume_flow_run(runs[0].id, run_input=answer)
                         return
                     time.sleep(0.3)
@@ -191,16 +193,17 @@ def _resume_when_paused(run_name: str, answer: dict, outcome: dict) -> threading
 def test_approval_pauses_the_run_and_resumes_on_input(tmp_path: Path, settings, store_path: Path) -> None:
     config = _config(tmp_path, settings, gate={"require_approval": True, "approval_timeout": "4m"})
     name, outcome = f"reindex-approve-{uuid.uuid4().hex[:8]}", {}
-    thread = _resume_when_paused(name, {"approve": True, "reason": "looks good to me"}, outcome)
+    thread = _resume_when_paused(name, {"approve": True, "reason": "looks good to me"}, outcome, store_path)
 
     summary = reindex.with_options(flow_run_name=name)(config=str(config))
 
     thread.join(10)
     assert outcome.get("paused") and "error" not in outcome, outcome
-    assert summary["promoted"] is True
+    assert outcome["live_while_paused"] is None  # the embedded store was free while the run waited    assert summary["promoted"] is True
     manifest, alias = _manifest(store_path, summary["collection"])
     assert alias == summary["collection"]
-    assert manifest.promotions[-1].reason.endswith("approved: looks good to me")
+    assert manifest.promotions[-1].reason.endswith("; approved: looks good to me")
+    assert manifest.gate.checks[-1].kind == "approval" and manifest.gate.checks[-1].passed
 
 
 def test_approval_that_never_comes_rejects_the_candidate(tmp_path: Path, settings, store_path: Path) -> None:
@@ -212,7 +215,8 @@ def test_approval_that_never_comes_rejects_the_candidate(tmp_path: Path, setting
     summary = error.value.details["summary"]
     manifest, alias = _manifest(store_path, summary["collection"])
     assert alias is None and manifest.state == "rejected"
-    assert manifest.gate.passed is True  # the metrics passed; the approval did not come
+    assert manifest.gate.passed is False and manifest.error.startswith("gate failed: approval timed out")
+    assert [c.passed for c in manifest.gate.checks if c.kind != "approval"] == [True, True, True]  # metrics passed
 
 
 def test_llm_judged_metrics_are_reported_as_advisory_and_never_gate(tmp_path: Path, settings) -> None:
