@@ -6,6 +6,9 @@ What a build's manifest keeps of an evaluation (``EvaluationRecord``) and the ga
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from rag.models import EvaluationRecord
@@ -30,3 +33,33 @@ class EvaluationReport(BaseModel):
     missing: list[str] = Field(
         default_factory=list, description="Relevant documents the build does not serve (scored as misses)."
     )
+
+
+class DriftCheck(BaseModel):
+    """One drift check on the live build, with its figure and threshold."""
+
+    name: str = Field(description="golden:<metric>, model, compatibility or queries.")
+    status: Literal["ok", "drift", "skipped"]
+    value: float | None = Field(None, description="The figure measured now.")
+    baseline: float | None = Field(None, description="What it was when the live build was evaluated (golden).")
+    threshold: float | None = Field(None, description="Tolerance, minimum cosine, or significance level.")
+    message: str
+
+
+class DriftReport(BaseModel):
+    """Every drift check on an alias's live build at one time."""
+
+    alias: str
+    live: str
+    version: str
+    checked_at: datetime
+    checks: list[DriftCheck]
+    drifted: bool = Field(description="True when any check found drift.")
+
+    @property
+    def headline(self) -> str:
+        """One line: drift or not, and which checks."""
+        drifted = [c.name for c in self.checks if c.status == "drift"]
+        skipped = [c.name for c in self.checks if c.status == "skipped"]
+        verdict = f"DRIFT in {', '.join(drifted)}" if drifted else "no drift"
+        return f"{self.alias} {self.version}: {verdict}" + (f" (skipped: {', '.join(skipped)})" if skipped else "")

@@ -1,7 +1,8 @@
 """Prefect artifacts for evaluations and gate verdicts, keyed per alias so their history shows in the UI.
 
 - ``eval-<alias>``: a table, one row per golden query (then a row of means), for each evaluation;
-- ``gate-<alias>``: a table of the gate's checks for each candidate, with figures and thresholds.
+- ``gate-<alias>``: a table of the gate's checks for each candidate, with figures and thresholds;
+- ``freshness-<alias>``: a table of each source's staleness against its limit.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from prefect.artifacts import create_table_artifact
 
 from evals.models import EvaluationReport
+from rag.freshness import SourceFreshness
 from rag.models import GateResult
 
 #: metrics shown per query in the evaluation table (all of them are in ``ragops eval --json``)
@@ -60,3 +62,15 @@ def publish_gate(alias: str, version: str, gate: GateResult) -> None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 5)
+
+
+def publish_freshness(alias: str, assessed: list[SourceFreshness]) -> list[dict]:
+    """Each source's staleness against its max_staleness; returns the rows."""
+    rows = [
+        {"source": s.state.name, "documents": s.state.documents, "quarantined": s.state.quarantined,
+         "unsynced": s.state.unsynced, "staleness_s": round(s.staleness_seconds or 0, 1),
+         "max_staleness_s": s.max_staleness_seconds, "breach": s.breach, "status": s.message}
+        for s in assessed
+    ]
+    create_table_artifact(table=rows, key=artifact_key("freshness", alias), description=f"Freshness of {alias}'s sources")
+    return rows

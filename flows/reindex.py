@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 import connectors
@@ -18,7 +18,7 @@ from evals.evaluate import QueryEmbedders
 from evals.gate import gate_candidate
 from evals.golden import load_golden_set
 from flows.approval import await_approval
-from flows.artifacts import publish_evaluation, publish_gate
+from flows.artifacts import artifact_key, publish_evaluation, publish_freshness, publish_gate
 from flows.runs import alias_run_name
 from rag import build, freshness, versions
 from rag.cache import EmbeddingCache, prune_caches
@@ -317,15 +317,6 @@ def publish_summary(summary: BuildSummary, assessed: list[freshness.SourceFreshn
         + (["", "## Quarantined documents", "", "| document | stage | reason |", "|---|---|---|", failures]
            if failures else [])
     )
-    key = summary.alias.replace("_", "-").lower()
-    create_markdown_artifact(markdown=markdown, key=f"reindex-{key}", description=summary_headline(summary))
-    create_table_artifact(
-        table=[
-            {"source": s.state.name, "documents": s.state.documents, "quarantined": s.state.quarantined,
-             "unsynced": s.state.unsynced, "staleness_s": round(s.staleness_seconds or 0, 1),
-             "max_staleness_s": s.max_staleness_seconds, "breach": s.breach, "status": s.message}
-            for s in assessed
-        ],
-        key=f"freshness-{key}",
-        description=f"Freshness of {summary.alias}'s sources",
-    )
+    create_markdown_artifact(markdown=markdown, key=artifact_key("reindex", summary.alias),
+                             description=summary_headline(summary))
+    publish_freshness(summary.alias, assessed)

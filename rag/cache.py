@@ -54,6 +54,7 @@ class EmbeddingCache:
                         size=self.dimension, distance=models.Distance.COSINE, on_disk=True
                     ),
                     hnsw_config=models.HnswConfigDiff(m=0),  # looked up by id only: no graph needed
+                    **store.layout(),
                 )
             store.tune_embedded()
 

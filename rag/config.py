@@ -173,6 +173,16 @@ class StoreSettings(_Section):
     )
     api_key: SecretStr | None = Field(None, description="API key for a Qdrant server (ignored in local mode).")
     timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for a Qdrant server request.")
+    replication_factor: int = Field(
+        1, ge=1, le=16, description="Copies of each shard of every collection ragops creates (a Qdrant cluster "
+        "with N nodes tolerates N-1 lost copies). Ignored by an embedded store."
+    )
+    write_consistency_factor: int = Field(
+        1, ge=1, le=16, description="Replicas that must confirm a write before it counts. Ignored by an embedded store."
+    )
+    shard_number: int | None = Field(
+        None, ge=1, le=1024, description="Shards per collection. Unset: Qdrant's default (one per node)."
+    )
 
     @property
     def is_remote(self) -> bool:
@@ -342,6 +352,49 @@ class GateSettings(_Section):
         return value
 
 
+class DriftSettings(_Section):
+    """When the live index counts as drifted (``ragops drift``, the drift-check flow)."""
+
+    tolerance: dict[str, float] = Field(
+        default_factory=lambda: {"ndcg@10": 0.05, "recall@10": 0.05},
+        description="Largest drop per metric of the golden queries re-scored on the live build, against "
+        "the figures recorded when it was built (absolute).",
+    )
+    compat_sample: int = Field(
+        64, ge=1, le=10_000, description="Stored chunks re-embedded with the configured model by the "
+        "compatibility pre-flight."
+    )
+    min_cosine: float = Field(
+        0.9, ge=0, le=1, description="Lowest mean cosine between stored vectors and their re-embedding "
+        "with the configured model before the two count as different vector spaces."
+    )
+    recent_window: Duration = Field(
+        timedelta(days=1), description="Queries logged in this window are compared with the reference window."
+    )
+    reference_window: Duration = Field(
+        timedelta(days=7), description="The window before recent_window that recent queries are compared with."
+    )
+    min_queries: int = Field(
+        30, ge=5, le=100_000, description="Fewest logged queries per window for the distribution check to run."
+    )
+    max_queries: int = Field(
+        500, ge=10, le=5_000, description="Newest logged queries per window used by the distribution check."
+    )
+    permutations: int = Field(500, ge=50, le=10_000, description="Permutations of the MMD test.")
+    alpha: float = Field(
+        0.01, gt=0, lt=1, description="Significance level: the query distribution drifted when the MMD "
+        "permutation test's p-value is below it."
+    )
+    query_log_max_age: Duration = Field(
+        timedelta(days=30), description="Logged query embeddings older than this are deleted."
+    )
+
+    @field_validator("tolerance")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        return GateSettings._known_metrics(value)
+
+
 def check_metric_name(name: str) -> str:
     """Raise ValueError unless ``name`` is a metric the evaluation reports."""
     match = _METRIC_NAME.match(name)
@@ -379,6 +432,7 @@ class Settings(_Section):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @field_validator("alias")
     @classmethod
@@ -389,12 +443,12 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _gate_metrics_are_measured(self) -> Settings:
-        for name in [*self.gate.floors, *self.gate.max_drop]:
+        for name in [*self.gate.floors, *self.gate.max_drop, *self.drift.tolerance]:
             if "@" in name and not name.startswith("mrr@"):
                 k = int(name.split("@")[1])
                 if k not in self.evaluation.k_values:
                     raise ValueError(
-                        f"gate metric {name} needs k={k} in evaluation.k_values (now {self.evaluation.k_values})"
+                        f"metric {name} needs k={k} in evaluation.k_values (now {self.evaluation.k_values})"
                     )
         return self
 

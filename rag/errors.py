@@ -14,6 +14,7 @@ The tree, with the exit code the CLI gives each branch::
     ├── PromotionRefused             3  the build finished but was not fit to promote
     │   └── GateFailed               3  it scored below the gate (or approval was refused / timed out)
     ├── FreshnessBreach              5  a source is staler than its max_staleness
+    ├── DriftDetected                6  a drift check found the live build drifted
     └── DocumentError                -  one document failed; recorded, never ends a run
 
 Expected failures carry a message that says what was wrong, which object, and what to do next.
@@ -115,6 +116,13 @@ class FreshnessBreach(RagopsError):
 
     exit_code = 5
     kind = "freshness_breach"
+
+
+class DriftDetected(RagopsError):
+    """Raised (by the CLI) when a drift check found drift; the report is still printed."""
+
+    exit_code = 6
+    kind = "drift"
 
 
 class DocumentError(RagopsError):

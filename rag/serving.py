@@ -11,11 +11,13 @@ Example:
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from rag.config import StoreSettings
 from rag.embedding import Embedder, load_embedder_for
 from rag.errors import VersionError
 from rag.models import Hit
+from rag.querylog import QueryLog
 from rag.store import IndexStore, version_of
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ class Retriever:
         *,
         device: str = "cpu",
         batch_size: int = 32,
+        log_queries: bool = False,
+        query_log_max_age: timedelta = timedelta(days=30),
     ) -> None:
         """
         Args:
@@ -46,6 +50,9 @@ class Retriever:
             store: a folder (embedded Qdrant), a server URL, or full ``StoreSettings`` (with an API key).
             device: torch device for query embeddings.
             batch_size: queries embedded per forward pass in ``search_many``.
+            log_queries: record each query's embedding (not its text) in the alias's query log, so
+                ``ragops drift`` can tell when what users ask moves (``rag.querylog``).
+            query_log_max_age: logged embeddings older than this are deleted as new ones arrive.
 
         Raises:
             StoreError / StoreLockedError: the store cannot be opened.
@@ -54,6 +61,8 @@ class Retriever:
         self.alias = alias
         self.device = device
         self.batch_size = batch_size
+        self.log_queries = log_queries
+        self.query_log_max_age = query_log_max_age
         self._opened = IndexStore.open(settings)
         self.store = self._opened.__enter__()
         self._embedder: Embedder | None = None
@@ -94,6 +103,8 @@ class Retriever:
         collection = self.live_collection()
         embedder = self._embedder_for(collection)
         vectors = embedder.embed(texts)
+        if self.log_queries:
+            QueryLog(self.store, self.alias, embedder.fingerprint).record(vectors, max_age=self.query_log_max_age)
         version = version_of(collection)
         results = []
         for vector in vectors:

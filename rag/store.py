@@ -127,6 +127,12 @@ class IndexStore:
         except Exception as exc:  # closing must not hide the error that brought us here
             log.warning("closing the store at %s failed: %s", self.location, exc)
 
+    def layout(self) -> dict:
+        """Sharding and replication for every collection ragops creates (``create_collection`` kwargs)."""
+        settings = self._settings or StoreSettings(location=self.location)
+        return {"replication_factor": settings.replication_factor, "shard_number": settings.shard_number,
+                "write_consistency_factor": settings.write_consistency_factor}
+
     @contextmanager
     def released(self) -> Iterator[None]:
         """Give up an embedded store's folder lock for a ``with`` block (a long wait), then take it back.
@@ -184,6 +190,7 @@ class IndexStore:
                 ),
                 hnsw_config=models.HnswConfigDiff(m=0),
                 metadata={MANIFEST_KEY: manifest.model_dump(mode="json")},
+                **self.layout(),
             )
             self._create_table(docs_collection(manifest.collection))
         self.tune_embedded()
@@ -319,7 +326,7 @@ class IndexStore:
     def _create_table(self, name: str) -> None:
         with store_errors(f"creating collection {name}"):
             if not self.client.collection_exists(name):
-                self.client.create_collection(name, vectors_config={})
+                self.client.create_collection(name, vectors_config={}, **self.layout())
         self.tune_embedded()
 
     def _scroll_payloads(self, collection: str, fields: bool | list[str] = True) -> Iterator[dict]:

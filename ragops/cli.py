@@ -3,7 +3,7 @@
 Every command takes ``--config``, ``--store``, ``--alias`` and ``--json``. With ``--json``, stdout carries
 exactly one JSON object (the shapes are in docs/cli.md), success or error; progress and logs go to
 stderr. Exit codes: 0 ok, 1 bug, 2 bad input or config, 3 refused (alias conflict, build not fit to
-promote), 4 source or store unavailable.
+promote), 4 source or store unavailable, 5 a source breached its max_staleness, 6 drift detected.
 
 Heavy imports (torch, prefect, qdrant) happen inside commands so that ``ragops --help`` is instant.
 """
@@ -325,6 +325,45 @@ def evaluate(
                 compare=not no_compare,
             )
         output.emit(result, json_output, output.render_eval)
+
+
+@app.command()
+def drift(
+    *,
+    golden: Annotated[
+        Optional[Path], typer.Option("--golden", "-g", help="Golden set (YAML or JSONL). Default: evaluation.golden.",
+                                     show_default=False),
+    ] = None,
+    no_event: Annotated[
+        bool, typer.Option("--no-event", help="Do not emit ragops.drift.detected (which can start a rebuild).")
+    ] = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Check the live build for drift: golden re-scoring, model fingerprint, compatibility, query distribution.
+
+    Each check prints its figure and threshold. Runs the `drift-check` Prefect flow in this process
+    (artifact `drift-<alias>`); on drift it emits the event that starts the full-rebuild deployment
+    on a Prefect server. Exit code 6 when any check finds drift.
+    """
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        from flows.drift import drift_check
+        from rag.errors import DriftDetected
+
+        with _stdout_to_stderr():
+            report = drift_check(config=str(config) if config else None, alias=settings.alias, store=store,
+                                 golden=str(golden.resolve()) if golden else None, emit=not no_event)
+        if report["drifted"]:
+            if json_output:
+                report["error"] = {"kind": DriftDetected.kind, "exit_code": DriftDetected.exit_code,
+                                   "message": "drift: " + "; ".join(c["message"] for c in report["checks"]
+                                                                    if c["status"] == "drift")}
+            output.emit(report, json_output, output.render_drift)
+            raise typer.Exit(DriftDetected.exit_code)
+        output.emit(report, json_output, output.render_drift)
 
 
 bench_app = typer.Typer(help="Benchmarks on public datasets, through the same pipeline and metrics.",

@@ -192,6 +192,16 @@ def render_eval(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_drift(r: dict[str, Any]) -> str:
+    """Text form of ``ragops drift``."""
+    lines = [f"drift check of alias {r['alias']!r}, live build {r['version']}: "
+             + ("DRIFT" if r["drifted"] else "no drift")]
+    for c in r["checks"]:
+        mark = {"ok": "ok  ", "drift": "DRIFT", "skipped": "skip"}[c["status"]]
+        lines.append(f"  {mark:<5} {c['name']:<18} {c['message']}")
+    return "\n".join(lines)
+
+
 def render_bench(r: dict[str, Any]) -> str:
     """Text form of ``ragops bench beir``."""
     t = r["seconds"]

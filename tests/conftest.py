@@ -55,6 +55,31 @@ def embedder():
     return load_embedder(EmbeddingSettings())
 
 
+@pytest.fixture(scope="session")
+def cls_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2's weights with CLS pooling instead of mean pooling: a different vector space
+    (the same text lands at cosine 0.3-0.65 from its mean-pooled vector, ../shared/notes/stack.md)."""
+    import json
+
+    from rag.embedding import resolve_model_path
+
+    target = tmp_path_factory.mktemp("models") / "minilm-cls"
+    shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), target)
+    pooling = target / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    pooling.write_text(json.dumps({**config, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    return target
+
+
+@pytest.fixture(scope="session")
+def cls_embedder(cls_model: Path):
+    """The CLS-pooling model, loaded once."""
+    from rag.config import EmbeddingSettings
+    from rag.embedding import load_embedder
+
+    return load_embedder(EmbeddingSettings(model=str(cls_model)))
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A private copy of the demo corpus (Markdown, HTML, PDF, DOCX, text) that a test may change."""

@@ -56,7 +56,7 @@ def test_a_metric_the_evaluation_did_not_produce_fails_with_a_hint() -> None:
 def test_gate_settings_refuse_unknown_metrics_and_unmeasured_cut_offs() -> None:
     with pytest.raises(ConfigError, match="unknown metric 'ndgc@10'"):
         Settings.load(None, overrides={"gate": {"floors": {"ndgc@10": 0.5}}}, environ={})
-    with pytest.raises(ConfigError, match="needs k=20 in evaluation.k_values"):
+    with pytest.raises(ConfigError, match="metric recall@20 needs k=20 in evaluation.k_values"):
         Settings.load(None, overrides={"gate": {"floors": {"recall@20": 0.5}}}, environ={})
     with pytest.raises(ConfigError, match="is not between 0 and 1"):
         Settings.load(None, overrides={"gate": {"max_drop": {"ndcg@10": 2}}}, environ={})

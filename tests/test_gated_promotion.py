@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import uuid
@@ -24,19 +23,6 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def cls_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """all-MiniLM-L6-v2's weights with CLS pooling instead of mean pooling: a different vector space."""
-    from rag.embedding import resolve_model_path
-
-    target = tmp_path_factory.mktemp("models") / "minilm-cls"
-    shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), target)
-    pooling = target / "1_Pooling" / "config.json"
-    config = json.loads(pooling.read_text())
-    pooling.write_text(json.dumps({**config, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
-    return target
 
 
 def _config(tmp_path: Path, settings, name: str = "ragops.yaml", **sections) -> Path:

@@ -1,0 +1,50 @@
+"""The freshness-check flow: how far the live index lags behind each source, against its max_staleness.
+
+May touch: nothing in the store (it reads the freshness ledger the last reindex wrote). It publishes
+the ``freshness-<alias>`` artifact and ends Failed when a source breaches its limit, so a Prefect
+automation (or the run list) shows the breach. It does not list sources: the scheduled ``refresh``
+deployment does that, and a refresh that stops running is exactly what this check catches.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.artifacts import publish_freshness
+from flows.runs import alias_run_name
+from rag.config import Settings
+from rag.errors import FreshnessBreach
+from rag.freshness import assess
+from rag.models import utc_now
+from rag.runtime import configure_offline_runtime
+from rag.store import IndexStore
+
+
+@flow(name="freshness-check", flow_run_name=alias_run_name("freshness-check"))
+def freshness_check(config: str | None = None, alias: str | None = None, store: str | None = None) -> list[dict]:
+    """Report each source's staleness (up to now) against its ``max_staleness``; fail on a breach.
+
+    Args:
+        config: path to ragops.yaml; unset reads ``$RAGOPS_CONFIG`` or ./ragops.yaml if present.
+        alias: alias instead of the configured one.
+        store: store location instead of the configured one.
+
+    Returns:
+        One row per source (name, documents, staleness and limit in seconds, breach, message).
+
+    Raises:
+        FreshnessBreach: a source is staler than its max_staleness.
+    """
+    configure_offline_runtime()
+    logger = get_run_logger()
+    settings = Settings.load(config, overrides={"store": {"location": store}, "alias": alias})
+    with IndexStore.open(settings.store) as index_store:
+        states = index_store.read_source_states(settings.alias)
+    assessed = assess(states, settings.sources, utc_now())
+    rows = publish_freshness(settings.alias, assessed)
+    for s in assessed:
+        (logger.warning if s.breach else logger.info)("%s: %s", s.state.name, s.message)
+    breaches = [f"{s.state.name}: {s.message}" for s in assessed if s.breach]
+    if breaches:
+        raise FreshnessBreach("freshness limit breached: " + " | ".join(breaches))
+    return rows
