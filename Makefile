@@ -16,7 +16,7 @@ export UNSTRUCTURED_DISABLE_NOTICE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.ragops/prefect
 
-.PHONY: install demo test corpus lock clean
+.PHONY: install demo test deploy corpus lock clean
 
 install: $(STAMP)
 
@@ -35,6 +35,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Register the work pool and every deployment of prefect.yaml against $PREFECT_API_URL. Starts nothing:
+# run a worker yourself (`.venv/bin/prefect worker start --pool ragops-process`, docs/operations.md).
+deploy: install
+	@test -n "$$PREFECT_API_URL" || { echo "set PREFECT_API_URL to your Prefect server (e.g. http://127.0.0.1:4200/api)"; exit 2; }
+	$(BIN)/prefect work-pool inspect ragops-process >/dev/null 2>&1 || $(BIN)/prefect work-pool create ragops-process --type process
+	cd $(CURDIR) && PWD=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
 
 # Regenerate demo/corpus from demo/make_corpus.py (the files are committed).
 corpus: install

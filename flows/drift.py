@@ -8,6 +8,8 @@ a rebuild on that event, which is promoted only if it passes the gate.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -17,8 +19,9 @@ from evals.drift import check_drift
 from evals.golden import load_golden_set
 from evals.models import DriftReport
 from flows.artifacts import artifact_key
+from flows.locking import alias_lock
 from flows.runs import alias_run_name
-from rag.config import Settings
+from rag.config import Settings, config_file
 from rag.embedding import load_embedder
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore
@@ -57,7 +60,7 @@ def drift_check(
                                                 "evaluation": {"golden": golden}})
     golden_set = load_golden_set(settings.evaluation.golden) if settings.evaluation.golden else None
     embedder = load_model(settings.embedding)
-    with IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:
         report = run_checks(index_store, settings, golden_set, embedder)
     publish_drift(report)
     for check in report.checks:
@@ -65,16 +68,21 @@ def drift_check(
                                                                       check.message)
     logger.info("%s", report.headline)
     if report.drifted and emit:
-        emit_drift_event(report)
+        emit_drift_event(report, config_file(config))
     return report.model_dump(mode="json")
 
 
-def emit_drift_event(report: DriftReport) -> None:
-    """Tell Prefect's automations that an alias drifted (the full-rebuild deployment listens)."""
+def emit_drift_event(report: DriftReport, config: Path | None) -> None:
+    """Tell Prefect's automations that an alias drifted (the full-rebuild deployment listens).
+
+    The payload names the configuration the check used, so the rebuild it starts builds the same
+    alias from the same sources.
+    """
     emit_event(
         event=DRIFT_EVENT,
         resource={"prefect.resource.id": f"ragops.alias.{report.alias}", "prefect.resource.name": report.alias},
-        payload={"alias": report.alias, "live": report.live, "version": report.version,
+        payload={"alias": report.alias, "config": str(config.resolve()) if config else "",
+                 "live": report.live, "version": report.version,
                  "drifted": [c.name for c in report.checks if c.status == "drift"],
                  "messages": [c.message for c in report.checks if c.status == "drift"]},
     )

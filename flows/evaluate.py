@@ -13,6 +13,7 @@ from evals.evaluate import QueryEmbedders, evaluate_build
 from evals.gate import metric_checks
 from evals.golden import load_golden_set
 from flows.artifacts import headline, publish_evaluation
+from flows.locking import alias_lock
 from flows.runs import alias_run_name
 from rag.config import Settings
 from rag.errors import ConfigError, VersionError
@@ -60,7 +61,7 @@ def evaluate(
     golden_set = load_golden_set(settings.evaluation.golden)
     embedders = QueryEmbedders(settings.evaluation, settings.embedding)
 
-    with IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:
         live = index_store.alias_target(settings.alias)
         if version is None and live is None:
             raise VersionError(f"alias {settings.alias!r} does not exist yet; run `ragops reindex` or pass --version")

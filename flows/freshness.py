@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_freshness
+from flows.locking import alias_lock
 from flows.runs import alias_run_name
 from rag.config import Settings
 from rag.errors import FreshnessBreach
@@ -38,7 +39,7 @@ def freshness_check(config: str | None = None, alias: str | None = None, store: 
     configure_offline_runtime()
     logger = get_run_logger()
     settings = Settings.load(config, overrides={"store": {"location": store}, "alias": alias})
-    with IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:
         states = index_store.read_source_states(settings.alias)
     assessed = assess(states, settings.sources, utc_now())
     rows = publish_freshness(settings.alias, assessed)

@@ -12,6 +12,7 @@ import time
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 import connectors
 from evals.evaluate import QueryEmbedders
@@ -19,6 +20,7 @@ from evals.gate import gate_candidate
 from evals.golden import load_golden_set
 from flows.approval import await_approval
 from flows.artifacts import artifact_key, publish_evaluation, publish_freshness, publish_gate
+from flows.locking import alias_lock
 from flows.runs import alias_run_name
 from rag import build, freshness, versions
 from rag.cache import EmbeddingCache, prune_caches
@@ -102,8 +104,46 @@ def reindex(
         Both carry the run summary in ``details["summary"]``.
     """
     configure_offline_runtime()
+    # "" as well as None means "the default file": an automation renders a missing value as "".
+    settings = load_settings(config or None, sources=sources, store=store or None, alias=alias or None)
+    with alias_lock(settings.alias):  # one run per alias at a time: a second one waits here
+        return _reindex(settings, full_rebuild=full_rebuild, promote=promote)
+
+
+class ReindexRequest(BaseModel):
+    """A manual re-index, as the form of the `reindex` deployment in the Prefect UI shows it."""
+
+    alias: str | None = Field(None, description="Alias to rebuild. Empty: the configured one.")
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Folders or s3://bucket/prefix URLs to index instead of the configured sources. Empty: "
+        "the configured ones.",
+    )
+    full_rebuild: bool = Field(False, description="Re-parse every document instead of starting from the live build.")
+    promote: bool = Field(True, description="Move the alias to the new build if it passes the gate.")
+    config: str | None = Field(None, description="ragops.yaml on the worker. Empty: $RAGOPS_CONFIG, else ./ragops.yaml.")
+    store: str | None = Field(None, description="Store (folder or Qdrant URL) instead of the configured one.")
+
+
+@flow(name="manual-reindex", flow_run_name="manual-reindex")
+def manual_reindex(request: ReindexRequest = ReindexRequest(), reason: str = "") -> dict:
+    """Re-index by hand from the Prefect UI: the form's fields start the reindex flow (as a subflow).
+
+    Args:
+        request: what to re-index (every field optional).
+        reason: why, for the run's log.
+
+    Returns:
+        The reindex run's summary.
+    """
+    get_run_logger().info("manual reindex: %s", reason or "no reason given")
+    return reindex(config=request.config, full_rebuild=request.full_rebuild, sources=request.sources or None,
+                   store=request.store, alias=request.alias, promote=request.promote)
+
+
+def _reindex(settings: Settings, *, full_rebuild: bool, promote: bool) -> dict:
+    """The reindex flow's body, run while holding the alias's slot."""
     logger = get_run_logger()
-    settings = load_settings(config, sources=sources, store=store, alias=alias)
     if not settings.sources:
         raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
     # Read the golden set first: a typo in it should cost milliseconds, not a build.

@@ -514,6 +514,12 @@ class Settings(_Section):
             raise ConfigError(_describe(exc, origins)) from None
 
 
+def config_file(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The YAML file ``Settings.load`` reads for ``path``: it, else ``$RAGOPS_CONFIG``, else ./ragops.yaml if
+    present, else None (defaults and environment only)."""
+    return _config_file(path, os.environ if environ is None else environ)
+
+
 def _config_file(path: Path | str | None, env: Mapping[str, str]) -> Path | None:
     if path is None and env.get(ENV_CONFIG_FILE):
         path = env[ENV_CONFIG_FILE]
