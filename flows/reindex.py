@@ -20,6 +20,7 @@ from evals.gate import gate_candidate
 from evals.golden import load_golden_set
 from flows.approval import await_approval
 from flows.artifacts import artifact_key, publish_evaluation, publish_freshness, publish_gate
+from flows.fanout import index_on_dask
 from flows.locking import alias_lock
 from flows.runs import alias_run_name
 from rag import build, freshness, versions
@@ -294,11 +295,15 @@ def _build(index_store, settings, embedder, chunker, plan, fetch, progress, logg
         if plan.carry:
             logger.info("carried %d unchanged documents (%d chunks)", len(plan.carry), progress.counts.chunks)
         batches = list(build.batched(plan.work, settings.pipeline.batch_documents))
-        for number, batch in enumerate(batches, start=1):
-            report = index_batch(
-                index_store, manifest, batch, embedder, chunker, cache, fetch,
-                max_bytes=int(settings.pipeline.max_file_mb * 1_000_000), now=utc_now(),
+        if settings.pipeline.task_runner == "dask":
+            reports = index_on_dask(index_store, settings, manifest, batches, embedder, chunker, cache)
+        else:
+            reports = (
+                index_batch(index_store, manifest, batch, embedder, chunker, cache, fetch,
+                            max_bytes=int(settings.pipeline.max_file_mb * 1_000_000), now=utc_now())
+                for batch in batches
             )
+        for number, report in enumerate(reports, start=1):
             progress.add(report)
             logger.info(
                 "batch %d/%d: %d/%d documents, %d chunks (%d embedded), %d failed",

@@ -9,9 +9,10 @@ complete build, else nothing), and does only what changed:
    or changed ones become *work*. Documents a complete listing lacks are deleted by not being carried.
    A source whose listing failed keeps every document as it was.
 2. ``carry_documents`` copies carried documents' points and records from the base.
-3. ``index_batch`` fetches and parses each work item. If the parsed text hashes the same as in the
-   base (a touch, an identical re-upload), the old chunks are carried. Otherwise it chunks, takes
-   vectors from the embedding cache, and embeds only the misses. A document that fails is
+3. ``prepare_batch`` fetches and parses each work item. If the parsed text hashes the same as in the
+   base (a touch, an identical re-upload), the old chunks are carried; otherwise it chunks. It touches
+   no store, so it can run on a Dask worker. ``write_batch`` takes vectors from the embedding cache,
+   embeds only the misses, and writes (``index_batch`` does both steps in this process). A document that fails is
    *quarantined*: its previous good version stays in the build, and it is retried only when its
    signal moves again.
 4. ``finish_build`` marks the build complete once everything is durably written.
@@ -62,6 +63,8 @@ MANIFEST_FAILURES = 200
 
 #: fetches a listed document to a local file inside the given folder (connectors.Fetcher)
 Fetch = Callable[[DocumentRef, Path], Path]
+#: texts -> their vectors, shape (len(texts), dimension)
+Embed = Callable[[Sequence[str]], np.ndarray]
 T = TypeVar("T")
 
 
@@ -234,6 +237,113 @@ def carry_documents(store: IndexStore, base: str, collection: str, records: Sequ
     return report
 
 
+class PreparedBatch(BaseModel):
+    """A batch fetched, parsed and chunked, with no store touched: what is left is embedding and writing.
+
+    ``prepare_batch`` makes it wherever tasks run (a Dask worker, say); ``write_batch`` finishes it in
+    the process that holds the store.
+    """
+
+    items: list[WorkItem]
+    fresh: list[tuple[DocumentRecord, list[Chunk]]] = Field(
+        default_factory=list, description="New or changed documents with their chunks, to embed and write."
+    )
+    keep: list[DocumentRecord] = Field(
+        default_factory=list, description="Base versions carried as they are (unchanged text, or a failure)."
+    )
+    failures: list[Failure] = Field(default_factory=list)
+    timings: StageTimings = Field(default_factory=StageTimings)
+
+    def texts(self) -> dict[str, str]:
+        """Every chunk text of the batch, by text hash (identical texts once)."""
+        return {chunk.text_hash: chunk.text for _, chunks in self.fresh for chunk in chunks}
+
+
+def prepare_batch(
+    items: Sequence[WorkItem], chunker: Chunker, fetch: Fetch, *, version: str, max_bytes: int, now: datetime
+) -> PreparedBatch:
+    """Fetch, parse and chunk new or changed documents. Touches no store, so it can run anywhere.
+
+    A document that fails is quarantined in the result, never raised; if the base held a good version
+    of it, that version is kept. A document whose parsed text hashes as in the base (a touch, an
+    identical re-upload) keeps its chunks and vectors.
+    """
+    batch = PreparedBatch(items=list(items))
+    with tempfile.TemporaryDirectory(prefix="ragops-fetch-") as folder:
+        for item in items:
+            ref, previous = item.ref, item.previous
+            try:
+                with _timed(batch.timings, "fetch"):
+                    check_size(ref, max_bytes)
+                    local = ref.model_copy(update={"path": fetch(ref, Path(folder))})
+                with _timed(batch.timings, "parse"):
+                    elements = parse_document(local, max_bytes=max_bytes)
+                content_hash = hash_text(element.text for element in elements)
+                if previous and previous.chunks and previous.content_hash == content_hash:
+                    # Only the listing signal moved (touch, identical re-upload): same chunks, same vectors.
+                    batch.keep.append(previous.model_copy(update=_seen(ref, now) | {"quarantine": None}))
+                    continue
+                with _timed(batch.timings, "chunk"):
+                    chunks = chunker.chunk(ref, elements)
+                record = DocumentRecord(
+                    doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal,
+                    content_hash=content_hash, modified=ref.modified,
+                    first_seen=previous.first_seen if previous else now, last_seen=now,
+                    indexed_at=now, indexed_in=version, chunks=len(chunks),
+                )
+                batch.fresh.append((record, chunks))
+            except DocumentError as exc:
+                _quarantine(batch, ref, previous, exc.stage, exc.reason, now)
+    return batch
+
+
+def write_batch(
+    store: IndexStore, manifest: Manifest, batch: PreparedBatch, embed: Embed, cache: EmbeddingCache, now: datetime
+) -> BatchReport:
+    """Embed what the cache lacks, then write a prepared batch's chunks, carried points and records.
+
+    Idempotent: point ids derive from document id and chunk position, and vectors come from the cache
+    once embedded. A document whose embedding fails is quarantined. Store errors do raise (the batch
+    did not land).
+
+    Args:
+        embed: texts -> vectors (the model's ``Embedder.embed``, or vectors computed elsewhere).
+    """
+    report = BatchReport(timings=batch.timings.model_copy())
+    fresh = {record.doc_id: (record, chunks) for record, chunks in batch.fresh}
+    with _timed(report.timings, "embed"):
+        vectors, failed = _vectors_for(fresh, embed, cache, report)
+    for doc_id, reason in failed.items():
+        fresh.pop(doc_id)
+        item = next(i for i in batch.items if i.ref.doc_id == doc_id)
+        _quarantine(batch, item.ref, item.previous, "embed", reason, now)
+
+    chunks = [chunk for _, doc_chunks in fresh.values() for chunk in doc_chunks]
+    with _timed(report.timings, "write"):
+        store.upsert_chunks(manifest.collection, chunks, np.stack([vectors[c.text_hash] for c in chunks])
+                            if chunks else np.zeros((0, manifest.model.dimension), dtype=np.float32))
+    kept_with_points = [r for r in batch.keep if r.chunks]
+    with _timed(report.timings, "reuse"):
+        if kept_with_points and manifest.base:
+            ids = [point_id for r in kept_with_points for point_id in r.point_ids]
+            store.copy_points(manifest.base, manifest.collection, ids)
+    report.records = [record for record, _ in fresh.values()] + batch.keep
+    report.failures = list(batch.failures)
+    with _timed(report.timings, "write"):
+        store.write_records(manifest.collection, report.records)
+    reused = sum(r.chunks for r in kept_with_points)
+    report.chunks = len(chunks) + reused
+    report.chunks_reused += reused
+    return report
+
+
+def uncached_texts(batch: PreparedBatch, cache: EmbeddingCache) -> dict[str, str]:
+    """The batch's chunk texts that the embedding cache lacks, by text hash: what must be embedded."""
+    wanted = batch.texts()
+    cached = cache.get(list(wanted))
+    return {text_hash: text for text_hash, text in wanted.items() if text_hash not in cached}
+
+
 def index_batch(
     store: IndexStore,
     manifest: Manifest,
@@ -246,66 +356,12 @@ def index_batch(
     max_bytes: int,
     now: datetime,
 ) -> BatchReport:
-    """Fetch, parse, chunk and embed one batch of new or changed documents into the build.
+    """Fetch, parse, chunk and embed one batch of new or changed documents into the build, in this process.
 
-    Idempotent: point ids derive from document id and chunk position, and vectors come from the cache
-    once embedded. A document that fails at any stage is quarantined, never raised; if the base held
-    a good version of it, that version is kept. Store errors do raise (the batch did not land).
+    ``prepare_batch`` then ``write_batch``; see both for the guarantees.
     """
-    report = BatchReport()
-    base = manifest.base
-    keep: list[DocumentRecord] = []  # base versions carried as they are (unchanged text, or a failure)
-    fresh: dict[str, tuple[DocumentRecord, list[Chunk]]] = {}
-
-    with tempfile.TemporaryDirectory(prefix="ragops-fetch-") as folder:
-        for item in items:
-            ref, previous = item.ref, item.previous
-            try:
-                with _timed(report.timings, "fetch"):
-                    check_size(ref, max_bytes)
-                    local = ref.model_copy(update={"path": fetch(ref, Path(folder))})
-                with _timed(report.timings, "parse"):
-                    elements = parse_document(local, max_bytes=max_bytes)
-                content_hash = hash_text(element.text for element in elements)
-                if previous and previous.chunks and previous.content_hash == content_hash:
-                    # Only the listing signal moved (touch, identical re-upload): same chunks, same vectors.
-                    keep.append(previous.model_copy(update=_seen(ref, now) | {"quarantine": None}))
-                    continue
-                with _timed(report.timings, "chunk"):
-                    chunks = chunker.chunk(ref, elements)
-                record = DocumentRecord(
-                    doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal,
-                    content_hash=content_hash, modified=ref.modified,
-                    first_seen=previous.first_seen if previous else now, last_seen=now,
-                    indexed_at=now, indexed_in=manifest.version, chunks=len(chunks),
-                )
-                fresh[ref.doc_id] = (record, chunks)
-            except DocumentError as exc:
-                _quarantine(report, keep, ref, previous, exc.stage, exc.reason, now)
-
-        with _timed(report.timings, "embed"):
-            vectors, failed = _vectors_for(fresh, embedder, cache, report)
-        for doc_id, reason in failed.items():
-            record, _ = fresh.pop(doc_id)
-            item = next(i for i in items if i.ref.doc_id == doc_id)
-            _quarantine(report, keep, item.ref, item.previous, "embed", reason, now)
-
-    chunks = [chunk for _, doc_chunks in fresh.values() for chunk in doc_chunks]
-    with _timed(report.timings, "write"):
-        store.upsert_chunks(manifest.collection, chunks, np.stack([vectors[c.text_hash] for c in chunks])
-                            if chunks else np.zeros((0, embedder.fingerprint.dimension), dtype=np.float32))
-    kept_with_points = [r for r in keep if r.chunks]
-    with _timed(report.timings, "reuse"):
-        if kept_with_points and base:
-            ids = [point_id for r in kept_with_points for point_id in r.point_ids]
-            store.copy_points(base, manifest.collection, ids)
-    report.records = [record for record, _ in fresh.values()] + keep
-    with _timed(report.timings, "write"):
-        store.write_records(manifest.collection, report.records)
-    reused = sum(r.chunks for r in kept_with_points)
-    report.chunks = len(chunks) + reused
-    report.chunks_reused += reused
-    return report
+    batch = prepare_batch(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=now)
+    return write_batch(store, manifest, batch, embedder.embed, cache, now)
 
 
 def finish_build(store: IndexStore, manifest: Manifest, progress: BuildProgress) -> Manifest:
@@ -384,22 +440,16 @@ def _seen(ref: DocumentRef, now: datetime) -> dict:
 
 
 def _quarantine(
-    report: BatchReport,
-    keep: list[DocumentRecord],
-    ref: DocumentRef,
-    previous: DocumentRecord | None,
-    stage: str,
-    reason: str,
-    now: datetime,
+    batch: PreparedBatch, ref: DocumentRef, previous: DocumentRecord | None, stage: str, reason: str, now: datetime
 ) -> None:
     """Record a failed version; keep the base's good version of the document if there is one."""
-    report.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, stage=stage, reason=reason))  # type: ignore[arg-type]
+    batch.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, stage=stage, reason=reason))  # type: ignore[arg-type]
     log.warning("quarantined %s (%s): %s", ref.doc_id, stage, reason)
     quarantine = Quarantine(stage=stage, reason=reason, signal=ref.signal, since=now)  # type: ignore[arg-type]
     if previous and previous.chunks:
-        keep.append(previous.model_copy(update={"quarantine": quarantine, "last_seen": now}))
+        batch.keep.append(previous.model_copy(update={"quarantine": quarantine, "last_seen": now}))
     else:
-        keep.append(
+        batch.keep.append(
             DocumentRecord(
                 doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal, modified=ref.modified,
                 first_seen=previous.first_seen if previous else now, last_seen=now, quarantine=quarantine,
@@ -409,7 +459,7 @@ def _quarantine(
 
 def _vectors_for(
     fresh: dict[str, tuple[DocumentRecord, list[Chunk]]],
-    embedder: Embedder,
+    embed: Embed,
     cache: EmbeddingCache,
     report: BatchReport,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -425,7 +475,7 @@ def _vectors_for(
     failed: dict[str, str] = {}
     if missing:
         try:
-            embedded = embedder.embed([wanted[h] for h in missing])
+            embedded = embed([wanted[h] for h in missing])
         except Exception as exc:  # noqa: BLE001 - narrowed below, document by document
             log.warning("embedding a batch failed (%s); retrying document by document", exc)
             embedded = None
@@ -437,7 +487,7 @@ def _vectors_for(
             for doc_id, (_, chunks) in fresh.items():
                 todo = [c.text_hash for c in chunks if c.text_hash not in vectors]
                 try:
-                    doc_vectors = embedder.embed([wanted[h] for h in todo])
+                    doc_vectors = embed([wanted[h] for h in todo])
                 except Exception as exc:  # noqa: BLE001 - this document's failure
                     failed[doc_id] = f"{type(exc).__name__}: {exc}"[:300]
                     continue

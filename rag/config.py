@@ -244,6 +244,17 @@ class PipelineSettings(_Section):
     max_file_mb: float = Field(
         50.0, gt=0, description="Files larger than this are not parsed; they are reported as failed."
     )
+    task_runner: Literal["local", "dask"] = Field(
+        "local",
+        description="Where parsing and embedding run: local (in the flow's process, batch after batch) or "
+        "dask (fanned out over a Dask cluster through prefect-dask; the store is still written by the flow).",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of an existing Dask cluster (tcp://host:8786); its workers need ragops, the "
+        "model and the sources' files. Unset with task_runner dask: a local cluster of `workers` processes.",
+    )
+    workers: int = Field(2, ge=1, le=256, description="Processes of the local Dask cluster.")
 
 
 #: metrics a gate may name: IR metrics as ``name@k`` (k from ``evaluation.k_values``; mrr only @10),

@@ -181,3 +181,26 @@ def load_embedder_for(fingerprint: ModelFingerprint, *, batch_size: int = 32, de
             "restore that model or reindex with the current one"
         )
     return embedder
+
+
+#: models this process has loaded, by their settings: a distributed worker loads a model once, not per
+#: batch. Only ``embed_in_worker`` uses it; everything else passes its Embedder explicitly.
+_WORKER_MODELS: dict[str, Embedder] = {}
+
+
+def embed_in_worker(settings: EmbeddingSettings, texts: Sequence[str], expected: ModelFingerprint) -> np.ndarray:
+    """Embed ``texts`` in whatever process runs this (a Dask worker), loading the model once per process.
+
+    Raises:
+        ModelError: this machine's model is not the one the build records (another version installed).
+    """
+    key = settings.model_dump_json()
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS[key] = load_embedder(settings)
+    embedder = _WORKER_MODELS[key]
+    if not embedder.fingerprint.same_space(expected):
+        raise ModelError(
+            f"the worker's model {settings.model} (weights {embedder.fingerprint.weights_sha256[:12]}) is not the "
+            f"build's ({expected.weights_sha256[:12]}); install the same model on every worker"
+        )
+    return embedder.embed(texts)

@@ -1,0 +1,92 @@
+"""Fan parsing and embedding out over a Dask cluster (prefect-dask); the flow's process keeps the store.
+
+Selected by ``pipeline.task_runner: dask``. Batches are prepared (fetched, parsed, chunked) on the
+cluster's workers, and each batch's cache misses are embedded there too, with the model loaded once
+per worker process. The flow's process looks up the embedding cache and writes every batch in order,
+as the local path does, so a distributed build is the same build (tests/test_fanout.py).
+
+Workers need ragops and the model installed and, for folder sources, the same files at the same paths
+(S3 sources are fetched by the workers themselves). Up to twice ``pipeline.workers`` batches are in
+flight at once, which bounds memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+import connectors
+from rag import build
+from rag.cache import EmbeddingCache
+from rag.chunking import Chunker
+from rag.config import PipelineSettings, Settings
+from rag.embedding import Embedder, embed_in_worker
+from rag.models import Manifest, utc_now
+from rag.store import IndexStore
+
+log = logging.getLogger(__name__)
+
+prepare_batch = task(build.prepare_batch, name="prepare-batch", retries=1, cache_policy=NO_CACHE)
+embed_batch = task(embed_in_worker, name="embed-batch", retries=1, cache_policy=NO_CACHE)
+# Idempotent (deterministic point ids, cached vectors): a retry after a store hiccup is safe.
+write_batch = task(build.write_batch, name="write-batch", retries=2, retry_delay_seconds=[5, 30],
+                   cache_policy=NO_CACHE)
+
+
+def dask_runner(pipeline: PipelineSettings):
+    """prefect-dask's task runner: the configured cluster, or a local one of ``pipeline.workers`` processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if pipeline.dask_address:
+        return DaskTaskRunner(address=pipeline.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": pipeline.workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None})
+
+
+def index_on_dask(
+    store: IndexStore, settings: Settings, manifest: Manifest, batches: Sequence[Sequence[build.WorkItem]],
+    embedder: Embedder, chunker: Chunker, cache: EmbeddingCache,
+) -> Iterator[build.BatchReport]:
+    """Index the batches with preparation and embedding on the cluster; yields each batch's report in order."""
+    fetch = connectors.Fetcher(settings.sources)  # a fresh one: it travels to the workers
+    max_bytes = int(settings.pipeline.max_file_mb * 1_000_000)
+    with dask_runner(settings.pipeline) as runner:
+        for group in build.batched(list(batches), 2 * settings.pipeline.workers):
+            prepared = [
+                runner.submit(prepare_batch, parameters={"items": list(items), "chunker": chunker, "fetch": fetch,
+                                                         "version": manifest.version, "max_bytes": max_bytes,
+                                                         "now": utc_now()})
+                for items in group
+            ]
+            pending = []
+            for future in prepared:
+                batch = future.result()
+                texts = build.uncached_texts(batch, cache)
+                embedding = runner.submit(embed_batch, parameters={
+                    "settings": settings.embedding, "texts": list(texts.values()), "expected": embedder.fingerprint,
+                }) if texts else None
+                pending.append((batch, texts, embedding))
+            for batch, texts, embedding in pending:
+                vectors: dict[str, np.ndarray] = {}
+                if embedding is not None:
+                    try:
+                        vectors = dict(zip(texts.values(), embedding.result()))
+                    except Exception as exc:  # noqa: BLE001 - embedded here instead, document by document
+                        log.warning("embedding on the cluster failed (%s); embedding this batch locally", exc)
+                yield write_batch(store, manifest, batch, _precomputed(vectors, embedder), cache, utc_now())
+
+
+def _precomputed(vectors: dict[str, np.ndarray], embedder: Embedder) -> Callable[[Sequence[str]], np.ndarray]:
+    """An embed function that answers from ``vectors`` (by text) and embeds anything else locally."""
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        missing = [text for text in dict.fromkeys(texts) if text not in vectors]
+        if missing:
+            vectors.update(zip(missing, embedder.embed(missing)))
+        return np.stack([vectors[text] for text in texts]) if texts else embedder.embed([])
+
+    return embed
