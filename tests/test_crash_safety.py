@@ -32,12 +32,15 @@ def _write_corpus(folder: Path, count: int) -> None:
 
 def _kill_when(args: list[str], env: dict, marker: str) -> str:
     """Start a reindex, SIGKILL it as soon as stderr shows ``marker``; returns what it logged."""
-    process = subprocess.Popen(RAGOPS + args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # Its own session, killed as a group: the run and the ephemeral Prefect server it started die together
+    # (a server left behind would outlive the test).
+    process = subprocess.Popen(RAGOPS + args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
     seen = []
     for line in process.stderr:
         seen.append(line)
         if marker in line:
-            os.kill(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
