@@ -77,6 +77,7 @@ def reindex(
     store: str | None = None,
     alias: str | None = None,
     promote: bool = True,
+    golden: str | None = None,
 ) -> dict:
     """Bring the index up to date with its sources; promote the new build if it is sound.
 
@@ -95,6 +96,7 @@ def reindex(
         store: store location (folder or Qdrant URL) instead of the configured one.
         alias: alias to build and promote instead of the configured one.
         promote: False builds and keeps the version without moving the alias.
+        golden: golden set file instead of ``evaluation.golden``.
 
     Returns:
         The run summary (``BuildSummary`` as JSON; documented in docs/cli.md).
@@ -106,7 +108,8 @@ def reindex(
     """
     configure_offline_runtime()
     # "" as well as None means "the default file": an automation renders a missing value as "".
-    settings = load_settings(config or None, sources=sources, store=store or None, alias=alias or None)
+    settings = load_settings(config or None, sources=sources, store=store or None, alias=alias or None,
+                             golden=golden or None)
     with alias_lock(settings.alias):  # one run per alias at a time: a second one waits here
         return _reindex(settings, full_rebuild=full_rebuild, promote=promote)
 
@@ -318,10 +321,11 @@ def _build(index_store, settings, embedder, chunker, plan, fetch, progress, logg
 
 
 def load_settings(
-    config: str | None, *, sources: list[str] | None = None, store: str | None = None, alias: str | None = None
+    config: str | None, *, sources: list[str] | None = None, store: str | None = None, alias: str | None = None,
+    golden: str | None = None,
 ) -> Settings:
     """Settings from the config file and environment, with the flow's parameters on top."""
-    overrides: dict = {"store": {"location": store}, "alias": alias}
+    overrides: dict = {"store": {"location": store}, "alias": alias, "evaluation": {"golden": golden}}
     if sources:
         overrides["sources"] = [source_from_cli(value) for value in sources]
     return Settings.load(config, overrides=overrides)

@@ -76,6 +76,10 @@ def reindex(
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Build and keep the version, but leave the alias where it is.")
     ] = False,
+    golden: Annotated[
+        Optional[Path], typer.Option("--golden", "-g", help="Golden set that gates the promotion (YAML or JSONL). "
+                                     "Default: evaluation.golden.", show_default=False),
+    ] = None,
     config: ConfigOption = None,
     store: StoreOption = None,
     alias: AliasOption = None,
@@ -88,7 +92,7 @@ def reindex(
     version, whether it was promoted and why, and each source's freshness. Nothing changed: no build.
     """
     with cli_errors(json_output):
-        _check_config(config, source, store, alias)
+        _check_config(config, source, store, alias, golden)
         from flows.reindex import reindex as reindex_flow
 
         with _stdout_to_stderr():
@@ -99,6 +103,7 @@ def reindex(
                 store=store,
                 alias=alias,
                 promote=not no_promote,
+                golden=str(golden.resolve()) if golden else None,
             )
         output.emit(summary, json_output, output.render_summary)
 
@@ -464,7 +469,9 @@ def _settings(config: Path | None, store: str | None, alias: str | None, sources
     return Settings.load(config, overrides=overrides)
 
 
-def _check_config(config: Path | None, sources: list[str] | None, store: str | None, alias: str | None) -> None:
+def _check_config(
+    config: Path | None, sources: list[str] | None, store: str | None, alias: str | None, golden: Path | None = None
+) -> None:
     """Check what a person can get wrong before starting Prefect: a typo then costs milliseconds and
     prints one line, not a failed flow run with its logs."""
     from rag.embedding import resolve_model_path
@@ -478,6 +485,10 @@ def _check_config(config: Path | None, sources: list[str] | None, store: str | N
         if source.kind == "folder" and not source.path.is_dir():
             raise SourceError(f"source folder {source.path} does not exist or is not a folder")
     resolve_model_path(settings.embedding.model)
+    if golden or settings.evaluation.golden:
+        from evals.golden import load_golden_set
+
+        load_golden_set(golden or settings.evaluation.golden)
     if not settings.store.is_remote:
         with IndexStore.open(settings.store):  # locked by another process? say so now
             pass

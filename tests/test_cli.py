@@ -159,3 +159,15 @@ def test_config_command_shows_effective_settings(tmp_path: Path) -> None:
     shown = as_json(result)
     assert shown["store"]["location"] == "http://qdrant:6333" and shown["alias"] == "kb"
     assert "secret-key" not in result.stdout
+
+
+def test_a_malformed_golden_set_stops_a_reindex_before_any_work(corpus: Path, tmp_path: Path) -> None:
+    golden = tmp_path / "golden.yaml"
+    golden.write_text("- query: how do I roll back?\n")  # no `relevant`
+    result = run("reindex", "--source", str(corpus), "--store", str(tmp_path / "s"), "--golden", str(golden), "--json")
+    assert result.exit_code == 2
+    error = as_json(result)["error"]
+    assert error["kind"] == "golden_set" and "relevant: Field required" in error["message"]
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())  # nothing was built
+    missing = run("eval", "--golden", str(tmp_path / "nope.yaml"), "--store", str(tmp_path / "s"))
+    assert missing.exit_code == 2 and "nope.yaml does not exist" in missing.output
