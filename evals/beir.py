@@ -27,7 +27,7 @@ from rag.config import EvaluationSettings
 from rag.embedding import Embedder
 from rag.errors import GoldenSetError
 from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
-from rag.store import IndexStore, collection_name, docs_collection
+from rag.store import IndexStore, collection_name, docs_collection, version_of
 from rag.versions import new_version
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def evaluate_beir(
     results = retrieve(store, collection, list(dataset.queries.values()), embedder, settings.search_depth)
     means, rows = score_rankings(dataset.queries, dict(zip(dataset.queries, results)), dataset.qrels, settings)
     record = EvaluationRecord(
-        version=collection.split("__", 1)[-1], golden=str(dataset.path), golden_sha256="", queries=len(rows),
+        version=version_of(collection), golden=str(dataset.path), golden_sha256="", queries=len(rows),
         query_model=f"{embedder.fingerprint.name} ({embedder.fingerprint.weights_sha256[:12]})",
         metrics=means, evaluated_at=utc_now(), seconds=round(time.perf_counter() - started, 3),
     )
