@@ -45,6 +45,11 @@ AliasOption = Annotated[
     Optional[str],
     typer.Option("--alias", help="Serving alias. Overrides `alias` and $RAGOPS_ALIAS.", show_default=False),
 ]
+GoldenOption = Annotated[
+    Optional[Path],
+    typer.Option("--golden", "-g", help="Golden set (YAML or JSONL, docs/evaluation.md) instead of evaluation.golden.",
+                 show_default=False),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (shapes in docs/cli.md); logs go to stderr.")
 ]
@@ -76,10 +81,7 @@ def reindex(
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Build and keep the version, but leave the alias where it is.")
     ] = False,
-    golden: Annotated[
-        Optional[Path], typer.Option("--golden", "-g", help="Golden set that gates the promotion (YAML or JSONL). "
-                                     "Default: evaluation.golden.", show_default=False),
-    ] = None,
+    golden: GoldenOption = None,
     config: ConfigOption = None,
     store: StoreOption = None,
     alias: AliasOption = None,
@@ -294,10 +296,7 @@ def evaluate(
         Optional[str], typer.Option("--version", "-v", help="Build to score. Default: the live one.",
                                     show_default=False),
     ] = None,
-    golden: Annotated[
-        Optional[Path], typer.Option("--golden", "-g", help="Golden set (YAML or JSONL). Default: evaluation.golden.",
-                                     show_default=False),
-    ] = None,
+    golden: GoldenOption = None,
     no_compare: Annotated[
         bool, typer.Option("--no-compare", help="Do not score the live build to apply the gate's rules.")
     ] = False,
@@ -335,10 +334,7 @@ def evaluate(
 @app.command()
 def drift(
     *,
-    golden: Annotated[
-        Optional[Path], typer.Option("--golden", "-g", help="Golden set (YAML or JSONL). Default: evaluation.golden.",
-                                     show_default=False),
-    ] = None,
+    golden: GoldenOption = None,
     no_event: Annotated[
         bool, typer.Option("--no-event", help="Do not emit ragops.drift.detected (which can start a rebuild).")
     ] = False,
