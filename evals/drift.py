@@ -72,9 +72,9 @@ def check_drift(
     checks.append(check_model(embedder.fingerprint, manifest.model))
     checks.append(check_compatibility(store, live, embedder, settings.drift.compat_sample, settings.drift.min_cosine))
     window = settings.drift
-    log_ = QueryLog(store, settings.alias, manifest.model)
-    recent = log_.read(now - window.recent_window, now, window.max_queries)
-    reference = log_.read(now - window.recent_window - window.reference_window, now - window.recent_window,
+    query_log = QueryLog(store, settings.alias, manifest.model)
+    recent = query_log.read(now - window.recent_window, now, window.max_queries)
+    reference = query_log.read(now - window.recent_window - window.reference_window, now - window.recent_window,
                           window.max_queries)
     checks.append(check_queries(reference, recent, window.permutations, window.alpha, window.min_queries))
     report = DriftReport(alias=settings.alias, live=live, version=manifest.version, checked_at=now, checks=checks,

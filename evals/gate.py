@@ -94,6 +94,22 @@ def metric_checks(
     return checks
 
 
+def compare_with_live(
+    store: IndexStore, report: EvaluationReport, live_collection: str, settings: Settings, golden: GoldenSet,
+    embedders: QueryEmbedders,
+) -> tuple[list[GateCheck], EvaluationReport]:
+    """Score the live build on the same golden set and apply the floors and largest drops to ``report``.
+
+    Returns:
+        (the metric checks, the live build's evaluation).
+    """
+    # Not strict: a golden set may already name documents only the other build has.
+    baseline = evaluate_build(store, live_collection, golden, settings.evaluation,
+                              embedders.for_build(store.read_manifest(live_collection)), strict=False)
+    checks = metric_checks(report.record, baseline.record, settings.gate.floors, settings.gate.max_drop)
+    return checks, baseline
+
+
 def gate_candidate(
     store: IndexStore,
     candidate: Manifest,
@@ -119,13 +135,11 @@ def gate_candidate(
                                     embedders.for_build(candidate))
         except GoldenSetError as exc:
             checks.append(GateCheck(kind="sanity", metric="golden", passed=False, message=str(exc)))
-        if report is not None:
-            if live_collection is not None and live_collection != candidate.collection:
-                # Not strict: a golden set may already name documents only the candidate has.
-                baseline = evaluate_build(store, live_collection, golden, settings.evaluation,
-                                          embedders.for_build(live), strict=False)
-            checks += metric_checks(report.record, baseline.record if baseline else None,
-                                    settings.gate.floors, settings.gate.max_drop)
+        if report is not None and live_collection not in (None, candidate.collection):
+            metric_results, baseline = compare_with_live(store, report, live_collection, settings, golden, embedders)
+            checks += metric_results
+        elif report is not None:  # the alias's first build: floors only
+            checks += metric_checks(report.record, None, settings.gate.floors, settings.gate.max_drop)
     result = GateResult(
         passed=all(check.passed for check in checks),
         checks=checks,

@@ -20,8 +20,8 @@ from evals.golden import load_golden_set
 from evals.models import DriftReport
 from flows.artifacts import artifact_key
 from flows.locking import alias_lock
-from flows.runs import alias_run_name
-from rag.config import Settings, config_file
+from flows.runs import alias_run_name, load_settings
+from rag.config import config_file
 from rag.embedding import load_embedder
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore
@@ -56,8 +56,7 @@ def drift_check(
     """
     configure_offline_runtime()
     logger = get_run_logger()
-    settings = Settings.load(config, overrides={"store": {"location": store}, "alias": alias,
-                                                "evaluation": {"golden": golden}})
+    settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden_set(settings.evaluation.golden) if settings.evaluation.golden else None
     embedder = load_model(settings.embedding)
     with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:

@@ -10,12 +10,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from evals.evaluate import QueryEmbedders, evaluate_build
-from evals.gate import metric_checks
+from evals.gate import compare_with_live
 from evals.golden import load_golden_set
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
-from flows.runs import alias_run_name
-from rag.config import Settings
+from flows.runs import alias_run_name, load_settings
 from rag.errors import ConfigError, VersionError
 from rag.models import GateResult, utc_now
 from rag.runtime import configure_offline_runtime
@@ -54,8 +53,7 @@ def evaluate(
     """
     configure_offline_runtime()
     logger = get_run_logger()
-    settings = Settings.load(config, overrides={"store": {"location": store}, "alias": alias,
-                                                "evaluation": {"golden": golden}})
+    settings = load_settings(config, store=store, alias=alias, golden=golden)
     if settings.evaluation.golden is None:
         raise ConfigError("no golden set: set evaluation.golden in ragops.yaml or pass --golden FILE")
     golden_set = load_golden_set(settings.evaluation.golden)
@@ -71,9 +69,7 @@ def evaluate(
                               embedders.for_build(manifest), strict=False)
         gate = None
         if compare and live is not None and live != collection:
-            baseline = evaluate_one(index_store, live, golden_set, settings.evaluation,
-                                    embedders.for_build(index_store.read_manifest(live)), strict=False)
-            checks = metric_checks(report.record, baseline.record, settings.gate.floors, settings.gate.max_drop)
+            checks, baseline = compare_with_live(index_store, report, live, settings, golden_set, embedders)
             gate = GateResult(passed=all(c.passed for c in checks), checks=checks, live=live,
                               baseline=baseline.record, decided_at=utc_now())
     for missing in report.missing:

@@ -12,8 +12,7 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_freshness
 from flows.locking import alias_lock
-from flows.runs import alias_run_name
-from rag.config import Settings
+from flows.runs import alias_run_name, load_settings
 from rag.errors import FreshnessBreach
 from rag.freshness import assess
 from rag.models import utc_now
@@ -38,7 +37,7 @@ def freshness_check(config: str | None = None, alias: str | None = None, store: 
     """
     configure_offline_runtime()
     logger = get_run_logger()
-    settings = Settings.load(config, overrides={"store": {"location": store}, "alias": alias})
+    settings = load_settings(config, store=store, alias=alias)
     with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:
         states = index_store.read_source_states(settings.alias)
     assessed = assess(states, settings.sources, utc_now())

@@ -22,11 +22,11 @@ from flows.approval import await_approval
 from flows.artifacts import artifact_key, publish_evaluation, publish_freshness, publish_gate
 from flows.fanout import index_on_dask
 from flows.locking import alias_lock
-from flows.runs import alias_run_name
+from flows.runs import alias_run_name, load_settings
 from rag import build, freshness, versions
 from rag.cache import EmbeddingCache, prune_caches
 from rag.chunking import Chunker
-from rag.config import Settings, source_from_cli
+from rag.config import Settings
 from rag.embedding import load_embedder
 from rag.errors import ConfigError, FreshnessBreach, GateFailed, PromotionRefused, RagopsError, SourceError
 from rag.models import BuildSummary, Counts, GateCheck, utc_now
@@ -107,9 +107,7 @@ def reindex(
         Both carry the run summary in ``details["summary"]``.
     """
     configure_offline_runtime()
-    # "" as well as None means "the default file": an automation renders a missing value as "".
-    settings = load_settings(config or None, sources=sources, store=store or None, alias=alias or None,
-                             golden=golden or None)
+    settings = load_settings(config, sources=sources, store=store, alias=alias, golden=golden)
     with alias_lock(settings.alias):  # one run per alias at a time: a second one waits here
         return _reindex(settings, full_rebuild=full_rebuild, promote=promote)
 
@@ -318,17 +316,6 @@ def _build(index_store, settings, embedder, chunker, plan, fetch, progress, logg
     except BaseException as exc:  # includes KeyboardInterrupt
         build.fail_build(index_store, manifest, f"{type(exc).__name__}: {exc}")
         raise
-
-
-def load_settings(
-    config: str | None, *, sources: list[str] | None = None, store: str | None = None, alias: str | None = None,
-    golden: str | None = None,
-) -> Settings:
-    """Settings from the config file and environment, with the flow's parameters on top."""
-    overrides: dict = {"store": {"location": store}, "alias": alias, "evaluation": {"golden": golden}}
-    if sources:
-        overrides["sources"] = [source_from_cli(value) for value in sources]
-    return Settings.load(config, overrides=overrides)
 
 
 def summary_headline(summary: BuildSummary) -> str:

@@ -1,8 +1,10 @@
-"""Flow run names that say which alias a run touched (``reindex-docs``), shown in the Prefect UI."""
+"""What every flow does first: name its run after the alias it touches, and load its settings."""
 
 from __future__ import annotations
 
 from typing import Callable
+
+from rag.config import Settings, source_from_cli
 
 
 def alias_run_name(flow_name: str) -> Callable[[], str]:
@@ -15,3 +17,18 @@ def alias_run_name(flow_name: str) -> Callable[[], str]:
         return f"{flow_name}-{alias}" if alias else flow_name
 
     return name
+
+
+def load_settings(
+    config: str | None, *, sources: list[str] | None = None, store: str | None = None, alias: str | None = None,
+    golden: str | None = None,
+) -> Settings:
+    """Settings from the config file and environment, with the flow's parameters on top.
+
+    Empty strings count as unset: an automation renders a missing event value as "".
+    """
+    overrides: dict = {"store": {"location": store or None}, "alias": alias or None,
+                       "evaluation": {"golden": golden or None}}
+    if sources:
+        overrides["sources"] = [source_from_cli(value) for value in sources]
+    return Settings.load(config or None, overrides=overrides)

@@ -46,17 +46,7 @@ class EmbeddingCache:
         self.store = store
         self.collection = cache_collection(alias, fingerprint)
         self.dimension = fingerprint.dimension
-        if not store.exists(self.collection):
-            with store_errors(f"creating the embedding cache {self.collection}"):
-                store.client.create_collection(
-                    self.collection,
-                    vectors_config=models.VectorParams(
-                        size=self.dimension, distance=models.Distance.COSINE, on_disk=True
-                    ),
-                    hnsw_config=models.HnswConfigDiff(m=0),  # looked up by id only: no graph needed
-                    **store.layout(),
-                )
-            store.tune_embedded()
+        store.ensure_vector_collection(self.collection, self.dimension, on_disk=True)
 
     def get(self, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors for the given text hashes (missing ones are absent from the result)."""

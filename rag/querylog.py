@@ -42,7 +42,7 @@ class QueryLog:
         """Append query vectors (one point each) and prune entries older than ``max_age``."""
         if not len(vectors):
             return
-        self._create()
+        self.store.ensure_vector_collection(self.collection, self.dimension)
         stamp = (at or utc_now()).timestamp()
         points = [models.PointStruct(id=str(uuid.uuid4()), vector=v.tolist(), payload={"at": stamp}) for v in vectors]
         with store_errors(f"writing {len(points)} queries to {self.collection}"):
@@ -69,18 +69,6 @@ class QueryLog:
         rows.sort(key=lambda row: row[0], reverse=True)
         vectors = [vector for _, vector in rows[:limit]]
         return np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-
-    def _create(self) -> None:
-        if self.store.exists(self.collection):
-            return
-        with store_errors(f"creating the query log {self.collection}"):
-            self.store.client.create_collection(
-                self.collection,
-                vectors_config=models.VectorParams(size=self.dimension, distance=models.Distance.COSINE),
-                hnsw_config=models.HnswConfigDiff(m=0),  # read by time, never searched
-                **self.store.layout(),
-            )
-        self.store.tune_embedded()
 
     @staticmethod
     def _between(since: datetime | None, until: datetime | None) -> models.Filter:

@@ -323,6 +323,20 @@ class IndexStore:
         with store_errors(f"writing the freshness ledger of {alias!r}"):
             self.client.upload_points(ledger, points, wait=True)
 
+    def ensure_vector_collection(self, name: str, dimension: int, *, on_disk: bool = False) -> None:
+        """Create a side collection of plain vectors (looked up by id or read in order, never searched,
+        so without an HNSW graph) unless it exists."""
+        if self.exists(name):
+            return
+        with store_errors(f"creating collection {name}"):
+            self.client.create_collection(
+                name,
+                vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE, on_disk=on_disk),
+                hnsw_config=models.HnswConfigDiff(m=0),
+                **self.layout(),
+            )
+        self.tune_embedded()
+
     def _create_table(self, name: str) -> None:
         with store_errors(f"creating collection {name}"):
             if not self.client.collection_exists(name):

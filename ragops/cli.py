@@ -209,13 +209,8 @@ def freshness(
             ] if documents else None,
         }
         breaches = [a for a in assessed if a.breach]
-        if breaches:
-            if json_output:
-                result["error"] = {"kind": FreshnessBreach.kind, "exit_code": FreshnessBreach.exit_code,
-                                   "message": "; ".join(f"{a.state.name}: {a.message}" for a in breaches)}
-            output.emit(result, json_output, output.render_freshness)
-            raise typer.Exit(FreshnessBreach.exit_code)
-        output.emit(result, json_output, output.render_freshness)
+        failure = FreshnessBreach("; ".join(f"{a.state.name}: {a.message}" for a in breaches)) if breaches else None
+        _emit_report(result, json_output, output.render_freshness, failure)
 
 
 @app.command()
@@ -313,10 +308,7 @@ def evaluate(
     """
     with cli_errors(json_output):
         settings = _settings(config, store, alias)
-        if golden is not None and not golden.is_file():
-            from rag.errors import GoldenSetError
-
-            raise GoldenSetError(f"golden set {golden} does not exist")
+        _check_golden(golden, settings)
         from flows.evaluate import evaluate as evaluate_flow
 
         with _stdout_to_stderr():
@@ -351,20 +343,16 @@ def drift(
     """
     with cli_errors(json_output):
         settings = _settings(config, store, alias)
+        _check_golden(golden, settings)
         from flows.drift import drift_check
         from rag.errors import DriftDetected
 
         with _stdout_to_stderr():
             report = drift_check(config=str(config) if config else None, alias=settings.alias, store=store,
                                  golden=str(golden.resolve()) if golden else None, emit=not no_event)
-        if report["drifted"]:
-            if json_output:
-                report["error"] = {"kind": DriftDetected.kind, "exit_code": DriftDetected.exit_code,
-                                   "message": "drift: " + "; ".join(c["message"] for c in report["checks"]
-                                                                    if c["status"] == "drift")}
-            output.emit(report, json_output, output.render_drift)
-            raise typer.Exit(DriftDetected.exit_code)
-        output.emit(report, json_output, output.render_drift)
+        failure = DriftDetected("drift: " + "; ".join(
+            c["message"] for c in report["checks"] if c["status"] == "drift")) if report["drifted"] else None
+        _emit_report(report, json_output, output.render_drift, failure)
 
 
 bench_app = typer.Typer(help="Benchmarks on public datasets, through the same pipeline and metrics.",
@@ -481,13 +469,28 @@ def _check_config(
         if source.kind == "folder" and not source.path.is_dir():
             raise SourceError(f"source folder {source.path} does not exist or is not a folder")
     resolve_model_path(settings.embedding.model)
+    _check_golden(golden, settings)
+    if not settings.store.is_remote:
+        with IndexStore.open(settings.store):  # locked by another process? say so now
+            pass
+
+
+def _emit_report(result: dict[str, Any], json_output: bool, render, failure: RagopsError | None) -> None:
+    """Print a report that may also be a failure (a breach, drift): the report either way, then the
+    failure's exit code; with ``--json`` the failure rides along as ``error`` in the same object."""
+    if failure is not None and json_output:
+        result["error"] = {"kind": failure.kind, "exit_code": failure.exit_code, "message": str(failure)}
+    output.emit(result, json_output, render)
+    if failure is not None:
+        raise typer.Exit(failure.exit_code)
+
+
+def _check_golden(golden: Path | None, settings) -> None:
+    """Read the golden set before any flow starts: a typo costs milliseconds and one line (exit 2)."""
     if golden or settings.evaluation.golden:
         from evals.golden import load_golden_set
 
         load_golden_set(golden or settings.evaluation.golden)
-    if not settings.store.is_remote:
-        with IndexStore.open(settings.store):  # locked by another process? say so now
-            pass
 
 
 @contextmanager
