@@ -16,7 +16,7 @@ export UNSTRUCTURED_DISABLE_NOTICE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.ragops/prefect
 
-.PHONY: install demo test deploy corpus lock clean
+.PHONY: install demo test deploy server worker corpus lock clean
 
 install: $(STAMP)
 
@@ -37,11 +37,20 @@ test: install
 	$(BIN)/python -m pytest
 
 # Register the work pool and every deployment of prefect.yaml against $PREFECT_API_URL. Starts nothing:
-# run a worker yourself (`.venv/bin/prefect worker start --pool ragops-process`, docs/operations.md).
+# run a worker yourself (`make worker`, docs/operations.md).
 deploy: install
 	@test -n "$$PREFECT_API_URL" || { echo "set PREFECT_API_URL to your Prefect server (e.g. http://127.0.0.1:4200/api)"; exit 2; }
 	$(BIN)/prefect work-pool inspect ragops-process >/dev/null 2>&1 || $(BIN)/prefect work-pool create ragops-process --type process
 	cd $(CURDIR) && PWD=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+
+# A local Prefect server and a worker for the deployments, with the offline environment above (no
+# telemetry from the server, the CLI or the flow runs the worker starts).
+server: install
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+worker: install
+	@test -n "$$PREFECT_API_URL" || { echo "set PREFECT_API_URL to your Prefect server (e.g. http://127.0.0.1:4200/api)"; exit 2; }
+	$(BIN)/prefect worker start --pool ragops-process
 
 # Regenerate demo/corpus from demo/make_corpus.py (the files are committed).
 corpus: install

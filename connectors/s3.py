@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from connectors.globs import selected
+from connectors.ids import document_id
 from rag.config import S3Source
 from rag.errors import DocumentError, SourceError
 from rag.models import DocumentRef
+from rag.secrets import redact_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -79,7 +81,7 @@ def list_s3(source: S3Source, client: S3Client | None = None, *, page_size: int 
                     continue
                 refs.append(
                     DocumentRef(
-                        doc_id=f"{source.name}/{relative}",
+                        doc_id=document_id(source.name, relative),
                         source=source.name,
                         uri=f"s3://{source.bucket}/{key}",
                         size=int(obj["Size"]),
@@ -113,7 +115,8 @@ def _translate(source: S3Source, action: str) -> Iterator[None]:
     """botocore errors -> SourceError naming the source, with a next step."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    where = f"S3 source {source.name!r} ({source.url}{', ' + source.endpoint_url if source.endpoint_url else ''})"
+    endpoint = f", {redact_url(source.endpoint_url)}" if source.endpoint_url else ""
+    where = f"S3 source {source.name!r} ({source.url}{endpoint})"
     try:
         yield
     except NoCredentialsError:
@@ -138,4 +141,5 @@ def _translate(source: S3Source, action: str) -> Iterator[None]:
 
 
 def _describe(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]
+    # botocore quotes the endpoint URL it failed to reach, credentials included.
+    return (redact_url(" ".join(str(exc).split())) or type(exc).__name__)[:300]

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from evals.context_metrics import run_async
+from rag.secrets import redact_url
 
 if TYPE_CHECKING:
     from rag.config import LLMSettings
@@ -136,7 +137,7 @@ async def _judge_all(samples: list[JudgeSample], llm: LLMSettings, embed: Embed)
             except fatal as exc:
                 log.warning(
                     "LLM endpoint %s unusable (%s); no LLM-judged metrics for the %d remaining queries",
-                    llm.base_url, _describe(exc), len(samples) - index,
+                    redact_url(llm.base_url), _describe(exc), len(samples) - index,
                 )
                 for rest in samples[index:]:
                     results[rest.query_id] = dict.fromkeys(LLM_METRICS)
@@ -226,4 +227,5 @@ def _ragas_embeddings(embed: Embed) -> Any:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    # HTTP client errors may quote the request URL, credentials included.
+    return redact_url(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]

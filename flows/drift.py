@@ -59,7 +59,7 @@ def drift_check(
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden_set(settings.evaluation.golden) if settings.evaluation.golden else None
     embedder = load_model(settings.embedding)
-    with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
         report = run_checks(index_store, settings, golden_set, embedder)
     publish_drift(report)
     for check in report.checks:

@@ -2,6 +2,11 @@
 
 May touch: nothing. It reads the store (the build, its document table, and the live build when
 comparing) and publishes the ``eval-<alias>`` artifact. It never writes a manifest or moves the alias.
+
+``gate_for_promotion`` (a plain function, for ``ragops promote``) is the one exception: it gives a
+kept build that was never gated its verdict, through the reindex gate's own code, and records that
+verdict in the build's manifest (never the live one's). It lives here, not in rag/, because gating
+needs evals/ and rag/ must not depend on it.
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from evals.evaluate import QueryEmbedders, evaluate_build
-from evals.gate import compare_with_live
+from evals.gate import compare_with_live, gate_candidate
 from evals.golden import load_golden_set
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, load_settings
-from rag.errors import ConfigError, VersionError
-from rag.models import GateResult, utc_now
+from rag import build
+from rag.config import Settings
+from rag.errors import ConfigError, GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
+from rag.models import GateResult, Manifest, utc_now
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, version_of
 from rag.versions import resolve_collection
@@ -59,7 +66,7 @@ def evaluate(
     golden_set = load_golden_set(settings.evaluation.golden)
     embedders = QueryEmbedders(settings.evaluation, settings.embedding)
 
-    with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
         live = index_store.alias_target(settings.alias)
         if version is None and live is None:
             raise VersionError(f"alias {settings.alias!r} does not exist yet; run `ragops reindex` or pass --version")
@@ -87,3 +94,43 @@ def evaluate(
         "missing": report.missing,
         "gate": gate.model_dump(mode="json") if gate else None,
     }
+
+
+def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifest) -> GateResult:
+    """Gate a complete build that has no verdict, before ``ragops promote`` moves the alias to it.
+
+    The same gate as a reindex (``evals.gate.gate_candidate``): sanity checks, then, with a golden
+    set, the candidate and the live build scored on it in this call, floors and largest drops. The
+    verdict and the evaluation go into the candidate's manifest (``rag.build.record_verdict``; a fail
+    marks it rejected). No approval is asked: whoever runs ``ragops promote`` is approving.
+
+    Live documents the candidate lacks are explained by the deletions its own build recorded when it
+    was built on the live build (what the reindex gate would have counted); otherwise none are.
+
+    Returns:
+        The verdict, passed.
+
+    Raises:
+        GateFailed: the build failed the gate; it is now rejected, the verdict recorded.
+        PromotionRefused: it cannot be gated (golden set unreadable, query model unavailable).
+    """
+    live = store.alias_target(settings.alias)
+    deleted = candidate.counts.documents_deleted if live is not None and candidate.base == live else 0
+    try:
+        golden = load_golden_set(settings.evaluation.golden) if settings.evaluation.golden else None
+        embedders = QueryEmbedders(settings.evaluation, settings.embedding)
+        gate, report, _ = gate_candidate(store, candidate, live, settings, golden, embedders,
+                                         deleted_from_live=deleted)
+    except (GoldenSetError, ModelError) as exc:
+        raise PromotionRefused(
+            f"build {candidate.version} was never gated and cannot be gated now: {exc}; fix that, or pass "
+            "--force --reason TEXT to promote it ungated (recorded in its manifest)"
+        ) from None
+    build.record_verdict(store, candidate, gate, report.record if report else None)
+    if not gate.passed:
+        raise GateFailed(
+            f"build {candidate.version} had never been gated; gated now against "
+            f"{version_of(live) if live else 'no live build'}: {gate.reason}. The verdict is in its "
+            "manifest (now rejected); pass --force --reason TEXT to promote it anyway"
+        )
+    return gate

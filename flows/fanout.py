@@ -6,7 +6,8 @@ per worker process. The flow's process looks up the embedding cache and writes e
 as the local path does, so a distributed build is the same build (tests/test_fanout.py).
 
 Workers need ragops and the model installed and, for folder sources, the same files at the same paths
-(S3 sources are fetched by the workers themselves). Up to twice ``pipeline.workers`` batches are in
+(S3 sources are fetched by the workers themselves). Each batch is parsed in a sandbox child process of
+its worker (rag/sandbox.py), started per batch. Up to twice ``pipeline.workers`` batches are in
 flight at once, which bounds memory.
 """
 
@@ -26,6 +27,7 @@ from rag.chunking import Chunker
 from rag.config import PipelineSettings, Settings
 from rag.embedding import Embedder, embed_in_worker
 from rag.models import Manifest, utc_now
+from rag.sandbox import ParseSandbox
 from rag.store import IndexStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def dask_runner(pipeline: PipelineSettings):
 
 def index_on_dask(
     store: IndexStore, settings: Settings, manifest: Manifest, batches: Sequence[Sequence[build.WorkItem]],
-    embedder: Embedder, chunker: Chunker, cache: EmbeddingCache,
+    embedder: Embedder, chunker: Chunker, cache: EmbeddingCache, sandbox: ParseSandbox,
 ) -> Iterator[build.BatchReport]:
     """Index the batches with preparation and embedding on the cluster; yields each batch's report in order."""
     fetch = connectors.Fetcher(settings.sources)  # a fresh one: it travels to the workers
@@ -59,7 +61,7 @@ def index_on_dask(
             prepared = [
                 runner.submit(prepare_batch, parameters={"items": list(items), "chunker": chunker, "fetch": fetch,
                                                          "version": manifest.version, "max_bytes": max_bytes,
-                                                         "now": utc_now()})
+                                                         "now": utc_now(), "sandbox": sandbox})
                 for items in group
             ]
             pending = []

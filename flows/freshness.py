@@ -38,7 +38,7 @@ def freshness_check(config: str | None = None, alias: str | None = None, store: 
     configure_offline_runtime()
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias)
-    with alias_lock(settings.alias), IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
         states = index_store.read_source_states(settings.alias)
     assessed = assess(states, settings.sources, utc_now())
     rows = publish_freshness(settings.alias, assessed)

@@ -29,8 +29,10 @@ from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embedding import load_embedder
 from rag.errors import ConfigError, FreshnessBreach, GateFailed, PromotionRefused, RagopsError, SourceError
+from rag.journal import ParseJournal
 from rag.models import BuildSummary, Counts, GateCheck, utc_now
 from rag.runtime import configure_offline_runtime
+from rag.sandbox import ParseSandbox, shared_sandbox
 from rag.store import IndexStore, version_of
 
 #: documents per copy batch when carrying unchanged documents (no parsing: large batches are cheap)
@@ -108,7 +110,7 @@ def reindex(
     """
     configure_offline_runtime()
     settings = load_settings(config, sources=sources, store=store, alias=alias, golden=golden)
-    with alias_lock(settings.alias):  # one run per alias at a time: a second one waits here
+    with alias_lock(settings.store, settings.alias):  # one run per alias at a time: a second one waits here
         return _reindex(settings, full_rebuild=full_rebuild, promote=promote)
 
 
@@ -154,6 +156,16 @@ def _reindex(settings: Settings, *, full_rebuild: bool, promote: bool) -> dict:
         logger.warning("no golden set (evaluation.golden): promotion is gated on sanity checks only")
 
     run_started = time.perf_counter()
+    sandbox = shared_sandbox(settings.pipeline)
+    if settings.pipeline.task_runner == "local":  # (on Dask, each worker parses in its own)
+        sandbox.start()  # its parsers import while the model loads and the sources are listed
+    return _refresh(settings, golden, sandbox, run_started, full_rebuild=full_rebuild, promote=promote)
+
+
+def _refresh(settings: Settings, golden, sandbox: ParseSandbox, run_started: float, *, full_rebuild: bool,
+             promote: bool) -> dict:
+    """Plan, build, gate and promote, then record freshness (the rest of ``_reindex``)."""
+    logger = get_run_logger()
     embedder = load_model(settings.embedding)
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
     progress = build.BuildProgress()
@@ -193,10 +205,10 @@ def _reindex(settings: Settings, *, full_rebuild: bool, promote: bool) -> dict:
                 update={"documents_indexed": manifest.counts.documents_indexed,
                         "documents_failed": manifest.counts.documents_failed, "chunks": manifest.counts.chunks}
             )
-            state, promoted, reason, deleted = "unchanged", False, f"no changes since build {manifest.version}", []
+            state, promoted, reason = "unchanged", False, f"no changes since build {manifest.version}"
             gate, evaluation = None, None
         else:
-            manifest = _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger)
+            manifest = _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger, sandbox)
             started = time.perf_counter()
             live_records = base_records if base == previous else index_store.read_records(previous) if previous else {}
             manifest, gate, evaluation, promoted, reason = _gate_and_promote(
@@ -205,8 +217,9 @@ def _reindex(settings: Settings, *, full_rebuild: bool, promote: bool) -> dict:
             )
             state = manifest.state
             progress.timings.promote = time.perf_counter() - started
-            deleted = apply_retention(index_store, settings.alias, settings.retention,
-                                      protect={manifest.collection})
+        # Every run, changes or not: it also clears what killed runs left (husks, orphaned tables).
+        deleted = apply_retention(index_store, settings.alias, settings.retention, protect={manifest.collection})
+        if deleted or state != "unchanged":
             prune_caches(index_store, settings.alias)
 
         live = index_store.alias_target(settings.alias)
@@ -279,17 +292,19 @@ def _list_source(source) -> build.Listing:
     """A source's complete listing, or a failed one: one source's outage never stops the others."""
     listed_at = utc_now()
     try:
-        refs = list_documents(source)
+        listed = list_documents(source)
     except SourceError as exc:
         return build.Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=listed_at,
                              error=str(exc))
-    return build.Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=listed_at, refs=refs)
+    return build.Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=listed_at,
+                         refs=listed.refs, skipped=listed.skipped, unreadable=listed.unreadable)
 
 
-def _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger):
+def _build(index_store, settings, embedder, chunker, plan, fetch, progress, logger, sandbox):
     """Write a new build from the plan; leave a truthful manifest behind whatever happens."""
     manifest = begin_build(index_store, settings, embedder, chunker, plan.base)
     cache = EmbeddingCache(index_store, settings.alias, embedder.fingerprint)
+    journal = ParseJournal(index_store, settings.alias)
     try:
         for batch in build.batched(plan.carry, CARRY_BATCH):
             progress.add(carry_documents(index_store, plan.base, manifest.collection, batch))
@@ -297,11 +312,12 @@ def _build(index_store, settings, embedder, chunker, plan, fetch, progress, logg
             logger.info("carried %d unchanged documents (%d chunks)", len(plan.carry), progress.counts.chunks)
         batches = list(build.batched(plan.work, settings.pipeline.batch_documents))
         if settings.pipeline.task_runner == "dask":
-            reports = index_on_dask(index_store, settings, manifest, batches, embedder, chunker, cache)
+            reports = index_on_dask(index_store, settings, manifest, batches, embedder, chunker, cache, sandbox)
         else:
             reports = (
                 index_batch(index_store, manifest, batch, embedder, chunker, cache, fetch,
-                            max_bytes=int(settings.pipeline.max_file_mb * 1_000_000), now=utc_now())
+                            max_bytes=int(settings.pipeline.max_file_mb * 1_000_000), now=utc_now(),
+                            sandbox=sandbox, journal=journal, max_attempts=settings.pipeline.max_parse_attempts)
                 for batch in batches
             )
         for number, report in enumerate(reports, start=1):

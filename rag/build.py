@@ -39,6 +39,9 @@ from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import DocumentError
+from rag.failpoints import failpoint
+from rag.journal import ParseJournal
+from rag.listing import Skipped
 from rag.models import (
     Chunk,
     Counts,
@@ -52,7 +55,9 @@ from rag.models import (
     StageTimings,
     utc_now,
 )
-from rag.parsing import check_size, parse_document
+from rag.parsing import check_size
+from rag.sandbox import ParseSandbox
+from rag.secrets import redact_url
 from rag.store import IndexStore, collection_name, docs_collection
 from rag.versions import new_version
 
@@ -69,13 +74,21 @@ T = TypeVar("T")
 
 
 class Listing(BaseModel):
-    """One source's listing in a run: complete, or failed with the reason."""
+    """One source's listing in a run: complete, or failed with the reason.
+
+    A complete listing may still be incomplete for single entries: those in ``unreadable`` (and, for
+    a folder, everything under it) keep what the base holds of them.
+    """
 
     source: str
     kind: str
     uri: str
     listed_at: datetime
     refs: list[DocumentRef] = Field(default_factory=list)
+    skipped: list[Skipped] = Field(default_factory=list, description="Entries not indexed on purpose, with why.")
+    unreadable: list[Skipped] = Field(
+        default_factory=list, description="Entries whose state is unknown: their documents are kept, not deleted."
+    )
     error: str | None = None
 
     @property
@@ -104,7 +117,9 @@ class BuildPlan(BaseModel):
     work: list[WorkItem] = Field(default_factory=list)
     deleted: list[DocumentRecord] = Field(default_factory=list)
     unchanged: int = Field(0, description="Carried documents that a complete listing saw unchanged.")
-    kept: int = Field(0, description="Carried documents of sources whose listing failed.")
+    kept: int = Field(
+        0, description="Carried documents whose listing failed or that were unreadable: kept as they were."
+    )
     notes: list[str] = Field(default_factory=list)
 
     @property
@@ -170,8 +185,10 @@ def plan_build(
 
     A document is unchanged when its listing signal equals the one the base recorded, or equals the
     signal of its quarantined version (a failure is retried only when the document changes).
-    Documents of a source whose listing failed are all carried. Documents whose source is no longer
-    configured are deleted.
+    Documents of a source whose listing failed are all carried. So are documents that a listing
+    reports unreadable (by id, or under an unreadable folder): nothing is known about them, so they are
+    kept exactly as the base holds them, never deleted. Skipped entries are like absent ones. Both are
+    summed up in ``notes``. Documents whose source is no longer configured are deleted.
     """
     plan = BuildPlan(base=base)
     by_source: dict[str, list[DocumentRecord]] = {}
@@ -198,10 +215,47 @@ def plan_build(
                 plan.unchanged += 1
             else:
                 plan.work.append(WorkItem(ref=ref, previous=previous))
-        plan.deleted.extend(r for r in held if r.doc_id not in listed)
+        unreadable = {entry.doc_id for entry in listing.unreadable}
+        unseen = [r for r in held if r.doc_id not in listed]
+        kept = [r for r in unseen if _under_any(r.doc_id, unreadable)]
+        plan.carry.extend(kept)  # as they were: not even last_seen moves, they were not seen
+        plan.kept += len(kept)
+        plan.deleted.extend(r for r in unseen if not _under_any(r.doc_id, unreadable))
+        plan.notes.extend(_listing_notes(listing, len(kept)))
     for records in by_source.values():  # sources removed from the configuration
         plan.deleted.extend(records)
     return plan
+
+
+#: entries named in a note; the rest are counted
+NOTE_EXAMPLES = 3
+
+
+def _under_any(doc_id: str, entries: set[str]) -> bool:
+    """The id is one of the entries, or lies under one (an unreadable folder covers its documents)."""
+    if not entries:
+        return False
+    parts = doc_id.split("/")
+    return any("/".join(parts[:end]) in entries for end in range(len(parts), 1, -1))
+
+
+def _listing_notes(listing: Listing, kept: int) -> list[str]:
+    """One line each for a source's unreadable and skipped entries: how many, and the first few."""
+    notes = []
+    if listing.unreadable:
+        notes.append(
+            f"source {listing.source!r}: {len(listing.unreadable)} entries could not be read, so the listing says "
+            f"nothing about them; kept {kept} of their documents as they were: {_examples(listing.unreadable)}"
+        )
+    if listing.skipped:
+        notes.append(f"source {listing.source!r}: skipped {len(listing.skipped)} entries: {_examples(listing.skipped)}")
+    return notes
+
+
+def _examples(entries: Sequence[Skipped]) -> str:
+    shown = "; ".join(f"{entry.doc_id} ({entry.reason})" for entry in entries[:NOTE_EXAMPLES])
+    more = len(entries) - NOTE_EXAMPLES
+    return shown + (f"; and {more} more" if more > 0 else "")
 
 
 def begin_build(
@@ -260,13 +314,20 @@ class PreparedBatch(BaseModel):
 
 
 def prepare_batch(
-    items: Sequence[WorkItem], chunker: Chunker, fetch: Fetch, *, version: str, max_bytes: int, now: datetime
+    items: Sequence[WorkItem], chunker: Chunker, fetch: Fetch, *, version: str, max_bytes: int, now: datetime,
+    sandbox: ParseSandbox, journal: ParseJournal | None = None, max_attempts: int = 2,
 ) -> PreparedBatch:
-    """Fetch, parse and chunk new or changed documents. Touches no store, so it can run anywhere.
+    """Fetch, parse and chunk new or changed documents. Touches no store without a journal, so it can
+    run anywhere.
 
     A document that fails is quarantined in the result, never raised; if the base held a good version
     of it, that version is kept. A document whose parsed text hashes as in the base (a touch, an
     identical re-upload) keeps its chunks and vectors.
+
+    Args:
+        sandbox: parses each document in a child process, within time and memory bounds.
+        journal: records each document before it is parsed (rag/journal.py); a version that
+            ``max_attempts`` runs died parsing is quarantined instead of parsed again.
     """
     batch = PreparedBatch(items=list(items))
     with tempfile.TemporaryDirectory(prefix="ragops-fetch-") as folder:
@@ -277,7 +338,7 @@ def prepare_batch(
                     check_size(ref, max_bytes)
                     local = ref.model_copy(update={"path": fetch(ref, Path(folder))})
                 with _timed(batch.timings, "parse"):
-                    elements = parse_document(local, max_bytes=max_bytes)
+                    elements = _parse(sandbox, journal, local, max_bytes, max_attempts)
                 content_hash = hash_text(element.text for element in elements)
                 if previous and previous.chunks and previous.content_hash == content_hash:
                     # Only the listing signal moved (touch, identical re-upload): same chunks, same vectors.
@@ -295,6 +356,27 @@ def prepare_batch(
             except DocumentError as exc:
                 _quarantine(batch, ref, previous, exc.stage, exc.reason, now)
     return batch
+
+
+def _parse(sandbox: ParseSandbox, journal: ParseJournal | None, ref: DocumentRef, max_bytes: int,
+           max_attempts: int) -> list:
+    """Parse in the sandbox, with the document journaled while it is being parsed."""
+    if journal is None:
+        return sandbox.parse(ref, max_bytes=max_bytes)
+    deaths = journal.begin(ref)
+    failpoint("parse")
+    try:
+        if deaths >= max_attempts:
+            raise DocumentError(
+                "parse", f"{deaths} runs died while parsing this version (pipeline.max_parse_attempts: "
+                f"{max_attempts}); not parsed again until the file changes"
+            )
+        elements = sandbox.parse(ref, max_bytes=max_bytes)
+    except DocumentError:
+        journal.end(ref)
+        raise
+    journal.end(ref)
+    return elements
 
 
 def write_batch(
@@ -327,6 +409,7 @@ def write_batch(
         if kept_with_points and manifest.base:
             ids = [point_id for r in kept_with_points for point_id in r.point_ids]
             store.copy_points(manifest.base, manifest.collection, ids)
+    failpoint("write")
     report.records = [record for record, _ in fresh.values()] + batch.keep
     report.failures = list(batch.failures)
     with _timed(report.timings, "write"):
@@ -355,12 +438,16 @@ def index_batch(
     *,
     max_bytes: int,
     now: datetime,
+    sandbox: ParseSandbox,
+    journal: ParseJournal | None = None,
+    max_attempts: int = 2,
 ) -> BatchReport:
     """Fetch, parse, chunk and embed one batch of new or changed documents into the build, in this process.
 
     ``prepare_batch`` then ``write_batch``; see both for the guarantees.
     """
-    batch = prepare_batch(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=now)
+    batch = prepare_batch(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=now,
+                          sandbox=sandbox, journal=journal, max_attempts=max_attempts)
     return write_batch(store, manifest, batch, embedder.embed, cache, now)
 
 
@@ -369,6 +456,7 @@ def finish_build(store: IndexStore, manifest: Manifest, progress: BuildProgress)
 
     Called only after every batch is written, so "complete" in a manifest means durably complete.
     """
+    failpoint("finish")
     status = store.finish_bulk_load(manifest.collection)
     store.sync(manifest.collection)  # durably written before it is recorded as complete
     store.sync(docs_collection(manifest.collection))
@@ -384,7 +472,8 @@ def finish_build(store: IndexStore, manifest: Manifest, progress: BuildProgress)
 
 def fail_build(store: IndexStore, manifest: Manifest, error: str) -> None:
     """Record that a build stopped before completing (best effort: the store may be what failed)."""
-    manifest.state, manifest.error = "failed", error[:500]
+    # The manifest outlives the run and `ragops status` shows it: an error quoting a URL is redacted.
+    manifest.state, manifest.error = "failed", redact_url(error)[:500]
     try:
         store.write_manifest(manifest)
     except Exception as exc:  # the original error matters more than this one
@@ -414,7 +503,8 @@ def record_verdict(
 def deleted_at_source(listings: Sequence[Listing], records: dict[str, DocumentRecord]) -> int:
     """How many documents a build serves that these listings show were deleted at their source.
 
-    The gate uses it to tell a candidate's legitimate losses from documents lost on the way.
+    The gate uses it to tell a candidate's legitimate losses from documents lost on the way. The same
+    rules as ``plan_build``: documents of failed listings and unreadable entries are not deletions.
     """
     plan = plan_build(listings, None, records, utc_now())
     return sum(1 for record in plan.deleted if record.chunks)

@@ -5,7 +5,9 @@ Precedence, highest first: command-line flags > ``RAGOPS_*`` environment variabl
 
 Environment variables name a field by its path, sections joined with a double underscore:
 ``RAGOPS_STORE__LOCATION=http://qdrant:6333``, ``RAGOPS_EMBEDDING__BATCH_SIZE=64``, ``RAGOPS_ALIAS=docs``.
-Values are read as YAML scalars, so ``64`` is a number and ``[a, b]`` a list.
+Values are read as YAML scalars, so ``64`` is a number and ``[a, b]`` a list; the values of secret fields
+(every ``SecretStr``, ``secret_paths()``) are taken verbatim, as strings, so that any API key can be passed.
+Error messages never contain a secret's value (see ``rag.secrets``).
 
 Relative paths in the YAML file are relative to the file's folder; relative paths from flags and
 environment variables are relative to the working directory.
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
@@ -35,6 +40,7 @@ from pydantic import (
 )
 
 from rag.errors import ConfigError
+from rag.secrets import mask
 
 ENV_PREFIX = "RAGOPS_"
 ENV_CONFIG_FILE = "RAGOPS_CONFIG"
@@ -91,6 +97,11 @@ class FolderSource(_Source):
 
     kind: Literal["folder"] = Field("folder", description="Source type: folder.")
     path: Path = Field(description="Folder to index, walked recursively.")
+    follow_symlinks: bool = Field(
+        False,
+        description="Follow symbolic links (to files and to folders) whose target stays inside `path`. "
+        "Links that leave it are never followed. Skipped links are listed in the run's notes.",
+    )
 
     @model_validator(mode="after")
     def _default_name(self) -> FolderSource:
@@ -243,6 +254,22 @@ class PipelineSettings(_Section):
     )
     max_file_mb: float = Field(
         50.0, gt=0, description="Files larger than this are not parsed; they are reported as failed."
+    )
+    max_inflated_mb: float = Field(
+        200.0, gt=0, description="Zip-based files (docx, xlsx, pptx, odt, epub) whose entries inflate past this "
+        "are not parsed (a zip bomb); they are quarantined."
+    )
+    parse_timeout: Duration = Field(
+        timedelta(minutes=5), description="Longest one document may take to parse; past it the parser is "
+        "stopped and the document quarantined."
+    )
+    parse_memory_mb: int = Field(
+        2048, ge=64, le=1_048_576, description="Memory one document's parse may take beyond the parser's own "
+        "(an address-space limit on the parsing process); past it the document is quarantined."
+    )
+    max_parse_attempts: int = Field(
+        2, ge=1, le=100, description="Runs that may die while parsing the same version of a document before "
+        "the next run quarantines it instead of parsing it again."
     )
     task_runner: Literal["local", "dask"] = Field(
         "local",
@@ -498,6 +525,7 @@ class Settings(_Section):
         env = os.environ if environ is None else environ
         origins: dict[tuple[str, ...], str] = {}
         raw: dict[str, Any] = {}
+        secrets = secret_paths()
 
         file = _config_file(path, env)
         if file is not None:
@@ -510,7 +538,9 @@ class Settings(_Section):
             if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
                 continue
             keys = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-            _set_path(raw, keys, _parse_scalar(value, name))
+            # An API key is opaque: YAML would turn "!x", "*x", "123", "a #b"... into errors, other types
+            # or truncated strings, so secrets are taken as typed.
+            _set_path(raw, keys, value if keys in secrets else _parse_scalar(value, name))
             origins[keys] = f"environment variable {name}"
 
         for keys, value in _flatten(overrides or {}):
@@ -522,7 +552,52 @@ class Settings(_Section):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, origins)) from None
+            raise ConfigError(mask(_describe(exc, origins), _secret_values(raw, secrets))) from None
+
+
+def secret_paths() -> frozenset[tuple[str, ...]]:
+    """Where the secrets are: the path of every ``SecretStr`` field of ``Settings``, e.g. ``("store", "api_key")``.
+
+    Found by walking the model tree, so a secret field added anywhere is covered without a list to
+    keep up to date. Lists (``sources``) are not walked: an environment variable cannot name an item.
+    """
+    return _secret_paths(Settings)
+
+
+@lru_cache(maxsize=None)
+def _secret_paths(model: type[BaseModel]) -> frozenset[tuple[str, ...]]:
+    paths: set[tuple[str, ...]] = set()
+    for name, field in model.model_fields.items():
+        for kind in _field_types(field.annotation):
+            if isinstance(kind, type) and issubclass(kind, SecretStr):
+                paths.add((name,))
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                paths.update((name, *inner) for inner in _secret_paths(kind))
+    return frozenset(paths)
+
+
+def _field_types(annotation: Any) -> list[Any]:
+    """The types a field holds, through Optional, Union and Annotated (not into list or dict items)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _field_types(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [kind for arg in typing.get_args(annotation) for kind in _field_types(arg)]
+    return [annotation]
+
+
+def _secret_values(raw: Mapping[str, Any], paths: frozenset[tuple[str, ...]]) -> list[str]:
+    """The secrets present in the merged raw settings, whatever their source, as the strings to mask."""
+    values = []
+    for path in paths:
+        node: Any = raw
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if isinstance(node, SecretStr):
+            node = node.get_secret_value()
+        if node is not None and not isinstance(node, (Mapping, list)):
+            values.append(str(node))
+    return values
 
 
 def config_file(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -547,12 +622,32 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {file} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(f"config file {file} is not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {file} must hold a mapping of settings, not {type(data).__name__}")
     return data
+
+
+# PyYAML quotes the offending alias, anchor or tag in its problem text; those are the file's content.
+_QUOTED_CONTENT = re.compile(r"""\b(alias|anchor|tag|handle) (?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """Where and what the YAML error is, without the file's text.
+
+    PyYAML's own message quotes the offending line, which may be ``api_key: <the key>``; so only
+    the position (1-based line and column) and the problem are shown.
+    """
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = _QUOTED_CONTENT.sub(r"\1 (not shown)", exc.problem or "syntax error")
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _QUOTED_CONTENT.sub(r"\1 (not shown)", exc.problem or exc.context or "syntax error")
+    # ReaderError and UnicodeDecodeError name a byte position and a code, never the text.
+    return " ".join(str(exc).split())
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
@@ -585,7 +680,10 @@ def _parse_scalar(value: str, name: str) -> Any:
     try:
         return yaml.safe_load(value) if value.strip() else value
     except yaml.YAMLError:
-        raise ConfigError(f"environment variable {name}={value!r} is not a valid YAML value") from None
+        # The value is not shown: a misspelt secret's name would not be in secret_paths().
+        raise ConfigError(
+            f"environment variable {name} is not a valid YAML value; put it in quotes to pass a string"
+        ) from None
 
 
 def _set_path(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:

@@ -13,6 +13,8 @@ The tree, with the exit code the CLI gives each branch::
     ├── GoldenSetError               2  a golden set is malformed or names documents the index lacks
     ├── PromotionRefused             3  the build finished but was not fit to promote
     │   └── GateFailed               3  it scored below the gate (or approval was refused / timed out)
+    ├── LockHeld                     3  the alias's lock is held by a live run (``ragops unlock``)
+    │   └── LockTimeout              3  a run gave up waiting for the alias's lock
     ├── FreshnessBreach              5  a source is staler than its max_staleness
     ├── DriftDetected                6  a drift check found the live build drifted
     └── DocumentError                -  one document failed; recorded, never ends a run
@@ -109,6 +111,19 @@ class GateFailed(PromotionRefused):
     """Raised when a candidate scored below the gate; the alias was not moved, the build was kept."""
 
     kind = "gate_failed"
+
+
+class LockHeld(RagopsError):
+    """Raised when the alias's lock is held by a live run and the operation will not wait or break it."""
+
+    exit_code = 3
+    kind = "lock_held"
+
+
+class LockTimeout(LockHeld):
+    """Raised when a run waited its whole timeout for the alias's lock."""
+
+    kind = "lock_timeout"
 
 
 class FreshnessBreach(RagopsError):

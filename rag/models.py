@@ -180,6 +180,11 @@ class PromotionEvent(BaseModel):
     replaced: str | None = Field(None, description="Collection the alias pointed at before.")
     reason: str
     forced: bool = Field(False, description="Promoted with --force over a failed or missing gate.")
+    pending: bool = Field(
+        False,
+        description="Written just before the alias move and not yet confirmed after it: true only when the "
+        "run died in between. The alias tells whether it happened (rag.versions.settle_promotions).",
+    )
 
 
 class EvaluationRecord(BaseModel):
@@ -259,8 +264,14 @@ class Manifest(BaseModel):
 
     @property
     def replaced(self) -> str | None:
-        """The collection that was live before this build was last promoted."""
-        return self.promotions[-1].replaced if self.promotions else None
+        """The collection that was live before this build was last promoted (confirmed events only).
+
+        A pending event is ignored: this manifest alone cannot tell whether its alias move happened.
+        ``rag.versions.settle_promotions`` resolves pending events against the alias first (rollback and
+        retention read the settled manifest).
+        """
+        confirmed = [event for event in self.promotions if not event.pending]
+        return confirmed[-1].replaced if confirmed else None
 
 
 class VersionInfo(BaseModel):

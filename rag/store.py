@@ -21,7 +21,9 @@ from qdrant_client import QdrantClient, models
 
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, StoreError, StoreLockedError, VersionError
+from rag.failpoints import failpoint
 from rag.models import Chunk, DocumentRecord, Manifest, SourceState
+from rag.secrets import mask, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ DOCS_SUFFIX = "__docs"
 #: per-alias collections that are not builds; aliases cannot start with "_", so these never clash
 CACHE_PREFIX = "_ragops_cache__"
 LEDGER_PREFIX = "_ragops_ledger__"
+#: one lease record per alias (server stores; embedded stores lock a file instead, rag/locks.py)
+LOCKS_TABLE = "_ragops_locks"
 # Record ids are UUIDv5 of the record's key in this namespace.
 _RECORD_NAMESPACE = uuid.UUID("0b5c8a52-31c6-4c43-8f55-4a1d7b8f1e21")
 #: key under which the manifest lives in a collection's metadata
@@ -50,8 +54,12 @@ def docs_collection(collection: str) -> str:
 
 
 def record_id(key: str) -> str:
-    """Deterministic id of a record (document, source, cached vector) in its collection."""
-    return str(uuid.uuid5(_RECORD_NAMESPACE, key))
+    """Deterministic id of a record (document, source, cached vector) in its collection.
+
+    Never raises: a key with lone surrogates (an undecodable file name) hashes by its escaped bytes;
+    any other key hashes exactly as before.
+    """
+    return str(uuid.uuid5(_RECORD_NAMESPACE, key.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")))
 
 
 def version_of(collection: str) -> str:
@@ -68,7 +76,8 @@ class IndexStore:
 
     def __init__(self, client: QdrantClient, location: str, settings: StoreSettings | None = None) -> None:
         self.client = client
-        self.location = location
+        #: where the store is, for messages and logs: a server URL's password is redacted
+        self.location = redact_url(location)
         self._settings = settings
         self._tuned: set[int] = set()
         self.tune_embedded()
@@ -125,7 +134,7 @@ class IndexStore:
         try:
             self.client.close()
         except Exception as exc:  # closing must not hide the error that brought us here
-            log.warning("closing the store at %s failed: %s", self.location, exc)
+            log.warning("closing the store at %s failed: %s", self.location, _first_line(exc))
 
     def layout(self) -> dict:
         """Sharding and replication for every collection ragops creates (``create_collection`` kwargs)."""
@@ -244,7 +253,13 @@ class IndexStore:
             return self.client.count(collection, exact=True).count
 
     def delete_build(self, collection: str) -> None:
-        """Delete a build's collection. Refuses one that any alias points at.
+        """Delete a build: its document table first, its collection last. Refuses one an alias points at.
+
+        Why this order: two requests cannot be atomic, and a process killed between them must leave
+        something retention finds again. A build whose table went first is still a collection named
+        like a build, so ``list_builds`` lists it and the next retention deletes the rest. The other
+        order would leave a ``__docs`` table that nothing lists (``orphan_tables`` finds those, for
+        stores that a version deleting in that order left behind).
 
         Raises:
             VersionError: an alias points at it (the live build is never deleted).
@@ -253,9 +268,37 @@ class IndexStore:
         if aliases:
             raise VersionError(f"refusing to delete {collection}: alias {', '.join(aliases)} points at it")
         with store_errors(f"deleting collection {collection}"):
-            self.client.delete_collection(collection)
             if self.client.collection_exists(docs_collection(collection)):
                 self.client.delete_collection(docs_collection(collection))
+            failpoint("retention")
+            self.client.delete_collection(collection)
+
+    def orphan_tables(self, alias: str) -> list[str]:
+        """Document tables of ``alias``'s builds whose build collection is gone, oldest first.
+
+        Only a deletion killed half-way leaves one: ``create_build`` makes the collection before its
+        table, and ``delete_build`` deletes the table before the collection.
+        """
+        prefix = alias + SEPARATOR
+        names = set(self.collection_names())
+        return sorted(
+            name for name in names
+            if name.startswith(prefix) and name.endswith(DOCS_SUFFIX)
+            and SEPARATOR not in name[len(prefix) : -len(DOCS_SUFFIX)]  # <alias>__<version>__docs, nothing else
+            and name[: -len(DOCS_SUFFIX)] not in names
+        )
+
+    def delete_orphan_table(self, table: str) -> None:
+        """Delete a document table whose build is gone (see ``orphan_tables``).
+
+        Raises:
+            VersionError: it is not a document table, or its build still exists.
+        """
+        build = table[: -len(DOCS_SUFFIX)] if table.endswith(DOCS_SUFFIX) else None
+        if build is None or self.exists(build):
+            raise VersionError(f"refusing to delete {table}: it is not the table of a deleted build")
+        with store_errors(f"deleting the orphaned document table {table}"):
+            self.client.delete_collection(table)
 
     def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Write chunks and their vectors; idempotent (point ids derive from document id + position)."""
@@ -323,6 +366,29 @@ class IndexStore:
         with store_errors(f"writing the freshness ledger of {alias!r}"):
             self.client.upload_points(ledger, points, wait=True)
 
+    def read_lock(self, alias: str) -> dict | None:
+        """The alias's lease record (rag/locks.py), or None when nobody holds it."""
+        if not self.exists(LOCKS_TABLE):
+            return None
+        with store_errors(f"reading the lock of {alias!r}"):
+            found = self.client.retrieve(LOCKS_TABLE, [record_id(f"lock:{alias}")], with_payload=True)
+        return (found[0].payload or None) if found else None
+
+    def write_lock(self, alias: str, holder: dict) -> None:
+        """Write (or renew) the alias's lease record."""
+        if not self.exists(LOCKS_TABLE):
+            self._create_table(LOCKS_TABLE)
+        point = models.PointStruct(id=record_id(f"lock:{alias}"), vector={}, payload=holder)
+        with store_errors(f"writing the lock of {alias!r}"):
+            self.client.upsert(LOCKS_TABLE, [point], wait=True)
+
+    def delete_lock(self, alias: str) -> None:
+        """Remove the alias's lease record."""
+        if not self.exists(LOCKS_TABLE):
+            return
+        with store_errors(f"deleting the lock of {alias!r}"):
+            self.client.delete(LOCKS_TABLE, models.PointIdsList(points=[record_id(f"lock:{alias}")]), wait=True)
+
     def ensure_vector_collection(self, name: str, dimension: int, *, on_disk: bool = False) -> None:
         """Create a side collection of plain vectors (looked up by id or read in order, never searched,
         so without an HNSW graph) unless it exists."""
@@ -336,6 +402,10 @@ class IndexStore:
                 **self.layout(),
             )
         self.tune_embedded()
+
+    def ensure_table(self, name: str) -> None:
+        """Create a vectorless side table (records by id, never searched) unless it exists."""
+        self._create_table(name)
 
     def _create_table(self, name: str) -> None:
         with store_errors(f"creating collection {name}"):
@@ -421,8 +491,7 @@ class IndexStore:
         The move itself is one ``update_collection_aliases`` request (delete + create), which Qdrant
         applies atomically: readers see the old or the new build, never neither. Qdrant has no
         server-side compare-and-swap, so the check is a read just before that request; the window
-        between them is closed for an embedded store by its process lock, and for a server by running
-        one build per alias at a time (Prefect concurrency limit, see docs/operations.md).
+        between them is closed by running one run per alias at a time (the alias's lock, rag/locks.py).
 
         Args:
             expected: where the alias must point now; None means "the alias must not exist yet".
@@ -459,8 +528,10 @@ def _connect(settings: StoreSettings) -> QdrantClient:
             client = QdrantClient(url=settings.location, api_key=api_key, timeout=settings.timeout)
             client.get_collections()  # fail here, with a clear message, rather than mid-build
         except Exception as exc:
+            # The client's error may quote the URL or the key it was given.
+            reason = mask(_first_line(exc), [api_key])
             raise StoreError(
-                f"cannot reach Qdrant at {settings.location}: {_first_line(exc)}; check store.location "
+                f"cannot reach Qdrant at {redact_url(settings.location)}: {reason}; check store.location "
                 "and store.api_key (RAGOPS_STORE__API_KEY)"
             ) from None
         return client
@@ -495,5 +566,6 @@ def store_errors(action: str) -> Iterator[None]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    # Transport errors can quote the request URL, credentials included.
+    text = redact_url(" ".join(str(exc).split()))
     return (text or type(exc).__name__)[:300]

@@ -2,10 +2,28 @@
 
 Rules kept here, whatever calls them:
 - the alias moves only by compare-and-swap (``IndexStore.swap_alias``);
-- the live collection is never written to and never deleted: a promotion is recorded in the manifest of
-  the build that is about to go live, before the alias moves;
+- the live collection is never deleted, and no build writes to it. The one write it gets is its own
+  promotion record, confirmed right after the alias moved onto it (below);
 - retention deletes only builds no alias points at, and always keeps the build the live one replaced,
   so ``rollback`` has somewhere to go.
+
+A promotion is two writes around one move, and a run can be killed between any two of them:
+
+1. a *pending* ``PromotionEvent`` goes into the incoming build's manifest (not live yet);
+2. the alias moves (one atomic request);
+3. the event is confirmed (``pending=False``) on the build that is now live.
+
+Why not write the record only after the move: killed between 2 and 3, the live build would carry no
+record of what it replaced, so ``rollback`` and retention would follow an older event and might delete
+the real rollback target. Why not write it only before (as this module once did): killed between 1 and
+2, the manifest claims a promotion that never happened. With the pending mark, the alias decides:
+``settle_promotions`` treats a pending event as done when it is the last event of the build the alias
+points at (nothing else can have moved it there: every move onto a build appends its event first, and a
+live build is never promoted again), and as never having happened on any other build. Everything that
+reads promotions (``status``, ``rollback``, retention) reads settled manifests. Confirming the event in
+3 writes to the now-live collection's metadata: that is the live build's own promotion record, not a
+build writing into it. A pending event left on the build the alias later moves away from is confirmed
+on disk then (it is no longer live, and it was live, so its last event did happen).
 """
 
 from __future__ import annotations
@@ -13,7 +31,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from rag.errors import PromotionRefused, VersionError
+from rag.errors import AliasConflictError, PromotionRefused, StoreError, VersionError
+from rag.failpoints import failpoint
 from rag.models import Manifest, PromotionEvent, VersionInfo, utc_now
 from rag.store import IndexStore, collection_name, version_of
 
@@ -47,10 +66,11 @@ def resolve_collection(store: IndexStore, alias: str, version: str) -> str:
 
 
 def list_versions(store: IndexStore, alias: str) -> list[VersionInfo]:
-    """Every build of ``alias``, newest first, with its manifest, point count and status."""
+    """Every build of ``alias``, newest first, with its (settled) manifest, point count and status."""
     live = store.alias_target(alias)
     infos = []
     for collection in reversed(store.list_builds(alias)):
+        manifest = store.read_manifest(collection)
         infos.append(
             VersionInfo(
                 version=version_of(collection),
@@ -58,10 +78,29 @@ def list_versions(store: IndexStore, alias: str) -> list[VersionInfo]:
                 live=collection == live,
                 points=store.count(collection),
                 status=store.status(collection),
-                manifest=store.read_manifest(collection),
+                manifest=settle_promotions(manifest, live) if manifest else None,
             )
         )
     return infos
+
+
+def settle_promotions(manifest: Manifest, live: str | None) -> Manifest:
+    """The manifest with its pending promotion events resolved against where the alias points (``live``).
+
+    A pending event that is the last event of the live build happened (the run died before confirming
+    it); any other pending event is dropped: its alias move never happened, or cannot be shown to have.
+    Returns a copy when something changed; nothing is written.
+    """
+    if not any(event.pending for event in manifest.promotions):
+        return manifest
+    last = len(manifest.promotions) - 1
+    settled = []
+    for index, event in enumerate(manifest.promotions):
+        if not event.pending:
+            settled.append(event)
+        elif index == last and manifest.collection == live:
+            settled.append(event.model_copy(update={"pending": False}))
+    return manifest.model_copy(update={"promotions": settled})
 
 
 def check_promotable(store: IndexStore, manifest: Manifest) -> str:
@@ -107,34 +146,81 @@ def promote(
 ) -> Manifest:
     """Move ``alias`` to ``collection`` if it still points at ``expected``; record it in the manifest.
 
-    The record is written to the incoming build before the swap (the live build is never written to).
-    If the swap then loses the race, the record names a promotion that did not happen; ``status``
-    trusts the alias, not the record, and the next promotion appends a new event.
+    Pending record on the incoming build, the move, then the confirmation (the module docstring says
+    why). A lost race withdraws the pending record; any other interruption leaves it for
+    ``settle_promotions`` to resolve against the alias.
+
+    Returns:
+        The promoted build's manifest, its new event confirmed.
 
     Raises:
         AliasConflictError: the alias no longer points at ``expected``; it was left untouched.
-        VersionError: the collection does not exist or has no manifest.
+        VersionError: the collection does not exist, has no manifest, or is already live.
     """
-    manifest = _manifest(store, collection)
-    if store.alias_target(alias) == collection:
+    live = store.alias_target(alias)
+    if live == collection:
         raise VersionError(f"{collection} is already live for alias {alias!r}")
-    event = PromotionEvent(at=utc_now(), by=by, replaced=expected, reason=reason, forced=forced)  # type: ignore[arg-type]
+    # Not live, so any pending event it carries never made it live: drop it before adding ours.
+    manifest = settle_promotions(_manifest(store, collection), live)
+    event = PromotionEvent(at=utc_now(), by=by, replaced=expected, reason=reason, forced=forced,  # type: ignore[arg-type]
+                           pending=True)
     manifest.promotions.append(event)
     store.write_manifest(manifest)
-    store.swap_alias(alias, expected=expected, target=collection)
+    try:
+        store.swap_alias(alias, expected=expected, target=collection)
+    except AliasConflictError:
+        _withdraw(store, manifest, event)
+        raise
+    failpoint("promote")
+    event.pending = False
+    try:
+        store.write_manifest(manifest)  # the now-live build's own promotion record
+    except StoreError as exc:  # the move happened: a pending record on the live build says so too
+        log.warning("alias %s moved to %s, but confirming its record failed: %s", alias, collection, exc)
+    _confirm_outgoing(store, expected)
     log.info("alias %s -> %s (was %s): %s", alias, collection, expected, reason)
     return manifest
+
+
+def _withdraw(store: IndexStore, manifest: Manifest, event: PromotionEvent) -> None:
+    """Remove a pending event whose swap was refused (best effort: readers settle it anyway)."""
+    manifest.promotions.remove(event)
+    try:
+        store.write_manifest(manifest)
+    except StoreError as exc:
+        log.warning("could not withdraw the pending promotion of %s: %s", manifest.collection, exc)
+
+
+def _confirm_outgoing(store: IndexStore, outgoing: str | None) -> None:
+    """Confirm on disk a pending last event of the build the alias just left (best effort).
+
+    It was live until the swap, so the event that made it live happened; its run died before
+    confirming it. It is no longer live, so writing its manifest is a write to a kept build.
+    """
+    if outgoing is None:
+        return
+    try:
+        manifest = store.read_manifest(outgoing) if store.exists(outgoing) else None
+        if manifest and manifest.promotions and manifest.promotions[-1].pending:
+            manifest.promotions[-1].pending = False
+            store.write_manifest(manifest)
+    except (StoreError, VersionError) as exc:
+        log.warning("could not confirm the last promotion of %s: %s", outgoing, exc)
 
 
 def promote_version(store: IndexStore, alias: str, version: str, *, force: bool = False, reason: str = "") -> Manifest:
     """Point ``alias`` at a kept build by hand (``ragops promote``), compare-and-swap against the live one.
 
-    Without ``force`` the build must be complete, pass the sanity checks, and not have failed its gate.
-    With ``force`` a rejected build is promoted too; ``reason`` is required and recorded with the event.
-    A failed (incomplete) build is never promoted.
+    Without ``force`` the build must be complete, have passed its gate, and pass the sanity checks. A
+    build with no verdict at all (its run died before the gate, or it was made outside ``reindex``) is
+    refused here: gating needs the golden set and the model, which live above this package, so the
+    caller gates it first (``ragops promote`` does, through ``flows.evaluate.gate_for_promotion``) and
+    the verdict lands in its manifest. With ``force`` a rejected or ungated build is promoted too;
+    ``reason`` is required and recorded with the event. A failed (incomplete) build is never promoted.
 
     Raises:
-        PromotionRefused: the build was rejected by its gate or fails a sanity check (and no ``force``).
+        PromotionRefused: the build was rejected by its gate, was never gated, or fails a sanity check
+            (and no ``force``).
         VersionError: no such version, it is already live, it is incomplete, or ``force`` lacks a reason.
         AliasConflictError: the alias moved meanwhile.
     """
@@ -145,14 +231,36 @@ def promote_version(store: IndexStore, alias: str, version: str, *, force: bool 
     if force and not reason.strip():
         raise VersionError("--force needs --reason TEXT: the override is recorded in the build's manifest")
     if not force:
-        if manifest.state == "rejected":
+        if manifest.state == "rejected" or (manifest.gate is not None and not manifest.gate.passed):
+            why = manifest.error or (manifest.gate.reason if manifest.gate else "no reason recorded")
             raise PromotionRefused(
-                f"build {manifest.version} was rejected: {manifest.error}; pass --force --reason TEXT to "
-                "promote it anyway (recorded in its manifest)"
+                f"build {manifest.version} was rejected: {why}; pass --force --reason TEXT to promote it "
+                "anyway (recorded in its manifest)"
             )
-        reason = reason.strip() or "manual promotion: " + check_promotable(store, manifest)
+        if manifest.gate is None:
+            raise PromotionRefused(
+                f"build {manifest.version} was never gated (no verdict in its manifest); `ragops promote` "
+                "gates it on the alias's golden set first, or pass --force --reason TEXT to promote it ungated"
+            )
+        reason = reason.strip() or f"manual promotion: {manifest.gate.reason}; {check_promotable(store, manifest)}"
     live = store.alias_target(alias)
     return promote(store, alias, collection, expected=live, by="promote", reason=reason.strip(), forced=force)
+
+
+def needs_gate(store: IndexStore, alias: str, version: str) -> Manifest | None:
+    """The manifest of a build that ``promote_version`` would refuse only for lacking a verdict.
+
+    That is a complete build, not live, whose manifest has no gate verdict. None for anything else
+    (``promote_version`` then promotes it or says why not).
+
+    Raises:
+        VersionError: no such version.
+    """
+    collection = resolve_collection(store, alias, version)
+    manifest = store.read_manifest(collection)
+    if manifest is None or manifest.state != "complete" or manifest.gate is not None:
+        return None
+    return None if store.alias_target(alias) == collection else manifest
 
 
 def rollback(store: IndexStore, alias: str, to: str | None = None) -> tuple[str, str]:
@@ -171,8 +279,7 @@ def rollback(store: IndexStore, alias: str, to: str | None = None) -> tuple[str,
     if to is not None:
         target = resolve_collection(store, alias, to)
     else:
-        live_manifest = store.read_manifest(live)
-        target = live_manifest.replaced if live_manifest else None
+        target = _rollback_target(store, live)
         if target is None or not store.exists(target):
             raise VersionError(
                 f"the live build {version_of(live)} did not replace any build still in the store; "
@@ -186,32 +293,63 @@ def rollback(store: IndexStore, alias: str, to: str | None = None) -> tuple[str,
 
 
 def apply_retention(store: IndexStore, alias: str, keep: int, *, protect: set[str] | None = None) -> list[str]:
-    """Delete the oldest builds of ``alias`` so that at most ``keep`` remain; return what was deleted.
+    """Keep at most ``keep`` builds of ``alias``, delete husks and orphaned tables; return what was deleted.
 
-    Never deletes: a build an alias points at, the build the live one replaced (the rollback target),
-    or anything in ``protect`` (the running build). These count towards ``keep``.
+    Never deletes: a build an alias points at, the build the live one replaced (the rollback target,
+    read from the settled manifest so a promotion killed before its confirmation still counts), or
+    anything in ``protect``. These are *pinned* and take slots first; the newest other complete or
+    rejected builds fill the rest (a collection without a readable manifest counts as one of them, as
+    it always did), and older ones are deleted.
+
+    A *husk* is a build in state ``building`` or ``failed`` that no running run owns: what a killed run
+    (``building``) or one that stopped on an error (``failed``) left. Husks are always deleted and never
+    take a slot, so they cannot push a good build out. Why a ``building`` build found here is a husk:
+    only one run per alias runs at a time (the alias's lock, flows/locking.py), and the run applying
+    retention is that run. Its own build may still be ``building``, which is why callers must pass it in
+    ``protect``; any other ``building`` build of the alias belongs to a run that is no longer running.
+
+    Also deleted: document tables ``<alias>__<version>__docs`` whose build collection is gone, left by
+    a deletion killed half-way (``IndexStore.orphan_tables``). They are listed in the result too.
     """
     builds = store.list_builds(alias)
     live = store.alias_target(alias)
-    keepers = set(protect or ())
+    pinned = set(protect or ()) & set(builds)
     if live:
-        keepers.add(live)
-        live_manifest = store.read_manifest(live)
-        if live_manifest and live_manifest.replaced:
-            keepers.add(live_manifest.replaced)
-    # Newest first, fill the remaining slots after the protected builds.
-    for collection in reversed(builds):
-        if len(keepers) >= keep:
+        pinned.add(live)
+        target = _rollback_target(store, live)
+        if target in builds:
+            pinned.add(target)
+    husks = {c for c in builds if c not in pinned and _state(store, c) in ("building", "failed")}
+    kept = set(pinned)
+    for collection in reversed(builds):  # newest first, into the slots left after the pinned builds
+        if len(kept) >= keep:
             break
-        keepers.add(collection)
+        if collection not in husks:
+            kept.add(collection)
     deleted = []
     for collection in builds:
-        if collection in keepers or store.aliases_of(collection):
+        if collection in kept or store.aliases_of(collection):
             continue
         store.delete_build(collection)
         deleted.append(collection)
-        log.info("retention: deleted %s", collection)
+        log.info("retention: deleted %s%s", collection, " (a husk: no run owns it)" if collection in husks else "")
+    for table in store.orphan_tables(alias):
+        store.delete_orphan_table(table)
+        deleted.append(table)
+        log.info("retention: deleted %s (its build was already deleted)", table)
     return deleted
+
+
+def _rollback_target(store: IndexStore, live: str) -> str | None:
+    """The build the live one replaced, by its settled manifest (a pending last event counts: it is live)."""
+    manifest = store.read_manifest(live)
+    return settle_promotions(manifest, live).replaced if manifest else None
+
+
+def _state(store: IndexStore, collection: str) -> str | None:
+    """The build's recorded state, or None when it has no readable manifest."""
+    manifest = store.read_manifest(collection)
+    return manifest.state if manifest else None
 
 
 def _manifest(store: IndexStore, collection: str) -> Manifest:

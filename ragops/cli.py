@@ -11,6 +11,7 @@ Heavy imports (torch, prefect, qdrant) happen inside commands so that ``ragops -
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ import typer
 
 from rag.errors import RagopsError
 from rag.runtime import configure_offline_runtime
+from rag.secrets import redact_tree, redact_url
 from ragops import output
 
 app = typer.Typer(
@@ -97,12 +99,12 @@ def reindex(
         _check_config(config, source, store, alias, golden)
         from flows.reindex import reindex as reindex_flow
 
-        with _stdout_to_stderr():
+        with _stdout_to_stderr(), _store_for_flow(store) as flow_store:
             summary = reindex_flow(
                 config=str(config) if config else None,
                 full_rebuild=full,
                 sources=source or None,
-                store=store,
+                store=flow_store,
                 alias=alias,
                 promote=not no_promote,
                 golden=str(golden.resolve()) if golden else None,
@@ -156,7 +158,7 @@ def status(
             records = index_store.read_records(live) if live else {}
         result = {
             "alias": settings.alias,
-            "store": settings.store.location,
+            "store": redact_url(settings.store.location),
             "live": live,
             "versions": [b.model_dump(mode="json") for b in builds],
             "quarantined": [r.model_dump(mode="json") for r in records.values() if r.quarantine],
@@ -245,11 +247,43 @@ def rollback(
 
 
 @app.command()
+def unlock(
+    *,
+    force: Annotated[
+        bool, typer.Option("--force", help="Free a server store's lease even though its holder looks alive.")
+    ] = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    alias: AliasOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show who holds the alias's lock (one run per alias), and free it if its holder is gone.
+
+    An embedded store's lock is freed by the system the moment its holder exits, so there is never a
+    stale one to free: a live holder is named with the process to stop. A server store's lease is
+    freed when its holder's process is gone (same host) or its lease expired; `--force` frees it anyway.
+    """
+    with cli_errors(json_output):
+        settings = _settings(config, store, alias)
+        from rag.locks import AliasLock
+
+        lock = AliasLock(settings.store, settings.alias)
+        freed = lock.break_stale(force=force)
+        result = {
+            "alias": settings.alias,
+            "kind": lock.kind,
+            "freed": freed.model_dump(mode="json") if freed else None,
+        }
+        output.emit(result, json_output, output.render_unlock)
+
+
+@app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Version (or full collection name) to make live.")],
     *,
     force: Annotated[
-        bool, typer.Option("--force", help="Promote even a build its gate rejected (needs --reason).")
+        bool, typer.Option("--force", help="Promote even a build its gate rejected, or one never gated that "
+                           "cannot be gated now (needs --reason).")
     ] = False,
     reason: Annotated[
         str, typer.Option("--reason", help="Why; recorded with the promotion in the build's manifest.")
@@ -261,15 +295,23 @@ def promote(
 ) -> None:
     """Point the alias at a kept build (compare-and-swap). A build its gate rejected needs --force --reason.
 
-    The override is recorded in the build's manifest (`ragops status` shows it); `ragops rollback`
-    undoes it.
+    A complete build that was never gated (its run died before the gate) is gated first, as a reindex
+    would gate it: scored with the live build on the golden set, the verdict recorded in its manifest,
+    promoted only on a pass. One that cannot be gated needs --force --reason. The override is recorded
+    in the build's manifest (`ragops status` shows it); `ragops rollback` undoes it.
     """
     with cli_errors(json_output):
         settings = _settings(config, store, alias)
         from rag.store import IndexStore
-        from rag.versions import promote_version
+        from rag.versions import needs_gate, promote_version
 
         with IndexStore.open(settings.store) as index_store:
+            ungated = None if force else needs_gate(index_store, settings.alias, version)
+            if ungated is not None:
+                from flows.evaluate import gate_for_promotion  # loads evals and the model: only when needed
+
+                with _stdout_to_stderr():
+                    gate_for_promotion(index_store, settings, ungated)
             manifest = promote_version(index_store, settings.alias, version, force=force, reason=reason)
         event = manifest.promotions[-1]
         result = {
@@ -280,6 +322,8 @@ def promote(
             "forced": event.forced,
             "reason": event.reason,
             "state": manifest.state,
+            "gated_now": ungated is not None,
+            "gate": manifest.gate.model_dump(mode="json") if manifest.gate else None,
         }
         output.emit(result, json_output, output.render_promote)
 
@@ -311,12 +355,12 @@ def evaluate(
         _check_golden(golden, settings)
         from flows.evaluate import evaluate as evaluate_flow
 
-        with _stdout_to_stderr():
+        with _stdout_to_stderr(), _store_for_flow(store) as flow_store:
             result = evaluate_flow(
                 config=str(config) if config else None,
                 version=version,
                 golden=str(golden.resolve()) if golden else None,
-                store=store,
+                store=flow_store,
                 alias=settings.alias,
                 compare=not no_compare,
             )
@@ -347,8 +391,8 @@ def drift(
         from flows.drift import drift_check
         from rag.errors import DriftDetected
 
-        with _stdout_to_stderr():
-            report = drift_check(config=str(config) if config else None, alias=settings.alias, store=store,
+        with _stdout_to_stderr(), _store_for_flow(store) as flow_store:
+            report = drift_check(config=str(config) if config else None, alias=settings.alias, store=flow_store,
                                  golden=str(golden.resolve()) if golden else None, emit=not no_event)
         failure = DriftDetected("drift: " + "; ".join(
             c["message"] for c in report["checks"] if c["status"] == "drift")) if report["drifted"] else None
@@ -441,7 +485,8 @@ def show_config(
     """Print the effective configuration (file + environment + flags); secrets are masked."""
     with cli_errors(json_output):
         settings = _settings(config, store, alias)
-        output.emit(settings.model_dump(mode="json"), json_output, output.render_config)
+        # The JSON dump masks SecretStr fields; passwords inside URLs are plain strings to pydantic.
+        output.emit(redact_tree(settings.model_dump(mode="json")), json_output, output.render_config)
 
 
 def _settings(config: Path | None, store: str | None, alias: str | None, sources: list[str] | None = None):
@@ -499,13 +544,15 @@ def cli_errors(json_output: bool) -> Iterator[None]:
     try:
         yield
     except RagopsError as exc:
+        # Messages are redacted where they are made; this is the last line, for any that slipped by.
+        message, details = redact_url(str(exc)), redact_tree(exc.details)
         if json_output:
-            error = {"kind": exc.kind, "message": str(exc), "exit_code": exc.exit_code, **exc.details}
+            error = {"kind": exc.kind, "message": message, "exit_code": exc.exit_code, **details}
             typer.echo(json.dumps({"error": error}))
         else:
-            if "summary" in exc.details:  # a run that finished but was refused: show what it did
-                typer.echo(output.render_summary(exc.details["summary"]))
-            typer.echo(f"error: {exc}", err=True)
+            if "summary" in details:  # a run that finished but was refused: show what it did
+                typer.echo(output.render_summary(details["summary"]))
+            typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -521,6 +568,34 @@ def _stdout_to_stderr() -> Iterator[None]:
         yield
     finally:
         sys.stdout = saved
+
+
+#: how a flow run in this process gets a --store that must not be one of its parameters
+STORE_ENV = "RAGOPS_STORE__LOCATION"
+
+
+@contextmanager
+def _store_for_flow(store: str | None) -> Iterator[str | None]:
+    """The ``store`` parameter for a flow run in this process; a URL with a password is not one.
+
+    Prefect keeps a run's parameters in its database, its UI and its events. So a ``--store`` with
+    credentials goes to the flow through ``$RAGOPS_STORE__LOCATION`` for the length of the run (the
+    flow's ``load_settings`` reads it; over the file, as the flag would be) and the parameter stays
+    unset. Such a URL holds no whitespace, so the variable's YAML reading returns it unchanged.
+    Anything else (a folder, a URL without a password) is passed as the parameter, as before.
+    """
+    if store is None or redact_url(store) == store:
+        yield store
+        return
+    saved = os.environ.get(STORE_ENV)
+    os.environ[STORE_ENV] = store
+    try:
+        yield None
+    finally:
+        if saved is None:
+            os.environ.pop(STORE_ENV, None)
+        else:
+            os.environ[STORE_ENV] = saved
 
 
 def main() -> None:

@@ -143,6 +143,15 @@ def render_rollback(r: dict[str, Any]) -> str:
     return f"alias {r['alias']!r} -> {r['to']} (was {r['from']}, kept)"
 
 
+def render_unlock(r: dict[str, Any]) -> str:
+    """Text form of ``ragops unlock``."""
+    freed = r["freed"]
+    if freed is None:
+        return f"alias {r['alias']!r} is not locked: nothing to free"
+    return (f"alias {r['alias']!r}: freed the lock of {freed['run'] or 'a ragops process'} "
+            f"(pid {freed['pid']} on {freed['host']}, since {freed['since']})")
+
+
 def render_promote(r: dict[str, Any]) -> str:
     """Text form of ``ragops promote``."""
     forced = " (FORCED over its gate)" if r["forced"] else ""

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from rag.config import StoreSettings
+from rag.locks import AliasLock
 from rag.store import IndexStore
 from tests.conftest import ROOT
 
@@ -93,8 +94,7 @@ def test_deployments_run_on_a_server_one_run_per_alias_and_drift_starts_a_rebuil
         # Had they overlapped, the embedded store would have refused the second, or both would have
         # built from nothing; instead the later run found the first's build and had nothing to do.
         assert builds == [live]
-        with get_client(sync_client=True) as client:
-            assert client.read_global_concurrency_limit_by_name("ragops-alias-test").limit == 1
+        assert AliasLock(StoreSettings(location=str(store_path)), "test").current() is None  # both let go
 
         check = run_deployment("drift-check/drift-check", timeout=0, parameters={"config": str(drifted)})
         check = _wait(check.id)

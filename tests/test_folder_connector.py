@@ -22,7 +22,7 @@ def _tree(root: Path) -> None:
 def test_lists_recursively_in_stable_order_with_ids_from_relative_paths(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     _tree(root)
-    refs = list_documents(FolderSource(path=root))
+    refs = list_documents(FolderSource(path=root)).refs
     assert [r.doc_id for r in refs] == ["docs/a.md", "docs/sub/b.html", "docs/sub/deeper/c.pdf"]
     assert refs[1].uri == (root / "sub/b.html").resolve().as_uri()
     assert refs[1].size == len("sub/b.html")
@@ -33,8 +33,8 @@ def test_ids_survive_moving_the_folder_when_the_source_is_named(tmp_path: Path) 
     first, second = tmp_path / "one", tmp_path / "two"
     _tree(first)
     _tree(second)
-    ids_first = [r.doc_id for r in list_documents(FolderSource(path=first, name="kb"))]
-    ids_second = [r.doc_id for r in list_documents(FolderSource(path=second, name="kb"))]
+    ids_first = [r.doc_id for r in list_documents(FolderSource(path=first, name="kb")).refs]
+    ids_second = [r.doc_id for r in list_documents(FolderSource(path=second, name="kb")).refs]
     assert ids_first == ids_second
 
 
@@ -42,9 +42,9 @@ def test_include_and_exclude_globs(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     _tree(root)
     only_md_html = FolderSource(path=root, include=["*.md", "*.html"])
-    assert [r.doc_id for r in list_documents(only_md_html)] == ["docs/a.md", "docs/sub/b.html"]
+    assert [r.doc_id for r in list_documents(only_md_html).refs] == ["docs/a.md", "docs/sub/b.html"]
     no_sub = FolderSource(path=root, exclude=["sub/*"])
-    assert [r.doc_id for r in list_documents(no_sub)] == ["docs/.hidden/x.md", "docs/a.md", "docs/notes.txt~"]
+    assert [r.doc_id for r in list_documents(no_sub).refs] == ["docs/.hidden/x.md", "docs/a.md", "docs/notes.txt~"]
 
 
 def test_missing_folder_and_file_instead_of_folder(tmp_path: Path) -> None:

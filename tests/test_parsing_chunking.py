@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _refs(folder: Path) -> dict:
-    return {ref.path.name: ref for ref in list_documents(FolderSource(path=folder, name="demo"))}
+    return {ref.path.name: ref for ref in list_documents(FolderSource(path=folder, name="demo")).refs}
 
 
 def test_every_demo_format_parses_and_chunks_within_the_token_limit(corpus: Path, embedder) -> None:

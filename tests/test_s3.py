@@ -242,7 +242,7 @@ def test_throttling_is_retried_with_backoff_then_reported(throttling_endpoint) -
     handler = throttling_endpoint
     handler.failures_left, handler.requests = 2, 0
     source = S3Source(url="s3://bkt", endpoint_url=handler.endpoint, region="us-east-1", max_attempts=4)
-    refs = list_documents(source)
+    refs = list_documents(source).refs
     assert [r.doc_id for r in refs] == ["bkt/a.md"] and refs[0].signal == "etag:abc123"
     assert handler.requests == 3  # two 503s retried, then success
 

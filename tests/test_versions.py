@@ -16,7 +16,8 @@ from rag.chunking import Chunker
 from rag.config import Settings, StoreSettings
 from rag.errors import AliasConflictError, PromotionRefused, StoreLockedError, VersionError
 from rag.models import Chunk, Counts, Manifest, ModelFingerprint, utc_now
-from rag.store import IndexStore, collection_name
+from rag.sandbox import ParseSandbox
+from rag.store import IndexStore, collection_name, docs_collection
 
 FINGERPRINT = ModelFingerprint(
     name="test", path="/nowhere", weights_sha256="0" * 64, dimension=4, normalize=True, dtype="float32",
@@ -39,6 +40,36 @@ def _complete_build(store: IndexStore, alias: str, version: str, chunks: int = 2
     progress = build.BuildProgress(counts=Counts(documents_seen=chunks, documents_indexed=chunks, chunks=chunks))
     build.finish_build(store, manifest, progress)
     return manifest.collection
+
+
+def _husk(store: IndexStore, alias: str, version: str, state: str = "building") -> str:
+    """A build a run began and never finished: ``building`` (the run was killed) or ``failed``."""
+    manifest = Manifest(
+        alias=alias, version=version, collection=collection_name(alias, version), created_at=utc_now(),
+        model=FINGERPRINT, chunking={}, sources=[],
+    )
+    store.create_build(manifest)
+    if state == "failed":
+        build.fail_build(store, manifest, "RuntimeError: the source went away")
+    return manifest.collection
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL at one call: nothing in ragops catches a BaseException it does not know,
+    so the code after that call never runs, as after a kill -9."""
+
+
+def _kill_at(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, call: int = 1) -> None:
+    """Make the ``call``-th call of ``owner.name`` (an instance's method) die before doing anything."""
+    original, calls = getattr(owner, name), []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise Killed(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, dying)
 
 
 @pytest.fixture
@@ -182,11 +213,11 @@ def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder)
 
         expected = store.alias_target(settings.alias)  # what the run saw when it started
         manifest = build.begin_build(store, settings, embedder, chunker)
-        work = [build.WorkItem(ref=ref) for ref in list_documents(settings.sources[0])]
+        work = [build.WorkItem(ref=ref) for ref in list_documents(settings.sources[0]).refs]
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
         progress = build.BuildProgress()
         progress.add(build.index_batch(store, manifest, work, embedder, chunker, cache, Fetcher(settings.sources),
-                                       max_bytes=10**7, now=utc_now()))
+                                       max_bytes=10**7, now=utc_now(), sandbox=ParseSandbox(settings.pipeline)))
         manifest = build.finish_build(store, manifest, progress)
         versions.promote(store, settings.alias, b, expected=a, by="promote", reason="another operator")  # mid-run
 
@@ -213,3 +244,124 @@ def test_cache_pruning_keeps_only_vectors_that_remaining_builds_use(store: Index
     store.delete_build(build_a)  # no build of the model left: the whole cache goes
     assert prune_caches(store, "kb") == 2
     assert not store.exists(cache.collection)
+
+
+# --- what a kill -9 leaves behind ------------------------------------------------------------------
+
+
+def test_retention_deletes_husks_and_they_take_no_slot(store: IndexStore) -> None:
+    a = _complete_build(store, "kb", "20260101-000000")
+    b = _complete_build(store, "kb", "20260102-000000")
+    c = _complete_build(store, "kb", "20260103-000000")
+    failed = _husk(store, "kb", "20260104-000000", "failed")  # a run that stopped on an error
+    killed = _husk(store, "kb", "20260105-000000")  # a run killed mid-build: still "building"
+    running = _husk(store, "kb", "20260106-000000")  # this run's own build, not finished yet
+    versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
+    versions.promote(store, "kb", b, expected=a, by="reindex", reason="b")
+
+    deleted = versions.apply_retention(store, "kb", keep=4, protect={running})
+
+    # running, live b and rollback target a are pinned; the fourth slot goes to c, not to a newer husk.
+    assert deleted == [failed, killed]
+    assert store.list_builds("kb") == [a, b, c, running]
+    assert not store.exists(docs_collection(killed)) and store.exists(docs_collection(running))
+
+
+def test_retention_never_deletes_the_live_build_whatever_its_state(store: IndexStore) -> None:
+    husk = _husk(store, "kb", "20260101-000000", "failed")
+    store.swap_alias("kb", expected=None, target=husk)  # pointed at by hand, below ragops
+    _husk(store, "kb", "20260102-000000")
+    assert versions.apply_retention(store, "kb", keep=2) == [collection_name("kb", "20260102-000000")]
+    assert store.list_builds("kb") == [husk]
+
+
+def test_a_table_orphaned_by_a_killed_deletion_is_deleted_by_retention(store: IndexStore) -> None:
+    old = _complete_build(store, "kb", "20260101-000000")
+    live = _complete_build(store, "kb", "20260102-000000")
+    versions.promote(store, "kb", live, expected=None, by="reindex", reason="live")
+    # The first half of a deletion in the old order (collection, then table), killed in between.
+    store.client.delete_collection(old)
+    assert old not in store.list_builds("kb") and store.exists(docs_collection(old))
+
+    assert versions.apply_retention(store, "kb", keep=2) == [docs_collection(old)]
+
+    assert not store.exists(docs_collection(old)) and store.orphan_tables("kb") == []
+    assert store.exists(docs_collection(live))  # a table whose build exists is never an orphan
+
+
+def test_a_deletion_killed_half_way_leaves_a_build_that_retention_retries(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, middle, live = (_complete_build(store, "kb", f"2026010{i}-000000") for i in (1, 2, 3))
+    versions.promote(store, "kb", live, expected=None, by="reindex", reason="live")
+    with monkeypatch.context() as patch:
+        _kill_at(patch, store.client, "delete_collection", call=2)  # dies between the two deletions
+        with pytest.raises(Killed):
+            versions.apply_retention(store, "kb", keep=2)
+
+    # The table went first, so what is left is still a build: listed, and deleted by the next retention.
+    assert store.list_builds("kb") == [old, middle, live]
+    assert not store.exists(docs_collection(old))
+    assert versions.apply_retention(store, "kb", keep=2) == [old]
+    assert store.list_builds("kb") == [middle, live] and store.orphan_tables("kb") == []
+
+
+def test_a_promotion_killed_before_the_swap_records_nothing(store: IndexStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _complete_build(store, "kb", "20260101-000000")
+    b = _complete_build(store, "kb", "20260102-000000")
+    versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
+    with monkeypatch.context() as patch:
+        _kill_at(patch, store, "swap_alias")
+        with pytest.raises(Killed):
+            versions.promote(store, "kb", b, expected=a, by="reindex", reason="killed")
+
+    assert store.alias_target("kb") == a
+    shown = {v.collection: v.manifest for v in versions.list_versions(store, "kb")}  # what `status` shows
+    assert shown[b].promotions == [] and shown[a].promotions[-1].reason == "a"
+    raw = store.read_manifest(b)
+    assert [e.pending for e in raw.promotions] == [True] and raw.replaced is None
+    assert versions.rollback(store, "kb", to="20260102-000000") == (a, b)  # b is promotable as ever
+    assert [(e.by, e.pending) for e in store.read_manifest(b).promotions] == [("rollback", False)]
+
+
+def test_a_promotion_killed_after_the_swap_still_guides_rollback_and_retention(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c = (_complete_build(store, "kb", f"2026010{i}-000000") for i in (1, 2, 3))
+    versions.promote(store, "kb", c, expected=None, by="reindex", reason="c")
+    versions.promote(store, "kb", a, expected=c, by="rollback", reason="back to a")
+    with monkeypatch.context() as patch:
+        _kill_at(patch, store, "write_manifest", call=2)  # the confirmation, right after the swap
+        with pytest.raises(Killed):
+            versions.promote(store, "kb", b, expected=a, by="reindex", reason="b")
+
+    assert store.alias_target("kb") == b
+    assert store.read_manifest(b).promotions[-1].pending  # unconfirmed on disk ...
+    shown = {v.collection: v.manifest for v in versions.list_versions(store, "kb")}
+    assert [(e.replaced, e.pending) for e in shown[b].promotions] == [(a, False)]  # ... but the alias proves it
+    # a is the rollback target: retention keeps it over the newer c.
+    assert versions.apply_retention(store, "kb", keep=2) == [c]
+    assert versions.rollback(store, "kb") == (b, a)
+    # Moving off b confirmed its record on disk: it was live, so its promotion happened.
+    assert [(e.replaced, e.pending) for e in store.read_manifest(b).promotions] == [(a, False)]
+
+
+def test_a_swap_that_loses_the_race_withdraws_its_pending_record(store: IndexStore) -> None:
+    a = _complete_build(store, "kb", "20260101-000000")
+    b = _complete_build(store, "kb", "20260102-000000")
+    versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
+    with pytest.raises(AliasConflictError):
+        versions.promote(store, "kb", b, expected=None, by="reindex", reason="late")
+    assert store.read_manifest(b).promotions == []
+
+
+def test_a_build_never_gated_is_not_promoted_by_hand_without_force(store: IndexStore) -> None:
+    a = _complete_build(store, "kb", "20260101-000000")  # complete, no verdict: its run died before the gate
+    with pytest.raises(PromotionRefused, match="was never gated.*--force --reason"):
+        versions.promote_version(store, "kb", "20260101-000000")
+    assert store.alias_target("kb") is None
+    assert versions.needs_gate(store, "kb", "20260101-000000").collection == a
+
+    manifest = versions.promote_version(store, "kb", "20260101-000000", force=True, reason="smoke test")
+    assert (manifest.promotions[-1].forced, store.alias_target("kb")) == (True, a)
+    assert versions.needs_gate(store, "kb", "20260101-000000") is None  # live now: nothing to gate

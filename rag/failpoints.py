@@ -1,0 +1,33 @@
+"""Named points where a test can have this process killed with SIGKILL, exactly there.
+
+A run can die at any point, and a re-run must converge. Killing a run at a log line lands somewhere
+near it; killing it *at* a step needs the process to do it itself. ``failpoint("write")`` is a no-op
+unless the environment variable ``_RAGOPS_KILL_AT`` names that point (``write``, or ``write@2`` for its
+second hit), in which case the process SIGKILLs itself: no cleanup, no ``finally``, as with ``kill -9``.
+The variable does not start with ``RAGOPS_`` on purpose: it is not configuration.
+
+Points: ``parse`` (a document is journaled, not parsed yet), ``write`` (a batch's chunks are written,
+its records not yet), ``finish`` (every batch written, the build not yet complete), ``promote`` (the
+alias moved, the promotion not yet confirmed), ``retention`` (a build half deleted).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_AT = "_RAGOPS_KILL_AT"
+_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """SIGKILL this process if ``_RAGOPS_KILL_AT`` names this point (and this is the named hit)."""
+    wanted = os.environ.get(KILL_AT)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("@")
+    if point != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
