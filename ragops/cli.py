@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -598,6 +599,13 @@ def _store_for_flow(store: str | None) -> Iterator[str | None]:
             os.environ[STORE_ENV] = saved
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (systemd, Kubernetes, `kill`): unwind like Ctrl-C, so that the flow is marked crashed and
+    the ephemeral Prefect server this process started is stopped, not left running on its own."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

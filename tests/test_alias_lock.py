@@ -23,6 +23,7 @@ from rag.models import utc_now
 from rag.store import IndexStore
 
 ROOT = Path(__file__).resolve().parents[1]
+RAGOPS_REINDEX = [sys.executable, "-m", "ragops", "reindex"]
 
 HOLD = """
 import sys, time
@@ -124,3 +125,43 @@ def test_ragops_unlock_names_a_live_holder_and_reports_a_free_lock(tmp_path) -> 
     free = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert free.returncode == 0, free.stderr
     assert json.loads(free.stdout) == {"alias": "kb", "kind": "file", "freed": None}
+
+
+@pytest.mark.slow
+def test_a_waiting_reindex_stops_at_once_on_sigterm_and_leaves_no_process_behind(tmp_path, corpus) -> None:
+    """Stopping a run that waits for its alias (systemd, Kubernetes, `kill`) takes seconds, prints no
+    traceback, and stops the ephemeral Prefect server it started."""
+    import threading
+
+    store = tmp_path / "store"
+    holder = _holder(store, "file")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    run = subprocess.Popen(RAGOPS_REINDEX + ["--source", str(corpus), "--store", str(store), "--alias", "kb"],
+                           env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        waited = []
+        for line in run.stderr:
+            if "waiting since" in line:
+                waited.append(line)
+                break
+        assert waited and "held by holder-under-test" in waited[0]
+        rest: list[str] = []
+        threading.Thread(target=lambda: rest.extend(run.stderr), daemon=True).start()
+        signalled = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=60)
+        assert run.returncode == 128 + signal.SIGTERM and time.monotonic() - signalled < 30
+        time.sleep(2)
+        left = subprocess.run(["pgrep", "-g", str(run.pid)], capture_output=True, text=True).stdout.split()
+        assert left == [], "the ephemeral Prefect server outlived its run"
+        assert "Traceback" not in "".join(rest)
+    finally:
+        for process in (run, holder):
+            if process.poll() is None:
+                process.kill()
+        holder.wait()
+        try:
+            os.killpg(run.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
