@@ -38,6 +38,7 @@ from rag.errors import VersionError
 from rag.models import EvaluationRecord, Manifest, ModelFingerprint, utc_now
 from rag.querylog import QueryLog
 from rag.store import IndexStore, store_errors
+from rag.versions import settle_promotions
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def find_baseline(store: IndexStore, manifest: Manifest, golden_sha256: str) -> 
     """The evaluation to compare the live build with: its own, else the newest one up the chain of
     builds it replaced that used the same golden set (and is still in the store)."""
     seen: set[str] = set()
-    current: Manifest | None = manifest
+    # The live build's: a pending last promotion happened (its run died before confirming it).
+    current: Manifest | None = settle_promotions(manifest, manifest.collection)
     while current is not None and current.collection not in seen:
         seen.add(current.collection)
         if current.evaluation is not None and current.evaluation.golden_sha256 == golden_sha256:

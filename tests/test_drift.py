@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.drift import check_compatibility, check_model, check_queries, mmd_permutation_test
+from evals.drift import (
+    check_compatibility,
+    check_model,
+    check_queries,
+    mmd_permutation_test,
+)
 from rag.config import StoreSettings
 from rag.models import ModelFingerprint, utc_now
 from rag.querylog import QueryLog
@@ -90,3 +95,30 @@ def test_compatibility_preflight_tells_a_different_vector_space(store_path: Path
     assert same.status == "ok" and same.value > 0.999
     assert other.status == "drift" and other.value < 0.9
     assert "a different vector space" in other.message
+
+
+def test_the_golden_baseline_follows_a_promotion_whose_run_died_before_confirming_it(store_path: Path) -> None:
+    """Killed between the alias move and its confirmation, the live build's last event is still pending:
+    the drift baseline must still come from the build it replaced."""
+    from datetime import datetime, timezone
+
+    from evals.drift import find_baseline
+    from rag.config import StoreSettings
+    from rag.models import EvaluationRecord, PromotionEvent
+    from rag.store import IndexStore
+    from tests.test_versions import _complete_build
+
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        old, new = _complete_build(store, "kb", "20260101-000000"), _complete_build(store, "kb", "20260102-000000")
+        evaluated = store.read_manifest(old)
+        evaluated.evaluation = EvaluationRecord(
+            version="20260101-000000", golden="g.yaml", golden_sha256="abc", queries=3, query_model="m",
+            metrics={"ndcg@10": 0.9}, evaluated_at=datetime.now(timezone.utc))
+        store.write_manifest(evaluated)
+        live = store.read_manifest(new)
+        live.promotions.append(PromotionEvent(at=datetime.now(timezone.utc), by="reindex", replaced=old,
+                                              reason="passed", pending=True))
+        store.write_manifest(live)
+        store.swap_alias("kb", expected=None, target=new)
+        baseline = find_baseline(store, store.read_manifest(new), "abc")
+    assert baseline is not None and baseline.metrics == {"ndcg@10": 0.9}
