@@ -103,6 +103,7 @@ class AliasLock:
         self.store, self.alias = store, alias
         self.ttl, self.settle, self.poll = ttl, settle, poll
         self.kind = kind or ("lease" if store.is_remote else "file")
+        self._io = threading.Lock()  # the renewer thread and this one take turns with the store
 
     @contextmanager
     def held(self, *, run: str = "", report: Callable[[str], None] | None = None,
@@ -277,7 +278,7 @@ class AliasLock:
     def _open(self):
         from rag.store import IndexStore  # the store module imports nothing from here
 
-        with IndexStore.open(self.store) as store:
+        with self._io, IndexStore.open(self.store) as store:
             yield store
 
 
