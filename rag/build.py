@@ -41,7 +41,7 @@ from rag.embedding import Embedder
 from rag.errors import DocumentError
 from rag.failpoints import failpoint
 from rag.journal import ParseJournal
-from rag.listing import Skipped
+from rag.listing import Skipped, covered, unchanged
 from rag.models import (
     Chunk,
     Counts,
@@ -209,18 +209,17 @@ def plan_build(
         for ref in listing.refs:
             listed.add(ref.doc_id)
             previous = base_records.get(ref.doc_id)
-            quarantined_signal = previous.quarantine.signal if previous and previous.quarantine else None
-            if previous and ref.signal in (previous.signal, quarantined_signal):
+            if unchanged(ref, previous):
                 plan.carry.append(previous.model_copy(update={"last_seen": now}))
                 plan.unchanged += 1
             else:
                 plan.work.append(WorkItem(ref=ref, previous=previous))
         unreadable = {entry.doc_id for entry in listing.unreadable}
         unseen = [r for r in held if r.doc_id not in listed]
-        kept = [r for r in unseen if _under_any(r.doc_id, unreadable)]
+        kept = [r for r in unseen if covered(r.doc_id, unreadable)]
         plan.carry.extend(kept)  # as they were: not even last_seen moves, they were not seen
         plan.kept += len(kept)
-        plan.deleted.extend(r for r in unseen if not _under_any(r.doc_id, unreadable))
+        plan.deleted.extend(r for r in unseen if not covered(r.doc_id, unreadable))
         plan.notes.extend(_listing_notes(listing, len(kept)))
     for records in by_source.values():  # sources removed from the configuration
         plan.deleted.extend(records)
@@ -229,14 +228,6 @@ def plan_build(
 
 #: entries named in a note; the rest are counted
 NOTE_EXAMPLES = 3
-
-
-def _under_any(doc_id: str, entries: set[str]) -> bool:
-    """The id is one of the entries, or lies under one (an unreadable folder covers its documents)."""
-    if not entries:
-        return False
-    parts = doc_id.split("/")
-    return any("/".join(parts[:end]) in entries for end in range(len(parts), 1, -1))
 
 
 def _listing_notes(listing: Listing, kept: int) -> list[str]:
@@ -478,12 +469,6 @@ def fail_build(store: IndexStore, manifest: Manifest, error: str) -> None:
         store.write_manifest(manifest)
     except Exception as exc:  # the original error matters more than this one
         log.warning("could not mark build %s failed: %s", manifest.version, exc)
-
-
-def reject_build(store: IndexStore, manifest: Manifest, reason: str) -> None:
-    """Mark a complete build as rejected (not fit to serve); it stays for inspection until retention."""
-    manifest.state, manifest.error = "rejected", reason
-    store.write_manifest(manifest)
 
 
 def record_verdict(

@@ -19,6 +19,7 @@ from typing import Sequence
 from pydantic import BaseModel
 
 from rag.config import FolderSource, S3Source
+from rag.listing import covered, unchanged
 from rag.models import DocumentRecord, SourceState
 
 
@@ -55,11 +56,11 @@ def update_source_state(
     listed = set()
     for ref in listing.refs:
         listed.add(ref.doc_id)
-        record = held.get(ref.doc_id)
-        quarantined_signal = record.quarantine.signal if record and record.quarantine else None
-        if record is None or ref.signal not in (record.signal, quarantined_signal):
+        if not unchanged(ref, held.get(ref.doc_id)):
             change_times.append(datetime.fromtimestamp(ref.modified, tz=timezone.utc))
-    deleted = [doc_id for doc_id in held if doc_id not in listed]
+    # An unreadable entry's documents were kept as they were: not a change the live build misses.
+    unreadable = {entry.doc_id for entry in listing.unreadable}
+    deleted = [doc_id for doc_id in held if doc_id not in listed and not covered(doc_id, unreadable)]
     state.unsynced = len(change_times) + len(deleted)
     if deleted:  # when it went is unknown: after the previous complete listing, which still had it
         change_times.append(previous_complete or listing.listed_at)
