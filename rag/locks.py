@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Literal
 from pydantic import BaseModel, Field
 
 from rag.config import StoreSettings
-from rag.errors import LockTimeout, StoreError
+from rag.errors import LockHeld, LockTimeout, StoreError
 from rag.models import utc_now
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,6 @@ class AliasLock:
         Raises:
             LockHeld: the holder is alive (and ``force`` is not set, or the lock is a file lock).
         """
-        from rag.errors import LockHeld
-
         if self.kind == "file":
             holder = self.current()
             if holder is not None:
