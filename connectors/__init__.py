@@ -16,11 +16,27 @@ from connectors.folder import list_folder
 from connectors.ids import printable
 from connectors.s3 import fetch_s3, list_s3, s3_client
 from rag.config import FolderSource, S3Source
-from rag.errors import DocumentError
+from rag.errors import DocumentError, SourceError
 from rag.listing import Skipped, SourceListing
-from rag.models import DocumentRef
+from rag.models import DocumentRef, utc_now
+from rag.plan import Listing
 
-__all__ = ["Fetcher", "Skipped", "SourceListing", "list_documents", "list_folder", "list_s3"]
+__all__ = ["Fetcher", "Skipped", "SourceListing", "list_documents", "list_folder", "list_s3", "list_source"]
+
+
+def list_source(source: FolderSource | S3Source) -> Listing:
+    """A source's listing for a run: complete, or failed with the reason (never raises ``SourceError``).
+
+    One source's outage never stops the others: a failed listing keeps that source's documents as
+    they were (rag/plan.py). Throttling and server errors from S3 were already retried by botocore.
+    """
+    listed_at = utc_now()
+    try:
+        listed = list_documents(source)
+    except SourceError as exc:
+        return Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=listed_at, error=str(exc))
+    return Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=listed_at,
+                   refs=listed.refs, skipped=listed.skipped, unreadable=listed.unreadable)
 
 
 def list_documents(source: FolderSource | S3Source) -> SourceListing:

@@ -20,7 +20,7 @@ import logging
 from evals.evaluate import QueryEmbedders, evaluate_build
 from evals.golden import GoldenSet
 from evals.models import EvaluationReport
-from rag.config import Settings
+from rag.config import EvaluationSettings, GateSettings
 from rag.errors import GoldenSetError, PromotionRefused
 from rag.models import EvaluationRecord, GateCheck, GateResult, Manifest, utc_now
 from rag.store import IndexStore, version_of
@@ -95,8 +95,8 @@ def metric_checks(
 
 
 def compare_with_live(
-    store: IndexStore, report: EvaluationReport, live_collection: str, settings: Settings, golden: GoldenSet,
-    embedders: QueryEmbedders,
+    store: IndexStore, report: EvaluationReport, live_collection: str, rules: GateSettings,
+    evaluation: EvaluationSettings, golden: GoldenSet, embedders: QueryEmbedders,
 ) -> tuple[list[GateCheck], EvaluationReport]:
     """Score the live build on the same golden set and apply the floors and largest drops to ``report``.
 
@@ -104,9 +104,9 @@ def compare_with_live(
         (the metric checks, the live build's evaluation).
     """
     # Not strict: a golden set may already name documents only the other build has.
-    baseline = evaluate_build(store, live_collection, golden, settings.evaluation,
+    baseline = evaluate_build(store, live_collection, golden, evaluation,
                               embedders.for_build(store.read_manifest(live_collection)), strict=False)
-    checks = metric_checks(report.record, baseline.record, settings.gate.floors, settings.gate.max_drop)
+    checks = metric_checks(report.record, baseline.record, rules.floors, rules.max_drop)
     return checks, baseline
 
 
@@ -114,7 +114,8 @@ def gate_candidate(
     store: IndexStore,
     candidate: Manifest,
     live_collection: str | None,
-    settings: Settings,
+    rules: GateSettings,
+    evaluation: EvaluationSettings,
     golden: GoldenSet | None,
     embedders: QueryEmbedders,
     *,
@@ -127,28 +128,35 @@ def gate_candidate(
         when there is no golden set or the sanity checks failed first.
     """
     live = store.read_manifest(live_collection) if live_collection else None
-    checks = sanity_checks(store, candidate, live, settings.gate.max_document_drop, deleted_from_live)
+    checks = sanity_checks(store, candidate, live, rules.max_document_drop, deleted_from_live)
     report = baseline = None
     if golden is not None and all(check.passed for check in checks):
         try:
-            report = evaluate_build(store, candidate.collection, golden, settings.evaluation,
+            report = evaluate_build(store, candidate.collection, golden, evaluation,
                                     embedders.for_build(candidate))
         except GoldenSetError as exc:
             checks.append(GateCheck(kind="sanity", metric="golden", passed=False, message=str(exc)))
         if report is not None and live_collection not in (None, candidate.collection):
-            metric_results, baseline = compare_with_live(store, report, live_collection, settings, golden, embedders)
+            metric_results, baseline = compare_with_live(store, report, live_collection, rules, evaluation, golden,
+                                                         embedders)
             checks += metric_results
         elif report is not None:  # the alias's first build: floors only
-            checks += metric_checks(report.record, None, settings.gate.floors, settings.gate.max_drop)
-    result = GateResult(
-        passed=all(check.passed for check in checks),
-        checks=checks,
-        live=live_collection,
-        baseline=baseline.record if baseline else None,
-        decided_at=utc_now(),
-    )
+            checks += metric_checks(report.record, None, rules.floors, rules.max_drop)
+    result = decide(checks, live_collection, baseline.record if baseline else None)
     log.info("gate for %s: %s", version_of(candidate.collection), result.reason)
     return result, report, baseline
+
+
+def decide(checks: list[GateCheck], live: str | None, baseline: EvaluationRecord | None) -> GateResult:
+    """The verdict: passed when every check passed."""
+    return GateResult(passed=all(check.passed for check in checks), checks=list(checks), live=live,
+                      baseline=baseline, decided_at=utc_now())
+
+
+def with_approval(gate: GateResult, approved: bool, why: str) -> GateResult:
+    """A new verdict: the gate's, with a person's answer as one more check (a refusal fails it)."""
+    checks = [*gate.checks, GateCheck(kind="approval", passed=approved, message=why)]
+    return gate.model_copy(update={"checks": checks, "passed": gate.passed and approved, "decided_at": utc_now()})
 
 
 def _unmeasured(kind: str, metric: str, threshold: float) -> GateCheck:

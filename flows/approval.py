@@ -15,7 +15,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Running
 
+from evals.gate import with_approval
 from rag.models import GateResult, Manifest
+from rag.store import IndexStore
 
 #: seconds between checks for an answer (Prefect's default of 10 s makes short timeouts late)
 POLL_SECONDS = 2
@@ -26,6 +28,16 @@ class Approval(RunInput):
 
     approve: bool
     reason: str = ""
+
+
+def ask_approval(store: IndexStore, manifest: Manifest, gate: GateResult, timeout: float) -> GateResult:
+    """The gate's verdict with a person's answer added (``evals.gate.with_approval``).
+
+    An embedded store is released while the run waits, so serving and ``ragops status`` can open it.
+    """
+    with store.released():
+        approved, why = await_approval(manifest, gate, timeout)
+    return with_approval(gate, approved, why)
 
 
 def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tuple[bool, str]:

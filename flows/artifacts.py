@@ -2,16 +2,18 @@
 
 - ``eval-<alias>``: a table, one row per golden query (then a row of means), for each evaluation;
 - ``gate-<alias>``: a table of the gate's checks for each candidate, with figures and thresholds;
-- ``freshness-<alias>``: a table of each source's staleness against its limit.
+- ``freshness-<alias>``: a table of each source's staleness against its limit;
+- ``reindex-<alias>``: the run summary of each reindex (Markdown), quarantined documents included.
 """
 
 from __future__ import annotations
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evals.models import EvaluationReport
 from rag.freshness import SourceFreshness
-from rag.models import GateResult
+from rag.models import BuildSummary, GateResult
+from rag.result import headline as summary_headline
 
 #: metrics shown per query in the evaluation table (all of them are in ``ragops eval --json``)
 TABLE_METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "map@100", "id_context_recall",
@@ -74,3 +76,40 @@ def publish_freshness(alias: str, assessed: list[SourceFreshness]) -> list[dict]
     ]
     create_table_artifact(table=rows, key=artifact_key("freshness", alias), description=f"Freshness of {alias}'s sources")
     return rows
+
+
+def publish_verdict(alias: str, version: str, gate: GateResult, report: EvaluationReport | None,
+                    baseline: EvaluationReport | None) -> None:
+    """The gate's checks, and the candidate's (and live build's) evaluation."""
+    publish_gate(alias, version, gate)
+    if baseline is not None:
+        publish_evaluation(alias, baseline, "live build, for comparison")
+    if report is not None:
+        publish_evaluation(alias, report, "PASSED" if gate.passed else "FAILED: " + gate.reason)
+
+
+def publish_summary(summary: BuildSummary, assessed: list[SourceFreshness]) -> None:
+    """The run summary (Markdown) and source freshness (table)."""
+    c = summary.counts
+    rows = [
+        f"| state | {summary.state} |",
+        f"| documents | {c.documents_seen} seen: {c.documents_new} new, {c.documents_changed} changed, "
+        f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted |",
+        f"| indexed / failed | {c.documents_indexed} / {c.documents_failed} |",
+        f"| chunks | {c.chunks} ({c.chunks_embedded} embedded, {c.chunks_reused} reused) |",
+        f"| promoted | {'yes' if summary.promoted else 'no'}: {summary.reason} |",
+        f"| live | {summary.live or '-'} (was {summary.previous or '-'}) |",
+        f"| deleted by retention | {', '.join(summary.deleted) or '-'} |",
+    ]
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.model_dump().items())
+    failures = "\n".join(f"| {f.doc_id} | {f.stage} | {f.reason.replace('|', '/')} |" for f in summary.failures)
+    markdown = "\n".join(
+        [f"# Reindex {summary.alias}: {summary.version}", "", "| | |", "|---|---|", *rows, "",
+         f"Timings: {timings}"]
+        + [f"\n> {note}" for note in summary.notes]
+        + (["", "## Quarantined documents", "", "| document | stage | reason |", "|---|---|---|", failures]
+           if failures else [])
+    )
+    create_markdown_artifact(markdown=markdown, key=artifact_key("reindex", summary.alias),
+                             description=summary_headline(summary))
+    publish_freshness(summary.alias, assessed)

@@ -10,30 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from evals.drift import check_drift
-from evals.golden import load_golden_set
 from evals.models import DriftReport
 from flows.artifacts import artifact_key
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, load_settings
+from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run
+from flows.steps import drift_checks, load_model
 from rag.config import config_file
-from rag.embedding import load_embedder
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore
 
 #: the event a drift emits; automations match it with the resource id ``ragops.alias.<alias>``
 DRIFT_EVENT = "ragops.drift.detected"
 
-load_model = task(load_embedder, name="load-model", cache_policy=NO_CACHE)
-run_checks = task(check_drift, name="drift-checks", cache_policy=NO_CACHE)
-
-
 @flow(name="drift-check", flow_run_name=alias_run_name("drift-check"))
+@refusals_fail_the_run
 def drift_check(
     config: str | None = None,
     alias: str | None = None,
@@ -57,10 +51,10 @@ def drift_check(
     configure_offline_runtime()
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
-    golden_set = load_golden_set(settings.evaluation.golden) if settings.evaluation.golden else None
+    golden_set = load_golden(settings)
     embedder = load_model(settings.embedding)
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
-        report = run_checks(index_store, settings, golden_set, embedder)
+        report = drift_checks(index_store, settings, golden_set, embedder)
     publish_drift(report)
     for check in report.checks:
         (logger.warning if check.status == "drift" else logger.info)("%s: %s: %s", check.name, check.status,

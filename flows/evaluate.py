@@ -11,27 +11,25 @@ needs evals/ and rag/ must not depend on it.
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
-from evals.evaluate import QueryEmbedders, evaluate_build
-from evals.gate import compare_with_live, gate_candidate
-from evals.golden import load_golden_set
+from evals.evaluate import QueryEmbedders
+from evals.gate import compare_with_live, decide, gate_candidate
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, load_settings
+from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run
+from flows.steps import evaluate_one
 from rag import build
 from rag.config import Settings
-from rag.errors import ConfigError, GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
-from rag.models import GateResult, Manifest, utc_now
+from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
+from rag.models import GateResult, Manifest
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, version_of
 from rag.versions import resolve_collection
 
-evaluate_one = task(evaluate_build, name="evaluate-build", cache_policy=NO_CACHE)
-
 
 @flow(name="evaluate", flow_run_name=alias_run_name("evaluate"))
+@refusals_fail_the_run
 def evaluate(
     config: str | None = None,
     version: str | None = None,
@@ -61,9 +59,7 @@ def evaluate(
     configure_offline_runtime()
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
-    if settings.evaluation.golden is None:
-        raise ConfigError("no golden set: set evaluation.golden in ragops.yaml or pass --golden FILE")
-    golden_set = load_golden_set(settings.evaluation.golden)
+    golden_set = load_golden(settings, required=True)
     embedders = QueryEmbedders(settings.evaluation, settings.embedding)
 
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
@@ -76,9 +72,9 @@ def evaluate(
                               embedders.for_build(manifest), strict=False)
         gate = None
         if compare and live is not None and live != collection:
-            checks, baseline = compare_with_live(index_store, report, live, settings, golden_set, embedders)
-            gate = GateResult(passed=all(c.passed for c in checks), checks=checks, live=live,
-                              baseline=baseline.record, decided_at=utc_now())
+            checks, baseline = compare_with_live(index_store, report, live, settings.gate, settings.evaluation,
+                                                 golden_set, embedders)
+            gate = decide(checks, live, baseline.record)
     for missing in report.missing:
         logger.warning("relevant document not served by %s: %s", version_of(collection), missing)
     verdict = "" if gate is None else ("would pass the gate" if gate.passed else "would fail: " + gate.reason)
@@ -117,10 +113,10 @@ def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifes
     live = store.alias_target(settings.alias)
     deleted = candidate.counts.documents_deleted if live is not None and candidate.base == live else 0
     try:
-        golden = load_golden_set(settings.evaluation.golden) if settings.evaluation.golden else None
+        golden = load_golden(settings)
         embedders = QueryEmbedders(settings.evaluation, settings.embedding)
-        gate, report, _ = gate_candidate(store, candidate, live, settings, golden, embedders,
-                                         deleted_from_live=deleted)
+        gate, report, _ = gate_candidate(store, candidate, live, settings.gate, settings.evaluation, golden,
+                                         embedders, deleted_from_live=deleted)
     except (GoldenSetError, ModelError) as exc:
         raise PromotionRefused(
             f"build {candidate.version} was never gated and cannot be gated now: {exc}; fix that, or pass "

@@ -17,26 +17,20 @@ import logging
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 import connectors
+from flows.steps import embed_batch, prepare_batch, write_batch
 from rag import build
 from rag.cache import EmbeddingCache
 from rag.chunking import Chunker
 from rag.config import PipelineSettings, Settings
-from rag.embedding import Embedder, embed_in_worker
+from rag.embedding import Embedder
 from rag.models import Manifest, utc_now
+from rag.plan import WorkItem
 from rag.sandbox import ParseSandbox
 from rag.store import IndexStore
 
 log = logging.getLogger(__name__)
-
-prepare_batch = task(build.prepare_batch, name="prepare-batch", retries=1, cache_policy=NO_CACHE)
-embed_batch = task(embed_in_worker, name="embed-batch", retries=1, cache_policy=NO_CACHE)
-# Idempotent (deterministic point ids, cached vectors): a retry after a store hiccup is safe.
-write_batch = task(build.write_batch, name="write-batch", retries=2, retry_delay_seconds=[5, 30],
-                   cache_policy=NO_CACHE)
 
 
 def dask_runner(pipeline: PipelineSettings):
@@ -50,7 +44,7 @@ def dask_runner(pipeline: PipelineSettings):
 
 
 def index_on_dask(
-    store: IndexStore, settings: Settings, manifest: Manifest, batches: Sequence[Sequence[build.WorkItem]],
+    store: IndexStore, settings: Settings, manifest: Manifest, batches: Sequence[Sequence[WorkItem]],
     embedder: Embedder, chunker: Chunker, cache: EmbeddingCache, sandbox: ParseSandbox,
 ) -> Iterator[build.BatchReport]:
     """Index the batches with preparation and embedding on the cluster; yields each batch's report in order."""

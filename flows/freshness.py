@@ -12,15 +12,16 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_freshness
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, load_settings
-from rag.errors import FreshnessBreach
-from rag.freshness import assess
+from flows.runs import alias_run_name, load_settings, refusals_fail_the_run
+from flows.steps import read_freshness
+from rag.freshness import breach
 from rag.models import utc_now
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore
 
 
 @flow(name="freshness-check", flow_run_name=alias_run_name("freshness-check"))
+@refusals_fail_the_run
 def freshness_check(config: str | None = None, alias: str | None = None, store: str | None = None) -> list[dict]:
     """Report each source's staleness (up to now) against its ``max_staleness``; fail on a breach.
 
@@ -39,12 +40,11 @@ def freshness_check(config: str | None = None, alias: str | None = None, store: 
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias)
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
-        states = index_store.read_source_states(settings.alias)
-    assessed = assess(states, settings.sources, utc_now())
+        assessed = read_freshness(index_store, settings.alias, settings.sources, utc_now())
     rows = publish_freshness(settings.alias, assessed)
     for s in assessed:
         (logger.warning if s.breach else logger.info)("%s: %s", s.state.name, s.message)
-    breaches = [f"{s.state.name}: {s.message}" for s in assessed if s.breach]
-    if breaches:
-        raise FreshnessBreach("freshness limit breached: " + " | ".join(breaches))
+    refusal = breach(assessed)
+    if refusal is not None:
+        raise refusal
     return rows

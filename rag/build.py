@@ -4,10 +4,10 @@ A build is a new collection ``<alias>__<version>`` plus its document table. It i
 from a *base*, the live build when it was made with the same model and chunking (else the newest such
 complete build, else nothing), and does only what changed:
 
-1. ``plan_build`` compares each source's listing with the base's document table using the cheap listing
-   signal (size+mtime, ETag). Unchanged documents are *carried* (points copied, nothing parsed), and new
-   or changed ones become *work*. Documents a complete listing lacks are deleted by not being carried.
-   A source whose listing failed keeps every document as it was.
+1. ``plan_against_store`` reads the live build, picks the base and plans against its document table
+   (the decisions are pure functions in rag/plan.py). Unchanged documents are *carried* (points
+   copied, nothing parsed), and new or changed ones become *work*. Documents a complete listing lacks
+   are deleted by not being carried. A source whose listing failed keeps every document as it was.
 2. ``carry_documents`` copies carried documents' points and records from the base.
 3. ``prepare_batch`` fetches and parses each work item. If the parsed text hashes the same as in the
    base (a touch, an identical re-upload), the old chunks are carried; otherwise it chunks. It touches
@@ -29,19 +29,18 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from rag.cache import EmbeddingCache
 from rag.chunking import Chunker
-from rag.config import Settings
+from rag.config import FolderSource, S3Source
 from rag.embedding import Embedder
 from rag.errors import DocumentError
 from rag.failpoints import failpoint
 from rag.journal import ParseJournal
-from rag.listing import Skipped, covered, unchanged
 from rag.models import (
     Chunk,
     Counts,
@@ -51,11 +50,13 @@ from rag.models import (
     Failure,
     GateResult,
     Manifest,
+    ModelFingerprint,
     Quarantine,
     StageTimings,
     utc_now,
 )
 from rag.parsing import check_size
+from rag.plan import BuildPlan, Listing, WorkItem, choose_base, deleted_at_source, plan_build
 from rag.sandbox import ParseSandbox
 from rag.secrets import redact_url
 from rag.store import IndexStore, collection_name, docs_collection
@@ -71,61 +72,6 @@ Fetch = Callable[[DocumentRef, Path], Path]
 #: texts -> their vectors, shape (len(texts), dimension)
 Embed = Callable[[Sequence[str]], np.ndarray]
 T = TypeVar("T")
-
-
-class Listing(BaseModel):
-    """One source's listing in a run: complete, or failed with the reason.
-
-    A complete listing may still be incomplete for single entries: those in ``unreadable`` (and, for
-    a folder, everything under it) keep what the base holds of them.
-    """
-
-    source: str
-    kind: str
-    uri: str
-    listed_at: datetime
-    refs: list[DocumentRef] = Field(default_factory=list)
-    skipped: list[Skipped] = Field(default_factory=list, description="Entries not indexed on purpose, with why.")
-    unreadable: list[Skipped] = Field(
-        default_factory=list, description="Entries whose state is unknown: their documents are kept, not deleted."
-    )
-    error: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        """Only a complete listing may delete documents."""
-        return self.error is None
-
-
-class WorkItem(BaseModel):
-    """A listed document that must be fetched and parsed, with what the base holds of it."""
-
-    ref: DocumentRef
-    previous: DocumentRecord | None = None
-
-    @property
-    def status(self) -> Literal["new", "changed"]:
-        """New to the index, or a changed version of a document it holds."""
-        return "changed" if self.previous else "new"
-
-
-class BuildPlan(BaseModel):
-    """What a build must do, relative to its base."""
-
-    base: str | None = Field(description="Base build collection; None means everything is new.")
-    carry: list[DocumentRecord] = Field(default_factory=list, description="Copied as they are.")
-    work: list[WorkItem] = Field(default_factory=list)
-    deleted: list[DocumentRecord] = Field(default_factory=list)
-    unchanged: int = Field(0, description="Carried documents that a complete listing saw unchanged.")
-    kept: int = Field(
-        0, description="Carried documents whose listing failed or that were unreadable: kept as they were."
-    )
-    notes: list[str] = Field(default_factory=list)
-
-    @property
-    def has_changes(self) -> bool:
-        """False when the base already is what a new build would be."""
-        return bool(self.work or self.deleted)
 
 
 class BatchReport(BaseModel):
@@ -158,110 +104,52 @@ class BuildProgress(BaseModel):
             setattr(self.timings, stage, getattr(self.timings, stage) + getattr(report.timings, stage))
 
 
-def choose_base(store: IndexStore, alias: str, embedder: Embedder, chunker: Chunker) -> str | None:
-    """The build to start from: the live one if compatible, else the newest compatible complete build.
+class StartingPoint(BaseModel):
+    """Where a run stands before it builds: the live build, the base, and the plan against the base."""
 
-    Compatible means the same vector space (model fingerprint) and the same chunking settings, so its
-    chunks and vectors are exactly what this build would produce for unchanged documents.
-    """
+    live: str | None = Field(description="The collection the alias pointed at when the run planned.")
+    plan: BuildPlan
+    base_manifest: Manifest | None = None
+    deleted_from_live: int = Field(0, description="Live documents the listings show deleted at their source.")
+
+    @property
+    def nothing_changed(self) -> bool:
+        """The base is complete and the listings changed nothing: no build is needed."""
+        return self.base_manifest is not None and not self.plan.has_changes
+
+
+def plan_against_store(
+    store: IndexStore, alias: str, listings: Sequence[Listing], fingerprint: ModelFingerprint, chunking: dict,
+    *, full_rebuild: bool, now: datetime,
+) -> StartingPoint:
+    """Read what the store holds of the alias and plan the build (``rag.plan``). Reads only."""
     live = store.alias_target(alias)
-    candidates = ([live] if live else []) + [b for b in reversed(store.list_builds(alias)) if b != live]
-    for collection in candidates:
-        manifest = store.read_manifest(collection)
-        if (
-            manifest is not None
-            and manifest.state == "complete"
-            and manifest.model.same_space(embedder.fingerprint)
-            and manifest.chunking == chunker.describe()
-        ):
-            return collection
-    return None
-
-
-def plan_build(
-    listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord], now: datetime
-) -> BuildPlan:
-    """Compare listings with the base's document table: what to carry, (re)process and delete.
-
-    A document is unchanged when its listing signal equals the one the base recorded, or equals the
-    signal of its quarantined version (a failure is retried only when the document changes).
-    Documents of a source whose listing failed are all carried. So are documents that a listing
-    reports unreadable (by id, or under an unreadable folder): nothing is known about them, so they are
-    kept exactly as the base holds them, never deleted. Skipped entries are like absent ones. Both are
-    summed up in ``notes``. Documents whose source is no longer configured are deleted.
-    """
-    plan = BuildPlan(base=base)
-    by_source: dict[str, list[DocumentRecord]] = {}
-    for record in base_records.values():
-        by_source.setdefault(record.source, []).append(record)
-
-    for listing in listings:
-        held = by_source.pop(listing.source, [])
-        if not listing.complete:
-            plan.carry.extend(held)
-            plan.kept += len(held)
-            plan.notes.append(
-                f"source {listing.source!r} could not be listed ({listing.error}); "
-                f"kept its {len(held)} documents as they were"
-            )
-            continue
-        listed = set()
-        for ref in listing.refs:
-            listed.add(ref.doc_id)
-            previous = base_records.get(ref.doc_id)
-            if unchanged(ref, previous):
-                plan.carry.append(previous.model_copy(update={"last_seen": now}))
-                plan.unchanged += 1
-            else:
-                plan.work.append(WorkItem(ref=ref, previous=previous))
-        unreadable = {entry.doc_id for entry in listing.unreadable}
-        unseen = [r for r in held if r.doc_id not in listed]
-        kept = [r for r in unseen if covered(r.doc_id, unreadable)]
-        plan.carry.extend(kept)  # as they were: not even last_seen moves, they were not seen
-        plan.kept += len(kept)
-        plan.deleted.extend(r for r in unseen if not covered(r.doc_id, unreadable))
-        plan.notes.extend(_listing_notes(listing, len(kept)))
-    for records in by_source.values():  # sources removed from the configuration
-        plan.deleted.extend(records)
-    return plan
-
-
-#: entries named in a note; the rest are counted
-NOTE_EXAMPLES = 3
-
-
-def _listing_notes(listing: Listing, kept: int) -> list[str]:
-    """One line each for a source's unreadable and skipped entries: how many, and the first few."""
-    notes = []
-    if listing.unreadable:
-        notes.append(
-            f"source {listing.source!r}: {len(listing.unreadable)} entries could not be read, so the listing says "
-            f"nothing about them; kept {kept} of their documents as they were: {_examples(listing.unreadable)}"
-        )
-    if listing.skipped:
-        notes.append(f"source {listing.source!r}: skipped {len(listing.skipped)} entries: {_examples(listing.skipped)}")
-    return notes
-
-
-def _examples(entries: Sequence[Skipped]) -> str:
-    shown = "; ".join(f"{entry.doc_id} ({entry.reason})" for entry in entries[:NOTE_EXAMPLES])
-    more = len(entries) - NOTE_EXAMPLES
-    return shown + (f"; and {more} more" if more > 0 else "")
+    base = None
+    if not full_rebuild:
+        base = choose_base(live, [store.read_manifest(c) for c in store.list_builds(alias)], fingerprint, chunking)
+    base_records = store.read_records(base) if base else {}
+    live_records = base_records if base == live else store.read_records(live) if live else {}
+    return StartingPoint(
+        live=live, plan=plan_build(listings, base, base_records, now),
+        base_manifest=store.read_manifest(base) if base else None,
+        deleted_from_live=deleted_at_source(listings, live_records, now),
+    )
 
 
 def begin_build(
-    store: IndexStore, settings: Settings, embedder: Embedder, chunker: Chunker, base: str | None = None
+    store: IndexStore, alias: str, sources: Sequence[FolderSource | S3Source], fingerprint: ModelFingerprint,
+    chunking: dict, base: str | None = None,
 ) -> Manifest:
     """Create the empty collection (and document table) of a new build, manifest state "building"."""
-    version = new_version(store, settings.alias)
+    version = new_version(store, alias)
     manifest = Manifest(
-        alias=settings.alias,
+        alias=alias,
         version=version,
-        collection=collection_name(settings.alias, version),
+        collection=collection_name(alias, version),
         created_at=utc_now(),
-        model=embedder.fingerprint,
-        chunking=chunker.describe(),
-        sources=[{"name": s.name, "kind": s.kind, "uri": s.uri} for s in settings.sources],
+        model=fingerprint,
+        chunking=chunking,
+        sources=[{"name": s.name, "kind": s.kind, "uri": s.uri} for s in sources],
         base=base,
     )
     store.create_build(manifest)
@@ -461,6 +349,16 @@ def finish_build(store: IndexStore, manifest: Manifest, progress: BuildProgress)
     return manifest
 
 
+@contextmanager
+def failing_on_error(store: IndexStore, manifest: Manifest) -> Iterator[None]:
+    """Mark the build failed if the ``with`` block raises anything (an interrupt included), then re-raise."""
+    try:
+        yield
+    except BaseException as exc:
+        fail_build(store, manifest, f"{type(exc).__name__}: {exc}")
+        raise
+
+
 def fail_build(store: IndexStore, manifest: Manifest, error: str) -> None:
     """Record that a build stopped before completing (best effort: the store may be what failed)."""
     # The manifest outlives the run and `ragops status` shows it: an error quoting a URL is redacted.
@@ -483,16 +381,6 @@ def record_verdict(
         manifest.state, manifest.error = "rejected", gate.reason
     store.write_manifest(manifest)
     return manifest
-
-
-def deleted_at_source(listings: Sequence[Listing], records: dict[str, DocumentRecord]) -> int:
-    """How many documents a build serves that these listings show were deleted at their source.
-
-    The gate uses it to tell a candidate's legitimate losses from documents lost on the way. The same
-    rules as ``plan_build``: documents of failed listings and unreadable entries are not deletions.
-    """
-    plan = plan_build(listings, None, records, utc_now())
-    return sum(1 for record in plan.deleted if record.chunks)
 
 
 def hash_text(texts) -> str:

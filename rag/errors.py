@@ -19,6 +19,9 @@ The tree, with the exit code the CLI gives each branch::
     ├── DriftDetected                6  a drift check found the live build drifted
     └── DocumentError                -  one document failed; recorded, never ends a run
 
+Tasks retry only errors raised with ``transient=True`` (``is_transient``): the network, throttling,
+a store or source briefly unavailable. Anything else, a bug above all, fails its task at once.
+
 Expected failures carry a message that says what was wrong, which object, and what to do next.
 Anything that is not a RagopsError is a bug: the CLI shows its traceback.
 """
@@ -69,14 +72,12 @@ class StoreError(RagopsError):
 
     exit_code = 4
     kind = "store"
-    transient = True
 
 
 class StoreLockedError(StoreError):
     """Raised when an embedded (local-mode) store is already open in another process."""
 
     kind = "store_locked"
-    transient = False
 
 
 class VersionError(RagopsError):
@@ -152,3 +153,8 @@ class DocumentError(RagopsError):
         super().__init__(reason)
         self.stage = stage
         self.reason = reason
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """The one retry rule: worth retrying as is only when ragops marked it transient."""
+    return isinstance(exc, RagopsError) and exc.transient

@@ -19,8 +19,10 @@ from typing import Sequence
 from pydantic import BaseModel
 
 from rag.config import FolderSource, S3Source
-from rag.listing import covered, unchanged
+from rag.errors import FreshnessBreach
 from rag.models import DocumentRecord, SourceState
+from rag.plan import Listing, covered, unchanged
+from rag.store import IndexStore
 
 
 class SourceFreshness(BaseModel):
@@ -36,7 +38,7 @@ class SourceFreshness(BaseModel):
 def update_source_state(
     previous: SourceState | None,
     source: FolderSource | S3Source,
-    listing,  # rag.build.Listing (typed loosely to keep this module free of build imports)
+    listing: Listing,
     live_records: dict[str, DocumentRecord],
 ) -> SourceState:
     """The source's freshness after a run, from its listing and the live build's document table."""
@@ -120,3 +122,33 @@ def _human(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def record_freshness(
+    store: IndexStore, alias: str, sources: Sequence[FolderSource | S3Source], listings: Sequence[Listing]
+) -> list[SourceState]:
+    """Update and write each source's freshness from this run's listings and the live build's table.
+
+    Returns:
+        The sources' states, as written to the alias's freshness ledger.
+    """
+    live = store.alias_target(alias)
+    live_records = store.read_records(live) if live else {}
+    known = store.read_source_states(alias)
+    states = [update_source_state(known.get(source.name), source, listing, live_records)
+              for source, listing in zip(sources, listings)]
+    store.write_source_states(alias, states)
+    return states
+
+
+def breach(assessed: Sequence[SourceFreshness], details: dict | None = None) -> FreshnessBreach | None:
+    """The one error for sources over their ``max_staleness`` (None when none is): one line naming each."""
+    over = [f"{s.state.name}: {s.message}" for s in assessed if s.breach]
+    if not over:
+        return None
+    return FreshnessBreach("freshness limit breached: " + " | ".join(over), details=details)
+
+
+def read_freshness(store: IndexStore, alias: str, sources: Sequence[FolderSource | S3Source], now: datetime) -> list[SourceFreshness]:
+    """Each source's freshness at ``now``, from the ledger the last reindex wrote (no listing is done)."""
+    return assess(store.read_source_states(alias), sources, now)

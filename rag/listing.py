@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from rag.models import DocumentRecord, DocumentRef
+from rag.models import DocumentRef
 
 
 class Skipped(BaseModel):
@@ -32,23 +32,3 @@ class SourceListing(BaseModel):
     unreadable: list[Skipped] = Field(
         default_factory=list, description="Present but unreadable: what the base holds of them is kept."
     )
-
-
-def unchanged(ref: DocumentRef, record: DocumentRecord | None) -> bool:
-    """The one rule for "did this document change?", shared by planning and freshness.
-
-    Unchanged when the listing signal equals the version the record holds, or the version that failed
-    (a quarantined document is retried only once it changes again).
-    """
-    if record is None:
-        return False
-    failed = record.quarantine.signal if record.quarantine else None
-    return ref.signal in (record.signal, failed)
-
-
-def covered(doc_id: str, unreadable: set[str]) -> bool:
-    """The id is an unreadable entry, or lies under one (an unreadable folder covers its documents)."""
-    if not unreadable:
-        return False
-    parts = doc_id.split("/")
-    return any("/".join(parts[:end]) in unreadable for end in range(len(parts), 1, -1))

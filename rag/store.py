@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, StoreError, StoreLockedError, VersionError
@@ -532,7 +534,7 @@ def _connect(settings: StoreSettings) -> QdrantClient:
             reason = mask(_first_line(exc), [api_key])
             raise StoreError(
                 f"cannot reach Qdrant at {redact_url(settings.location)}: {reason}; check store.location "
-                "and store.api_key (RAGOPS_STORE__API_KEY)"
+                "and store.api_key (RAGOPS_STORE__API_KEY)", transient=_transient(exc),
             ) from None
         return client
     path = Path(settings.location)
@@ -562,7 +564,26 @@ def store_errors(action: str) -> Iterator[None]:
     except (StoreError, VersionError):
         raise
     except Exception as exc:
-        raise StoreError(f"{action} failed: {_first_line(exc)}") from exc
+        raise StoreError(f"{action} failed: {_first_line(exc)}", transient=_transient(exc)) from exc
+
+
+#: HTTP statuses that say "later", not "never": throttling and a server briefly unavailable
+_RETRYABLE_STATUS = {408, 429, 502, 503, 504}
+
+
+def _transient(exc: BaseException) -> bool:
+    """A network failure, a timeout or a "try later" status: the same call may well succeed soon.
+
+    Anything else (a bad request, a missing collection, a bug in our call, an embedded store's disk
+    error) would fail the same way again, so it is not retried.
+    """
+    if isinstance(exc, (httpx.TransportError, ResponseHandlingException, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in _RETRYABLE_STATUS
+    code = getattr(exc, "code", None)  # grpc.RpcError, without importing grpc
+    name = getattr(code() if callable(code) else None, "name", "")
+    return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 
 
 def _first_line(exc: BaseException) -> str:

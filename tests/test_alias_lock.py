@@ -44,6 +44,7 @@ def _holder(store: Path, kind: str) -> subprocess.Popen:
     return process
 
 
+@pytest.mark.slow  # real holder processes and lock timeouts (2-3 s)
 @pytest.mark.parametrize("kind", ["file", "lease"])
 def test_a_live_holder_makes_the_next_run_wait_and_a_killed_one_frees_the_lock_at_once(tmp_path, kind) -> None:
     store = tmp_path / "store"
@@ -94,6 +95,7 @@ def test_a_lease_of_another_host_is_taken_over_only_once_it_expired(tmp_path) ->
     assert any("taking over the stale lock" in line and "worker-2" in line for line in lines)
 
 
+@pytest.mark.slow  # sleeps past the lease's renewals (2.2 s)
 def test_a_held_lease_is_renewed_and_released(tmp_path) -> None:
     settings = StoreSettings(location=str(tmp_path / "store"))
     lock = AliasLock(settings, "kb", kind="lease", ttl=1.5, settle=0.1, poll=0.1)

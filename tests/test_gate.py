@@ -89,6 +89,7 @@ def test_documents_lost_without_a_deletion_at_the_source_fail_the_sanity_check(s
     assert [c.passed for c in explained] == [True, True]
 
 
+@pytest.mark.slow  # imports ragas (~1.5 s)
 def test_rankings_score_documents_by_their_best_chunk_with_ragas_context_metrics() -> None:
     settings = EvaluationSettings(k_values=[1, 3, 10], context_k=2)
     qrels = {"q1": {"a": 2, "c": 1, "x": 0}, "q2": {"d": 1}}

@@ -185,7 +185,8 @@ def test_approval_pauses_the_run_and_resumes_on_input(tmp_path: Path, settings, 
 
     thread.join(10)
     assert outcome.get("paused") and "error" not in outcome, outcome
-    assert outcome["live_while_paused"] is None  # the embedded store was free while the run waited    assert summary["promoted"] is True
+    assert outcome["live_while_paused"] is None  # the embedded store was free while the run waited
+    assert summary["promoted"] is True
     manifest, alias = _manifest(store_path, summary["collection"])
     assert alias == summary["collection"]
     assert manifest.promotions[-1].reason.endswith("; approved: looks good to me")

@@ -38,8 +38,8 @@ def _config(tmp_path: Path, settings, name: str = "ragops.yaml", **evaluation) -
 
 
 def _begin(store: IndexStore, settings, embedder, base: str | None) -> Manifest:
-    return build.begin_build(store, settings, embedder, Chunker(settings.chunking, embedder.tokenizer,
-                                                                 embedder.max_tokens), base)
+    chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
+    return build.begin_build(store, settings.alias, settings.sources, embedder.fingerprint, chunker.describe(), base)
 
 
 def _ungated_copy(settings, embedder, share: float = 1.0) -> Manifest:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors import list_documents
+from connectors import list_documents, list_source
 from connectors.folder import LINK_NOT_FOLLOWED
 from connectors.ids import decode_document_id, document_id
-from rag import build
 from rag.config import FolderSource
 from rag.models import DocumentRecord
+from rag.plan import Listing, deleted_at_source, plan_build
 from rag.store import record_id
 from tests.test_s3 import bucket, s3_endpoint  # noqa: F401 - the real S3 server (SeaweedFS) fixtures
 
@@ -163,11 +163,9 @@ def _record(doc_id: str, signal: str = "1:1") -> DocumentRecord:
     )
 
 
-def _listing(source: FolderSource) -> build.Listing:
-    """What flows.reindex._list_source makes of a connector's listing."""
-    listed = list_documents(source)
-    return build.Listing(source=source.name, kind=source.kind, uri=source.uri, listed_at=NOW, refs=listed.refs,
-                         skipped=listed.skipped, unreadable=listed.unreadable)
+def _listing(source: FolderSource) -> Listing:
+    """What the reindex flow's list step makes of a source."""
+    return list_source(source)
 
 
 def test_unreadable_entries_keep_their_base_records_and_the_run_says_so(tmp_path: Path) -> None:
@@ -191,7 +189,7 @@ def test_unreadable_entries_keep_their_base_records_and_the_run_says_so(tmp_path
     (root / "mnt" / "nas").rmdir()  # "unmounted": share is a broken link now
 
     listing = _listing(FolderSource(path=root, follow_symlinks=True))
-    plan = build.plan_build([listing], "kb__20250601-000000", base, NOW)
+    plan = plan_build([listing], "kb__20250601-000000", base, NOW)
 
     assert set(_ids(listing.unreadable)) == {"kb/guide.md", "kb/share", "kb/looped.md", "kb/mnt/loop"}
     carried = {r.doc_id: r for r in plan.carry}
@@ -211,14 +209,14 @@ def test_unreadable_entries_keep_their_base_records_and_the_run_says_so(tmp_path
         "leaves the source root)"
     )
     # The gate counts only the real deletions as explained losses.
-    assert build.deleted_at_source([listing], base) == 2
+    assert deleted_at_source([listing], base, NOW) == 2
 
 
 def test_a_file_gone_from_a_listing_is_still_a_deletion(tmp_path: Path) -> None:
     root = tmp_path / "kb"
     root.mkdir()
     listing = _listing(FolderSource(path=root, follow_symlinks=True))
-    plan = build.plan_build([listing], "kb__20250601-000000", {"kb/gone.md": _record("kb/gone.md")}, NOW)
+    plan = plan_build([listing], "kb__20250601-000000", {"kb/gone.md": _record("kb/gone.md")}, NOW)
     assert _ids(plan.deleted) == ["kb/gone.md"] and plan.carry == [] and plan.notes == []
 
 
@@ -282,6 +280,7 @@ def test_document_ids_round_trip() -> None:
         assert decode_document_id(doc_id) == ("kb", relative)
 
 
+@pytest.mark.slow  # starts the real S3 server (SeaweedFS)
 def test_s3_keys_use_the_same_ids(bucket, s3_endpoint: str) -> None:
     from rag.config import S3Source
 

@@ -1,15 +1,16 @@
-"""Planning and freshness share one "did this document change?" rule (rag.listing.unchanged): pure, fast
+"""Planning and freshness share one "did this document change?" rule (rag.plan.unchanged): pure, fast
 tests with no model, no store and no Prefect."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from rag.build import Listing, plan_build
 from rag.config import FolderSource
-from rag.freshness import update_source_state
-from rag.listing import Skipped, covered, unchanged
-from rag.models import DocumentRecord, DocumentRef, Quarantine
+from rag.errors import FreshnessBreach
+from rag.freshness import assess, breach, update_source_state
+from rag.listing import Skipped
+from rag.models import DocumentRecord, DocumentRef, Manifest, ModelFingerprint, Quarantine, SourceState
+from rag.plan import Listing, choose_base, covered, deleted_at_source, plan_build, unchanged
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 EARLIER = NOW - timedelta(hours=1)
@@ -67,3 +68,298 @@ def test_planning_and_freshness_agree_on_what_changed() -> None:
 def test_an_unreadable_folder_covers_its_documents_only() -> None:
     assert covered("kb/share/manual.md", {"kb/share"}) and covered("kb/share", {"kb/share"})
     assert not covered("kb/shared.md", {"kb/share"}) and not covered("kb/share/x", set())
+
+
+# --- planning: every fate of a document -------------------------------------------------------------
+
+
+def _other(name: str, signal: str = "o1") -> DocumentRecord:
+    """A record of source "old", which the configuration no longer has."""
+    return DocumentRecord(doc_id=f"old/{name}", source="old", uri=f"file:///old/{name}", signal=signal, modified=0,
+                          first_seen=EARLIER, last_seen=EARLIER, chunks=1)
+
+
+def test_counts_of_a_plan_add_up() -> None:
+    plan = plan_build([_listing(LISTED, unreadable=["kb/share"])], "kb__v1", BASE, NOW)
+    assert plan.base == "kb__v1"
+    assert (plan.listed, plan.new, plan.changed, plan.unchanged, plan.kept) == (4, 1, 1, 2, 1)
+    assert len(plan.deleted) == 1 and plan.has_changes
+    # every base record and every listed document has exactly one fate
+    fates = [r.doc_id for r in plan.carry] + [w.ref.doc_id for w in plan.work] + [r.doc_id for r in plan.deleted]
+    assert sorted(fates) == sorted(set(BASE) | {r.doc_id for r in LISTED})
+
+
+def test_a_changed_document_is_work_with_the_version_the_base_holds() -> None:
+    plan = plan_build([_listing(LISTED)], "kb__v1", BASE, NOW)
+    edited = next(w for w in plan.work if w.ref.doc_id == "kb/edited.md")
+    assert edited.status == "changed" and edited.previous == BASE["kb/edited.md"] and edited.ref.signal == "e2"
+    new = next(w for w in plan.work if w.ref.doc_id == "kb/new.md")
+    assert new.status == "new" and new.previous is None
+
+
+def test_carried_documents_were_seen_now_and_kept_ones_were_not() -> None:
+    plan = plan_build([_listing(LISTED, unreadable=["kb/share"])], "kb__v1", BASE, NOW)
+    carried = {r.doc_id: r for r in plan.carry}
+    assert carried["kb/same.md"].last_seen == NOW
+    assert carried["kb/share/manual.md"].last_seen == EARLIER  # unreadable: not seen, kept exactly as it was
+    assert carried["kb/share/manual.md"] == BASE["kb/share/manual.md"]
+    assert BASE["kb/same.md"].last_seen == EARLIER  # the base's table is not changed by planning
+
+
+def test_a_source_removed_from_the_configuration_deletes_its_documents() -> None:
+    base = {**BASE, "old/a.md": _other("a.md"), "old/b.md": _other("b.md")}
+    plan = plan_build([_listing(LISTED, unreadable=["kb/share"])], "kb__v1", base, NOW)
+    assert sorted(r.doc_id for r in plan.deleted) == ["kb/gone.md", "old/a.md", "old/b.md"]
+    assert not any(r.source == "old" for r in plan.carry)
+
+
+def test_a_quarantined_document_is_retried_only_once_its_signal_moves_again() -> None:
+    same = plan_build([_listing([_ref("failing.md", "f2")])], "kb__v1", BASE, NOW)
+    assert [r.doc_id for r in same.carry] == ["kb/failing.md"] and not same.work
+    assert same.carry[0].quarantine == BASE["kb/failing.md"].quarantine  # still quarantined, still its good version
+    moved = plan_build([_listing([_ref("failing.md", "f3")])], "kb__v1", BASE, NOW)
+    assert [(w.ref.doc_id, w.status) for w in moved.work] == [("kb/failing.md", "changed")]
+    assert moved.work[0].previous == BASE["kb/failing.md"]
+    # back to the version the build holds: unchanged as well
+    back = plan_build([_listing([_ref("failing.md", "f1")])], "kb__v1", BASE, NOW)
+    assert not back.work and back.unchanged == 1
+
+
+def test_an_unreadable_document_id_keeps_its_record() -> None:
+    listed = [r for r in LISTED if r.doc_id != "kb/same.md"]
+    plan = plan_build([_listing(listed, unreadable=["kb/same.md", "kb/share"])], "kb__v1", BASE, NOW)
+    assert "kb/same.md" in {r.doc_id for r in plan.carry}
+    assert "kb/same.md" not in {r.doc_id for r in plan.deleted}
+    assert plan.kept == 2 and plan.unchanged == 1
+
+
+def test_skipped_entries_are_deleted_like_absent_ones() -> None:
+    listing = _listing([r for r in LISTED if r.doc_id != "kb/same.md"], unreadable=["kb/share"])
+    listing.skipped = [Skipped(doc_id="kb/same.md", reason="too large")]
+    plan = plan_build([listing], "kb__v1", BASE, NOW)
+    assert sorted(r.doc_id for r in plan.deleted) == ["kb/gone.md", "kb/same.md"]
+    assert any("skipped 1 entries" in note and "kb/same.md (too large)" in note for note in plan.notes)
+
+
+def test_a_failed_listing_is_noted_with_its_error() -> None:
+    plan = plan_build([_listing([], error="folder missing")], "kb__v1", BASE, NOW)
+    assert plan.listed == 0 and plan.unchanged == 0 and plan.kept == 5 and not plan.has_changes
+    assert plan.notes == ["source 'kb' could not be listed (folder missing); kept its 5 documents as they were"]
+    assert all(r.last_seen == EARLIER for r in plan.carry)
+
+
+def test_nothing_to_do_when_every_listed_document_is_unchanged() -> None:
+    base = {k: v for k, v in BASE.items() if k in ("kb/same.md", "kb/failing.md")}
+    plan = plan_build([_listing([_ref("same.md", "s1"), _ref("failing.md", "f2")])], "kb__v1", base, NOW)
+    assert not plan.has_changes and plan.unchanged == 2 and (plan.new, plan.changed) == (0, 0)
+
+
+def test_without_a_base_everything_listed_is_new() -> None:
+    plan = plan_build([_listing(LISTED)], None, {}, NOW)
+    assert plan.base is None and plan.new == 4 and plan.changed == 0 and not plan.carry and not plan.deleted
+
+
+def test_notes_name_the_first_few_entries_and_count_the_rest() -> None:
+    listing = _listing(LISTED, unreadable=[f"kb/bad{i}" for i in range(5)])
+    plan = plan_build([listing], None, {}, NOW)
+    (note,) = plan.notes
+    assert note.startswith("source 'kb': 5 entries could not be read")
+    assert "kb/bad2 (broken link); and 2 more" in note and "kb/bad3" not in note
+
+
+# --- the base a build starts from ---------------------------------------------------------------------
+
+FINGERPRINT = ModelFingerprint(name="all-MiniLM-L6-v2", path="/models/minilm", weights_sha256="a" * 64, dimension=384,
+                               normalize=True, dtype="float32", max_seq_length=256)
+CHUNKING = {"max_tokens": 96, "overlap": 16}
+
+
+def _manifest(version: str, state: str = "complete", *, weights: str = "a" * 64, chunking: dict | None = None,
+              path: str = "/models/minilm") -> Manifest:
+    model = FINGERPRINT.model_copy(update={"weights_sha256": weights, "path": path})
+    return Manifest(alias="kb", version=version, collection=f"kb__{version}", state=state, created_at=EARLIER,
+                    model=model, chunking=CHUNKING if chunking is None else chunking, sources=[])
+
+
+def test_a_compatible_live_build_is_the_base_even_when_a_newer_one_exists() -> None:
+    builds = [_manifest("v1"), _manifest("v2"), _manifest("v3")]
+    assert choose_base("kb__v2", builds, FINGERPRINT, CHUNKING) == "kb__v2"
+
+
+def test_a_live_build_of_another_model_falls_back_to_the_newest_compatible_build() -> None:
+    builds = [_manifest("v1"), _manifest("v2"), _manifest("v3", weights="b" * 64)]
+    assert choose_base("kb__v3", builds, FINGERPRINT, CHUNKING) == "kb__v2"
+
+
+def test_a_live_build_with_other_chunking_falls_back_to_the_newest_compatible_build() -> None:
+    builds = [_manifest("v1"), _manifest("v2", chunking={"max_tokens": 128, "overlap": 16}), _manifest("v3")]
+    assert choose_base("kb__v2", builds, FINGERPRINT, CHUNKING) == "kb__v3"
+    assert choose_base("kb__v3", builds[:2], FINGERPRINT, CHUNKING) == "kb__v1"
+
+
+def test_another_model_folder_with_the_same_weights_is_compatible() -> None:
+    assert choose_base("kb__v1", [_manifest("v1", path="/elsewhere")], FINGERPRINT, CHUNKING) == "kb__v1"
+
+
+def test_builds_that_are_not_complete_are_never_a_base() -> None:
+    builds = [_manifest("v1"), _manifest("v2", "building"), _manifest("v3", "failed"), _manifest("v4", "rejected")]
+    assert choose_base(None, builds, FINGERPRINT, CHUNKING) == "kb__v1"
+    assert choose_base("kb__v4", builds, FINGERPRINT, CHUNKING) == "kb__v1"
+    assert choose_base(None, builds[1:], FINGERPRINT, CHUNKING) is None
+
+
+def test_no_compatible_build_means_no_base() -> None:
+    builds = [_manifest("v1", weights="b" * 64), _manifest("v2", chunking={})]
+    assert choose_base("kb__v2", builds, FINGERPRINT, CHUNKING) is None
+    assert choose_base(None, [], FINGERPRINT, CHUNKING) is None
+
+
+def test_builds_without_a_manifest_are_skipped() -> None:
+    assert choose_base(None, [_manifest("v1"), None], FINGERPRINT, CHUNKING) == "kb__v1"
+    assert choose_base("kb__v2", [None, _manifest("v1"), None], FINGERPRINT, CHUNKING) == "kb__v1"
+    assert choose_base(None, [None], FINGERPRINT, CHUNKING) is None
+
+
+# --- deletions at the source, for the gate ------------------------------------------------------------
+
+
+def test_only_a_complete_listing_shows_deletions() -> None:
+    listing = _listing([_ref("same.md", "s1")])
+    assert deleted_at_source([listing], BASE, NOW) == 4  # edited, failing, gone, share/manual
+    assert deleted_at_source([_listing([], error="folder missing")], BASE, NOW) == 0
+
+
+def test_unreadable_documents_are_not_deletions() -> None:
+    listing = _listing(LISTED, unreadable=["kb/share"])
+    assert deleted_at_source([listing], BASE, NOW) == 1  # gone.md only
+    assert deleted_at_source([_listing(LISTED)], BASE, NOW) == 2  # share/manual.md is gone too
+
+
+def test_documents_the_build_never_served_are_not_counted_as_deleted() -> None:
+    never = _record("never.md", "x1", failed_signal="x1", chunks=0)  # quarantined at its first version
+    records = {**BASE, never.doc_id: never}
+    listing = _listing(LISTED, unreadable=["kb/share"])
+    assert deleted_at_source([listing], records, NOW) == 1
+    assert deleted_at_source([listing], {never.doc_id: never}, NOW) == 0
+
+
+def test_documents_of_a_source_no_longer_configured_are_deletions() -> None:
+    records = {**BASE, "old/a.md": _other("a.md")}
+    assert deleted_at_source([_listing(LISTED, unreadable=["kb/share"])], records, NOW) == 2
+
+
+# --- freshness ----------------------------------------------------------------------------------------
+
+SOURCE = FolderSource(path="/kb", name="kb")
+LIVE = {r.doc_id: r for r in [_record("same.md", "s1"), _record("failing.md", "f1", failed_signal="f2")]}
+
+
+def _state(**fields) -> SourceState:
+    return SourceState(name="kb", kind="folder", uri=SOURCE.uri, **fields)
+
+
+def test_a_source_in_sync_is_synced_through_its_listing() -> None:
+    previous = _state(last_complete_listing_at=EARLIER, synced_through=EARLIER - timedelta(days=1), unsynced=2,
+                      oldest_unsynced_change=EARLIER - timedelta(days=1))
+    listing = _listing([_ref("same.md", "s1"), _ref("failing.md", "f2")])
+    state = update_source_state(previous, SOURCE, listing, LIVE)
+    assert (state.synced_through, state.last_sync_at, state.last_complete_listing_at, state.last_listing_at) == (
+        NOW, NOW, NOW, NOW)
+    assert state.oldest_unsynced_change is None and state.unsynced == 0
+    assert (state.documents, state.quarantined) == (2, 1)  # a quarantined new version counts as synced
+    assert previous.unsynced == 2  # the previous state is not changed
+
+
+def test_a_change_the_live_build_misses_is_unsynced_from_its_modification_time() -> None:
+    changed_at = NOW - timedelta(hours=3)
+    ref = _ref("new.md", "n1").model_copy(update={"modified": changed_at.timestamp()})
+    state = update_source_state(None, SOURCE, _listing([_ref("same.md", "s1"), _ref("failing.md", "f2"), ref]), LIVE)
+    assert state.unsynced == 1
+    assert state.oldest_unsynced_change == changed_at and state.synced_through == changed_at
+    assert state.last_sync_at is None and state.last_complete_listing_at == NOW
+
+
+def test_a_quarantined_document_that_changed_again_is_unsynced() -> None:
+    state = update_source_state(None, SOURCE, _listing([_ref("same.md", "s1"), _ref("failing.md", "f3")]), LIVE)
+    assert state.unsynced == 1 and state.oldest_unsynced_change == EARLIER
+
+
+def test_an_unsynced_source_keeps_the_older_synced_through() -> None:
+    long_ago = NOW - timedelta(days=2)
+    previous = _state(last_complete_listing_at=EARLIER, synced_through=long_ago)
+    state = update_source_state(previous, SOURCE, _listing([_ref("same.md", "s2"), _ref("failing.md", "f2")]), LIVE)
+    assert state.oldest_unsynced_change == EARLIER and state.synced_through == long_ago
+
+
+def test_a_deletion_is_unsynced_from_the_previous_complete_listing() -> None:
+    previous_listing = NOW - timedelta(minutes=30)
+    previous = _state(last_complete_listing_at=previous_listing, synced_through=previous_listing)
+    state = update_source_state(previous, SOURCE, _listing([_ref("same.md", "s1")]), LIVE)  # failing.md deleted
+    assert state.unsynced == 1
+    assert state.oldest_unsynced_change == previous_listing == state.synced_through
+    assert state.last_complete_listing_at == NOW
+    # with no earlier complete listing, it is this one
+    first = update_source_state(None, SOURCE, _listing([_ref("same.md", "s1")]), LIVE)
+    assert first.oldest_unsynced_change == NOW and first.unsynced == 1
+
+
+def test_an_unreadable_entry_is_not_a_deletion_the_live_build_misses() -> None:
+    state = update_source_state(None, SOURCE, _listing([_ref("same.md", "s1")], unreadable=["kb/failing.md"]), LIVE)
+    assert state.unsynced == 0 and state.synced_through == NOW
+
+
+def test_a_failed_listing_changes_nothing_but_records_its_error() -> None:
+    previous = _state(last_listing_at=EARLIER, last_complete_listing_at=EARLIER, last_sync_at=EARLIER,
+                      synced_through=EARLIER, unsynced=1, oldest_unsynced_change=EARLIER)
+    state = update_source_state(previous, SOURCE, _listing([], error="folder missing"), LIVE)
+    assert state.last_listing_error == "folder missing" and state.last_listing_at == NOW
+    assert (state.last_complete_listing_at, state.last_sync_at, state.synced_through) == (EARLIER,) * 3
+    assert (state.unsynced, state.oldest_unsynced_change) == (1, EARLIER)
+    # the next complete listing clears the error
+    assert update_source_state(state, SOURCE, _listing([_ref("same.md", "s1"), _ref("failing.md", "f2")]),
+                               LIVE).last_listing_error is None
+
+
+def test_other_sources_documents_do_not_count() -> None:
+    records = {**LIVE, "old/a.md": _other("a.md")}
+    state = update_source_state(None, SOURCE, _listing([_ref("same.md", "s1"), _ref("failing.md", "f2")]), records)
+    assert state.documents == 2 and state.unsynced == 0
+
+
+LIMITED = FolderSource(path="/kb", name="kb", max_staleness=timedelta(hours=1))
+
+
+def test_a_source_breaches_only_when_staler_than_its_limit() -> None:
+    at_limit = assess({"kb": _state(synced_through=NOW - timedelta(hours=1))}, [LIMITED], NOW)
+    over = assess({"kb": _state(synced_through=NOW - timedelta(hours=2), unsynced=3)}, [LIMITED], NOW)
+    assert [s.breach for s in at_limit] == [False] and at_limit[0].staleness_seconds == 3600
+    assert at_limit[0].max_staleness_seconds == 3600 and at_limit[0].message == "in sync as of 1.0h ago"
+    (stale,) = over
+    assert stale.breach and stale.staleness_seconds == 7200
+    assert stale.message == "3 change(s) not in the live index, oldest from 2.0h ago; BREACH: over max_staleness 1.0h"
+
+
+def test_never_synced_breaches_only_with_a_limit() -> None:
+    (limited,) = assess({}, [LIMITED], NOW)
+    (unlimited,) = assess({}, [SOURCE], NOW)
+    assert limited.breach and limited.staleness_seconds is None and limited.message.startswith("never synced")
+    assert not unlimited.breach and unlimited.message == "never synced"
+
+
+def test_recorded_sources_no_longer_configured_come_last_without_a_limit() -> None:
+    states = {"zz": SourceState(name="zz", kind="folder", uri="file:///zz", synced_through=NOW - timedelta(days=9)),
+              "kb": _state(synced_through=NOW, last_listing_error="folder missing")}
+    assessed = assess(states, [LIMITED], NOW)
+    assert [s.state.name for s in assessed] == ["kb", "zz"]
+    assert assessed[0].message == "in sync as of 0s ago; last listing failed: folder missing"
+    assert not assessed[1].breach and assessed[1].max_staleness_seconds is None
+
+
+def test_breach_names_every_source_over_its_limit() -> None:
+    fine = assess({"kb": _state(synced_through=NOW)}, [LIMITED], NOW)
+    assert breach(fine) is None
+    other = FolderSource(path="/docs", name="docs", max_staleness=timedelta(minutes=5))
+    assessed = assess({"kb": _state(synced_through=NOW)}, [LIMITED, other], NOW)
+    error = breach(assessed, {"summary": {"alias": "kb"}})
+    assert isinstance(error, FreshnessBreach) and error.details == {"summary": {"alias": "kb"}}
+    assert str(error) == "freshness limit breached: docs: never synced; BREACH: over max_staleness 5.0m"

@@ -44,7 +44,7 @@ def test_the_drift_event_starts_the_full_rebuild() -> None:
 
 
 def test_the_manual_reindex_takes_a_typed_request() -> None:
-    from flows.reindex import ReindexRequest
+    from flows.manual import ReindexRequest
 
     flow = _flow(DEPLOYMENTS["reindex"]["entrypoint"])
     assert flow.name == "manual-reindex"

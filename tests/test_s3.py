@@ -25,6 +25,8 @@ from rag.errors import SourceError
 from tests.conftest import DEMO_CORPUS
 from tests.helpers import assert_same_index, doc_ids, snapshot
 
+pytestmark = pytest.mark.slow  # a real S3 server (SeaweedFS) or a retrying stub server
+
 ACCESS_KEY, SECRET_KEY = "ragops-test", "ragops-test-secret"
 WEED = Path(sys.executable).with_name("weed")
 

@@ -95,6 +95,7 @@ def test_a_yaml_syntax_error_shows_where_not_the_line(tmp_path: Path, line: str,
     assert str(error.value) == f"config file {file} is not valid YAML: {problem}"
 
 
+@pytest.mark.slow  # the CLI in child processes
 def test_cli_errors_never_echo_a_secret(tmp_path: Path) -> None:
     config = tmp_path / "ragops.yaml"
     config.write_text(f"store:\n  api_key: !{SECRET}\n")
@@ -130,6 +131,7 @@ def test_mask_hides_known_secrets_and_url_passwords() -> None:
     assert mask(f"key {SECRET}x at http://a:b@h", [SECRET, f"{SECRET}x", None, ""]) == "key *** at http://a:***@h"
 
 
+@pytest.mark.slow  # the CLI in child processes
 def test_status_does_not_show_the_store_password() -> None:
     for args in (["--json"], []):
         result = ragops("status", "--store", STORE_URL, *args)
@@ -138,6 +140,7 @@ def test_status_does_not_show_the_store_password() -> None:
         assert_hidden(result)
 
 
+@pytest.mark.slow  # the CLI in child processes
 def test_config_command_masks_keys_and_url_passwords(tmp_path: Path) -> None:
     config = tmp_path / "ragops.yaml"
     config.write_text(f"sources:\n  - url: s3://bucket/docs\n    endpoint_url: http://minio:{SECRET}-s3@127.0.0.1:9000\n")

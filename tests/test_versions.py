@@ -212,7 +212,7 @@ def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder)
         versions.promote(store, settings.alias, a, expected=None, by="reindex", reason="a")
 
         expected = store.alias_target(settings.alias)  # what the run saw when it started
-        manifest = build.begin_build(store, settings, embedder, chunker)
+        manifest = build.begin_build(store, settings.alias, settings.sources, embedder.fingerprint, chunker.describe())
         work = [build.WorkItem(ref=ref) for ref in list_documents(settings.sources[0]).refs]
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
         progress = build.BuildProgress()

@@ -1,0 +1,68 @@
+"""Every step of every flow, as a Prefect task made one way: named, never cached, one retry rule.
+
+The functions are the domain's plain functions (rag/, evals/, connectors/); this module only gives
+them a name in the UI and the retry rule. **Retry only what ragops marked transient**
+(``rag.errors.is_transient``: the network, throttling, a store briefly unavailable); a bug, a bad
+input or a refusal fails its task at once, with its traceback in the log when it is a bug. The rule
+is the same on the local runner and on Dask (flows/fanout.py makes its tasks here too).
+
+Steps that are safe to repeat (deterministic ids, cached vectors, reads) retry twice; steps that must
+not run twice (creating a build, moving the alias) do not retry at all.
+
+Results stay in memory: models, clients and stores are not cacheable.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+
+import connectors
+from evals.drift import check_drift
+from evals.evaluate import evaluate_build
+from evals.gate import gate_candidate
+from rag import build, freshness, versions
+from rag.cache import prune_caches as prune_unused_vectors
+from rag.embedding import embed_in_worker, load_embedder
+from rag.errors import is_transient
+
+#: seconds before each retry of a repeatable step
+RETRY_DELAYS = [5, 30]
+
+
+def transient_only(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: retry when the task failed with an error marked transient."""
+    return is_transient(state.result(raise_on_failure=False))
+
+
+def step(fn: Callable, name: str, *, repeatable: bool = True) -> Task:
+    """A task for ``fn``: retried on transient errors when ``repeatable``, never otherwise."""
+    retries = {"retries": len(RETRY_DELAYS), "retry_delay_seconds": RETRY_DELAYS,
+               "retry_condition_fn": transient_only} if repeatable else {}
+    return task(fn, name=name, cache_policy=NO_CACHE, **retries)
+
+
+# reindex
+list_source = step(connectors.list_source, "list-source")
+load_model = step(load_embedder, "load-model")
+plan_build = step(build.plan_against_store, "plan-build")
+begin_build = step(build.begin_build, "begin-build", repeatable=False)
+carry_documents = step(build.carry_documents, "carry-documents")
+index_batch = step(build.index_batch, "index-batch")
+finish_build = step(build.finish_build, "finish-build")
+gate_build = step(gate_candidate, "evaluate-and-gate")
+record_verdict = step(build.record_verdict, "record-verdict")
+promote_build = step(versions.promote, "promote", repeatable=False)
+apply_retention = step(versions.apply_retention, "apply-retention")
+prune_caches = step(prune_unused_vectors, "prune-caches")
+record_freshness = step(freshness.record_freshness, "record-freshness")
+# the same, fanned out over Dask (flows/fanout.py)
+prepare_batch = step(build.prepare_batch, "prepare-batch")
+embed_batch = step(embed_in_worker, "embed-batch")
+write_batch = step(build.write_batch, "write-batch")
+# evaluate, drift-check, freshness-check
+evaluate_one = step(evaluate_build, "evaluate-build")
+drift_checks = step(check_drift, "drift-checks")
+read_freshness = step(freshness.read_freshness, "read-freshness")

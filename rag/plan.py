@@ -1,0 +1,212 @@
+"""Planning a build: what to carry, what to (re)process, what to delete, and what to start from.
+
+Pure functions over listings, manifests and document tables: no store, no model, no Prefect, so every
+decision here is tested in milliseconds (tests/test_plan.py).
+
+- ``unchanged`` is the one rule for "did this document change?": planning uses it, and so does
+  freshness (rag/freshness.py), so the two can never disagree.
+- ``choose_base`` picks the build to start from: the live one if it was made with the same model and
+  chunking, else the newest such complete build, else nothing (a full build).
+- ``plan_build`` compares each source's listing with the base's document table. Unchanged documents
+  are *carried* (points copied, nothing parsed); new or changed ones become *work*. Only a complete
+  listing deletes: documents it lacks are deleted by not being carried. A source whose listing failed,
+  and entries a listing could not read, keep every document as it was.
+- ``deleted_at_source`` counts the live build's documents that the listings show were deleted, which
+  the gate uses to tell legitimate losses from documents lost on the way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Sequence
+
+from pydantic import BaseModel, Field
+
+from rag.listing import Skipped
+from rag.models import DocumentRecord, DocumentRef, Manifest, ModelFingerprint
+
+#: entries named in a note; the rest are counted
+NOTE_EXAMPLES = 3
+
+
+class Listing(BaseModel):
+    """One source's listing in a run: complete, or failed with the reason.
+
+    A complete listing may still be incomplete for single entries: those in ``unreadable`` (and, for
+    a folder, everything under it) keep what the base holds of them.
+    """
+
+    source: str
+    kind: str
+    uri: str
+    listed_at: datetime
+    refs: list[DocumentRef] = Field(default_factory=list)
+    skipped: list[Skipped] = Field(default_factory=list, description="Entries not indexed on purpose, with why.")
+    unreadable: list[Skipped] = Field(
+        default_factory=list, description="Entries whose state is unknown: their documents are kept, not deleted."
+    )
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Only a complete listing may delete documents."""
+        return self.error is None
+
+
+class WorkItem(BaseModel):
+    """A listed document that must be fetched and parsed, with what the base holds of it."""
+
+    ref: DocumentRef
+    previous: DocumentRecord | None = None
+
+    @property
+    def status(self) -> Literal["new", "changed"]:
+        """New to the index, or a changed version of a document it holds."""
+        return "changed" if self.previous else "new"
+
+
+class BuildPlan(BaseModel):
+    """What a build must do, relative to its base."""
+
+    base: str | None = Field(description="Base build collection; None means everything is new.")
+    carry: list[DocumentRecord] = Field(default_factory=list, description="Copied as they are.")
+    work: list[WorkItem] = Field(default_factory=list)
+    deleted: list[DocumentRecord] = Field(default_factory=list)
+    unchanged: int = Field(0, description="Carried documents that a complete listing saw unchanged.")
+    kept: int = Field(
+        0, description="Carried documents whose listing failed or that were unreadable: kept as they were."
+    )
+    listed: int = Field(0, description="Documents the listings returned.")
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def has_changes(self) -> bool:
+        """False when the base already is what a new build would be."""
+        return bool(self.work or self.deleted)
+
+    @property
+    def new(self) -> int:
+        """Work items the base does not hold."""
+        return sum(1 for w in self.work if w.status == "new")
+
+    @property
+    def changed(self) -> int:
+        """Work items that replace a version the base holds."""
+        return sum(1 for w in self.work if w.status == "changed")
+
+
+def unchanged(ref: DocumentRef, record: DocumentRecord | None) -> bool:
+    """The one rule for "did this document change?", shared by planning and freshness.
+
+    Unchanged when the listing signal equals the version the record holds, or the version that failed
+    (a quarantined document is retried only once it changes again).
+    """
+    if record is None:
+        return False
+    failed = record.quarantine.signal if record.quarantine else None
+    return ref.signal in (record.signal, failed)
+
+
+def covered(doc_id: str, unreadable: set[str]) -> bool:
+    """The id is an unreadable entry, or lies under one (an unreadable folder covers its documents)."""
+    if not unreadable:
+        return False
+    parts = doc_id.split("/")
+    return any("/".join(parts[:end]) in unreadable for end in range(len(parts), 1, -1))
+
+
+def choose_base(
+    live: str | None, builds: Sequence[Manifest | None], fingerprint: ModelFingerprint, chunking: dict
+) -> str | None:
+    """The build to start from: the live one if compatible, else the newest compatible complete build.
+
+    Compatible means the same vector space (model fingerprint) and the same chunking settings, so its
+    chunks and vectors are exactly what this build would produce for unchanged documents.
+
+    Args:
+        live: the collection the alias points at, if any.
+        builds: the alias's builds' manifests, oldest first (None for a build without one).
+    """
+    def fits(manifest: Manifest | None) -> bool:
+        return (manifest is not None and manifest.state == "complete"
+                and manifest.model.same_space(fingerprint) and manifest.chunking == chunking)
+
+    by_collection = {m.collection: m for m in builds if m is not None}
+    if live is not None and fits(by_collection.get(live)):
+        return live
+    return next((m.collection for m in reversed(builds) if m is not None and m.collection != live and fits(m)), None)
+
+
+def plan_build(
+    listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord], now: datetime
+) -> BuildPlan:
+    """Compare listings with the base's document table: what to carry, (re)process and delete.
+
+    A document is unchanged by ``unchanged``. Documents of a source whose listing failed are all
+    carried. So are documents that a listing reports unreadable (by id, or under an unreadable folder):
+    nothing is known about them, so they are kept exactly as the base holds them, never deleted.
+    Skipped entries are like absent ones. Both are summed up in ``notes``. Documents whose source is no
+    longer configured are deleted.
+    """
+    plan = BuildPlan(base=base, listed=sum(len(listing.refs) for listing in listings))
+    by_source: dict[str, list[DocumentRecord]] = {}
+    for record in base_records.values():
+        by_source.setdefault(record.source, []).append(record)
+
+    for listing in listings:
+        held = by_source.pop(listing.source, [])
+        if not listing.complete:
+            plan.carry.extend(held)
+            plan.kept += len(held)
+            plan.notes.append(
+                f"source {listing.source!r} could not be listed ({listing.error}); "
+                f"kept its {len(held)} documents as they were"
+            )
+            continue
+        listed = set()
+        for ref in listing.refs:
+            listed.add(ref.doc_id)
+            previous = base_records.get(ref.doc_id)
+            if unchanged(ref, previous):
+                plan.carry.append(previous.model_copy(update={"last_seen": now}))
+                plan.unchanged += 1
+            else:
+                plan.work.append(WorkItem(ref=ref, previous=previous))
+        unreadable = {entry.doc_id for entry in listing.unreadable}
+        unseen = [r for r in held if r.doc_id not in listed]
+        kept = [r for r in unseen if covered(r.doc_id, unreadable)]
+        plan.carry.extend(kept)  # as they were: not even last_seen moves, they were not seen
+        plan.kept += len(kept)
+        plan.deleted.extend(r for r in unseen if not covered(r.doc_id, unreadable))
+        plan.notes.extend(_listing_notes(listing, len(kept)))
+    for records in by_source.values():  # sources removed from the configuration
+        plan.deleted.extend(records)
+    return plan
+
+
+def deleted_at_source(listings: Sequence[Listing], records: dict[str, DocumentRecord], now: datetime) -> int:
+    """How many documents a build serves that these listings show were deleted at their source.
+
+    The same rules as ``plan_build``: documents of failed listings and unreadable entries are not deletions.
+    """
+    plan = plan_build(listings, None, records, now)
+    return sum(1 for record in plan.deleted if record.chunks)
+
+
+def _listing_notes(listing: Listing, kept: int) -> list[str]:
+    """One line each for a source's unreadable and skipped entries: how many, and the first few."""
+    notes = []
+    if listing.unreadable:
+        notes.append(
+            f"source {listing.source!r}: {len(listing.unreadable)} entries could not be read, so the listing says "
+            f"nothing about them; kept {kept} of their documents as they were: {_examples(listing.unreadable)}"
+        )
+    if listing.skipped:
+        notes.append(f"source {listing.source!r}: skipped {len(listing.skipped)} entries: {_examples(listing.skipped)}")
+    return notes
+
+
+def _examples(entries: Sequence[Skipped]) -> str:
+    shown = "; ".join(f"{entry.doc_id} ({entry.reason})" for entry in entries[:NOTE_EXAMPLES])
+    more = len(entries) - NOTE_EXAMPLES
+    return shown + (f"; and {more} more" if more > 0 else "")
