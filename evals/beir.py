@@ -4,11 +4,16 @@ A BEIR dataset is a folder with ``corpus.jsonl`` (``_id``, ``title``, ``text``),
 (``_id``, ``text``) and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score``, with a header
 line). Line endings may be LF or CRLF.
 
-``run_beir`` embeds one vector per document, ``title + " " + text`` truncated at the model's
-``max_seq_length`` (256 tokens for all-MiniLM-L6-v2), exactly as MTEB does, so its figures are
-comparable with MTEB's published ones. The vectors go into a build collection through the same
-``IndexStore`` calls as a reindex, and queries are scored by the same ``evals.evaluate`` functions
-as a golden set.
+Three steps, which ``ragops bench beir`` (ragops/cli/bench.py) runs in order, with the configured
+model and a store of its own:
+
+- ``load_beir`` reads the folder and one split of its judgements into a ``BeirDataset``;
+- ``index_beir`` embeds one vector per document, ``title + " " + text`` truncated at the model's
+  ``max_seq_length`` (256 tokens for all-MiniLM-L6-v2), exactly as MTEB does, so the figures are
+  comparable with MTEB's published ones. The vectors go into a new, complete build collection through
+  the same ``IndexStore`` calls as a reindex;
+- ``evaluate_beir`` scores the judged queries with the same ``evals.evaluate`` functions as a golden
+  set, into an ``EvaluationReport``.
 """
 
 from __future__ import annotations

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import typer
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
-def emit(result: dict[str, Any], json_output: bool, render: Callable[[dict[str, Any]], str]) -> None:
-    """Print ``result`` as one JSON object (``--json``) or through its text renderer."""
+
+def emit(result: BaseModel, json_output: bool, render: Callable[[dict[str, Any]], str]) -> None:
+    """Print a command's response (a ``ragops.contracts`` model) as one JSON object (``--json``) or
+    through its text renderer; both see the same dump, so text and JSON cannot disagree."""
+    dumped = result.model_dump(mode="json")
     if json_output:
-        typer.echo(json.dumps(result, ensure_ascii=False))
+        typer.echo(json.dumps(dumped, ensure_ascii=False))
     else:
-        typer.echo(render(result))
+        typer.echo(render(dumped))
 
 
 def render_summary(s: dict[str, Any]) -> str:
@@ -188,7 +193,8 @@ def render_eval(r: dict[str, Any]) -> str:
         lines.append(f"  not served by this build: {missing}")
     if r.get("gate"):
         gate = r["gate"]
-        lines.append(f"against live {gate['live']}: " + ("would PASS the gate" if gate["passed"] else "would FAIL the gate"))
+        verdict = "would PASS the gate" if gate["passed"] else "would FAIL the gate"
+        lines.append(f"against live {gate['live']}: {verdict}")
         lines += [f"  {'ok  ' if c['passed'] else 'FAIL'} {c['message']}" for c in gate["checks"]]
     imperfect = [q for q in r["per_query"] if (q["metrics"].get("ndcg@10") or 0) < 1]
     worst = sorted(imperfect, key=lambda q: (q["metrics"].get("ndcg@10") or 0, q["query_id"]))[:5]

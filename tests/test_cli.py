@@ -171,3 +171,23 @@ def test_a_malformed_golden_set_stops_a_reindex_before_any_work(corpus: Path, tm
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())  # nothing was built
     missing = run("eval", "--golden", str(tmp_path / "nope.yaml"), "--store", str(tmp_path / "s"))
     assert missing.exit_code == 2 and "nope.yaml does not exist" in missing.output
+
+
+def test_a_command_line_that_does_not_parse_is_one_json_object_under_json() -> None:
+    """The real console script: click's usage errors become the error object (kind usage, exit 2)."""
+    script = str(Path(sys.executable).with_name("ragops"))
+    result = subprocess.run([script, "query", "-k", "0", "x", "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout.count("\n") == 1, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert set(error) == {"kind", "message", "exit_code"}
+    assert error["kind"] == "usage" and error["exit_code"] == 2
+    assert "'-k' / '--top-k'" in error["message"]
+
+    plain = subprocess.run([script, "query", "-k", "0", "x"], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and plain.stdout == ""
+    assert "Usage: ragops query" in plain.stderr and "--top-k" in plain.stderr
+
+    for ok in (["--help"], ["--version"], ["status", "--help", "--json"]):
+        shown = subprocess.run([script, *ok], capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and shown.stdout.strip(), (ok, shown.stderr)

@@ -1,0 +1,92 @@
+"""The ``ragops`` command line.
+
+Every command takes ``--config``, ``--store``, ``--alias`` and ``--json`` (declared once, in
+``ragops.cli.options``; ``bench beir`` takes ``--config`` and ``--json``). With ``--json``, stdout
+carries exactly one JSON object, success or error (the models are in ``ragops.contracts``, the shapes
+in docs/cli.md); progress and logs go to stderr. Exit codes: 0 ok, 1 bug, 2 bad input or config
+(a command line click rejects included), 3 refused (alias conflict, build not fit to promote), 4 source
+or store unavailable, 5 a source breached its max_staleness, 6 drift detected.
+
+One module per group of commands: ``index`` (reindex, status, rollback, unlock, promote), ``search``
+(query), ``quality`` (freshness, eval, drift), ``bench`` (bench beir), ``config``. Heavy imports
+(torch, prefect, qdrant) happen inside commands so that ``ragops --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Annotated, Sequence
+
+import typer
+
+from rag.runtime import configure_offline_runtime
+from ragops.cli import bench, config, index, quality, search
+from ragops.cli.errors import print_usage_error, terminate
+
+app = typer.Typer(
+    name="ragops",
+    help="Keep the retrieval side of RAG healthy: versioned index builds in Qdrant, promoted through an alias.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    configure_offline_runtime()
+    if version:
+        from importlib.metadata import version as package_version
+
+        typer.echo(f"ragops {package_version('ragops')}")
+        raise typer.Exit()
+
+
+# In this order in `ragops --help`.
+app.command()(index.reindex)
+app.command()(search.query)
+app.command()(index.status)
+app.command()(quality.freshness)
+app.command()(index.rollback)
+app.command()(index.unlock)
+app.command()(index.promote)
+app.command("eval")(quality.evaluate)
+app.command()(quality.drift)
+app.add_typer(bench.app, name="bench")
+app.command("config")(config.show_config)
+
+
+def _wants_json(args: Sequence[str]) -> bool:
+    """``--json`` among the options (not after ``--``, where it would be a query's text)."""
+    args = list(args)
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Console-script entry point.
+
+    Under ``--json``, a command line click rejects (``-k 0``, an unknown option) prints the error object
+    too, kind ``usage`` with exit code 2, so a script reads one JSON object whatever went wrong. Without
+    ``--json`` click reports it as usual (usage and the error on stderr, exit 2).
+    """
+    signal.signal(signal.SIGTERM, terminate)
+    args = sys.argv[1:] if args is None else list(args)
+    if not _wants_json(args):
+        app(args)
+        return
+    try:
+        code = app(args, standalone_mode=False)  # returns an Exit's code; raises click's errors
+    except typer.TyperException as exc:  # click's errors (typer vendors click); a usage error exits 2
+        if exc.exit_code == 2:
+            print_usage_error(exc)
+        else:
+            typer.echo(f"Error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,85 @@
+"""How the command line fails: expected errors as one line (or one JSON object) and their exit code.
+
+Exit codes: 0 ok, 1 bug (the traceback is printed), 2 bad input or config (a command line click rejects
+included), 3 refused, 4 source or store unavailable, 5 freshness breach, 6 drift; 130 interrupted,
+128 + N killed by signal N (SIGTERM unwinds like Ctrl-C). With ``--json``, stdout carries exactly one
+JSON object either way: the command's result, or ``{"error": {...}}`` (``ragops.contracts.ErrorResponse``).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import typer
+
+from rag.errors import RagopsError
+from rag.secrets import redact_tree, redact_url
+from ragops import output
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from ragops.contracts import ErrorBody
+
+
+def error_body(exc: RagopsError, *, details: bool = True) -> ErrorBody:
+    """The ``error`` object of an expected failure; redacted, as the last line for secrets that slipped by
+    (messages are redacted where they are made)."""
+    from ragops.contracts import ErrorBody
+
+    extra = redact_tree(exc.details) if details else {}
+    return ErrorBody.model_validate(
+        {"kind": exc.kind, "message": redact_url(str(exc)), "exit_code": exc.exit_code, **extra}
+    )
+
+
+def _print_error(body: ErrorBody) -> None:
+    from ragops.contracts import ErrorResponse
+
+    typer.echo(json.dumps(ErrorResponse(error=body).model_dump(mode="json")))
+
+
+@contextmanager
+def cli_errors(json_output: bool) -> Iterator[None]:
+    """Expected failures -> one line (or one JSON object) and their exit code; bugs keep their traceback."""
+    try:
+        yield
+    except RagopsError as exc:
+        if json_output:
+            _print_error(error_body(exc))
+        else:
+            if "summary" in exc.details:  # a run that finished but was refused: show what it did
+                typer.echo(output.render_summary(redact_tree(exc.details["summary"])))
+            typer.echo(f"error: {redact_url(str(exc))}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def emit_report(
+    report: BaseModel, json_output: bool, render: Callable[[dict], str], failure: RagopsError | None
+) -> None:
+    """Print a report that may also be a failure (a breach, drift): the report either way, then the
+    failure's exit code; with ``--json`` the failure rides along as ``error`` in the same object."""
+    if failure is not None:
+        report.error = error_body(failure, details=False)  # type: ignore[attr-defined]
+    output.emit(report, json_output, render)
+    if failure is not None:
+        raise typer.Exit(failure.exit_code)
+
+
+def print_usage_error(exc: typer.TyperException) -> None:
+    """A command line click rejected (``-k 0``, an unknown option), under ``--json``: the error object,
+    kind ``usage``, with click's own message. Without ``--json`` click prints it (usage, then the error)."""
+    from ragops.contracts import ErrorBody
+
+    _print_error(ErrorBody(kind="usage", message=exc.format_message(), exit_code=exc.exit_code))
+
+
+def terminate(signum: int, frame: object) -> None:
+    """SIGTERM (systemd, Kubernetes, `kill`): unwind like Ctrl-C, so that the flow is marked crashed and
+    the ephemeral Prefect server this process started is stopped, not left running on its own."""
+    raise SystemExit(128 + signum)

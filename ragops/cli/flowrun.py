@@ -1,0 +1,102 @@
+"""Running a Prefect flow inside the command's own process: checked inputs, a clean stdout, no secrets.
+
+The command loads the settings and golden set once, checks what a person can get wrong (a typo then
+costs milliseconds and one line, not a failed flow run with its logs), and hands both to the flow with
+``flows.runs.given``. The flow's parameters are still passed as before, since the Prefect UI shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+
+from rag.secrets import redact_url
+
+if TYPE_CHECKING:
+    from evals.golden import GoldenSet
+    from rag.config import Settings
+
+
+def check_reindex_inputs(settings: Settings) -> None:
+    """What a reindex needs before Prefect starts: sources that exist and the embedding model.
+
+    Raises:
+        ConfigError: no sources are configured or given.
+        SourceError: a source folder does not exist.
+        ModelError: the embedding model's folder does not exist.
+    """
+    from rag.embedding import resolve_model_path
+    from rag.errors import ConfigError, SourceError
+
+    if not settings.sources:
+        raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
+    for source in settings.sources:
+        if source.kind == "folder" and not source.path.is_dir():
+            raise SourceError(f"source folder {source.path} does not exist or is not a folder")
+    resolve_model_path(settings.embedding.model)
+
+
+def check_store_free(settings: Settings) -> None:
+    """An embedded store another process holds fails now, in one line, rather than inside the flow.
+
+    Raises:
+        StoreLockedError: another process holds the embedded store.
+    """
+    from rag.store import IndexStore
+
+    if not settings.store.is_remote:
+        with IndexStore.open(settings.store):
+            pass
+
+
+def golden_set(settings: Settings, *, required: bool = False) -> GoldenSet | None:
+    """The golden set ``evaluation.golden`` names (after ``--golden``), read and validated once.
+
+    Raises:
+        ConfigError: ``required`` and none is configured.
+        GoldenSetError: it cannot be read or is malformed (exit 2, before anything runs).
+    """
+    from flows.runs import load_golden
+
+    return load_golden(settings, required=required)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for our one result: anything a library prints goes to stderr."""
+    saved = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+#: how a flow run in this process gets a --store that must not be one of its parameters
+STORE_ENV = "RAGOPS_STORE__LOCATION"
+
+
+@contextmanager
+def store_for_flow(store: str | None) -> Iterator[str | None]:
+    """The ``store`` parameter for a flow run in this process; a URL with a password is not one.
+
+    Prefect keeps a run's parameters in its database, its UI and its events. So a ``--store`` with
+    credentials goes to the flow through ``$RAGOPS_STORE__LOCATION`` for the length of the run (the
+    flow's ``load_settings`` reads it; over the file, as the flag would be) and the parameter stays
+    unset. Such a URL holds no whitespace, so the variable's YAML reading returns it unchanged.
+    Anything else (a folder, a URL without a password) is passed as the parameter, as before.
+    """
+    if store is None or redact_url(store) == store:
+        yield store
+        return
+    saved = os.environ.get(STORE_ENV)
+    os.environ[STORE_ENV] = store
+    try:
+        yield None
+    finally:
+        if saved is None:
+            os.environ.pop(STORE_ENV, None)
+        else:
+            os.environ[STORE_ENV] = saved

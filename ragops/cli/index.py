@@ -1,0 +1,163 @@
+"""Commands that build and move the index: reindex, status, rollback, unlock, promote."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ragops import output
+from ragops.cli.flowrun import check_reindex_inputs, check_store_free, golden_set, stdout_to_stderr, store_for_flow
+from ragops.cli.options import Common, GoldenOption, common_options
+
+
+@common_options
+def reindex(
+    *,
+    source: Annotated[
+        Optional[list[str]],
+        typer.Option("--source", "-s", help="Folder or s3://bucket/prefix to index (repeatable). Replaces the "
+                     "configured sources.", show_default=False),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-parse every document instead of starting from the live build.")
+    ] = False,
+    no_promote: Annotated[
+        bool, typer.Option("--no-promote", help="Build and keep the version, but leave the alias where it is.")
+    ] = False,
+    golden: GoldenOption = None,
+    common: Common,
+) -> None:
+    """Bring the index up to date with its sources (incrementally) and promote the new build if sound.
+
+    Runs the `reindex` Prefect flow in this process (no server needed) and prints a run summary:
+    documents new/changed/unchanged/deleted/failed, chunks embedded and reused, timings, the new
+    version, whether it was promoted and why, and each source's freshness. Nothing changed: no build.
+    """
+    settings = common.settings(sources=source, golden=golden)
+    check_reindex_inputs(settings)
+    golden_queries = golden_set(settings)
+    check_store_free(settings)
+    from flows.reindex import reindex as reindex_flow
+    from flows.runs import given
+    from ragops.contracts import ReindexResponse
+
+    with stdout_to_stderr(), store_for_flow(common.store) as flow_store, given(settings, golden_queries):
+        summary = reindex_flow(
+            config=common.config_param,
+            full_rebuild=full,
+            sources=source or None,
+            store=flow_store,
+            alias=common.alias,
+            promote=not no_promote,
+            golden=str(golden.resolve()) if golden else None,
+        )
+    output.emit(ReindexResponse.model_validate(summary), common.json_output, output.render_summary)
+
+
+@common_options
+def status(*, common: Common) -> None:
+    """Show where the alias points and every build of it, with its manifest."""
+    settings = common.settings()
+    from rag.secrets import redact_url
+    from rag.store import IndexStore
+    from rag.versions import list_versions
+    from ragops.contracts import StatusResponse
+
+    with IndexStore.open(settings.store) as index_store:
+        live = index_store.alias_target(settings.alias)
+        builds = list_versions(index_store, settings.alias)
+        records = index_store.read_records(live) if live else {}
+    response = StatusResponse(
+        alias=settings.alias, store=redact_url(settings.store.location), live=live, versions=builds,
+        quarantined=[r for r in records.values() if r.quarantine],
+    )
+    output.emit(response, common.json_output, output.render_status)
+
+
+@common_options
+def rollback(
+    *,
+    to: Annotated[
+        Optional[str],
+        typer.Option("--to", help="Version to go back to. Default: the build the live one replaced.",
+                     show_default=False),
+    ] = None,
+    common: Common,
+) -> None:
+    """Point the alias back at the previous build (compare-and-swap; nothing is deleted)."""
+    settings = common.settings()
+    from rag.store import IndexStore, version_of
+    from rag.versions import rollback as rollback_alias
+    from ragops.contracts import RollbackResponse
+
+    with IndexStore.open(settings.store) as index_store:
+        before, after = rollback_alias(index_store, settings.alias, to)
+    response = RollbackResponse(alias=settings.alias, from_=before, to=after, from_version=version_of(before),
+                                to_version=version_of(after))
+    output.emit(response, common.json_output, output.render_rollback)
+
+
+BreakLeaseFlag = Annotated[
+    bool, typer.Option("--force", help="Free a server store's lease even though its holder looks alive.")
+]
+
+
+@common_options
+def unlock(*, force: BreakLeaseFlag = False, common: Common) -> None:
+    """Show who holds the alias's lock (one run per alias), and free it if its holder is gone.
+
+    An embedded store's lock is freed by the system the moment its holder exits, so there is never a
+    stale one to free: a live holder is named with the process to stop. A server store's lease is
+    freed when its holder's process is gone (same host) or its lease expired; `--force` frees it anyway.
+    """
+    settings = common.settings()
+    from rag.locks import AliasLock
+    from ragops.contracts import UnlockResponse
+
+    lock = AliasLock(settings.store, settings.alias)
+    freed = lock.break_stale(force=force)
+    output.emit(UnlockResponse(alias=settings.alias, kind=lock.kind, freed=freed), common.json_output,
+                output.render_unlock)
+
+
+@common_options
+def promote(
+    version: Annotated[str, typer.Argument(help="Version (or full collection name) to make live.")],
+    *,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even a build its gate rejected, or one never gated that "
+                           "cannot be gated now (needs --reason).")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why; recorded with the promotion in the build's manifest.")
+    ] = "",
+    common: Common,
+) -> None:
+    """Point the alias at a kept build (compare-and-swap). A build its gate rejected needs --force --reason.
+
+    A complete build that was never gated (its run died before the gate) is gated first, as a reindex
+    would gate it: scored with the live build on the golden set, the verdict recorded in its manifest,
+    promoted only on a pass. One that cannot be gated needs --force --reason. The override is recorded
+    in the build's manifest (`ragops status` shows it); `ragops rollback` undoes it.
+    """
+    settings = common.settings()
+    from rag.store import IndexStore
+    from rag.versions import needs_gate, promote_version
+    from ragops.contracts import PromoteResponse
+
+    with IndexStore.open(settings.store) as index_store:
+        ungated = None if force else needs_gate(index_store, settings.alias, version)
+        if ungated is not None:
+            from flows.evaluate import gate_for_promotion  # loads evals and the model: only when needed
+
+            with stdout_to_stderr():
+                gate_for_promotion(index_store, settings, ungated)
+        manifest = promote_version(index_store, settings.alias, version, force=force, reason=reason)
+    event = manifest.promotions[-1]
+    response = PromoteResponse(
+        alias=settings.alias, version=manifest.version, collection=manifest.collection, replaced=event.replaced,
+        forced=event.forced, reason=event.reason, state=manifest.state, gated_now=ungated is not None,
+        gate=manifest.gate,
+    )
+    output.emit(response, common.json_output, output.render_promote)
