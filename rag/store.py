@@ -579,11 +579,7 @@ def _transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, (httpx.TransportError, ResponseHandlingException, TimeoutError, ConnectionError)):
         return True
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code in _RETRYABLE_STATUS
-    code = getattr(exc, "code", None)  # grpc.RpcError, without importing grpc
-    name = getattr(code() if callable(code) else None, "name", "")
-    return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+    return isinstance(exc, UnexpectedResponse) and exc.status_code in _RETRYABLE_STATUS
 
 
 def _first_line(exc: BaseException) -> str:
