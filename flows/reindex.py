@@ -43,11 +43,10 @@ from rag.cache import EmbeddingCache
 from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.errors import ConfigError, SourceError
 from rag.freshness import assess
 from rag.journal import ParseJournal
 from rag.models import BuildSummary, Manifest, utc_now
-from rag.plan import BuildPlan
+from rag.plan import BuildPlan, require_a_listing
 from rag.runtime import configure_offline_runtime
 from rag.sandbox import ParseSandbox, shared_sandbox
 from rag.store import IndexStore, version_of
@@ -96,8 +95,7 @@ def reindex(
     """
     configure_offline_runtime()
     settings = load_settings(config, sources=sources, store=store, alias=alias, golden=golden)
-    if not settings.sources:
-        raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
+    settings.require_sources()
     golden_set = load_golden(settings)  # first: a typo in it should cost milliseconds, not a build
     if golden_set is None:
         get_run_logger().warning("no golden set (evaluation.golden): promotion is gated on sanity checks only")
@@ -114,8 +112,7 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
     progress = build.BuildProgress()
     with IndexStore.open(settings.store) as store:
         listings = [list_source(source) for source in settings.sources]
-        if all(not listing.complete for listing in listings):
-            raise SourceError("no source could be listed: " + "; ".join(str(x.error) for x in listings))
+        require_a_listing(listings)
         progress.timings.list = time.perf_counter() - started
         start = plan_build(store, settings.alias, listings, embedder.fingerprint, chunker.describe(),
                            full_rebuild=full_rebuild, now=utc_now())

@@ -502,6 +502,15 @@ class Settings(_Section):
             seen.add(source.name)
         return self
 
+    def require_sources(self) -> None:
+        """Indexing needs a source; other commands (query, eval, rollback) do not.
+
+        Raises:
+            ConfigError: none is configured or given.
+        """
+        if not self.sources:
+            raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
+
     @classmethod
     def load(
         cls,

@@ -22,6 +22,7 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel, Field
 
+from rag.errors import SourceError
 from rag.listing import Skipped
 from rag.models import DocumentRecord, DocumentRef, Manifest, ModelFingerprint
 
@@ -51,6 +52,16 @@ class Listing(BaseModel):
     def complete(self) -> bool:
         """Only a complete listing may delete documents."""
         return self.error is None
+
+
+def require_a_listing(listings: Sequence[Listing]) -> None:
+    """A run goes on while one source could be listed (the others keep what the base holds of them).
+
+    Raises:
+        SourceError: no source could be listed; the reasons, joined, say what to fix.
+    """
+    if listings and all(not listing.complete for listing in listings):
+        raise SourceError("no source could be listed: " + "; ".join(str(x.error) for x in listings))
 
 
 class WorkItem(BaseModel):

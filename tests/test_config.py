@@ -17,6 +17,8 @@ def test_defaults_without_any_file() -> None:
     assert settings.store.location == ".ragops/qdrant"
     assert settings.embedding.model == "all-MiniLM-L6-v2"
     assert settings.sources == []
+    with pytest.raises(ConfigError, match="no sources to index: add `sources:`"):
+        settings.require_sources()  # only indexing needs one
 
 
 def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:

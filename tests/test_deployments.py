@@ -3,6 +3,7 @@ one run per alias at a time, and a drift event starting the rebuild deployment b
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -116,3 +117,56 @@ def test_deployments_run_on_a_server_one_run_per_alias_and_drift_starts_a_rebuil
         manifest = store.read_manifest(rebuilt)
     assert rebuilt != live and manifest.base is None  # a full rebuild, promoted through the gate
     assert manifest.gate.passed
+
+
+def _logs_of(flow_run_id, waiting_for: str, timeout: float = 60) -> list[str]:
+    """Every log line the server holds for a flow run, once the line ``waiting_for`` has arrived (the
+    worker's subprocess ships its logs in batches, after the run's final state may already be set)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            lines, offset = [], 0
+            while page := client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                           limit=200, offset=offset):
+                lines += [log.message for log in page]
+                offset += len(page)
+            if any(waiting_for in line for line in lines) or time.monotonic() > deadline:
+                return lines
+            time.sleep(1)
+
+
+def test_expected_refusals_end_deployment_runs_failed_with_one_line_and_no_traceback(
+    prefect_server, tmp_path: Path, settings
+) -> None:
+    from prefect.deployments import run_deployment
+
+    data = settings.model_dump(mode="json", exclude_none=True)
+    one_doc = tmp_path / "one-doc"  # the smallest build a gate can refuse
+    one_doc.mkdir()
+    shutil.copy(ROOT / "demo" / "corpus" / "bicycle-chain.md", one_doc)
+    golden = _write(tmp_path / "golden.yaml", {"queries": [{"query": "how do I oil a bicycle chain",
+                                                            "relevant": ["demo/bicycle-chain.md"]}]})
+    strict = _write(tmp_path / "strict.yaml", {**data, "alias": "refused",
+                                               "sources": [{"path": str(one_doc), "name": "demo"}],
+                                               "evaluation": {"golden": str(golden)},
+                                               "gate": {"floors": {"precision@10": 1.0}}})  # 1 relevant of 10: 0.1
+    stale = _write(tmp_path / "stale.yaml", {**data, "alias": "never-built",
+                                             "sources": [{**data["sources"][0], "max_staleness": "1s"}]})
+
+    with prefect_server.worker():
+        gate = run_deployment("reindex/refresh", timeout=0, parameters={"config": str(strict)})
+        fresh = run_deployment("freshness-check/freshness-check", timeout=0, parameters={"config": str(stale)})
+        runs = {"gate": (_wait(gate.id), "was not promoted: gate failed: precision@10"),
+                "freshness": (_wait(fresh.id), "freshness limit breached: demo: never synced")}
+        # Read inside the worker's lifetime: a flow run's process ships its last logs as it exits.
+        logs = {what: _logs_of(run.id, waiting_for=reason) for what, (run, reason) in runs.items()}
+
+    for what, (run, reason) in runs.items():
+        assert run.state.type.value == "FAILED", (what, run.state.type, run.state.message)
+        message = run.state.message or ""
+        assert reason in message and "\n" not in message, (what, message)  # the UI's one line
+        assert any(reason in line for line in logs[what]), (what, logs[what])
+        assert not [line for line in logs[what] if "Traceback" in line], (what, logs[what])

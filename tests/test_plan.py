@@ -5,12 +5,29 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from rag.config import FolderSource
-from rag.errors import FreshnessBreach
+from rag.errors import FreshnessBreach, SourceError
 from rag.freshness import assess, breach, update_source_state
 from rag.listing import Skipped
-from rag.models import DocumentRecord, DocumentRef, Manifest, ModelFingerprint, Quarantine, SourceState
-from rag.plan import Listing, choose_base, covered, deleted_at_source, plan_build, unchanged
+from rag.models import (
+    DocumentRecord,
+    DocumentRef,
+    Manifest,
+    ModelFingerprint,
+    Quarantine,
+    SourceState,
+)
+from rag.plan import (
+    Listing,
+    choose_base,
+    covered,
+    deleted_at_source,
+    plan_build,
+    require_a_listing,
+    unchanged,
+)
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 EARLIER = NOW - timedelta(hours=1)
@@ -54,6 +71,12 @@ def test_every_fate_of_a_document_in_one_plan() -> None:
 def test_a_failed_listing_keeps_everything_and_deletes_nothing() -> None:
     plan = plan_build([_listing([], error="folder missing")], "kb__v1", BASE, NOW)
     assert len(plan.carry) == len(BASE) == plan.kept and not plan.deleted and not plan.work
+
+
+def test_a_run_needs_one_listed_source_and_names_why_none_was() -> None:
+    require_a_listing([_listing([], error="folder missing"), _listing(LISTED)])  # one is enough
+    with pytest.raises(SourceError, match="no source could be listed: folder missing; access denied"):
+        require_a_listing([_listing([], error="folder missing"), _listing([], error="access denied")])
 
 
 def test_planning_and_freshness_agree_on_what_changed() -> None:

@@ -28,10 +28,9 @@ def check_reindex_inputs(settings: Settings) -> None:
         ModelError: the embedding model's folder does not exist.
     """
     from rag.embedding import resolve_model_path
-    from rag.errors import ConfigError, SourceError
+    from rag.errors import SourceError
 
-    if not settings.sources:
-        raise ConfigError("no sources to index: add `sources:` to ragops.yaml or pass --source DIR")
+    settings.require_sources()
     for source in settings.sources:
         if source.kind == "folder" and not source.path.is_dir():
             raise SourceError(f"source folder {source.path} does not exist or is not a folder")
