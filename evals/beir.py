@@ -32,7 +32,8 @@ from rag.config import EvaluationSettings
 from rag.embedding import Embedder
 from rag.errors import GoldenSetError
 from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
-from rag.store import IndexStore, collection_name, docs_collection, version_of
+from rag.names import collection_name, docs_collection, version_of
+from rag.store import IndexStore
 from rag.versions import new_version
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from rag.embedding import Embedder
 from rag.errors import VersionError
 from rag.models import EvaluationRecord, Manifest, ModelFingerprint, utc_now
 from rag.querylog import QueryLog
-from rag.store import IndexStore, store_errors
+from rag.store import IndexStore
 from rag.versions import settle_promotions
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,7 @@ def check_compatibility(
     if not ids:
         return DriftCheck(name="compatibility", status="skipped", message="the live build holds no chunks")
     chosen = random.Random(SEED).sample(ids, min(sample, len(ids)))
-    with store_errors(f"reading {len(chosen)} sample chunks of {collection}"):
-        points = store.client.retrieve(collection, chosen, with_payload=["text"], with_vectors=True)
+    points = store.read_points(collection, chosen, fields=["text"])
     stored = np.asarray([p.vector for p in points], dtype=np.float32)
     if stored.shape[1] != embedder.fingerprint.dimension:
         return DriftCheck(

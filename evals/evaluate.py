@@ -29,7 +29,8 @@ from rag.config import EmbeddingSettings, EvaluationSettings
 from rag.embedding import Embedder, load_embedder, load_embedder_for
 from rag.errors import VersionError
 from rag.models import EvaluationRecord, Manifest, utc_now
-from rag.store import IndexStore, version_of
+from rag.names import version_of
+from rag.store import IndexStore
 
 log = logging.getLogger(__name__)
 

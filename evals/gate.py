@@ -23,7 +23,8 @@ from evals.models import EvaluationReport
 from rag.config import EvaluationSettings, GateSettings
 from rag.errors import GoldenSetError, PromotionRefused
 from rag.models import EvaluationRecord, GateCheck, GateResult, Manifest, utc_now
-from rag.store import IndexStore, version_of
+from rag.names import version_of
+from rag.store import IndexStore
 from rag.versions import check_promotable
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ from rag import build
 from rag.config import Settings
 from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
 from rag.models import GateResult, Manifest
+from rag.names import version_of
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore, version_of
+from rag.store import IndexStore
 from rag.versions import resolve_collection
 
 

@@ -46,10 +46,11 @@ from rag.embedding import Embedder
 from rag.freshness import assess
 from rag.journal import ParseJournal
 from rag.models import BuildSummary, Manifest, utc_now
+from rag.names import version_of
 from rag.plan import BuildPlan, require_a_listing
 from rag.runtime import configure_offline_runtime
 from rag.sandbox import ParseSandbox, shared_sandbox
-from rag.store import IndexStore, version_of
+from rag.store import IndexStore
 
 #: documents per copy batch when carrying unchanged documents (no parsing: large batches are cheap)
 CARRY_BATCH = 256

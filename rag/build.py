@@ -55,11 +55,12 @@ from rag.models import (
     StageTimings,
     utc_now,
 )
+from rag.names import collection_name, docs_collection
 from rag.parsing import check_size
 from rag.plan import BuildPlan, Listing, WorkItem, choose_base, deleted_at_source, plan_build
 from rag.sandbox import ParseSandbox
 from rag.secrets import redact_url
-from rag.store import IndexStore, collection_name, docs_collection
+from rag.store import IndexStore
 from rag.versions import new_version
 
 log = logging.getLogger(__name__)

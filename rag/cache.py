@@ -1,12 +1,11 @@
-"""The embedding cache: vectors keyed by model fingerprint + chunk text hash, kept in Qdrant.
+"""The embedding cache: vectors keyed by model fingerprint + chunk text hash, kept in the store.
 
 Why a cache and not only "copy from the previous build": copying covers unchanged documents, but a
 renamed document, a reverted edit, the unchanged chunks of an edited document, and every chunk a killed
 run had already embedded, all have vectors that no earlier *complete* build holds. The cache holds
 them: a build writes new vectors here before writing its own points, so no finished embedding is ever
-computed twice for the same model. It is one collection per alias and model
-(``_ragops_cache__<alias>__<fingerprint key>``), and lookups are by point id, which is O(1) even in
-embedded mode.
+computed twice for the same model. It is one table per alias and model (``rag.names.cache_table``),
+looked up by text hash.
 
 Retention prunes entries that no remaining build of the alias uses, and drops the caches of models no
 remaining build uses.
@@ -14,29 +13,16 @@ remaining build uses.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Sequence
 
 import numpy as np
-from qdrant_client import models
 
 from rag.models import ModelFingerprint
-from rag.store import CACHE_PREFIX, SEPARATOR, IndexStore, record_id, store_errors
+from rag.names import cache_table, cache_tables_of
+from rag.store import IndexStore, Row
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint_key(fingerprint: ModelFingerprint) -> str:
-    """Short key of everything that decides the vector space (not the install path)."""
-    parts = [fingerprint.weights_sha256, fingerprint.dtype, str(fingerprint.normalize),
-             str(fingerprint.max_seq_length), str(fingerprint.dimension)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def cache_collection(alias: str, fingerprint: ModelFingerprint) -> str:
-    """Name of the alias's cache for one model."""
-    return f"{CACHE_PREFIX}{alias}{SEPARATOR}{fingerprint_key(fingerprint)}"
 
 
 class EmbeddingCache:
@@ -44,29 +30,18 @@ class EmbeddingCache:
 
     def __init__(self, store: IndexStore, alias: str, fingerprint: ModelFingerprint) -> None:
         self.store = store
-        self.collection = cache_collection(alias, fingerprint)
+        self.table = cache_table(alias, fingerprint)
         self.dimension = fingerprint.dimension
-        store.ensure_vector_collection(self.collection, self.dimension, on_disk=True)
 
     def get(self, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors for the given text hashes (missing ones are absent from the result)."""
-        if not text_hashes:
-            return {}
-        ids = {record_id(h): h for h in text_hashes}
-        with store_errors(f"reading the embedding cache {self.collection}"):
-            found = self.store.client.retrieve(self.collection, list(ids), with_vectors=True, with_payload=False)
-        return {ids[str(p.id)]: np.asarray(p.vector, dtype=np.float32) for p in found}
+        found = self.store.get_rows(self.table, list(text_hashes), vectors=True)
+        return {key: point.vector for key, point in found.items() if point.vector is not None}
 
     def put(self, text_hashes: Sequence[str], vectors: np.ndarray) -> None:
-        """Store vectors durably (``wait=True``) before any build records them as done."""
-        if not len(text_hashes):
-            return
-        points = [
-            models.PointStruct(id=record_id(h), vector=v.tolist(), payload={"text_hash": h})
-            for h, v in zip(text_hashes, vectors)
-        ]
-        with store_errors(f"writing {len(points)} vectors to the embedding cache"):
-            self.store.client.upload_points(self.collection, points, batch_size=256, wait=True)
+        """Store vectors durably before any build records them as done."""
+        rows = [Row(h, {"text_hash": h}, v) for h, v in zip(text_hashes, vectors)]
+        self.store.put_rows(self.table, rows, dimension=self.dimension)
 
 
 def prune_caches(store: IndexStore, alias: str) -> int:
@@ -80,24 +55,16 @@ def prune_caches(store: IndexStore, alias: str) -> int:
         manifest = store.read_manifest(build)
         if manifest is None:
             continue
-        name = cache_collection(alias, manifest.model)
-        in_use.setdefault(name, set()).update(record_id(h) for h in store.text_hashes(build))
+        in_use.setdefault(cache_table(alias, manifest.model), set()).update(store.text_hashes(build))
     deleted = 0
-    prefix = f"{CACHE_PREFIX}{alias}{SEPARATOR}"
-    for name in store.collection_names():
-        if not name.startswith(prefix):
+    for table in store.tables(cache_tables_of(alias)):
+        if table not in in_use:
+            deleted += store.drop_table(table)
             continue
-        if name not in in_use:
-            with store_errors(f"deleting the unused embedding cache {name}"):
-                deleted += store.client.count(name, exact=True).count
-                store.client.delete_collection(name)
-            continue
-        stale = [point_id for point_id in store.point_ids(name) if point_id not in in_use[name]]
-        for start in range(0, len(stale), 1024):
-            with store_errors(f"pruning the embedding cache {name}"):
-                store.client.delete(name, points_selector=models.PointIdsList(points=stale[start : start + 1024]))
+        stale = [h for p in store.scan_rows(table, fields=["text_hash"])
+                 if (h := p.payload.get("text_hash", "")) not in in_use[table]]
+        store.delete_rows(table, stale)
         deleted += len(stale)
     if deleted:
         log.info("embedding cache: pruned %d vectors no build of %s uses", deleted, alias)
     return deleted
-

@@ -7,17 +7,15 @@ of a run that looked stuck). Each such death leaves the document's entry here, w
 them, the next run quarantines that version instead of parsing it once more. One death is forgiven:
 it is as likely the operator's kill as the document's fault.
 
-Entries live in the alias's ``_ragops_parsing__<alias>`` table, keyed by document id, and are removed
+Entries live in the alias's journal table (``rag.names.journal_table``), keyed by document id, and are removed
 once the document's parse ended either way.
 """
 
 from __future__ import annotations
 
 from rag.models import DocumentRef, utc_now
-from rag.store import IndexStore, record_id, store_errors
-
-#: per-alias table of documents being parsed
-JOURNAL_PREFIX = "_ragops_parsing__"
+from rag.names import journal_table
+from rag.store import IndexStore, Row
 
 
 class ParseJournal:
@@ -25,35 +23,18 @@ class ParseJournal:
 
     def __init__(self, store: IndexStore, alias: str) -> None:
         self.store = store
-        self.table = JOURNAL_PREFIX + alias
-        self._ready = False
+        self.table = journal_table(alias)
 
     def begin(self, ref: DocumentRef) -> int:
         """Record that ``ref`` is being parsed; returns how many earlier runs died parsing this version."""
-        from qdrant_client import models
-
-        self._ensure()
-        point_id = record_id(ref.doc_id)
-        with store_errors(f"reading {self.table}"):
-            found = self.store.client.retrieve(self.table, [point_id], with_payload=True)
-        entry = found[0].payload if found else None
+        found = self.store.get_rows(self.table, [ref.doc_id]).get(ref.doc_id)
+        entry = found.payload if found else None
         deaths = entry["attempts"] if entry and entry.get("signal") == ref.signal else 0
         payload = {"doc_id": ref.doc_id, "signal": ref.signal, "attempts": deaths + 1,
                    "started_at": utc_now().isoformat()}
-        with store_errors(f"writing {self.table}"):
-            self.store.client.upsert(self.table, [models.PointStruct(id=point_id, vector={}, payload=payload)],
-                                     wait=True)
+        self.store.put_rows(self.table, [Row(ref.doc_id, payload)])
         return deaths
 
     def end(self, ref: DocumentRef) -> None:
         """The parse of ``ref`` ended (parsed, or quarantined with a reason): forget it."""
-        from qdrant_client import models
-
-        self._ensure()
-        with store_errors(f"writing {self.table}"):
-            self.store.client.delete(self.table, models.PointIdsList(points=[record_id(ref.doc_id)]), wait=True)
-
-    def _ensure(self) -> None:
-        if not self._ready:
-            self.store.ensure_table(self.table)
-            self._ready = True
+        self.store.delete_rows(self.table, [ref.doc_id])

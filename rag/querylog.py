@@ -2,9 +2,9 @@
 
 ``rag.serving.Retriever(log_queries=True)`` records each query's vector (never its text: queries can
 hold personal data, and drift only needs where they land in the vector space). Vectors of different
-models are not comparable, so there is one log per alias and model:
-``_ragops_queries__<alias>__<model key>`` (the embedding cache's key). Entries older than
-``max_age`` are pruned when new ones are written.
+models are not comparable, so there is one log per alias and model (``rag.names.query_log_table``).
+Entries older than ``max_age`` are pruned as new ones are written (at most every ``PRUNE_EVERY``: a
+prune reads the whole log).
 """
 
 from __future__ import annotations
@@ -14,20 +14,14 @@ import uuid
 from datetime import datetime, timedelta
 
 import numpy as np
-from qdrant_client import models
 
-from rag.cache import fingerprint_key
 from rag.models import ModelFingerprint, utc_now
-from rag.store import SEPARATOR, IndexStore, store_errors
+from rag.names import query_log_table
+from rag.store import IndexStore, Row
 
 log = logging.getLogger(__name__)
 
-QUERY_LOG_PREFIX = "_ragops_queries__"
-
-
-def query_log_collection(alias: str, fingerprint: ModelFingerprint) -> str:
-    """Name of the alias's query log for one model."""
-    return f"{QUERY_LOG_PREFIX}{alias}{SEPARATOR}{fingerprint_key(fingerprint)}"
+PRUNE_EVERY = timedelta(minutes=10)
 
 
 class QueryLog:
@@ -35,42 +29,33 @@ class QueryLog:
 
     def __init__(self, store: IndexStore, alias: str, fingerprint: ModelFingerprint) -> None:
         self.store = store
-        self.collection = query_log_collection(alias, fingerprint)
+        self.table = query_log_table(alias, fingerprint)
         self.dimension = fingerprint.dimension
+        self._pruned_at: datetime | None = None
 
     def record(self, vectors: np.ndarray, at: datetime | None = None, *, max_age: timedelta | None = None) -> None:
-        """Append query vectors (one point each) and prune entries older than ``max_age``."""
+        """Append query vectors (one row each) and prune entries older than ``max_age``."""
         if not len(vectors):
             return
-        self.store.ensure_vector_collection(self.collection, self.dimension)
-        stamp = (at or utc_now()).timestamp()
-        points = [models.PointStruct(id=str(uuid.uuid4()), vector=v.tolist(), payload={"at": stamp}) for v in vectors]
-        with store_errors(f"writing {len(points)} queries to {self.collection}"):
-            self.store.client.upload_points(self.collection, points, wait=True)
-            if max_age is not None:
-                cutoff = (at or utc_now()) - max_age
-                self.store.client.delete(self.collection, self._between(None, cutoff), wait=True)
+        now = at or utc_now()
+        rows = []
+        for vector in vectors:
+            key = str(uuid.uuid4())
+            rows.append(Row(key, {"id": key, "at": now.timestamp()}, vector))
+        self.store.put_rows(self.table, rows, dimension=self.dimension)
+        if max_age is not None and (self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY):
+            self._pruned_at = now
+            cutoff = (now - max_age).timestamp()
+            old = [p.payload["id"] for p in self.store.scan_rows(self.table)
+                   if p.payload.get("at", 0.0) < cutoff and "id" in p.payload]
+            self.store.delete_rows(self.table, old)
 
     def read(self, since: datetime | None = None, until: datetime | None = None, limit: int = 10_000) -> np.ndarray:
         """Vectors logged in ``[since, until)``, newest first, at most ``limit``; shape (n, dimension)."""
-        if not self.store.exists(self.collection):
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        rows: list[tuple[float, list[float]]] = []
-        offset = None
-        while True:
-            with store_errors(f"reading {self.collection}"):
-                page, offset = self.store.client.scroll(
-                    self.collection, scroll_filter=self._between(since, until), limit=1024, offset=offset,
-                    with_payload=True, with_vectors=True,
-                )
-            rows += [((p.payload or {}).get("at", 0.0), p.vector) for p in page]
-            if offset is None:
-                break
+        low = since.timestamp() if since else float("-inf")
+        high = until.timestamp() if until else float("inf")
+        rows = [(p.payload.get("at", 0.0), p.vector) for p in self.store.scan_rows(self.table, vectors=True)
+                if low <= p.payload.get("at", 0.0) < high and p.vector is not None]
         rows.sort(key=lambda row: row[0], reverse=True)
         vectors = [vector for _, vector in rows[:limit]]
         return np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-
-    @staticmethod
-    def _between(since: datetime | None, until: datetime | None) -> models.Filter:
-        window = models.Range(gte=since.timestamp() if since else None, lt=until.timestamp() if until else None)
-        return models.Filter(must=[models.FieldCondition(key="at", range=window)])

@@ -17,8 +17,9 @@ from rag.config import StoreSettings
 from rag.embedding import Embedder, load_embedder_for
 from rag.errors import VersionError
 from rag.models import Hit
+from rag.names import version_of
 from rag.querylog import QueryLog
-from rag.store import IndexStore, version_of
+from rag.store import IndexStore
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ Qdrant errors are translated into ``StoreError``s here and nowhere else.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -25,48 +26,34 @@ from rag.config import StoreSettings
 from rag.errors import AliasConflictError, StoreError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, DocumentRecord, Manifest, SourceState
+from rag.names import LOCKS_TABLE, build_of_table, docs_collection, is_build_of, ledger_table, record_id
 from rag.secrets import mask, redact_url
 
 log = logging.getLogger(__name__)
 
-#: collection names are <alias>__<version>; a build's document table is <alias>__<version>__docs
-SEPARATOR = "__"
-DOCS_SUFFIX = "__docs"
-#: per-alias collections that are not builds; aliases cannot start with "_", so these never clash
-CACHE_PREFIX = "_ragops_cache__"
-LEDGER_PREFIX = "_ragops_ledger__"
-#: one lease record per alias (server stores; embedded stores lock a file instead, rag/locks.py)
-LOCKS_TABLE = "_ragops_locks"
-# Record ids are UUIDv5 of the record's key in this namespace.
-_RECORD_NAMESPACE = uuid.UUID("0b5c8a52-31c6-4c43-8f55-4a1d7b8f1e21")
 #: key under which the manifest lives in a collection's metadata
 MANIFEST_KEY = "ragops_manifest"
 #: HNSW graph degree restored after a bulk load (Qdrant's default)
 HNSW_M = 16
 
 
-def collection_name(alias: str, version: str) -> str:
-    """Physical collection of a build: ``<alias>__<version>``."""
-    return f"{alias}{SEPARATOR}{version}"
+@dataclass(frozen=True)
+class Point:
+    """A point read from a build or a table: its id, payload, and (when asked for) vector and score."""
+
+    id: str
+    payload: dict
+    vector: np.ndarray | None = None
+    score: float = 0.0
 
 
-def docs_collection(collection: str) -> str:
-    """The document table (vectorless collection) that belongs to a build."""
-    return collection + DOCS_SUFFIX
+@dataclass(frozen=True)
+class Row:
+    """A row to write into a table: keyed by a string, with a payload and, in vector tables, a vector."""
 
-
-def record_id(key: str) -> str:
-    """Deterministic id of a record (document, source, cached vector) in its collection.
-
-    Never raises: a key with lone surrogates (an undecodable file name) hashes by its escaped bytes;
-    any other key hashes exactly as before.
-    """
-    return str(uuid.uuid5(_RECORD_NAMESPACE, key.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")))
-
-
-def version_of(collection: str) -> str:
-    """The version part of a build's collection name."""
-    return collection.split(SEPARATOR, 1)[1] if SEPARATOR in collection else collection
+    key: str
+    payload: dict
+    vector: np.ndarray | None = None
 
 
 class IndexStore:
@@ -169,9 +156,7 @@ class IndexStore:
 
     def list_builds(self, alias: str) -> list[str]:
         """Collections that are builds of ``alias``, oldest first (versions sort by time)."""
-        prefix = alias + SEPARATOR
-        names = self.collection_names()
-        return sorted(n for n in names if n.startswith(prefix) and SEPARATOR not in n[len(prefix) :])
+        return sorted(n for n in self.collection_names() if is_build_of(alias, n))
 
     def collection_names(self) -> list[str]:
         """Every collection in the store."""
@@ -281,13 +266,10 @@ class IndexStore:
         Only a deletion killed half-way leaves one: ``create_build`` makes the collection before its
         table, and ``delete_build`` deletes the table before the collection.
         """
-        prefix = alias + SEPARATOR
         names = set(self.collection_names())
         return sorted(
             name for name in names
-            if name.startswith(prefix) and name.endswith(DOCS_SUFFIX)
-            and SEPARATOR not in name[len(prefix) : -len(DOCS_SUFFIX)]  # <alias>__<version>__docs, nothing else
-            and name[: -len(DOCS_SUFFIX)] not in names
+            if (build := build_of_table(name)) is not None and is_build_of(alias, build) and build not in names
         )
 
     def delete_orphan_table(self, table: str) -> None:
@@ -296,7 +278,7 @@ class IndexStore:
         Raises:
             VersionError: it is not a document table, or its build still exists.
         """
-        build = table[: -len(DOCS_SUFFIX)] if table.endswith(DOCS_SUFFIX) else None
+        build = build_of_table(table)
         if build is None or self.exists(build):
             raise VersionError(f"refusing to delete {table}: it is not the table of a deleted build")
         with store_errors(f"deleting the orphaned document table {table}"):
@@ -332,64 +314,102 @@ class IndexStore:
 
     def write_records(self, collection: str, records: Sequence[DocumentRecord]) -> None:
         """Write document records into a build's document table (idempotent, keyed by document id)."""
-        points = [
-            models.PointStruct(id=record_id(r.doc_id), vector={}, payload=r.model_dump(mode="json"))
-            for r in records
-        ]
-        with store_errors(f"writing {len(points)} document records of {collection}"):
-            if points:
-                self.client.upload_points(docs_collection(collection), points, batch_size=512, wait=True)
+        self.put_rows(docs_collection(collection), [Row(r.doc_id, r.model_dump(mode="json")) for r in records])
 
     def read_records(self, collection: str) -> dict[str, DocumentRecord]:
         """A build's document table: document id -> record (empty for builds made before tables)."""
-        table = docs_collection(collection)
-        if not self.exists(table):
-            return {}
-        return {
-            payload["doc_id"]: DocumentRecord.model_validate(payload) for payload in self._scroll_payloads(table)
-        }
+        return {p.payload["doc_id"]: DocumentRecord.model_validate(p.payload)
+                for p in self.scan_rows(docs_collection(collection))}
 
     def read_source_states(self, alias: str) -> dict[str, SourceState]:
         """The alias's freshness ledger: source name -> state (empty before the first run)."""
-        ledger = LEDGER_PREFIX + alias
-        if not self.exists(ledger):
-            return {}
-        return {p["name"]: SourceState.model_validate(p) for p in self._scroll_payloads(ledger)}
+        return {p.payload["name"]: SourceState.model_validate(p.payload) for p in self.scan_rows(ledger_table(alias))}
 
     def write_source_states(self, alias: str, states: Sequence[SourceState]) -> None:
         """Record sources' freshness in the alias's ledger (never in a build)."""
-        ledger = LEDGER_PREFIX + alias
-        if not self.exists(ledger):
-            self._create_table(ledger)
-        points = [
-            models.PointStruct(id=record_id(f"source:{s.name}"), vector={}, payload=s.model_dump(mode="json"))
-            for s in states
-        ]
-        with store_errors(f"writing the freshness ledger of {alias!r}"):
-            self.client.upload_points(ledger, points, wait=True)
+        self.put_rows(ledger_table(alias), [Row(f"source:{s.name}", s.model_dump(mode="json")) for s in states])
 
     def read_lock(self, alias: str) -> dict | None:
         """The alias's lease record (rag/locks.py), or None when nobody holds it."""
-        if not self.exists(LOCKS_TABLE):
-            return None
-        with store_errors(f"reading the lock of {alias!r}"):
-            found = self.client.retrieve(LOCKS_TABLE, [record_id(f"lock:{alias}")], with_payload=True)
-        return (found[0].payload or None) if found else None
+        found = self.get_rows(LOCKS_TABLE, [f"lock:{alias}"])
+        return found[f"lock:{alias}"].payload or None if found else None
 
     def write_lock(self, alias: str, holder: dict) -> None:
         """Write (or renew) the alias's lease record."""
-        if not self.exists(LOCKS_TABLE):
-            self._create_table(LOCKS_TABLE)
-        point = models.PointStruct(id=record_id(f"lock:{alias}"), vector={}, payload=holder)
-        with store_errors(f"writing the lock of {alias!r}"):
-            self.client.upsert(LOCKS_TABLE, [point], wait=True)
+        self.put_rows(LOCKS_TABLE, [Row(f"lock:{alias}", holder)])
 
     def delete_lock(self, alias: str) -> None:
         """Remove the alias's lease record."""
-        if not self.exists(LOCKS_TABLE):
+        self.delete_rows(LOCKS_TABLE, [f"lock:{alias}"])
+
+    # --- tables: rows keyed by a string, with a payload and (in vector tables) a vector -------------
+    # The embedding cache, query log, parse journal, ledger, locks and document tables are tables.
+
+    def put_rows(self, table: str, rows: Sequence[Row], *, dimension: int | None = None) -> None:
+        """Write rows (replacing rows with the same key), durably, creating the table if needed.
+
+        Args:
+            dimension: the table holds vectors of this size (every row then carries one).
+        """
+        if not rows:
             return
-        with store_errors(f"deleting the lock of {alias!r}"):
-            self.client.delete(LOCKS_TABLE, models.PointIdsList(points=[record_id(f"lock:{alias}")]), wait=True)
+        if dimension is None:
+            self._create_table(table)
+        else:
+            self.ensure_vector_collection(table, dimension, on_disk=True)
+        points = [models.PointStruct(id=record_id(r.key), payload=r.payload,
+                                     vector={} if r.vector is None else r.vector.tolist()) for r in rows]
+        with store_errors(f"writing {len(points)} rows to {table}"):
+            self.client.upload_points(table, points, batch_size=256, max_retries=3, wait=True)
+
+    def get_rows(self, table: str, keys: Sequence[str], *, vectors: bool = False) -> dict[str, Point]:
+        """The rows of ``keys`` that exist (missing keys are absent from the result)."""
+        if not keys or not self.exists(table):
+            return {}
+        by_id = {record_id(key): key for key in keys}
+        found: dict[str, Point] = {}
+        ids = list(by_id)
+        for start in range(0, len(ids), 1024):
+            with store_errors(f"reading {table}"):
+                records = self.client.retrieve(table, ids[start : start + 1024], with_payload=True,
+                                               with_vectors=vectors)
+            found.update((by_id[str(r.id)], _point(r)) for r in records)
+        return found
+
+    def delete_rows(self, table: str, keys: Sequence[str]) -> None:
+        """Delete the rows of ``keys`` (absent ones are ignored)."""
+        if not keys or not self.exists(table):
+            return
+        ids = [record_id(key) for key in keys]
+        for start in range(0, len(ids), 1024):
+            with store_errors(f"deleting rows of {table}"):
+                self.client.delete(table, models.PointIdsList(points=ids[start : start + 1024]), wait=True)
+
+    def scan_rows(self, table: str, *, vectors: bool = False, fields: bool | list[str] = True) -> Iterator[Point]:
+        """Every row of a table (none when it does not exist), page by page."""
+        if not self.exists(table):
+            return
+        offset = None
+        while True:
+            with store_errors(f"reading {table}"):
+                page, offset = self.client.scroll(table, limit=1024, offset=offset, with_payload=fields,
+                                                  with_vectors=vectors)
+            yield from (_point(p) for p in page)
+            if offset is None:
+                return
+
+    def tables(self, prefix: str) -> list[str]:
+        """Names of the tables (and collections) that start with ``prefix``."""
+        return sorted(n for n in self.collection_names() if n.startswith(prefix))
+
+    def drop_table(self, table: str) -> int:
+        """Delete a whole table; returns how many rows it held (0 when it did not exist)."""
+        if not self.exists(table):
+            return 0
+        rows = self.count(table)
+        with store_errors(f"deleting {table}"):
+            self.client.delete_collection(table)
+        return rows
 
     def ensure_vector_collection(self, name: str, dimension: int, *, on_disk: bool = False) -> None:
         """Create a side collection of plain vectors (looked up by id or read in order, never searched,
@@ -415,53 +435,44 @@ class IndexStore:
                 self.client.create_collection(name, vectors_config={}, **self.layout())
         self.tune_embedded()
 
-    def _scroll_payloads(self, collection: str, fields: bool | list[str] = True) -> Iterator[dict]:
-        offset = None
-        while True:
-            with store_errors(f"reading {collection}"):
-                page, offset = self.client.scroll(
-                    collection, limit=1024, offset=offset, with_payload=fields, with_vectors=False
-                )
-            for point in page:
-                yield point.payload or {}
-            if offset is None:
-                return
-
     def point_ids(self, collection: str) -> Iterator[str]:
-        """Every point id of a collection, page by page."""
-        offset = None
-        while True:
-            with store_errors(f"reading {collection}"):
-                page, offset = self.client.scroll(collection, limit=2048, offset=offset, with_payload=False)
-            yield from (str(point.id) for point in page)
-            if offset is None:
-                return
+        """Every point id of a build, page by page."""
+        return (p.id for p in self.scan_rows(collection, fields=False))
 
     def text_hashes(self, collection: str) -> set[str]:
         """Text hashes of every chunk in a build (what its vectors were embedded from)."""
-        return {p.get("text_hash", "") for p in self._scroll_payloads(collection, ["text_hash"])}
+        return {p.payload.get("text_hash", "") for p in self.scan_rows(collection, fields=["text_hash"])}
 
-    def search(self, collection: str, vector: np.ndarray, limit: int) -> list[models.ScoredPoint]:
-        """Nearest chunks to ``vector`` in a collection (or alias), best first, with payloads."""
-        with store_errors(f"searching {collection}"):
-            response = self.client.query_points(
-                collection, query=vector.tolist(), limit=limit, with_payload=True
-            )
-        return response.points
+    def read_points(self, collection: str, point_ids: Sequence[str], *, fields: bool | list[str] = True) -> list[Point]:
+        """Points of a build by id, with their vectors and payload ``fields`` (missing ids are skipped)."""
+        with store_errors(f"reading {len(point_ids)} points of {collection}"):
+            records = self.client.retrieve(collection, list(point_ids), with_payload=fields, with_vectors=True)
+        return [_point(r) for r in records]
+
+    def search(self, collection: str, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Point]:
+        """Nearest chunks to ``vector`` in a collection (or alias), best first, with payloads.
+
+        Args:
+            exact: compare with every vector instead of the HNSW graph: what evaluation uses, so metrics
+                never depend on the approximation.
+        """
+        return self.search_many(collection, vector[None, :], limit, exact=exact)[0]
 
     def search_many(
-        self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True
-    ) -> list[list[models.ScoredPoint]]:
+        self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
+        exact: bool = False,
+    ) -> list[list[Point]]:
         """``search`` for many vectors, in batched requests; one list of hits per vector, best first."""
-        results: list[list[models.ScoredPoint]] = []
+        params = models.SearchParams(exact=True) if exact else None
+        results: list[list[Point]] = []
         for start in range(0, len(vectors), 64):
             requests = [
-                models.QueryRequest(query=vector.tolist(), limit=limit, with_payload=payload)
+                models.QueryRequest(query=vector.tolist(), limit=limit, with_payload=payload, params=params)
                 for vector in vectors[start : start + 64]
             ]
             with store_errors(f"searching {collection}"):
                 responses = self.client.query_batch_points(collection, requests=requests)
-            results.extend(response.points for response in responses)
+            results.extend([_point(p) for p in response.points] for response in responses)
         return results
 
     def _info(self, collection: str) -> models.CollectionInfo:
@@ -561,10 +572,18 @@ def store_errors(action: str) -> Iterator[None]:
     """
     try:
         yield
-    except (StoreError, VersionError):
-        raise
-    except Exception as exc:
+    except _BACKEND_ERRORS as exc:
         raise StoreError(f"{action} failed: {_first_line(exc)}", transient=_transient(exc)) from exc
+    except ValueError as exc:
+        # qdrant-client's local mode reports a missing collection (deleted meanwhile) as a ValueError;
+        # any other ValueError is a bug in our call and keeps its traceback.
+        if "not found" not in str(exc):
+            raise
+        raise StoreError(f"{action} failed: {_first_line(exc)}") from exc
+
+
+#: what the backend itself raises: the server's answers, the transport, the disk, local mode's SQLite
+_BACKEND_ERRORS = (UnexpectedResponse, ResponseHandlingException, httpx.HTTPError, OSError, sqlite3.Error)
 
 
 #: HTTP statuses that say "later", not "never": throttling and a server briefly unavailable
@@ -580,6 +599,12 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, (httpx.TransportError, ResponseHandlingException, TimeoutError, ConnectionError)):
         return True
     return isinstance(exc, UnexpectedResponse) and exc.status_code in _RETRYABLE_STATUS
+
+
+def _point(record) -> Point:
+    vector = getattr(record, "vector", None)
+    return Point(id=str(record.id), payload=record.payload or {}, score=float(getattr(record, "score", 0.0) or 0.0),
+                 vector=None if vector is None or isinstance(vector, dict) else np.asarray(vector, dtype=np.float32))
 
 
 def _first_line(exc: BaseException) -> str:

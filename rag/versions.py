@@ -34,7 +34,8 @@ from datetime import datetime
 from rag.errors import AliasConflictError, PromotionRefused, StoreError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Manifest, PromotionEvent, VersionInfo, utc_now
-from rag.store import IndexStore, collection_name, version_of
+from rag.names import collection_name, version_of
+from rag.store import IndexStore
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
-from rag.journal import JOURNAL_PREFIX
 from rag.locks import AliasLock
-from rag.store import DOCS_SUFFIX, IndexStore
+from rag.names import DOCS_SUFFIX, journal_table
+from rag.store import IndexStore
 from tests.conftest import DEMO_CORPUS
 from tests.helpers import assert_same_index, points_of, snapshot
 
@@ -78,7 +78,7 @@ def _husks_and_orphans(store: Path, alias: str) -> tuple[list[str], list[str], i
         names = opened.collection_names()
         orphans = [n for n in names if n.startswith(alias + "__") and n.endswith(DOCS_SUFFIX)
                    and n[: -len(DOCS_SUFFIX)] not in names]
-        journal = JOURNAL_PREFIX + alias
+        journal = journal_table(alias)
         entries = opened.count(journal) if opened.exists(journal) else 0
     return husks, orphans, entries
 

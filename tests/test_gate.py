@@ -14,7 +14,8 @@ from rag import build
 from rag.config import EvaluationSettings, Settings, StoreSettings
 from rag.errors import ConfigError
 from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
-from rag.store import IndexStore, collection_name
+from rag.names import collection_name
+from rag.store import IndexStore
 from tests.test_versions import FINGERPRINT
 
 

@@ -21,7 +21,8 @@ from flows.reindex import reindex
 from rag import build
 from rag.chunking import Chunker
 from rag.models import Counts, Manifest
-from rag.store import IndexStore, docs_collection, version_of
+from rag.names import docs_collection, version_of
+from rag.store import IndexStore
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

@@ -16,8 +16,8 @@ from connectors.folder import LINK_NOT_FOLLOWED
 from connectors.ids import decode_document_id, document_id
 from rag.config import FolderSource
 from rag.models import DocumentRecord
+from rag.names import record_id
 from rag.plan import Listing, deleted_at_source, plan_build
-from rag.store import record_id
 from tests.test_s3 import bucket, s3_endpoint  # noqa: F401 - the real S3 server (SeaweedFS) fixtures
 
 SECRET = "the launch codes are 0000"

@@ -25,7 +25,9 @@ def test_a_server_answer_is_transient_only_when_it_says_later(status: int, trans
 
 def test_network_failures_are_transient_and_bugs_are_not() -> None:
     assert is_transient(_raised(httpx.ConnectError("refused")))
-    assert not is_transient(_raised(ValueError("wrong vector size")))
+    assert not is_transient(_raised(OSError(28, "No space left on device")))
+    with pytest.raises(TypeError), store_errors("reading"):  # a bug in our call is not a store error
+        raise TypeError("unhashable type: 'list'")
     assert not is_transient(ValueError("a bug outside ragops"))
     assert not is_transient(SourceError("bucket does not exist"))
 

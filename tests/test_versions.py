@@ -16,8 +16,9 @@ from rag.chunking import Chunker
 from rag.config import Settings, StoreSettings
 from rag.errors import AliasConflictError, PromotionRefused, StoreLockedError, VersionError
 from rag.models import Chunk, Counts, Manifest, ModelFingerprint, utc_now
+from rag.names import collection_name, docs_collection
 from rag.sandbox import ParseSandbox
-from rag.store import IndexStore, collection_name, docs_collection
+from rag.store import IndexStore
 
 FINGERPRINT = ModelFingerprint(
     name="test", path="/nowhere", weights_sha256="0" * 64, dimension=4, normalize=True, dtype="float32",
@@ -243,7 +244,7 @@ def test_cache_pruning_keeps_only_vectors_that_remaining_builds_use(store: Index
 
     store.delete_build(build_a)  # no build of the model left: the whole cache goes
     assert prune_caches(store, "kb") == 2
-    assert not store.exists(cache.collection)
+    assert not store.exists(cache.table)
 
 
 # --- what a kill -9 leaves behind ------------------------------------------------------------------

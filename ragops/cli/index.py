@@ -87,7 +87,8 @@ def rollback(
 ) -> None:
     """Point the alias back at the previous build (compare-and-swap; nothing is deleted)."""
     settings = common.settings()
-    from rag.store import IndexStore, version_of
+    from rag.names import version_of
+    from rag.store import IndexStore
     from rag.versions import rollback as rollback_alias
     from ragops.contracts import RollbackResponse
 

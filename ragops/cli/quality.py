@@ -26,7 +26,8 @@ def freshness(*, documents: DocumentsFlag = False, common: Common) -> None:
 
     from rag.freshness import breach, read_freshness
     from rag.models import utc_now
-    from rag.store import IndexStore, version_of
+    from rag.names import version_of
+    from rag.store import IndexStore
     from ragops.contracts import DocumentRow, FreshnessResponse, SourceFreshnessRow
 
     with IndexStore.open(settings.store) as index_store:
