@@ -58,7 +58,8 @@ def retrieve(
     vectors = embedder.embed(list(texts))
     fields = ["doc_id", "text"] if contexts else ["doc_id"]
     results = []
-    for hits in store.search_many(collection, vectors, depth, payload=fields):
+    # Exact: metrics must not depend on the index's approximation (serving uses the index).
+    for hits in store.search_many(collection, vectors, depth, payload=fields, exact=True):
         best: dict[str, float] = {}
         for hit in hits:  # best first: the first chunk of a document is its best
             best.setdefault((hit.payload or {}).get("doc_id", str(hit.id)), float(hit.score))

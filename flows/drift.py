@@ -21,7 +21,7 @@ from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail
 from flows.steps import drift_checks, load_model
 from rag.config import config_file
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore
+from rag.store import IndexStore, require_store
 
 #: the event a drift emits; automations match it with the resource id ``ragops.alias.<alias>``
 DRIFT_EVENT = "ragops.drift.detected"
@@ -53,6 +53,7 @@ def drift_check(
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings)
     embedder = load_model(settings.embedding)
+    require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
         report = drift_checks(index_store, settings, golden_set, embedder)
     publish_drift(report)

@@ -25,7 +25,7 @@ from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused,
 from rag.models import GateResult, Manifest
 from rag.names import version_of
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore
+from rag.store import IndexStore, require_store
 from rag.versions import resolve_collection
 
 
@@ -63,6 +63,7 @@ def evaluate(
     golden_set = load_golden(settings, required=True)
     embedders = QueryEmbedders(settings.evaluation, settings.embedding)
 
+    require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
         live = index_store.alias_target(settings.alias)
         if version is None and live is None:

@@ -17,7 +17,7 @@ from flows.steps import read_freshness
 from rag.freshness import breach
 from rag.models import utc_now
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore
+from rag.store import IndexStore, require_store
 
 
 @flow(name="freshness-check", flow_run_name=alias_run_name("freshness-check"))
@@ -39,6 +39,7 @@ def freshness_check(config: str | None = None, alias: str | None = None, store: 
     configure_offline_runtime()
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias)
+    require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
         assessed = read_freshness(index_store, settings.alias, settings.sources, utc_now())
     rows = publish_freshness(settings.alias, assessed)

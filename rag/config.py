@@ -174,13 +174,19 @@ def source_from_cli(value: str) -> dict[str, str]:
 
 
 class StoreSettings(_Section):
-    """Where index versions live: an embedded Qdrant folder, or a Qdrant server."""
+    """Where index versions live: an embedded store (a folder), or a Qdrant server."""
 
     location: str = Field(
         ".ragops/qdrant",
-        description="A folder for embedded Qdrant (local mode, one process at a time), "
+        description="A folder for the embedded store (see `store.engine`), "
         "or an http(s):// URL of a Qdrant server or cluster.",
         min_length=1,
+    )
+    engine: Literal["auto", "edge", "qdrant"] = Field(
+        "auto",
+        description="What runs a folder location: `edge` (Qdrant Edge: builds and serving at the same time), "
+        "`qdrant` (qdrant-client's local mode, one process at a time). `auto` is `edge`. "
+        "A server URL always uses the Qdrant server API.",
     )
     api_key: SecretStr | None = Field(None, description="API key for a Qdrant server (ignored in local mode).")
     timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for a Qdrant server request.")
@@ -194,6 +200,14 @@ class StoreSettings(_Section):
     shard_number: int | None = Field(
         None, ge=1, le=1024, description="Shards per collection. Unset: Qdrant's default (one per node)."
     )
+
+    @field_validator("location")
+    @classmethod
+    def _folder_or_server(cls, value: str) -> str:
+        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
+        if scheme and scheme.group(1).lower() not in ("http", "https"):
+            raise ValueError(f"{value!r} is neither a folder nor an http(s):// URL of a Qdrant server")
+        return value
 
     @property
     def is_remote(self) -> bool:

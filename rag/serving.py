@@ -11,11 +11,13 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import dataclass
 from datetime import timedelta
 
 from rag.config import StoreSettings
 from rag.embedding import Embedder, load_embedder_for
-from rag.errors import VersionError
+from rag.errors import RagopsError, VersionError
 from rag.models import Hit
 from rag.names import version_of
 from rag.querylog import QueryLog
@@ -24,15 +26,26 @@ from rag.store import IndexStore
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Live:
+    """What a search uses, swapped as one reference: one build, and the model its vectors came from."""
+
+    collection: str
+    version: str
+    embedder: Embedder
+
+
 class Retriever:
-    """Searches whatever build the alias points at, following promotions and rollbacks.
+    """Searches whatever build the alias points at, following promotions and rollbacks made anywhere.
 
-    Each ``search`` resolves the alias first and then queries that collection, so one answer comes from
-    exactly one build and names it. If the alias has moved to a build embedded with a different model,
-    the model is reloaded from the new build's manifest: queries never land in the wrong vector space.
+    A background thread reads the alias every ``follow_every`` seconds. When it has moved, the thread
+    opens the new build, loads its model if it differs, warms both with one search, and only then
+    switches: searches never wait for a build to open, each answer comes wholly from one build, and
+    the answer names it. The previous build is let go one interval later (a search that started on it
+    finishes on it), so the Retriever holds only the live build open.
 
-    An embedded store is locked while a Retriever is open: close it (or use ``with``) before a reindex,
-    or serve from a Qdrant server.
+    On the embedded store (Qdrant Edge) a Retriever blocks nobody: builds, promotions, rollbacks and
+    every ``ragops`` command run beside it.
     """
 
     def __init__(
@@ -44,19 +57,22 @@ class Retriever:
         batch_size: int = 32,
         log_queries: bool = False,
         query_log_max_age: timedelta = timedelta(days=30),
+        follow_every: float = 2.0,
     ) -> None:
         """
         Args:
             alias: the serving alias (``Settings.alias``).
-            store: a folder (embedded Qdrant), a server URL, or full ``StoreSettings`` (with an API key).
+            store: a folder (embedded store), a server URL, or full ``StoreSettings`` (with an API key).
             device: torch device for query embeddings.
             batch_size: queries embedded per forward pass in ``search_many``.
             log_queries: record each query's embedding (not its text) in the alias's query log, so
                 ``ragops drift`` can tell when what users ask moves (``rag.querylog``).
             query_log_max_age: logged embeddings older than this are deleted as new ones arrive.
+            follow_every: seconds between two reads of the alias (0 never follows: the build at opening).
 
         Raises:
             StoreError / StoreLockedError: the store cannot be opened.
+            VersionError: the alias does not exist.
         """
         settings = store if isinstance(store, StoreSettings) else StoreSettings(location=str(store))
         self.alias = alias
@@ -64,10 +80,20 @@ class Retriever:
         self.batch_size = batch_size
         self.log_queries = log_queries
         self.query_log_max_age = query_log_max_age
-        self._opened = IndexStore.open(settings)
+        self.follow_every = follow_every
+        self._opened = IndexStore.open(settings, create=False)
         self.store = self._opened.__enter__()
-        self._embedder: Embedder | None = None
-        self._embedder_collection: str | None = None  # builds never change model: cache per collection
+        self._store_lock = threading.Lock()  # one store, used by searches and the follower thread
+        self._stop = threading.Event()
+        try:
+            self._live = self._prepare(self.live_collection(), previous=None)
+        except BaseException:
+            self._opened.__exit__(None, None, None)
+            raise
+        self._follower: threading.Thread | None = None
+        if follow_every > 0:
+            self._follower = threading.Thread(target=self._follow, name=f"follow-{alias}", daemon=True)
+            self._follower.start()
 
     def __enter__(self) -> Retriever:
         return self
@@ -76,16 +102,26 @@ class Retriever:
         self.close()
 
     def close(self) -> None:
-        """Close the store (releases an embedded store's lock)."""
-        self._opened.__exit__(None, None, None)
+        """Stop following and close the store."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join()
+        with self._store_lock:
+            self._opened.__exit__(None, None, None)
+
+    @property
+    def version(self) -> str:
+        """The version answering searches now."""
+        return self._live.version
 
     def live_collection(self) -> str:
-        """The collection the alias points at now.
+        """The collection the alias points at now, read from the store.
 
         Raises:
             VersionError: the alias does not exist.
         """
-        target = self.store.alias_target(self.alias)
+        with self._store_lock:
+            target = self.store.alias_target(self.alias)
         if target is None:
             raise VersionError(
                 f"alias {self.alias!r} does not exist in {self.store.location}; run `ragops reindex` first "
@@ -101,29 +137,48 @@ class Retriever:
         """``search`` for several queries at once, all answered by the same build."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        collection = self.live_collection()
-        embedder = self._embedder_for(collection)
-        vectors = embedder.embed(texts)
-        if self.log_queries:
-            QueryLog(self.store, self.alias, embedder.fingerprint).record(vectors, max_age=self.query_log_max_age)
-        version = version_of(collection)
-        results = []
-        for vector in vectors:
-            points = self.store.search(collection, vector, k)
-            results.append([_hit(point, version) for point in points])
-        return results
+        live = self._live  # one read: the whole answer comes from this build and its model
+        vectors = live.embedder.embed(texts)
+        with self._store_lock:
+            if self.log_queries:
+                QueryLog(self.store, self.alias, live.embedder.fingerprint).record(
+                    vectors, max_age=self.query_log_max_age)
+            results = self.store.search_many(live.collection, vectors, k)
+        return [[_hit(point, live.version) for point in points] for points in results]
 
-    def _embedder_for(self, collection: str) -> Embedder:
-        if self._embedder is not None and collection == self._embedder_collection:
-            return self._embedder
-        manifest = self.store.read_manifest(collection)
+    def _follow(self) -> None:
+        retired: str | None = None
+        while not self._stop.wait(self.follow_every):
+            if retired is not None:  # a search that began on it has had an interval to finish
+                with self._store_lock:
+                    self.store.release(retired)
+                retired = None
+            try:
+                target = self.live_collection()
+                if target != self._live.collection:
+                    previous = self._live
+                    self._live = self._prepare(target, previous=previous)
+                    retired = previous.collection
+                    log.info("alias %s moved: now serving %s (was %s)", self.alias, self._live.version,
+                             previous.version)
+            except RagopsError as exc:  # the store briefly unavailable, the alias gone: keep serving
+                log.warning("following alias %s: %s; still serving %s", self.alias, exc, self._live.version)
+
+    def _prepare(self, collection: str, previous: _Live | None) -> _Live:
+        """Open ``collection`` and its model and warm both, without touching what searches use now."""
+        with self._store_lock:
+            manifest = self.store.read_manifest(collection)
         if manifest is None:
             raise VersionError(f"live collection {collection} has no ragops manifest; cannot tell its model")
-        if self._embedder is None or not self._embedder.fingerprint.same_space(manifest.model):
+        if previous is not None and previous.embedder.fingerprint.same_space(manifest.model):
+            embedder = previous.embedder
+        else:
             log.info("loading the model of build %s", manifest.version)
-            self._embedder = load_embedder_for(manifest.model, batch_size=self.batch_size, device=self.device)
-        self._embedder_collection = collection
-        return self._embedder
+            embedder = load_embedder_for(manifest.model, batch_size=self.batch_size, device=self.device)
+        warm = embedder.embed(["warm up"])
+        with self._store_lock:
+            self.store.search_many(collection, warm, 1)
+        return _Live(collection=collection, version=version_of(collection), embedder=embedder)
 
 
 def _hit(point, version: str) -> Hit:

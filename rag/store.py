@@ -1,40 +1,35 @@
-"""The index store: Qdrant collections (one per build) and the aliases that serve them.
+"""The index store: the one interface to where builds, their manifests, aliases and tables live.
 
-One class, two backends, picked from ``StoreSettings.location``: an embedded Qdrant folder (local mode,
-pure Python, one process at a time) or a Qdrant server / cluster URL. Both speak the same qdrant-client
-API, so everything above this module is backend-agnostic.
+Two backends, picked by ``IndexStore.open`` from ``StoreSettings``:
 
-Qdrant errors are translated into ``StoreError``s here and nowhere else.
+- ``rag.store_edge.EdgeStore``: the embedded default (a folder, ``engine: auto`` or ``edge``) on Qdrant
+  Edge, one shard per build, the catalog in SQLite; serving processes and builds use it at the same time;
+- ``rag.store_qdrant.QdrantStore``: a Qdrant server or cluster (``http(s)://`` locations), or a folder in
+  qdrant-client's local mode (``engine: qdrant``; one process at a time, the server API's stand-in in tests).
+
+Everything above this module talks to a store through ``IndexStore`` only: a backend implements the
+primitives below, and the rest (document tables, ledgers, locks, listings) is written once here on top
+of them. Everything that is not a build's points is a *table*: rows keyed by a string, with a payload
+and, in vector tables (the embedding cache, the query log), a vector.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import httpx
 import numpy as np
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from rag.config import StoreSettings
-from rag.errors import AliasConflictError, StoreError, StoreLockedError, VersionError
-from rag.failpoints import failpoint
+from rag.errors import ConfigError, VersionError
 from rag.models import Chunk, DocumentRecord, Manifest, SourceState
-from rag.names import LOCKS_TABLE, build_of_table, docs_collection, is_build_of, ledger_table, record_id
-from rag.secrets import mask, redact_url
+from rag.names import LOCKS_TABLE, build_of_table, docs_collection, is_build_of, ledger_table
 
 log = logging.getLogger(__name__)
-
-#: key under which the manifest lives in a collection's metadata
-MANIFEST_KEY = "ragops_manifest"
-#: HNSW graph degree restored after a bulk load (Qdrant's default)
-HNSW_M = 16
 
 
 @dataclass(frozen=True)
@@ -56,197 +51,196 @@ class Row:
     vector: np.ndarray | None = None
 
 
-class IndexStore:
-    """Builds as Qdrant collections, each carrying its ``Manifest``; serving aliases pointing at them.
+def require_store(settings: StoreSettings) -> None:
+    """Refuse a folder that holds no store (a server is checked when connecting).
 
-    Use ``IndexStore.open(settings)`` as a context manager: an embedded store holds an exclusive lock on
-    its folder until closed.
+    Raises:
+        ConfigError: nothing ragops made is at ``settings.location``.
+    """
+    folder = Path(settings.location)
+    if settings.is_remote or (folder / "catalog.sqlite").exists() or (folder / "meta.json").exists():
+        return
+    raise ConfigError(
+        f"no store at {folder}: check --store or store.location (relative paths are relative to the config "
+        "file), or run `ragops reindex` to create it"
+    )
+
+
+class IndexStore(ABC):
+    """Builds, each carrying its ``Manifest``; serving aliases pointing at them; tables beside them.
+
+    Use ``IndexStore.open(settings)`` as a context manager; it picks the backend.
     """
 
-    def __init__(self, client: QdrantClient, location: str, settings: StoreSettings | None = None) -> None:
-        self.client = client
-        #: where the store is, for messages and logs: a server URL's password is redacted
-        self.location = redact_url(location)
-        self._settings = settings
-        self._tuned: set[int] = set()
-        self.tune_embedded()
+    #: where the store is, for messages and logs (a server URL's password redacted)
+    location: str
 
     @classmethod
     @contextmanager
-    def open(cls, settings: StoreSettings) -> Iterator[IndexStore]:
+    def open(cls, settings: StoreSettings, *, create: bool = True) -> Iterator[IndexStore]:
         """Open the store for the length of a ``with`` block, and always close it.
 
+        Args:
+            create: make an embedded store that does not exist yet. Commands that only read pass False,
+                so a mistyped ``--store`` is an error rather than a new empty store.
+
         Raises:
-            StoreLockedError: the embedded store is open in another process (or elsewhere in this one).
-            StoreError: the server cannot be reached or refuses the credentials.
+            ConfigError: ``create`` is False and there is no store at the folder.
+            StoreLockedError: an embedded local-mode store is open in another process.
+            StoreError: the server cannot be reached or refuses the credentials; the folder cannot be used.
         """
-        store = cls(_connect(settings), settings.location, settings)
+        if not create:
+            require_store(settings)
+        if settings.engine in ("auto", "edge") and not settings.is_remote:
+            from rag.store_edge import EdgeStore
+
+            store: IndexStore = EdgeStore(settings)
+        else:
+            from rag.store_qdrant import QdrantStore, connect
+
+            store = QdrantStore(connect(settings), settings.location, settings)
         try:
             yield store
         finally:
             store.close()
 
-    def tune_embedded(self) -> None:
-        """Make an embedded store's per-collection SQLite files write in WAL mode.
+    # --- what a backend implements -----------------------------------------------------------------
 
-        Why: qdrant-client's local mode commits every point in its own transaction, and with SQLite's
-        default rollback journal each commit is an fsync: ~240 points/s on this machine's disk. With
-        ``journal_mode=WAL`` and ``synchronous=NORMAL``, each commit stays atomic and survives a killed
-        process; only a power loss can drop the latest commits (never corrupt). We measured ~1,800
-        points/s. ``sync()`` forces a full checkpoint before a build is recorded as complete, so
-        "complete" is always on disk. This reaches into qdrant-client's private attributes (pinned at
-        1.20.0); if they move, the getattr chain finds nothing and the defaults stay: slower, not wrong.
-        A server store has nothing to tune.
+    @abstractmethod
+    def close(self) -> None:
+        """Release everything the store holds open."""
+
+    @abstractmethod
+    def collection_names(self) -> list[str]:
+        """Every build and table in the store."""
+
+    @abstractmethod
+    def exists(self, collection: str) -> bool:
+        """True when the build or table exists."""
+
+    @abstractmethod
+    def create_build(self, manifest: Manifest) -> None:
+        """Create the empty build of ``manifest`` (and its document table).
+
+        Raises:
+            VersionError: the build already exists (builds are never overwritten).
         """
-        for connection in self._embedded_connections():
-            if id(connection) in self._tuned:
-                continue
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            self._tuned.add(id(connection))
+
+    @abstractmethod
+    def finish_bulk_load(self, collection: str, *, timeout: float = 600) -> str:
+        """Index a fully written build (HNSW, payload indexes); returns its status ("green" when done)."""
+
+    @abstractmethod
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Replace a build's manifest."""
+
+    @abstractmethod
+    def read_manifest(self, collection: str) -> Manifest | None:
+        """The manifest of a build, or None when it has none (not made by ragops).
+
+        Raises:
+            VersionError: the build does not exist.
+        """
+
+    @abstractmethod
+    def status(self, collection: str) -> str:
+        """The build's index status: green (indexed), yellow (indexing), grey or red."""
+
+    @abstractmethod
+    def count(self, collection: str) -> int:
+        """Exact number of points in a build (or rows in a table)."""
+
+    @abstractmethod
+    def _remove_build(self, collection: str) -> None:
+        """Delete a build and its document table (``delete_build`` checked that nothing serves it)."""
+
+    @abstractmethod
+    def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Write chunks and their vectors; idempotent (point ids derive from document id + position)."""
+
+    @abstractmethod
+    def write_points(self, collection: str, points: Sequence[Point]) -> None:
+        """Write points as read from a build (ids, vectors, payloads), e.g. by a migration."""
+
+    @abstractmethod
+    def copy_points(self, source: str, target: str, point_ids: Sequence[str]) -> int:
+        """Copy points (vectors and payloads) between builds; returns how many were found and copied."""
+
+    @abstractmethod
+    def read_points(self, collection: str, point_ids: Sequence[str], *, fields: bool | list[str] = True) -> list[Point]:
+        """Points of a build by id, with their vectors and payload ``fields`` (missing ids are skipped)."""
+
+    @abstractmethod
+    def search_many(
+        self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
+        exact: bool = False,
+    ) -> list[list[Point]]:
+        """Nearest points of a build (or alias) to each vector, best first.
+
+        Args:
+            exact: compare with every vector instead of the index: what evaluation uses, so metrics never
+                depend on the approximation.
+        """
+
+    @abstractmethod
+    def put_rows(self, table: str, rows: Sequence[Row], *, dimension: int | None = None) -> None:
+        """Write rows (replacing rows with the same key), durably, creating the table if needed.
+
+        Args:
+            dimension: the table holds vectors of this size (every row then carries one).
+        """
+
+    @abstractmethod
+    def get_rows(self, table: str, keys: Sequence[str], *, vectors: bool = False) -> dict[str, Point]:
+        """The rows of ``keys`` that exist, by key (missing keys are absent from the result)."""
+
+    @abstractmethod
+    def delete_rows(self, table: str, keys: Sequence[str]) -> None:
+        """Delete the rows of ``keys`` (absent ones are ignored)."""
+
+    @abstractmethod
+    def scan_rows(self, table: str, *, vectors: bool = False, fields: bool | list[str] = True) -> Iterator[Point]:
+        """Every row of a table, or point of a build (none when it does not exist), page by page."""
+
+    @abstractmethod
+    def drop_table(self, table: str) -> int:
+        """Delete a whole table; returns how many rows it held (0 when it did not exist)."""
+
+    @abstractmethod
+    def alias_target(self, alias: str) -> str | None:
+        """The build the alias points at, or None when the alias does not exist."""
+
+    @abstractmethod
+    def aliases_of(self, collection: str) -> list[str]:
+        """Aliases pointing at the build."""
+
+    @abstractmethod
+    def swap_alias(self, alias: str, *, expected: str | None, target: str) -> None:
+        """Point ``alias`` at ``target`` if, and only if, it still points at ``expected``.
+
+        Args:
+            expected: where the alias must point now; None means "the alias must not exist yet".
+
+        Raises:
+            AliasConflictError: the alias points elsewhere; nothing was changed.
+            VersionError: the target build does not exist.
+        """
+
+    def release(self, collection: str) -> None:
+        """Let go of what this process holds open to read a build (a snapshot on Edge; others: nothing)."""
 
     def sync(self, collection: str) -> None:
-        """Make everything written to an embedded collection durable (a full WAL checkpoint, fsynced)."""
-        for name, connection in self._embedded_connections(with_names=True):
-            if name == collection:
-                connection.execute("PRAGMA wal_checkpoint(FULL)")
-
-    def _embedded_connections(self, with_names: bool = False):
-        local = getattr(self.client, "_client", None)
-        for name, collection in (getattr(local, "collections", None) or {}).items():
-            connection = getattr(getattr(collection, "storage", None), "storage", None)
-            if connection is not None:
-                yield (name, connection) if with_names else connection
-
-    def close(self) -> None:
-        """Release the client (and, for an embedded store, its folder lock)."""
-        try:
-            self.client.close()
-        except Exception as exc:  # closing must not hide the error that brought us here
-            log.warning("closing the store at %s failed: %s", self.location, _first_line(exc))
-
-    def layout(self) -> dict:
-        """Sharding and replication for every collection ragops creates (``create_collection`` kwargs)."""
-        settings = self._settings or StoreSettings(location=self.location)
-        return {"replication_factor": settings.replication_factor, "shard_number": settings.shard_number,
-                "write_consistency_factor": settings.write_consistency_factor}
+        """Make everything written to a build or table durable (backends that buffer writes)."""
 
     @contextmanager
     def released(self) -> Iterator[None]:
-        """Give up an embedded store's folder lock for a ``with`` block (a long wait), then take it back.
+        """Let other processes use the store during a long wait (backends that lock it; others: nothing)."""
+        yield
 
-        Others (a Retriever, ``ragops status``) can open the store meanwhile. A server store is left
-        as it is. Alias moves after the block stay compare-and-swap, so a move made meanwhile is caught.
-
-        Raises:
-            StoreLockedError: the store is still held by someone else when the block ends.
-        """
-        if self._settings is None or self._settings.is_remote:
-            yield
-            return
-        self.close()
-        try:
-            yield
-        finally:
-            self.client = _connect(self._settings)
-            self._tuned.clear()
-            self.tune_embedded()
-
-    # --- collections -------------------------------------------------------------------------------
-
-    def list_builds(self, alias: str) -> list[str]:
-        """Collections that are builds of ``alias``, oldest first (versions sort by time)."""
-        return sorted(n for n in self.collection_names() if is_build_of(alias, n))
-
-    def collection_names(self) -> list[str]:
-        """Every collection in the store."""
-        with store_errors(f"listing collections in {self.location}"):
-            return [c.name for c in self.client.get_collections().collections]
-
-    def exists(self, collection: str) -> bool:
-        """True when the collection exists."""
-        with store_errors(f"checking collection {collection}"):
-            return self.client.collection_exists(collection)
-
-    def create_build(self, manifest: Manifest) -> None:
-        """Create the empty collection of a new build, its manifest in the metadata.
-
-        HNSW indexing is deferred (m=0) while the build loads; ``finish_bulk_load`` restores it.
-
-        Raises:
-            VersionError: the collection already exists (builds are never overwritten).
-        """
-        if self.exists(manifest.collection):
-            raise VersionError(f"collection {manifest.collection} already exists; builds are never overwritten")
-        with store_errors(f"creating collection {manifest.collection}"):
-            self.client.create_collection(
-                manifest.collection,
-                vectors_config=models.VectorParams(
-                    size=manifest.model.dimension, distance=models.Distance.COSINE, on_disk=True
-                ),
-                hnsw_config=models.HnswConfigDiff(m=0),
-                metadata={MANIFEST_KEY: manifest.model_dump(mode="json")},
-                **self.layout(),
-            )
-            self._create_table(docs_collection(manifest.collection))
-        self.tune_embedded()
-
-    def finish_bulk_load(self, collection: str, *, timeout: float = 600) -> str:
-        """Restore HNSW indexing after a bulk load and wait until the collection is green.
-
-        Returns:
-            The collection status at the end ("green" unless the timeout passed).
-        """
-        with store_errors(f"updating collection {collection}"):
-            self.client.update_collection(collection, hnsw_config=models.HnswConfigDiff(m=HNSW_M))
-        deadline = time.monotonic() + timeout
-        status = self.status(collection)
-        while status != "green" and time.monotonic() < deadline:
-            time.sleep(0.5)
-            status = self.status(collection)
-        return status
-
-    def write_manifest(self, manifest: Manifest) -> None:
-        """Replace a build's manifest in its collection metadata."""
-        with store_errors(f"writing the manifest of {manifest.collection}"):
-            self.client.update_collection(
-                manifest.collection, metadata={MANIFEST_KEY: manifest.model_dump(mode="json")}
-            )
-
-    def read_manifest(self, collection: str) -> Manifest | None:
-        """The manifest of a build, or None when the collection has none (not made by ragops).
-
-        Raises:
-            VersionError: the collection does not exist.
-        """
-        info = self._info(collection)
-        data = (info.config.metadata or {}).get(MANIFEST_KEY)
-        if data is None:
-            return None
-        try:
-            return Manifest.model_validate(data)
-        except ValueError as exc:
-            log.warning("collection %s has an unreadable manifest: %s", collection, exc)
-            return None
-
-    def status(self, collection: str) -> str:
-        """Qdrant's optimisation status of the collection: green, yellow, grey or red."""
-        status = self._info(collection).status
-        return getattr(status, "value", str(status))
-
-    def count(self, collection: str) -> int:
-        """Exact number of points in the collection."""
-        with store_errors(f"counting points in {collection}"):
-            return self.client.count(collection, exact=True).count
+    # --- written once, on top of the primitives ---------------------------------------------------
 
     def delete_build(self, collection: str) -> None:
-        """Delete a build: its document table first, its collection last. Refuses one an alias points at.
-
-        Why this order: two requests cannot be atomic, and a process killed between them must leave
-        something retention finds again. A build whose table went first is still a collection named
-        like a build, so ``list_builds`` lists it and the next retention deletes the rest. The other
-        order would leave a ``__docs`` table that nothing lists (``orphan_tables`` finds those, for
-        stores that a version deleting in that order left behind).
+        """Delete a build and its document table. Refuses one an alias points at.
 
         Raises:
             VersionError: an alias points at it (the live build is never deleted).
@@ -254,11 +248,11 @@ class IndexStore:
         aliases = self.aliases_of(collection)
         if aliases:
             raise VersionError(f"refusing to delete {collection}: alias {', '.join(aliases)} points at it")
-        with store_errors(f"deleting collection {collection}"):
-            if self.client.collection_exists(docs_collection(collection)):
-                self.client.delete_collection(docs_collection(collection))
-            failpoint("retention")
-            self.client.delete_collection(collection)
+        self._remove_build(collection)
+
+    def list_builds(self, alias: str) -> list[str]:
+        """Collections that are builds of ``alias``, oldest first (versions sort by time)."""
+        return sorted(n for n in self.collection_names() if is_build_of(alias, n))
 
     def orphan_tables(self, alias: str) -> list[str]:
         """Document tables of ``alias``'s builds whose build collection is gone, oldest first.
@@ -281,36 +275,7 @@ class IndexStore:
         build = build_of_table(table)
         if build is None or self.exists(build):
             raise VersionError(f"refusing to delete {table}: it is not the table of a deleted build")
-        with store_errors(f"deleting the orphaned document table {table}"):
-            self.client.delete_collection(table)
-
-    def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        """Write chunks and their vectors; idempotent (point ids derive from document id + position)."""
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        if not chunks:
-            return
-        points = [
-            models.PointStruct(id=chunk.point_id, vector=vector.tolist(), payload=chunk.payload())
-            for chunk, vector in zip(chunks, vectors)
-        ]
-        with store_errors(f"writing {len(points)} points to {collection}"):
-            self.client.upload_points(collection, points, batch_size=256, max_retries=3, wait=True)
-
-    def copy_points(self, source: str, target: str, point_ids: Sequence[str]) -> int:
-        """Copy points (vectors and payloads) between builds; returns how many were found and copied."""
-        copied = 0
-        for start in range(0, len(point_ids), 512):
-            ids = list(point_ids[start : start + 512])
-            with store_errors(f"reading {len(ids)} points from {source}"):
-                records = self.client.retrieve(source, ids, with_payload=True, with_vectors=True)
-            points = [models.PointStruct(id=r.id, vector=r.vector, payload=r.payload) for r in records]
-            with store_errors(f"writing {len(points)} points to {target}"):
-                self.client.upload_points(target, points, batch_size=256, max_retries=3, wait=True)
-            copied += len(points)
-        return copied
-
-    # --- document tables, ledger and cache: vectorless or small side collections -----------------
+        self.drop_table(table)
 
     def write_records(self, collection: str, records: Sequence[DocumentRecord]) -> None:
         """Write document records into a build's document table (idempotent, keyed by document id)."""
@@ -342,98 +307,9 @@ class IndexStore:
         """Remove the alias's lease record."""
         self.delete_rows(LOCKS_TABLE, [f"lock:{alias}"])
 
-    # --- tables: rows keyed by a string, with a payload and (in vector tables) a vector -------------
-    # The embedding cache, query log, parse journal, ledger, locks and document tables are tables.
-
-    def put_rows(self, table: str, rows: Sequence[Row], *, dimension: int | None = None) -> None:
-        """Write rows (replacing rows with the same key), durably, creating the table if needed.
-
-        Args:
-            dimension: the table holds vectors of this size (every row then carries one).
-        """
-        if not rows:
-            return
-        if dimension is None:
-            self._create_table(table)
-        else:
-            self.ensure_vector_collection(table, dimension, on_disk=True)
-        points = [models.PointStruct(id=record_id(r.key), payload=r.payload,
-                                     vector={} if r.vector is None else r.vector.tolist()) for r in rows]
-        with store_errors(f"writing {len(points)} rows to {table}"):
-            self.client.upload_points(table, points, batch_size=256, max_retries=3, wait=True)
-
-    def get_rows(self, table: str, keys: Sequence[str], *, vectors: bool = False) -> dict[str, Point]:
-        """The rows of ``keys`` that exist (missing keys are absent from the result)."""
-        if not keys or not self.exists(table):
-            return {}
-        by_id = {record_id(key): key for key in keys}
-        found: dict[str, Point] = {}
-        ids = list(by_id)
-        for start in range(0, len(ids), 1024):
-            with store_errors(f"reading {table}"):
-                records = self.client.retrieve(table, ids[start : start + 1024], with_payload=True,
-                                               with_vectors=vectors)
-            found.update((by_id[str(r.id)], _point(r)) for r in records)
-        return found
-
-    def delete_rows(self, table: str, keys: Sequence[str]) -> None:
-        """Delete the rows of ``keys`` (absent ones are ignored)."""
-        if not keys or not self.exists(table):
-            return
-        ids = [record_id(key) for key in keys]
-        for start in range(0, len(ids), 1024):
-            with store_errors(f"deleting rows of {table}"):
-                self.client.delete(table, models.PointIdsList(points=ids[start : start + 1024]), wait=True)
-
-    def scan_rows(self, table: str, *, vectors: bool = False, fields: bool | list[str] = True) -> Iterator[Point]:
-        """Every row of a table (none when it does not exist), page by page."""
-        if not self.exists(table):
-            return
-        offset = None
-        while True:
-            with store_errors(f"reading {table}"):
-                page, offset = self.client.scroll(table, limit=1024, offset=offset, with_payload=fields,
-                                                  with_vectors=vectors)
-            yield from (_point(p) for p in page)
-            if offset is None:
-                return
-
     def tables(self, prefix: str) -> list[str]:
         """Names of the tables (and collections) that start with ``prefix``."""
         return sorted(n for n in self.collection_names() if n.startswith(prefix))
-
-    def drop_table(self, table: str) -> int:
-        """Delete a whole table; returns how many rows it held (0 when it did not exist)."""
-        if not self.exists(table):
-            return 0
-        rows = self.count(table)
-        with store_errors(f"deleting {table}"):
-            self.client.delete_collection(table)
-        return rows
-
-    def ensure_vector_collection(self, name: str, dimension: int, *, on_disk: bool = False) -> None:
-        """Create a side collection of plain vectors (looked up by id or read in order, never searched,
-        so without an HNSW graph) unless it exists."""
-        if self.exists(name):
-            return
-        with store_errors(f"creating collection {name}"):
-            self.client.create_collection(
-                name,
-                vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE, on_disk=on_disk),
-                hnsw_config=models.HnswConfigDiff(m=0),
-                **self.layout(),
-            )
-        self.tune_embedded()
-
-    def ensure_table(self, name: str) -> None:
-        """Create a vectorless side table (records by id, never searched) unless it exists."""
-        self._create_table(name)
-
-    def _create_table(self, name: str) -> None:
-        with store_errors(f"creating collection {name}"):
-            if not self.client.collection_exists(name):
-                self.client.create_collection(name, vectors_config={}, **self.layout())
-        self.tune_embedded()
 
     def point_ids(self, collection: str) -> Iterator[str]:
         """Every point id of a build, page by page."""
@@ -443,12 +319,6 @@ class IndexStore:
         """Text hashes of every chunk in a build (what its vectors were embedded from)."""
         return {p.payload.get("text_hash", "") for p in self.scan_rows(collection, fields=["text_hash"])}
 
-    def read_points(self, collection: str, point_ids: Sequence[str], *, fields: bool | list[str] = True) -> list[Point]:
-        """Points of a build by id, with their vectors and payload ``fields`` (missing ids are skipped)."""
-        with store_errors(f"reading {len(point_ids)} points of {collection}"):
-            records = self.client.retrieve(collection, list(point_ids), with_payload=fields, with_vectors=True)
-        return [_point(r) for r in records]
-
     def search(self, collection: str, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Point]:
         """Nearest chunks to ``vector`` in a collection (or alias), best first, with payloads.
 
@@ -457,157 +327,3 @@ class IndexStore:
                 never depend on the approximation.
         """
         return self.search_many(collection, vector[None, :], limit, exact=exact)[0]
-
-    def search_many(
-        self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
-        exact: bool = False,
-    ) -> list[list[Point]]:
-        """``search`` for many vectors, in batched requests; one list of hits per vector, best first."""
-        params = models.SearchParams(exact=True) if exact else None
-        results: list[list[Point]] = []
-        for start in range(0, len(vectors), 64):
-            requests = [
-                models.QueryRequest(query=vector.tolist(), limit=limit, with_payload=payload, params=params)
-                for vector in vectors[start : start + 64]
-            ]
-            with store_errors(f"searching {collection}"):
-                responses = self.client.query_batch_points(collection, requests=requests)
-            results.extend([_point(p) for p in response.points] for response in responses)
-        return results
-
-    def _info(self, collection: str) -> models.CollectionInfo:
-        if not self.exists(collection):
-            raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
-        with store_errors(f"reading collection {collection}"):
-            return self.client.get_collection(collection)
-
-    # --- aliases -----------------------------------------------------------------------------------
-
-    def alias_target(self, alias: str) -> str | None:
-        """The collection the alias points at, or None when the alias does not exist."""
-        with store_errors(f"reading aliases in {self.location}"):
-            for description in self.client.get_aliases().aliases:
-                if description.alias_name == alias:
-                    return description.collection_name
-        return None
-
-    def aliases_of(self, collection: str) -> list[str]:
-        """Aliases pointing at the collection."""
-        with store_errors(f"reading aliases in {self.location}"):
-            return sorted(
-                a.alias_name for a in self.client.get_aliases().aliases if a.collection_name == collection
-            )
-
-    def swap_alias(self, alias: str, *, expected: str | None, target: str) -> None:
-        """Point ``alias`` at ``target`` if, and only if, it still points at ``expected``.
-
-        The move itself is one ``update_collection_aliases`` request (delete + create), which Qdrant
-        applies atomically: readers see the old or the new build, never neither. Qdrant has no
-        server-side compare-and-swap, so the check is a read just before that request; the window
-        between them is closed by running one run per alias at a time (the alias's lock, rag/locks.py).
-
-        Args:
-            expected: where the alias must point now; None means "the alias must not exist yet".
-
-        Raises:
-            AliasConflictError: the alias points elsewhere; nothing was changed.
-            VersionError: the target collection does not exist.
-        """
-        if not self.exists(target):
-            raise VersionError(f"cannot point alias {alias!r} at {target}: no such collection")
-        current = self.alias_target(alias)
-        if current != expected:
-            raise AliasConflictError(
-                f"alias {alias!r} points at {current or 'nothing'} but this run expected "
-                f"{expected or 'no alias'}: someone else moved it; the alias was left untouched. "
-                "Check `ragops status`, then re-run"
-            )
-        operations: list = []
-        if current is not None:
-            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
-        operations.append(
-            models.CreateAliasOperation(
-                create_alias=models.CreateAlias(collection_name=target, alias_name=alias)
-            )
-        )
-        with store_errors(f"moving alias {alias!r} to {target}"):
-            self.client.update_collection_aliases(change_aliases_operations=operations)
-
-
-def _connect(settings: StoreSettings) -> QdrantClient:
-    if settings.is_remote:
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        try:
-            client = QdrantClient(url=settings.location, api_key=api_key, timeout=settings.timeout)
-            client.get_collections()  # fail here, with a clear message, rather than mid-build
-        except Exception as exc:
-            # The client's error may quote the URL or the key it was given.
-            reason = mask(_first_line(exc), [api_key])
-            raise StoreError(
-                f"cannot reach Qdrant at {redact_url(settings.location)}: {reason}; check store.location "
-                "and store.api_key (RAGOPS_STORE__API_KEY)", transient=_transient(exc),
-            ) from None
-        return client
-    path = Path(settings.location)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the store folder {path}: {exc.strerror}") from None
-    try:
-        return QdrantClient(path=str(path))
-    except RuntimeError as exc:
-        if "already accessed" in str(exc):
-            raise StoreLockedError(
-                f"the store at {path} is in use by another ragops process (an embedded store admits one "
-                "at a time); wait for it to finish, or run a Qdrant server and set store.location to its URL"
-            ) from None
-        raise StoreError(f"cannot open the store at {path}: {_first_line(exc)}") from None
-
-
-@contextmanager
-def store_errors(action: str) -> Iterator[None]:
-    """Turn qdrant-client and transport errors into StoreError naming what we were doing.
-
-    The one place Qdrant errors are translated; modules that talk to the client directly use it too.
-    """
-    try:
-        yield
-    except _BACKEND_ERRORS as exc:
-        raise StoreError(f"{action} failed: {_first_line(exc)}", transient=_transient(exc)) from exc
-    except ValueError as exc:
-        # qdrant-client's local mode reports a missing collection (deleted meanwhile) as a ValueError;
-        # any other ValueError is a bug in our call and keeps its traceback.
-        if "not found" not in str(exc):
-            raise
-        raise StoreError(f"{action} failed: {_first_line(exc)}") from exc
-
-
-#: what the backend itself raises: the server's answers, the transport, the disk, local mode's SQLite
-_BACKEND_ERRORS = (UnexpectedResponse, ResponseHandlingException, httpx.HTTPError, OSError, sqlite3.Error)
-
-
-#: HTTP statuses that say "later", not "never": throttling and a server briefly unavailable
-_RETRYABLE_STATUS = {408, 429, 502, 503, 504}
-
-
-def _transient(exc: BaseException) -> bool:
-    """A network failure, a timeout or a "try later" status: the same call may well succeed soon.
-
-    Anything else (a bad request, a missing collection, a bug in our call, an embedded store's disk
-    error) would fail the same way again, so it is not retried.
-    """
-    if isinstance(exc, (httpx.TransportError, ResponseHandlingException, TimeoutError, ConnectionError)):
-        return True
-    return isinstance(exc, UnexpectedResponse) and exc.status_code in _RETRYABLE_STATUS
-
-
-def _point(record) -> Point:
-    vector = getattr(record, "vector", None)
-    return Point(id=str(record.id), payload=record.payload or {}, score=float(getattr(record, "score", 0.0) or 0.0),
-                 vector=None if vector is None or isinstance(vector, dict) else np.asarray(vector, dtype=np.float32))
-
-
-def _first_line(exc: BaseException) -> str:
-    # Transport errors can quote the request URL, credentials included.
-    text = redact_url(" ".join(str(exc).split()))
-    return (text or type(exc).__name__)[:300]

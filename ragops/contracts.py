@@ -23,6 +23,7 @@ from evals.models import DriftReport, QueryResult
 from rag.config import Settings
 from rag.errors import RagopsError
 from rag.locks import LockHolder
+from rag.migrate import Migration
 from rag.models import (
     BuildState,
     BuildSummary,
@@ -227,6 +228,10 @@ class ConfigResponse(RootModel[dict[str, Any]]):
 
 
 #: each command's ``--json`` success object, by the command's name as typed after ``ragops``
+class MigrateResponse(Migration):
+    """``ragops migrate``: what was carried over from the local-mode store (kept at ``backup``)."""
+
+
 RESPONSES: dict[str, type[BaseModel]] = {
     "reindex": ReindexResponse,
     "query": QueryResponse,
@@ -235,6 +240,7 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "rollback": RollbackResponse,
     "unlock": UnlockResponse,
     "promote": PromoteResponse,
+    "migrate": MigrateResponse,
     "eval": EvalResponse,
     "drift": DriftResponse,
     "bench beir": BenchResponse,

@@ -232,3 +232,15 @@ def render_config(r: dict[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(r, sort_keys=False).rstrip()
+
+
+def render_migration(m: dict[str, Any]) -> str:
+    """Text form of ``ragops migrate``."""
+    if m["already_done"]:
+        return f"{m['store']} is already a Qdrant Edge store: nothing to migrate"
+    lines = [f"migrated {m['backup']} -> {m['store']} (Qdrant Edge); the old store is kept at {m['backup']}"]
+    lines += [f"  build {name}: {points} points" for name, points in m["builds"].items()]
+    lines += [f"  alias {alias!r} -> {target}" for alias, target in m["aliases"].items()]
+    lines += [f"  table {name}: {rows} rows" for name, rows in m["tables"].items()]
+    lines += [f"  skipped {name} (not made by ragops)" for name in m["skipped"]]
+    return "\n".join(lines)

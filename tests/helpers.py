@@ -21,15 +21,7 @@ def snapshot(store_path: Path, alias: str) -> dict[str, tuple[dict, np.ndarray]]
 def points_of(store_path: Path, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
     """Every point of one collection: id -> (payload, vector)."""
     with IndexStore.open(StoreSettings(location=str(store_path))) as store:
-        points, offset = [], None
-        while True:
-            page, offset = store.client.scroll(
-                collection, limit=1000, offset=offset, with_payload=True, with_vectors=True
-            )
-            points += page
-            if offset is None:
-                break
-    return {str(p.id): (p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points}
+        return {p.id: (p.payload, p.vector) for p in store.scan_rows(collection, vectors=True)}
 
 
 def assert_same_index(actual: dict, expected: dict) -> None:

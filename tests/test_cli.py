@@ -79,7 +79,17 @@ def test_invalid_config_names_the_key(tmp_path: Path) -> None:
     assert error["kind"] == "config" and error["exit_code"] == 2
 
 
+def _empty_store(path: Path) -> Path:
+    from rag.config import StoreSettings
+    from rag.store import IndexStore
+
+    with IndexStore.open(StoreSettings(location=str(path))):
+        pass
+    return path
+
+
 def test_unknown_alias(tmp_path: Path) -> None:
+    _empty_store(tmp_path / "s")
     result = run("query", "anything", "--store", str(tmp_path / "s"), "--alias", "ghost")
     assert result.exit_code == 2
     assert "alias 'ghost' does not exist" in result.stderr
@@ -105,11 +115,14 @@ def _hold_store(path: Path) -> subprocess.Popen:
     return holder
 
 
+QDRANT_LOCAL = {"RAGOPS_STORE__ENGINE": "qdrant"}  # local mode admits one process; Edge admits many
+
+
 def test_locked_store(tmp_path: Path) -> None:
     path = tmp_path / "s"
     holder = _hold_store(path)
     try:
-        result = run("status", "--store", str(path), "--json")
+        result = run("status", "--store", str(path), "--json", env=QDRANT_LOCAL)
     finally:
         holder.kill()
         holder.wait()
@@ -129,7 +142,7 @@ def test_reindex_into_a_locked_store(corpus: Path, tmp_path: Path) -> None:
     path = tmp_path / "s"
     holder = _hold_store(path)
     try:
-        result = run("reindex", "--source", str(corpus), "--store", str(path))
+        result = run("reindex", "--source", str(corpus), "--store", str(path), env=QDRANT_LOCAL)
     finally:
         holder.kill()
         holder.wait()
@@ -139,6 +152,7 @@ def test_reindex_into_a_locked_store(corpus: Path, tmp_path: Path) -> None:
 
 
 def test_rollback_without_alias(tmp_path: Path) -> None:
+    _empty_store(tmp_path / "s")
     result = run("rollback", "--store", str(tmp_path / "s"), "--alias", "kb")
     assert result.exit_code == 2
     assert "alias 'kb' does not exist" in result.stderr
@@ -191,3 +205,15 @@ def test_a_command_line_that_does_not_parse_is_one_json_object_under_json() -> N
     for ok in (["--help"], ["--version"], ["status", "--help", "--json"]):
         shown = subprocess.run([script, *ok], capture_output=True, text=True, timeout=120)
         assert shown.returncode == 0 and shown.stdout.strip(), (ok, shown.stderr)
+
+
+def test_a_bad_store_location_is_refused_and_no_empty_store_is_made(tmp_path: Path) -> None:
+    result = run("status", "--store", "ftp://example.com/store", "--json")
+    assert result.exit_code == 2 and as_json(result)["error"]["kind"] == "config"
+    assert "neither a folder nor an http(s):// URL" in as_json(result)["error"]["message"]
+    typo = tmp_path / "stroe"
+    for command in (["status"], ["query", "anything"], ["rollback", "--alias", "kb"], ["freshness"]):
+        result = run(*command, "--store", str(typo))
+        assert result.exit_code == 2, (command, result.output)
+        assert f"no store at {typo}" in result.stderr, (command, result.stderr)
+    assert not typo.exists()  # nothing was created by reading

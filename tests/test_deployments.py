@@ -156,6 +156,8 @@ def test_expected_refusals_end_deployment_runs_failed_with_one_line_and_no_trace
     stale = _write(tmp_path / "stale.yaml", {**data, "alias": "never-built",
                                              "sources": [{**data["sources"][0], "max_staleness": "1s"}]})
 
+    with IndexStore.open(StoreSettings(location=data["store"]["location"])):
+        pass  # the store exists; its alias "never-built" does not
     with prefect_server.worker():
         gate = run_deployment("reindex/refresh", timeout=0, parameters={"config": str(strict)})
         fresh = run_deployment("freshness-check/freshness-check", timeout=0, parameters={"config": str(stale)})

@@ -36,7 +36,7 @@ def test_every_file_is_indexed_or_failed_with_a_reason_and_the_good_ones_promote
     assert summary["promoted"], summary["reason"]
 
     with IndexStore.open(StoreSettings(location=str(store))) as opened:
-        payloads = opened.client.scroll(summary["collection"], limit=100_000, with_payload=True)[0]
+        payloads = list(opened.scan_rows(summary["collection"]))
     indexed = {p.payload["doc_id"].removeprefix("docs-corpus/") for p in payloads}
     assert indexed == set(files) - set(failed)
     assert len(payloads) == counts["chunks"]

@@ -8,7 +8,8 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag.config import StoreSettings
 from rag.errors import SourceError, StoreError, is_transient
-from rag.store import IndexStore, store_errors
+from rag.store import IndexStore
+from rag.store_qdrant import store_errors
 
 
 def _raised(exc: BaseException) -> StoreError:

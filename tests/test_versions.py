@@ -79,6 +79,13 @@ def store(store_path: Path):
         yield opened
 
 
+@pytest.fixture
+def qdrant_store(store_path: Path):
+    """The qdrant-client backend (local mode, the server API's stand-in): deletions take two requests."""
+    with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")) as opened:
+        yield opened
+
+
 def test_promote_moves_the_alias_and_records_the_event(store: IndexStore) -> None:
     first = _complete_build(store, "kb", "20260101-000000")
     manifest = store.read_manifest(first)
@@ -194,12 +201,12 @@ def test_an_embedded_store_held_by_another_process_is_a_clear_error(store_path: 
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLockedError, match="in use by another ragops process"):
-            with IndexStore.open(StoreSettings(location=str(store_path))):
+            with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")):
                 pass
     finally:
         holder.kill()
         holder.wait()
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:  # free again
+    with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")) as store:  # free again
         assert store.list_builds("kb") == []
 
 
@@ -276,7 +283,8 @@ def test_retention_never_deletes_the_live_build_whatever_its_state(store: IndexS
     assert store.list_builds("kb") == [husk]
 
 
-def test_a_table_orphaned_by_a_killed_deletion_is_deleted_by_retention(store: IndexStore) -> None:
+def test_a_table_orphaned_by_a_killed_deletion_is_deleted_by_retention(qdrant_store: IndexStore) -> None:
+    store = qdrant_store
     old = _complete_build(store, "kb", "20260101-000000")
     live = _complete_build(store, "kb", "20260102-000000")
     versions.promote(store, "kb", live, expected=None, by="reindex", reason="live")
@@ -291,8 +299,9 @@ def test_a_table_orphaned_by_a_killed_deletion_is_deleted_by_retention(store: In
 
 
 def test_a_deletion_killed_half_way_leaves_a_build_that_retention_retries(
-    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+    qdrant_store: IndexStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = qdrant_store
     old, middle, live = (_complete_build(store, "kb", f"2026010{i}-000000") for i in (1, 2, 3))
     versions.promote(store, "kb", live, expected=None, by="reindex", reason="live")
     with monkeypatch.context() as patch:

@@ -7,7 +7,7 @@ in docs/cli.md); progress and logs go to stderr. Exit codes: 0 ok, 1 bug, 2 bad 
 (a command line click rejects included), 3 refused (alias conflict, build not fit to promote), 4 source
 or store unavailable, 5 a source breached its max_staleness, 6 drift detected.
 
-One module per group of commands: ``index`` (reindex, status, rollback, unlock, promote), ``search``
+One module per group of commands: ``index`` (reindex, status, rollback, unlock, promote, migrate), ``search``
 (query), ``quality`` (freshness, eval, drift), ``bench`` (bench beir), ``config``. Heavy imports
 (torch, prefect, qdrant) happen inside commands so that ``ragops --help`` is instant.
 """
@@ -54,6 +54,7 @@ app.command()(quality.freshness)
 app.command()(index.rollback)
 app.command()(index.unlock)
 app.command()(index.promote)
+app.command()(index.migrate)
 app.command("eval")(quality.evaluate)
 app.command()(quality.drift)
 app.add_typer(bench.app, name="bench")

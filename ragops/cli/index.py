@@ -1,4 +1,4 @@
-"""Commands that build and move the index: reindex, status, rollback, unlock, promote."""
+"""Commands that build and move the index: reindex, status, rollback, unlock, promote, migrate."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def status(*, common: Common) -> None:
     from rag.versions import list_versions
     from ragops.contracts import StatusResponse
 
-    with IndexStore.open(settings.store) as index_store:
+    with IndexStore.open(settings.store, create=False) as index_store:
         live = index_store.alias_target(settings.alias)
         builds = list_versions(index_store, settings.alias)
         records = index_store.read_records(live) if live else {}
@@ -92,7 +92,7 @@ def rollback(
     from rag.versions import rollback as rollback_alias
     from ragops.contracts import RollbackResponse
 
-    with IndexStore.open(settings.store) as index_store:
+    with IndexStore.open(settings.store, create=False) as index_store:
         before, after = rollback_alias(index_store, settings.alias, to)
     response = RollbackResponse(alias=settings.alias, from_=before, to=after, from_version=version_of(before),
                                 to_version=version_of(after))
@@ -147,7 +147,7 @@ def promote(
     from rag.versions import needs_gate, promote_version
     from ragops.contracts import PromoteResponse
 
-    with IndexStore.open(settings.store) as index_store:
+    with IndexStore.open(settings.store, create=False) as index_store:
         ungated = None if force else needs_gate(index_store, settings.alias, version)
         if ungated is not None:
             from flows.evaluate import gate_for_promotion  # loads evals and the model: only when needed
@@ -162,3 +162,18 @@ def promote(
         gate=manifest.gate,
     )
     output.emit(response, common.json_output, output.render_promote)
+
+
+@common_options
+def migrate(*, common: Common) -> None:
+    """Carry a store made by an earlier ragops (qdrant-client's local mode) over to Qdrant Edge.
+
+    Copies every build, manifest, alias, embedding cache, ledger and query log into a new store at the
+    same path; the old folder is kept beside it as <folder>.local-mode. Safe to rerun after a kill.
+    """
+    settings = common.settings()
+    from rag.migrate import migrate_store
+    from ragops.contracts import MigrateResponse
+
+    report = migrate_store(settings.store.location)
+    output.emit(MigrateResponse.model_validate(report.model_dump()), common.json_output, output.render_migration)

@@ -31,7 +31,7 @@ ConfigOption = Annotated[
 ]
 StoreOption = Annotated[
     Optional[str],
-    typer.Option("--store", help="Store: a folder (embedded Qdrant) or a Qdrant URL. Overrides store.location "
+    typer.Option("--store", help="Store: a folder (embedded store) or a Qdrant URL. Overrides store.location "
                  "and $RAGOPS_STORE__LOCATION.", show_default=False),
 ]
 AliasOption = Annotated[

@@ -30,7 +30,7 @@ def freshness(*, documents: DocumentsFlag = False, common: Common) -> None:
     from rag.store import IndexStore
     from ragops.contracts import DocumentRow, FreshnessResponse, SourceFreshnessRow
 
-    with IndexStore.open(settings.store) as index_store:
+    with IndexStore.open(settings.store, create=False) as index_store:
         live = index_store.alias_target(settings.alias)
         assessed = read_freshness(index_store, settings.alias, settings.sources, utc_now())
         records = index_store.read_records(live) if live and documents else {}

@@ -1,0 +1,388 @@
+"""The embedded store on Qdrant Edge: one shard per build, everything else in a SQLite catalog.
+
+Layout of ``store.location``::
+
+    catalog.sqlite                    manifests, aliases and their history, every table (rag/catalog.py)
+    builds/<collection>/              a build's Edge shard, written only by the run that builds it
+    readers/<pid>-<token>/<collection>/   one process's snapshot of a sealed build
+
+Why snapshots: Edge admits one open handle per shard directory, so a serving process holding a build
+would block every other reader. A build is *sealed* once written (indexed, flushed, closed, then opened
+and closed once more so the files Edge rewrites on a first reopen are settled); nobody opens a sealed
+shard's directory again. A reader opens its own snapshot instead: hard links to the large files
+(vectors, payload pages, the HNSW graph), which Edge only reads, and copies of the small state files,
+which it may rewrite. Milliseconds, no extra disk, and a build deleted meanwhile stays readable by
+whoever is on it (its linked files live until the last snapshot is removed). The Edge API is used in
+this module only; its types never leave it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from rag.catalog import Catalog
+from rag.config import StoreSettings
+from rag.errors import ConfigError, StoreError, StoreLockedError, VersionError
+from rag.failpoints import failpoint
+from rag.models import Chunk, Manifest
+from rag.names import docs_collection
+from rag.store import IndexStore, Point, Row
+
+log = logging.getLogger(__name__)
+
+#: files at least this large are hard-linked into a snapshot; smaller ones are copied
+LINK_AT_BYTES = 4 * 1024 * 1024
+#: HNSW parameters of every build (Qdrant's defaults)
+HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_THRESHOLD = 16, 100, 10_000
+#: payload fields the code filters on get an index before a build is sealed
+INDEXED_FIELDS = ("doc_id",)
+WRITE_BATCH = 256
+
+
+class EdgeStore(IndexStore):
+    """Builds as Edge shards, manifests, aliases and tables in SQLite (see the module docstring)."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.root = Path(settings.location)
+        self.location = str(self.root)
+        if is_local_mode(self.root):
+            raise ConfigError(
+                f"the store at {self.root} was made by an earlier ragops (qdrant-client's local mode): run "
+                f"`ragops migrate --store {self.root}` to carry it over (or keep it with store.engine: qdrant)"
+            )
+        try:
+            (self.root / "builds").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
+        self._catalog = Catalog(self.root / "catalog.sqlite")
+        self._writing: dict[str, object] = {}  # builds this process writes: collection -> open shard
+        self._reading: dict[str, object] = {}  # sealed builds this process reads: collection -> snapshot
+        self._readers = self.root / "readers" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        _clear_dead_readers(self.root / "readers")
+
+    def close(self) -> None:
+        for shard in [*self._writing.values(), *self._reading.values()]:
+            try:
+                shard.close()
+            except Exception as exc:  # closing must not hide the error that brought us here
+                log.warning("closing a shard in %s failed: %s", self.location, exc)
+        self._writing.clear()
+        self._reading.clear()
+        shutil.rmtree(self._readers, ignore_errors=True)
+        self._catalog.close()
+
+    # --- builds ------------------------------------------------------------------------------------
+
+    def collection_names(self) -> list[str]:
+        return sorted({*self._catalog.builds(), *self._catalog.tables()})
+
+    def exists(self, collection: str) -> bool:
+        return self._catalog.manifest(collection) is not None or self._catalog.has_table(collection)
+
+    def create_build(self, manifest: Manifest) -> None:
+        import qdrant_edge as edge
+
+        # The catalog row first: a run killed before its shard exists leaves a build that retention lists.
+        if not self._catalog.add_build(manifest.collection, manifest.model_dump(mode="json")):
+            raise VersionError(f"collection {manifest.collection} already exists; builds are never overwritten")
+        self._catalog.ensure_table(docs_collection(manifest.collection))
+        config = edge.EdgeConfig(
+            vectors=edge.EdgeVectorParams(size=manifest.model.dimension, distance=edge.Distance.Cosine),
+            hnsw_config=edge.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT,
+                                             full_scan_threshold=FULL_SCAN_THRESHOLD),
+            # A build is durable when it is sealed (flush); a killed build is never resumed, so no WAL.
+            wal_enabled=False,
+        )
+        with _edge_errors(f"creating the shard of {manifest.collection}"):
+            shard = edge.EdgeShard.create(str(self._shard_dir(manifest.collection)), config)
+            for field in INDEXED_FIELDS:
+                shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
+        self._writing[manifest.collection] = shard
+
+    def finish_bulk_load(self, collection: str, *, timeout: float = 600) -> str:
+        """Seal a build: build HNSW and payload indexes, flush, close, settle; record its point count."""
+        import qdrant_edge as edge
+
+        sealed, _ = self._catalog.sealed(collection)
+        if sealed:
+            return "green"
+        shard = self._writer(collection)
+        with _edge_errors(f"indexing {collection}"):
+            shard.optimize()
+            shard.flush()
+            points = shard.count(edge.CountRequest(exact=True))
+            shard.close()
+            del self._writing[collection]
+            edge.EdgeShard.load(str(self._shard_dir(collection))).close()  # settle what a reopen rewrites
+        self._catalog.seal(collection, points)
+        return "green"
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self._catalog.write_manifest(manifest.collection, manifest.model_dump(mode="json"))
+
+    def read_manifest(self, collection: str) -> Manifest | None:
+        data = self._catalog.manifest(collection)
+        if data is None:
+            raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
+        try:
+            return Manifest.model_validate(data)
+        except ValueError as exc:
+            log.warning("build %s has an unreadable manifest: %s", collection, exc)
+            return None
+
+    def status(self, collection: str) -> str:
+        if self._catalog.sealed(collection)[0]:
+            return "green"
+        return "yellow" if collection in self._writing else "grey"
+
+    def count(self, collection: str) -> int:
+        import qdrant_edge as edge
+
+        if self._catalog.has_table(collection):
+            return self._catalog.count_rows(collection)
+        if collection in self._writing:
+            with _edge_errors(f"counting points in {collection}"):
+                return self._writing[collection].count(edge.CountRequest(exact=True))
+        return self._catalog.sealed(collection)[1]
+
+    def _remove_build(self, collection: str) -> None:
+        # The shard first, the catalog row last: killed in between, the row still lists the build.
+        shard = self._writing.pop(collection, None) or self._reading.pop(collection, None)
+        if shard is not None:
+            shard.close()
+        shutil.rmtree(self._shard_dir(collection), ignore_errors=True)
+        failpoint("retention")
+        self._catalog.delete_build(collection, [docs_collection(collection)])
+
+    def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        self._write_points(collection, [(c.point_id, v, c.payload()) for c, v in zip(chunks, vectors)])
+
+    def write_points(self, collection: str, points: Sequence[Point]) -> None:
+        self._write_points(collection, [(p.id, p.vector, p.payload) for p in points])
+
+    def copy_points(self, source: str, target: str, point_ids: Sequence[str]) -> int:
+        copied = 0
+        for start in range(0, len(point_ids), 512):
+            points = self.read_points(source, point_ids[start : start + 512])
+            self._write_points(target, [(p.id, p.vector, p.payload) for p in points])
+            copied += len(points)
+        return copied
+
+    def read_points(self, collection: str, point_ids: Sequence[str], *, fields: bool | list[str] = True) -> list[Point]:
+        shard = self._reader(collection)
+        with _edge_errors(f"reading {len(point_ids)} points of {collection}"):
+            records = shard.retrieve(list(point_ids), with_payload=fields, with_vector=True)
+        return [_point(r) for r in records]
+
+    def search_many(
+        self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
+        exact: bool = False,
+    ) -> list[list[Point]]:
+        import qdrant_edge as edge
+
+        shard = self._reader(collection)
+        params = edge.SearchParams(exact=True) if exact else None
+        results = []
+        with _edge_errors(f"searching {collection}"):
+            for vector in vectors:
+                hits = shard.search(edge.SearchRequest(query=edge.Query.Nearest(vector.tolist()), limit=limit,
+                                                       params=params, with_payload=payload))
+                results.append([_point(h) for h in hits])
+        return results
+
+    def release(self, collection: str) -> None:
+        shard = self._reading.pop(collection, None)
+        if shard is not None:
+            shard.close()
+            shutil.rmtree(self._readers / collection, ignore_errors=True)
+
+    # --- tables ------------------------------------------------------------------------------------
+
+    def put_rows(self, table: str, rows: Sequence[Row], *, dimension: int | None = None) -> None:
+        if rows:
+            with _edge_errors(f"writing {len(rows)} rows to {table}"):
+                self._catalog.put_rows(table, [(r.key, r.payload, r.vector) for r in rows], dimension)
+
+    def get_rows(self, table: str, keys: Sequence[str], *, vectors: bool = False) -> dict[str, Point]:
+        with _edge_errors(f"reading {table}"):
+            found = self._catalog.get_rows(table, list(keys), vectors)
+        return {key: Point(id=key, payload=payload, vector=vector) for key, (payload, vector) in found.items()}
+
+    def delete_rows(self, table: str, keys: Sequence[str]) -> None:
+        if keys:
+            with _edge_errors(f"deleting rows of {table}"):
+                self._catalog.delete_rows(table, list(keys))
+
+    def scan_rows(self, table: str, *, vectors: bool = False, fields: bool | list[str] = True) -> Iterator[Point]:
+        if self._catalog.manifest(table) is not None:
+            yield from self._scan_build(table, vectors=vectors, fields=fields)
+            return
+        for key, payload, vector in self._catalog.scan_rows(table, vectors):
+            if isinstance(fields, list):
+                payload = {k: v for k, v in payload.items() if k in fields}
+            yield Point(id=key, payload=payload if fields is not False else {}, vector=vector)
+
+    def drop_table(self, table: str) -> int:
+        rows = self._catalog.count_rows(table)
+        self._catalog.drop_table(table)
+        return rows
+
+    # --- aliases -----------------------------------------------------------------------------------
+
+    def alias_target(self, alias: str) -> str | None:
+        return self._catalog.aliases().get(alias)
+
+    def aliases_of(self, collection: str) -> list[str]:
+        return sorted(alias for alias, target in self._catalog.aliases().items() if target == collection)
+
+    def swap_alias(self, alias: str, *, expected: str | None, target: str) -> None:
+        """The check and the move are one SQLite transaction: a true compare-and-swap."""
+        if self._catalog.manifest(target) is None:
+            raise VersionError(f"cannot point alias {alias!r} at {target}: no such collection")
+        self._catalog.swap_alias(alias, expected=expected, target=target)
+
+    # --- shards ------------------------------------------------------------------------------------
+
+    def _shard_dir(self, collection: str) -> Path:
+        return self.root / "builds" / collection
+
+    def _writer(self, collection: str):
+        """The open shard of a build this process writes (reopened if this process created it earlier)."""
+        import qdrant_edge as edge
+
+        if collection in self._writing:
+            return self._writing[collection]
+        if self._catalog.manifest(collection) is None:
+            raise VersionError(f"collection {collection} does not exist in {self.location}")
+        if self._catalog.sealed(collection)[0]:
+            raise VersionError(f"build {collection} is complete; complete builds are never written to")
+        with _edge_errors(f"opening the shard of {collection}"):
+            self._writing[collection] = edge.EdgeShard.load(str(self._shard_dir(collection)))
+        return self._writing[collection]
+
+    def _reader(self, collection: str):
+        """A shard to read ``collection`` (a build or an alias) from: ours if we write it, else a snapshot."""
+        import qdrant_edge as edge
+
+        collection = self.alias_target(collection) or collection
+        if collection in self._writing:
+            return self._writing[collection]
+        if collection in self._reading:
+            return self._reading[collection]
+        if self._catalog.manifest(collection) is None:
+            raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
+        if not self._catalog.sealed(collection)[0]:
+            raise StoreLockedError(
+                f"build {collection} is still being written (or its run was killed); it can be read once complete"
+            )
+        snapshot = self._readers / collection
+        with _edge_errors(f"opening a snapshot of {collection}"):
+            _snapshot(self._shard_dir(collection), snapshot)
+            self._reading[collection] = edge.EdgeShard.load(str(snapshot))
+        return self._reading[collection]
+
+    def _write_points(self, collection: str, points: list[tuple[str, np.ndarray, dict]]) -> None:
+        import qdrant_edge as edge
+
+        shard = self._writer(collection)
+        for start in range(0, len(points), WRITE_BATCH):
+            batch = [edge.Point(id=pid, vector=np.asarray(v, dtype=np.float32).tolist(), payload=payload)
+                     for pid, v, payload in points[start : start + WRITE_BATCH]]
+            with _edge_errors(f"writing {len(batch)} points to {collection}"):
+                shard.update(edge.UpdateOperation.upsert_points(batch))
+
+    def _scan_build(self, collection: str, *, vectors: bool, fields: bool | list[str]) -> Iterator[Point]:
+        import qdrant_edge as edge
+
+        shard = self._reader(collection)
+        offset = None
+        while True:
+            with _edge_errors(f"reading {collection}"):
+                page, offset = shard.scroll(edge.ScrollRequest(offset=offset, limit=1024, with_payload=fields,
+                                                               with_vector=vectors))
+            yield from (_point(r) for r in page)
+            if offset is None:
+                return
+
+
+def is_local_mode(folder: Path) -> bool:
+    """True when ``folder`` holds a store made by qdrant-client's local mode (ragops before Edge)."""
+    return (folder / "meta.json").exists() and (folder / "collection").is_dir()
+
+
+def _snapshot(master: Path, target: Path) -> None:
+    """A reader's own copy of a sealed shard: large files hard-linked, small ones copied."""
+    if target.exists():
+        shutil.rmtree(target)
+    for folder, _, files in os.walk(master):
+        destination = target / Path(folder).relative_to(master)
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            source = Path(folder) / name
+            if source.stat().st_size >= LINK_AT_BYTES:
+                try:
+                    os.link(source, destination / name)
+                    continue
+                except OSError:  # another filesystem, or links not allowed: copy instead
+                    pass
+            shutil.copy2(source, destination / name)
+
+
+def _clear_dead_readers(readers: Path) -> None:
+    """Remove snapshots left by processes that died without closing their store."""
+    if not readers.is_dir():
+        return
+    for entry in readers.iterdir():
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _point(record) -> Point:
+    vector = record.vector
+    if isinstance(vector, dict):  # a named-vectors record: ours have one unnamed vector
+        vector = vector.get("")
+    return Point(id=str(record.id), payload=record.payload or {}, score=float(getattr(record, "score", 0.0) or 0.0),
+                 vector=None if vector is None else np.asarray(vector, dtype=np.float32))
+
+
+@contextmanager
+def _edge_errors(action: str) -> Iterator[None]:
+    """Edge's own errors (plain ``Exception``s from the engine), the disk's and SQLite's, as StoreErrors.
+
+    A bug in our call raises a specific exception type (TypeError, ValueError…) and keeps its traceback.
+    """
+    try:
+        yield
+    except (StoreError, VersionError):
+        raise
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"{action} failed: {exc}") from exc
+    except Exception as exc:
+        if type(exc) is not Exception:
+            raise
+        message = " ".join(str(exc).split())[:300]
+        if "WouldBlock" in message:
+            raise StoreLockedError(f"{action} failed: the shard is open in another process ({message})") from exc
+        raise StoreError(f"{action} failed: {message}") from exc

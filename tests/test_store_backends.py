@@ -1,0 +1,168 @@
+"""The store interface behaves the same on both backends: Qdrant Edge (the embedded engine) and
+qdrant-client (its local mode is the stand-in for a Qdrant server: no server installs here).
+
+Each scenario runs on both and returns what it observed; the observations are compared (ids and order
+equal, scores to 1e-5 on the same vectors). No model: vectors are seeded, unit-length, 16-d.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from rag.config import StoreSettings
+from rag.errors import AliasConflictError, VersionError
+from rag.models import Chunk, Manifest, ModelFingerprint, utc_now
+from rag.store import IndexStore, Row
+
+DIMENSION = 16
+FINGERPRINT = ModelFingerprint(name="test", path="/m", weights_sha256="a" * 64, dimension=DIMENSION,
+                               normalize=True, dtype="float32", max_seq_length=128)
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, DIMENSION)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _chunks(n: int, doc: str = "kb/a.md") -> list[Chunk]:
+    return [Chunk(doc_id=f"{doc}-{i // 3}", chunk_index=i % 3, text=f"text {doc} {i}", source_uri="file:///kb",
+                  source="kb") for i in range(n)]
+
+
+def _manifest(version: str) -> Manifest:
+    return Manifest(alias="kb", version=version, collection=f"kb__{version}", created_at=utc_now(),
+                    model=FINGERPRINT, chunking={}, sources=[])
+
+
+def _build(store: IndexStore, version: str, chunks: list[Chunk], vectors: np.ndarray) -> str:
+    manifest = _manifest(version)
+    store.create_build(manifest)
+    store.upsert_chunks(manifest.collection, chunks, vectors)
+    assert store.finish_bulk_load(manifest.collection) == "green"
+    store.write_manifest(manifest.model_copy(update={"state": "complete"}))
+    return manifest.collection
+
+
+def _search_points_and_carry(store: IndexStore) -> dict:
+    chunks, vectors = _chunks(30), _vectors(30)
+    first = _build(store, "v1", chunks, vectors)
+    queries = _vectors(5, seed=7)
+    hits = store.search_many(first, queries, 5)
+    exact = store.search_many(first, queries, 5, exact=True)
+    store.create_build(_manifest("v2"))
+    carried = store.copy_points(first, "kb__v2", [c.point_id for c in chunks[:12]])
+    read = store.read_points(first, [chunks[0].point_id, "00000000-0000-0000-0000-000000000000"], fields=["text"])
+    return {
+        "hits": [[(h.id, round(h.score, 5), h.payload["doc_id"]) for h in row] for row in hits],
+        "exact": [[h.id for h in row] for row in exact],
+        "carried": (carried, store.count("kb__v2")),
+        "read": [(p.id, p.payload, np.round(p.vector, 5).tolist()) for p in read],
+        "count": store.count(first),
+        "status": store.status(first),
+        "ids": sorted(store.point_ids(first)),
+        "hashes": sorted(store.text_hashes(first)),
+        "builds": store.list_builds("kb"),
+    }
+
+
+def _manifests_and_aliases(store: IndexStore) -> dict:
+    one = _build(store, "v1", _chunks(3), _vectors(3))
+    two = _build(store, "v2", _chunks(3), _vectors(3, seed=1))
+    with pytest.raises(VersionError):
+        store.create_build(_manifest("v1"))
+    store.swap_alias("kb", expected=None, target=one)
+    with pytest.raises(AliasConflictError):
+        store.swap_alias("kb", expected=None, target=two)  # the alias exists: someone got there first
+    store.swap_alias("kb", expected=one, target=two)
+    with pytest.raises(AliasConflictError):
+        store.swap_alias("kb", expected=one, target=one)  # stale expectation: nothing changes
+    with pytest.raises(VersionError):
+        store.swap_alias("kb", expected=two, target="kb__nope")
+    with pytest.raises(VersionError):
+        store.delete_build(two)  # live: never deleted
+    store.delete_build(one)
+    with pytest.raises(VersionError):
+        store.read_manifest(one)
+    return {"live": store.alias_target("kb"), "aliases_of": store.aliases_of(two), "builds": store.list_builds("kb"),
+            "state": store.read_manifest(two).state, "orphans": store.orphan_tables("kb"),
+            "names": [n for n in store.collection_names() if n.startswith("kb__")]}
+
+
+def _tables(store: IndexStore) -> dict:
+    vectors = _vectors(3)
+    store.put_rows("_ragops_cache__kb__x", [Row(f"h{i}", {"text_hash": f"h{i}"}, v) for i, v in enumerate(vectors)],
+                   dimension=DIMENSION)
+    store.put_rows("_ragops_ledger__kb", [Row("source:kb", {"name": "kb", "n": 1})])
+    store.put_rows("_ragops_ledger__kb", [Row("source:kb", {"name": "kb", "n": 2})])  # replaces
+    got = store.get_rows("_ragops_cache__kb__x", ["h0", "h2", "missing"], vectors=True)
+    store.delete_rows("_ragops_cache__kb__x", ["h1", "never-there"])
+    scanned = sorted(p.payload["text_hash"] for p in store.scan_rows("_ragops_cache__kb__x", fields=["text_hash"]))
+    return {
+        "got": {k: (p.payload, np.round(p.vector, 5).tolist()) for k, p in got.items()},
+        "scanned": scanned,
+        "ledger": [p.payload for p in store.scan_rows("_ragops_ledger__kb")],
+        "tables": store.tables("_ragops_"),
+        "absent": (store.get_rows("_ragops_nothing", ["a"]), list(store.scan_rows("_ragops_nothing"))),
+        "dropped": (store.drop_table("_ragops_cache__kb__x"), store.exists("_ragops_cache__kb__x")),
+        "lock": (store.read_lock("kb"), store.write_lock("kb", {"pid": 1}), store.read_lock("kb"),
+                 store.delete_lock("kb"), store.read_lock("kb")),
+    }
+
+
+SCENARIOS: dict[str, Callable[[IndexStore], dict]] = {
+    "search, points and carry": _search_points_and_carry,
+    "manifests and aliases": _manifests_and_aliases,
+    "tables": _tables,
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_both_backends_observe_the_same(scenario: str, tmp_path: Path) -> None:
+    observed = {}
+    for engine in ("edge", "qdrant"):
+        with IndexStore.open(StoreSettings(location=str(tmp_path / engine), engine=engine)) as store:
+            observed[engine] = SCENARIOS[scenario](store)
+    assert observed["edge"] == observed["qdrant"]
+
+
+def _hold_and_search(location: str, collection: str, ready, done) -> None:
+    with IndexStore.open(StoreSettings(location=location, engine="edge")) as store:
+        store.search_many(collection, _vectors(1), 3)
+        ready.set()
+        done.wait(60)
+
+
+def test_edge_builds_while_another_process_reads_and_sealed_files_never_change(tmp_path: Path) -> None:
+    settings = StoreSettings(location=str(tmp_path / "edge"), engine="edge")
+    with IndexStore.open(settings) as store:
+        live = _build(store, "v1", _chunks(30), _vectors(30))
+        store.swap_alias("kb", expected=None, target=live)
+    before = _digest(tmp_path / "edge" / "builds" / live)
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Event(), context.Event()
+    reader = context.Process(target=_hold_and_search, args=(settings.location, "kb", ready, done))
+    reader.start()
+    try:
+        assert ready.wait(60)
+        with IndexStore.open(settings) as store:  # while the reader holds its snapshot of the live build
+            candidate = _build(store, "v2", _chunks(30), _vectors(30, seed=3))
+            assert store.count(live) == 30 and len(store.search_many(live, _vectors(2), 4)[1]) == 4
+            store.swap_alias("kb", expected=live, target=candidate)
+    finally:
+        done.set()
+        reader.join(60)
+    assert reader.exitcode == 0
+    assert _digest(tmp_path / "edge" / "builds" / live) == before  # readers never wrote to a sealed build
+    assert not list((tmp_path / "edge" / "readers").iterdir())  # every snapshot was removed on close
+
+
+def _digest(folder: Path) -> dict[str, bytes]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).digest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
