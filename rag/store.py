@@ -51,6 +51,18 @@ class Row:
     vector: np.ndarray | None = None
 
 
+def parse_manifest(data: dict | None, collection: str) -> Manifest | None:
+    """A stored manifest, or None when there is none or it cannot be read (logged: not made by ragops,
+    or by a version whose manifests this one cannot read)."""
+    if data is None:
+        return None
+    try:
+        return Manifest.model_validate(data)
+    except ValueError as exc:
+        log.warning("build %s has an unreadable manifest: %s", collection, exc)
+        return None
+
+
 def require_store(settings: StoreSettings) -> None:
     """Refuse a folder that holds no store (a server is checked when connecting).
 

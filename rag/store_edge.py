@@ -35,7 +35,7 @@ from rag.errors import ConfigError, StoreError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest
 from rag.names import docs_collection
-from rag.store import IndexStore, Point, Row
+from rag.store import IndexStore, Point, Row, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,7 @@ class EdgeStore(IndexStore):
         data = self._catalog.manifest(collection)
         if data is None:
             raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
-        try:
-            return Manifest.model_validate(data)
-        except ValueError as exc:
-            log.warning("build %s has an unreadable manifest: %s", collection, exc)
-            return None
+        return parse_manifest(data, collection)
 
     def status(self, collection: str) -> str:
         if self._catalog.sealed(collection)[0]:

@@ -24,7 +24,7 @@ from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest
 from rag.names import docs_collection, record_id
 from rag.secrets import mask, redact_url
-from rag.store import IndexStore, Point, Row
+from rag.store import IndexStore, Point, Row, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +179,7 @@ class QdrantStore(IndexStore):
             VersionError: the collection does not exist.
         """
         info = self._info(collection)
-        data = (info.config.metadata or {}).get(MANIFEST_KEY)
-        if data is None:
-            return None
-        try:
-            return Manifest.model_validate(data)
-        except ValueError as exc:
-            log.warning("collection %s has an unreadable manifest: %s", collection, exc)
-            return None
+        return parse_manifest((info.config.metadata or {}).get(MANIFEST_KEY), collection)
 
     def status(self, collection: str) -> str:
         """Qdrant's optimisation status of the collection: green, yellow, grey or red."""
@@ -334,10 +327,6 @@ class QdrantStore(IndexStore):
                 **self.layout(),
             )
         self.tune_embedded()
-
-    def ensure_table(self, name: str) -> None:
-        """Create a vectorless side table (records by id, never searched) unless it exists."""
-        self._create_table(name)
 
     def _create_table(self, name: str) -> None:
         with store_errors(f"creating collection {name}"):
