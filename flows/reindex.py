@@ -131,7 +131,8 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
                               reason=outcome.reason)
             progress.timings.promote = time.perf_counter() - gating
         # Every run, changes or not: it also clears what killed runs left (husks, orphaned tables).
-        deleted = apply_retention(store, settings.alias, settings.retention, protect={outcome.manifest.collection})
+        deleted = apply_retention(store, settings.alias, settings.retention, protect={outcome.manifest.collection},
+                                  grace=settings.store.grace)
         if deleted or outcome.built:
             prune_caches(store, settings.alias)
         states = record_freshness(store, settings.alias, settings.sources, listings)

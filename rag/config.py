@@ -200,6 +200,12 @@ class StoreSettings(_Section):
     shard_number: int | None = Field(
         None, ge=1, le=1024, description="Shards per collection. Unset: Qdrant's default (one per node)."
     )
+    retention_grace: Duration | None = Field(
+        None,
+        description="How long retention leaves a build that stopped being live, so serving processes still "
+        "on it can finish (e.g. 10m). Unset: 0 on an embedded store, where a process reading a deleted build "
+        "keeps its own snapshot of it, and 10m on a Qdrant server, where a deleted collection is gone at once.",
+    )
 
     @field_validator("location")
     @classmethod
@@ -213,6 +219,13 @@ class StoreSettings(_Section):
     def is_remote(self) -> bool:
         """True when ``location`` is a server URL rather than a local folder."""
         return self.location.startswith(("http://", "https://"))
+
+    @property
+    def grace(self) -> timedelta:
+        """``retention_grace``, or this location's default when it is unset."""
+        if self.retention_grace is not None:
+            return self.retention_grace
+        return timedelta(minutes=10) if self.is_remote else timedelta(0)
 
 
 class EmbeddingSettings(_Section):

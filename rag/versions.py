@@ -29,7 +29,7 @@ on disk then (it is no longer live, and it was live, so its last event did happe
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rag.errors import AliasConflictError, PromotionRefused, StoreError, VersionError
 from rag.failpoints import failpoint
@@ -293,7 +293,15 @@ def rollback(store: IndexStore, alias: str, to: str | None = None) -> tuple[str,
     return live, target
 
 
-def apply_retention(store: IndexStore, alias: str, keep: int, *, protect: set[str] | None = None) -> list[str]:
+def apply_retention(
+    store: IndexStore,
+    alias: str,
+    keep: int,
+    *,
+    protect: set[str] | None = None,
+    grace: timedelta = timedelta(0),
+    now: datetime | None = None,
+) -> list[str]:
     """Keep at most ``keep`` builds of ``alias``, delete husks and orphaned tables; return what was deleted.
 
     Never deletes: a build an alias points at, the build the live one replaced (the rollback target,
@@ -308,6 +316,10 @@ def apply_retention(store: IndexStore, alias: str, keep: int, *, protect: set[st
     only one run per alias runs at a time (the alias's lock, flows/locking.py), and the run applying
     retention is that run. Its own build may still be ``building``, which is why callers must pass it in
     ``protect``; any other ``building`` build of the alias belongs to a run that is no longer running.
+
+    A build that stopped being live less than ``grace`` ago is not deleted yet, even past ``keep``:
+    serving processes that follow the alias may still be answering from it. It takes no slot, and a
+    later run deletes it (``StoreSettings.grace``).
 
     Also deleted: document tables ``<alias>__<version>__docs`` whose build collection is gone, left by
     a deletion killed half-way (``IndexStore.orphan_tables``). They are listed in the result too.
@@ -327,9 +339,13 @@ def apply_retention(store: IndexStore, alias: str, keep: int, *, protect: set[st
             break
         if collection not in husks:
             kept.add(collection)
+    held = _recently_live(store, builds, live, (now or utc_now()) - grace) if grace > timedelta(0) else set()
     deleted = []
     for collection in builds:
         if collection in kept or store.aliases_of(collection):
+            continue
+        if collection in held:
+            log.info("retention: kept %s for now: it was live less than %s ago", collection, grace)
             continue
         store.delete_build(collection)
         deleted.append(collection)
@@ -339,6 +355,19 @@ def apply_retention(store: IndexStore, alias: str, keep: int, *, protect: set[st
         deleted.append(table)
         log.info("retention: deleted %s (its build was already deleted)", table)
     return deleted
+
+
+def _recently_live(store: IndexStore, builds: list[str], live: str | None, since: datetime) -> set[str]:
+    """Builds an alias moved away from after ``since``: the ``replaced`` of every later promotion event."""
+    held = set()
+    for collection in builds:
+        manifest = store.read_manifest(collection)
+        if manifest is None:
+            continue
+        for event in settle_promotions(manifest, live).promotions:
+            if event.replaced and event.at > since:
+                held.add(event.replaced)
+    return held
 
 
 def _rollback_target(store: IndexStore, live: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,22 @@ def test_retention_deletes_only_old_unaliased_builds(store: IndexStore) -> None:
     assert store.list_builds("kb") == [names[0], names[1], names[2], names[5]]
     assert store.exists(other_alias_build)
     assert store.alias_target("kb") == names[1]
+
+
+def test_retention_leaves_a_build_that_was_live_moments_ago_for_its_grace_period(store: IndexStore) -> None:
+    a, b, c = (_complete_build(store, "kb", f"2026010{i}-000000") for i in range(1, 4))
+    versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
+    versions.promote(store, "kb", b, expected=a, by="reindex", reason="b")
+    versions.promote(store, "kb", c, expected=b, by="reindex", reason="c")  # a left the alias first, then b
+
+    # keep=2 holds c (live) and b (rollback target); a stopped being live a moment ago.
+    assert versions.apply_retention(store, "kb", keep=2, grace=timedelta(minutes=10)) == []
+    assert store.exists(a)
+    later = utc_now() + timedelta(minutes=11)
+    assert versions.apply_retention(store, "kb", keep=2, grace=timedelta(minutes=10), now=later) == [a]
+    assert StoreSettings(location="http://qdrant:6333").grace == timedelta(minutes=10)
+    assert StoreSettings(location="/x", retention_grace="30s").grace == timedelta(seconds=30)
+    assert StoreSettings(location="/x").grace == timedelta(0)  # snapshots keep a deleted build readable
 
 
 def test_the_live_collection_is_never_deleted(store: IndexStore) -> None:
