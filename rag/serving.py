@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +34,16 @@ class _Live:
     collection: str
     version: str
     embedder: Embedder
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One move of the alias that a Retriever followed: when it saw it, and when searches moved over."""
+
+    version: str
+    previous: str
+    noticed_at: float
+    switched_at: float
 
 
 class Retriever:
@@ -90,6 +101,7 @@ class Retriever:
         except BaseException:
             self._opened.__exit__(None, None, None)
             raise
+        self.switches: list[Switch] = []  # every followed move, oldest first (times are time.time())
         self._follower: threading.Thread | None = None
         if follow_every > 0:
             self._follower = threading.Thread(target=self._follow, name=f"follow-{alias}", daemon=True)
@@ -156,8 +168,9 @@ class Retriever:
             try:
                 target = self.live_collection()
                 if target != self._live.collection:
-                    previous = self._live
+                    noticed, previous = time.time(), self._live
                     self._live = self._prepare(target, previous=previous)
+                    self.switches.append(Switch(self._live.version, previous.version, noticed, time.time()))
                     retired = previous.collection
                     log.info("alias %s moved: now serving %s (was %s)", self.alias, self._live.version,
                              previous.version)

@@ -51,6 +51,43 @@ class Row:
     vector: np.ndarray | None = None
 
 
+#: payload fields every build indexes, so filtered searches stay fast (Qdrant's keyword and integer
+#: indexes; ``doc_id``'s keyword index also serves prefix matches). Created before a build is sealed:
+#: indexing a live collection can block its reads (qdrant#4934).
+KEYWORD_FIELDS = ("doc_id", "source", "title")
+INTEGER_FIELDS = ("page", "chunk_index")
+FILTER_FIELDS = KEYWORD_FIELDS + INTEGER_FIELDS
+
+
+@dataclass(frozen=True)
+class Match:
+    """Condition: the payload ``field`` equals one of ``values``."""
+
+    field: str
+    values: tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Condition: the keyword ``field`` starts with ``prefix`` (byte-wise, case-sensitive)."""
+
+    field: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Between:
+    """Condition: the numeric ``field`` lies in ``[gte, lte]`` (an open end is None)."""
+
+    field: str
+    gte: float | None = None
+    lte: float | None = None
+
+
+#: a filtered search's conditions: a hit must meet all of them (Qdrant's ``must``)
+Condition = Match | Prefix | Between
+
+
 def parse_manifest(data: dict | None, collection: str) -> Manifest | None:
     """A stored manifest, or None when there is none or it cannot be read (logged: not made by ragops,
     or by a version whose manifests this one cannot read)."""
@@ -185,13 +222,14 @@ class IndexStore(ABC):
     @abstractmethod
     def search_many(
         self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
-        exact: bool = False,
+        exact: bool = False, where: Sequence[Condition] = (),
     ) -> list[list[Point]]:
         """Nearest points of a build (or alias) to each vector, best first.
 
         Args:
             exact: compare with every vector instead of the index: what evaluation uses, so metrics never
                 depend on the approximation.
+            where: conditions every hit meets (on ``FILTER_FIELDS``, which every build indexes).
         """
 
     @abstractmethod

@@ -35,7 +35,18 @@ from rag.errors import ConfigError, StoreError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest
 from rag.names import docs_collection
-from rag.store import IndexStore, Point, Row, parse_manifest
+from rag.store import (
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    Between,
+    Condition,
+    IndexStore,
+    Match,
+    Point,
+    Prefix,
+    Row,
+    parse_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +54,6 @@ log = logging.getLogger(__name__)
 LINK_AT_BYTES = 4 * 1024 * 1024
 #: HNSW parameters of every build (Qdrant's defaults)
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_THRESHOLD = 16, 100, 10_000
-#: payload fields the code filters on get an index before a build is sealed
-INDEXED_FIELDS = ("doc_id",)
 WRITE_BATCH = 256
 
 
@@ -104,8 +113,11 @@ class EdgeStore(IndexStore):
         )
         with _edge_errors(f"creating the shard of {manifest.collection}"):
             shard = edge.EdgeShard.create(str(self._shard_dir(manifest.collection)), config)
-            for field in INDEXED_FIELDS:
-                shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
+            for field in KEYWORD_FIELDS:
+                params = edge.KeywordIndexParams(prefix=True) if field == "doc_id" else edge.PayloadSchemaType.Keyword
+                shard.update(edge.UpdateOperation.create_field_index(field, params))
+            for field in INTEGER_FIELDS:
+                shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Integer))
         self._writing[manifest.collection] = shard
 
     def finish_bulk_load(self, collection: str, *, timeout: float = 600) -> str:
@@ -183,17 +195,18 @@ class EdgeStore(IndexStore):
 
     def search_many(
         self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
-        exact: bool = False,
+        exact: bool = False, where: Sequence[Condition] = (),
     ) -> list[list[Point]]:
         import qdrant_edge as edge
 
         shard = self._reader(collection)
         params = edge.SearchParams(exact=True) if exact else None
+        conditions = _edge_filter(where)
         results = []
         with _edge_errors(f"searching {collection}"):
             for vector in vectors:
                 hits = shard.search(edge.SearchRequest(query=edge.Query.Nearest(vector.tolist()), limit=limit,
-                                                       params=params, with_payload=payload))
+                                                       params=params, with_payload=payload, filter=conditions))
                 results.append([_point(h) for h in hits])
         return results
 
@@ -382,3 +395,23 @@ def _edge_errors(action: str) -> Iterator[None]:
         if "WouldBlock" in message:
             raise StoreLockedError(f"{action} failed: the shard is open in another process ({message})") from exc
         raise StoreError(f"{action} failed: {message}") from exc
+
+
+def _edge_filter(where: Sequence[Condition]):
+    """Edge's filter for ``where`` (None when there is no condition)."""
+    import qdrant_edge as edge
+
+    if not where:
+        return None
+    must = []
+    for condition in where:
+        if isinstance(condition, Match):
+            must.append(edge.FieldCondition(condition.field, match=edge.MatchAny(list(condition.values))))
+        elif isinstance(condition, Prefix):
+            must.append(edge.FieldCondition(condition.field, match=edge.MatchPrefix(condition.prefix)))
+        elif isinstance(condition, Between):
+            must.append(edge.FieldCondition(condition.field, range=edge.RangeFloat(gte=condition.gte,
+                                                                                  lte=condition.lte)))
+        else:
+            raise TypeError(f"not a search condition: {condition!r}")
+    return edge.Filter(must=must)

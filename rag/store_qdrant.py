@@ -24,7 +24,18 @@ from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest
 from rag.names import docs_collection, record_id
 from rag.secrets import mask, redact_url
-from rag.store import IndexStore, Point, Row, parse_manifest
+from rag.store import (
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    Between,
+    Condition,
+    IndexStore,
+    Match,
+    Point,
+    Prefix,
+    Row,
+    parse_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +159,13 @@ class QdrantStore(IndexStore):
                 **self.layout(),
             )
             self._create_table(docs_collection(manifest.collection))
+            if self._settings is not None and self._settings.is_remote:  # local mode has no payload indexes
+                for field in KEYWORD_FIELDS:
+                    schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, prefix=field == "doc_id")
+                    self.client.create_payload_index(manifest.collection, field, field_schema=schema)
+                for field in INTEGER_FIELDS:
+                    self.client.create_payload_index(manifest.collection, field,
+                                                     field_schema=models.PayloadSchemaType.INTEGER)
         self.tune_embedded()
 
     def finish_bulk_load(self, collection: str, *, timeout: float = 600) -> str:
@@ -345,14 +363,16 @@ class QdrantStore(IndexStore):
 
     def search_many(
         self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
-        exact: bool = False,
+        exact: bool = False, where: Sequence[Condition] = (),
     ) -> list[list[Point]]:
         """``search`` for many vectors, in batched requests; one list of hits per vector, best first."""
         params = models.SearchParams(exact=True) if exact else None
+        conditions = _qdrant_filter(where)
         results: list[list[Point]] = []
         for start in range(0, len(vectors), 64):
             requests = [
-                models.QueryRequest(query=vector.tolist(), limit=limit, with_payload=payload, params=params)
+                models.QueryRequest(query=vector.tolist(), limit=limit, with_payload=payload, params=params,
+                                    filter=conditions)
                 for vector in vectors[start : start + 64]
             ]
             with store_errors(f"searching {collection}"):
@@ -497,3 +517,21 @@ def _first_line(exc: BaseException) -> str:
     # Transport errors can quote the request URL, credentials included.
     text = redact_url(" ".join(str(exc).split()))
     return (text or type(exc).__name__)[:300]
+
+
+def _qdrant_filter(where: Sequence[Condition]) -> models.Filter | None:
+    """qdrant-client's filter for ``where`` (None when there is no condition)."""
+    if not where:
+        return None
+    must: list[models.Condition] = []
+    for condition in where:
+        if isinstance(condition, Match):
+            must.append(models.FieldCondition(key=condition.field, match=models.MatchAny(any=list(condition.values))))
+        elif isinstance(condition, Prefix):
+            must.append(models.FieldCondition(key=condition.field, match=models.MatchPrefix(prefix=condition.prefix)))
+        elif isinstance(condition, Between):
+            must.append(models.FieldCondition(key=condition.field, range=models.Range(gte=condition.gte,
+                                                                                     lte=condition.lte)))
+        else:
+            raise TypeError(f"not a search condition: {condition!r}")
+    return models.Filter(must=must)

@@ -100,7 +100,12 @@ def test_a_retriever_answers_throughout_and_follows_every_move(
     for _, versions, top in answers:
         by_version.setdefault(versions[0], set()).add(top)
     assert all(len(tops) == 1 for tops in by_version.values()), by_version
-    for version, moved_at, new_model in moves:
+    assert [s.version for s in retriever.switches] == served[1:]
+    for (version, moved_at, new_model), switch in zip(moves, retriever.switches):
         first_answer = next(t for t, versions, _ in answers if versions[0] == version and t >= moved_at)
-        allowed = FOLLOW_EVERY + (15 if new_model else 1.5)  # a new model is loaded and warmed first
-        assert first_answer - moved_at <= allowed, (version, first_answer - moved_at)
+        print(f"{version} {'(new model) ' if new_model else ''}noticed {switch.noticed_at - moved_at:.2f} s "
+              f"after the move, served {first_answer - moved_at:.2f} s after it")
+        # The move is noticed at the next read of the alias, up to one interval later; the build (and
+        # a new model) is opened and warmed before the first answer comes from it.
+        assert switch.noticed_at - moved_at <= FOLLOW_EVERY + 0.5, (version, switch)
+        assert first_answer - moved_at <= FOLLOW_EVERY + (15 if new_model else 1.5), (version, first_answer)

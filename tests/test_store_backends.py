@@ -14,10 +14,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from rag import versions
+from rag.cache import EmbeddingCache, prune_caches
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, VersionError
 from rag.models import Chunk, Manifest, ModelFingerprint, utc_now
-from rag.store import IndexStore, Row
+from rag.store import Between, IndexStore, Match, Prefix, Row
 
 DIMENSION = 16
 FINGERPRINT = ModelFingerprint(name="test", path="/m", weights_sha256="a" * 64, dimension=DIMENSION,
@@ -31,7 +33,7 @@ def _vectors(n: int, seed: int = 0) -> np.ndarray:
 
 def _chunks(n: int, doc: str = "kb/a.md") -> list[Chunk]:
     return [Chunk(doc_id=f"{doc}-{i // 3}", chunk_index=i % 3, text=f"text {doc} {i}", source_uri="file:///kb",
-                  source="kb") for i in range(n)]
+                  source="kb", page=i % 4 + 1, title=f"Part {i % 2}") for i in range(n)]
 
 
 def _manifest(version: str) -> Manifest:
@@ -114,9 +116,57 @@ def _tables(store: IndexStore) -> dict:
     }
 
 
+def _filtered_search(store: IndexStore) -> dict:
+    chunks = _chunks(24, doc="kb/guides/a") + [c.model_copy(update={"source": "wiki"}) for c in _chunks(24, doc="wiki/b")]
+    build = _build(store, "v1", chunks, _vectors(48))
+    queries = _vectors(4, seed=3)
+    wheres = {
+        "source": [Match("source", ("wiki",))],
+        "doc ids": [Match("doc_id", ("kb/guides/a-1", "wiki/b-7"))],
+        "doc id prefix": [Prefix("doc_id", "kb/guides/")],
+        "pages 2-3 of one title": [Between("page", gte=2, lte=3), Match("title", ("Part 1",))],
+        "nothing matches": [Match("source", ("nope",))],
+    }
+    observed = {}
+    for name, where in wheres.items():
+        for exact in (False, True):
+            rows = store.search_many(build, queries, 6, where=where, exact=exact)
+            assert all(_meets(h.payload, where) for row in rows for h in row), name
+            observed[name, exact] = [[(h.id, round(h.score, 5)) for h in row] for row in rows]
+    assert observed["nothing matches", False] == [[]] * 4 and all(len(r) == 6 for r in observed["doc ids", True])  # two documents, 3 chunks each
+    return observed
+
+
+def _meets(payload: dict, where: list) -> bool:
+    """What each condition means, written out: the backends must agree with this, not only each other."""
+    for c in where:
+        value = payload[c.field]
+        if isinstance(c, Match) and value not in c.values or isinstance(c, Prefix) and not value.startswith(c.prefix):
+            return False
+        if isinstance(c, Between) and not (c.gte or -1e18) <= value <= (c.lte or 1e18):
+            return False
+    return True
+
+
+def _retention_and_cache(store: IndexStore) -> dict:
+    builds = [_build(store, f"v{i}", _chunks(6, doc=f"kb/{i}"), _vectors(6, seed=i)) for i in range(1, 6)]
+    for before, after in zip([None, *builds], builds[:4]):
+        versions.promote(store, "kb", after, expected=before, by="reindex", reason="")
+    cache = EmbeddingCache(store, "kb", FINGERPRINT)
+    hashes = [c.text_hash for i in range(1, 6) for c in _chunks(6, doc=f"kb/{i}")]
+    cache.put(hashes + ["stale"], _vectors(len(hashes) + 1, seed=9))
+    deleted = versions.apply_retention(store, "kb", keep=3)
+    pruned = prune_caches(store, "kb")
+    hits = cache.get(hashes + ["stale"])
+    return {"deleted": deleted, "builds": store.list_builds("kb"), "live": store.alias_target("kb"),
+            "pruned": pruned, "cache hits": sorted(hits), "vector": np.round(hits[hashes[-1]], 5).tolist()}
+
+
 SCENARIOS: dict[str, Callable[[IndexStore], dict]] = {
     "search, points and carry": _search_points_and_carry,
+    "filtered search": _filtered_search,
     "manifests and aliases": _manifests_and_aliases,
+    "retention and cache": _retention_and_cache,
     "tables": _tables,
 }
 
@@ -128,6 +178,7 @@ def test_both_backends_observe_the_same(scenario: str, tmp_path: Path) -> None:
         with IndexStore.open(StoreSettings(location=str(tmp_path / engine), engine=engine)) as store:
             observed[engine] = SCENARIOS[scenario](store)
     assert observed["edge"] == observed["qdrant"]
+    assert observed["edge"]  # and something was observed
 
 
 def _hold_and_search(location: str, collection: str, ready, done) -> None:
