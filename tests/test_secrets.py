@@ -41,7 +41,7 @@ def assert_hidden(result: subprocess.CompletedProcess, *secrets: str) -> None:
 def test_secret_fields_are_found_in_the_model() -> None:
     from rag.config import secret_paths
 
-    assert secret_paths() == {("store", "api_key"), ("evaluation", "llm", "api_key")}
+    assert secret_paths() == {("store", "api_key"), ("evaluation", "llm", "api_key"), ("serve", "api_key")}
 
 
 @pytest.mark.parametrize("key", YAML_LOOKALIKES)

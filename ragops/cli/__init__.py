@@ -8,7 +8,7 @@ in docs/cli.md); progress and logs go to stderr. Exit codes: 0 ok, 1 bug, 2 bad 
 or store unavailable, 5 a source breached its max_staleness, 6 drift detected.
 
 One module per group of commands: ``index`` (reindex, status, rollback, unlock, promote, migrate), ``search``
-(query), ``quality`` (freshness, eval, drift), ``bench`` (bench beir), ``config``. Heavy imports
+(query), ``serve`` (serve, mcp), ``quality`` (freshness, eval, drift), ``bench`` (bench beir), ``config``. Heavy imports
 (torch, prefect, qdrant) happen inside commands so that ``ragops --help`` is instant.
 """
 
@@ -21,7 +21,7 @@ from typing import Annotated, Sequence
 import typer
 
 from rag.runtime import configure_offline_runtime
-from ragops.cli import bench, config, index, quality, search
+from ragops.cli import bench, config, index, quality, search, serve
 from ragops.cli.errors import print_usage_error, terminate
 
 app = typer.Typer(
@@ -49,6 +49,8 @@ def _root(
 # In this order in `ragops --help`.
 app.command()(index.reindex)
 app.command()(search.query)
+app.command()(serve.serve)
+app.command()(serve.mcp)
 app.command()(index.status)
 app.command()(quality.freshness)
 app.command()(index.rollback)

@@ -117,5 +117,8 @@ def _with_options(names: tuple[str, ...]) -> Callable[[Callable[..., None]], Cal
 #: ``--config``, ``--store``, ``--alias`` and ``--json``, handed to the command as ``common: Common``
 common_options = _with_options(("config", "store", "alias", "json_output"))
 
+#: ``--config``, ``--store`` and ``--alias``, for a command whose stdout is not ragops' JSON (``mcp``)
+store_options = _with_options(("config", "store", "alias"))
+
 #: ``--config`` and ``--json`` only, for a command that makes its own store and alias
 config_options = _with_options(("config", "json_output"))

@@ -1,4 +1,4 @@
-"""Serving: search the live build through its alias, with the model that build was embedded with.
+"""The Retriever: search the live build through its alias, with the model that build was embedded with.
 
 Example:
     >>> from rag.serving import Retriever
@@ -13,26 +13,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Iterator, Sequence
 
 from rag.config import StoreSettings
 from rag.embedding import Embedder, load_embedder_for
 from rag.errors import RagopsError, VersionError
-from rag.models import Hit
-from rag.names import version_of
-from rag.querylog import QueryLog
-from rag.store import IndexStore
+from rag.models import Hit, Manifest
+from rag.names import collection_name, version_of
+from rag.serving.querylog_writer import QueryLogWriter
+from rag.store import Condition, IndexStore
 
 log = logging.getLogger(__name__)
+
+#: pinned builds (``version=``) kept open besides the live one; the least recently used is let go
+PINNED_OPEN = 2
 
 
 @dataclass(frozen=True)
 class _Live:
-    """What a search uses, swapped as one reference: one build, and the model its vectors came from."""
+    """What a search uses, swapped as one reference: one build, its manifest, and its model."""
 
     collection: str
     version: str
+    manifest: Manifest
     embedder: Embedder
 
 
@@ -46,6 +53,17 @@ class Switch:
     switched_at: float
 
 
+@dataclass(frozen=True)
+class Answer:
+    """Hits of one or more queries, all from one build and embedded with its model."""
+
+    collection: str
+    version: str
+    manifest: Manifest
+    hits: list[list[Hit]]
+    truncated: list[bool]
+
+
 class Retriever:
     """Searches whatever build the alias points at, following promotions and rollbacks made anywhere.
 
@@ -53,7 +71,8 @@ class Retriever:
     opens the new build, loads its model if it differs, warms both with one search, and only then
     switches: searches never wait for a build to open, each answer comes wholly from one build, and
     the answer names it. The previous build is let go one interval later (a search that started on it
-    finishes on it), so the Retriever holds only the live build open.
+    finishes on it), so the Retriever holds only the live build open (and, when asked for one by
+    ``version``, up to two pinned builds).
 
     On the embedded store (Qdrant Edge) a Retriever blocks nobody: builds, promotions, rollbacks and
     every ``ragops`` command run beside it.
@@ -68,6 +87,8 @@ class Retriever:
         batch_size: int = 32,
         log_queries: bool = False,
         query_log_max_age: timedelta = timedelta(days=30),
+        query_log_sample: float = 1.0,
+        query_log_queue: int = 1024,
         follow_every: float = 2.0,
     ) -> None:
         """
@@ -76,9 +97,12 @@ class Retriever:
             store: a folder (embedded store), a server URL, or full ``StoreSettings`` (with an API key).
             device: torch device for query embeddings.
             batch_size: queries embedded per forward pass in ``search_many``.
-            log_queries: record each query's embedding (not its text) in the alias's query log, so
-                ``ragops drift`` can tell when what users ask moves (``rag.querylog``).
+            log_queries: record query embeddings (never their text) in the alias's query log, so
+                ``ragops drift`` can tell when what users ask moves (``rag.querylog``). Written by a
+                background thread: a search never waits for it.
             query_log_max_age: logged embeddings older than this are deleted as new ones arrive.
+            query_log_sample: the share of queries logged (0 to 1).
+            query_log_queue: queries waiting to be logged at most; past it new ones are dropped and counted.
             follow_every: seconds between two reads of the alias (0 never follows: the build at opening).
 
         Raises:
@@ -89,19 +113,23 @@ class Retriever:
         self.alias = alias
         self.device = device
         self.batch_size = batch_size
-        self.log_queries = log_queries
-        self.query_log_max_age = query_log_max_age
         self.follow_every = follow_every
         self._opened = IndexStore.open(settings, create=False)
         self.store = self._opened.__enter__()
-        self._store_lock = threading.Lock()  # one store, used by searches and the follower thread
+        self._store_lock = threading.Lock()  # one store, used by searches and the background threads
+        self._pin_lock = threading.Lock()
+        self._pinned: OrderedDict[str, _Live] = OrderedDict()
         self._stop = threading.Event()
+        self.switches: list[Switch] = []  # every followed move, oldest first (times are time.time())
+        self.last_follow_error: str | None = None
         try:
             self._live = self._prepare(self.live_collection(), previous=None)
         except BaseException:
             self._opened.__exit__(None, None, None)
             raise
-        self.switches: list[Switch] = []  # every followed move, oldest first (times are time.time())
+        self.query_log = (QueryLogWriter(self.store, self._store_lock, alias, sample=query_log_sample,
+                                         capacity=query_log_queue, max_age=query_log_max_age)
+                          if log_queries else None)
         self._follower: threading.Thread | None = None
         if follow_every > 0:
             self._follower = threading.Thread(target=self._follow, name=f"follow-{alias}", daemon=True)
@@ -114,10 +142,12 @@ class Retriever:
         self.close()
 
     def close(self) -> None:
-        """Stop following and close the store."""
+        """Stop following, write what the query log holds, and close the store."""
         self._stop.set()
         if self._follower is not None:
             self._follower.join()
+        if self.query_log is not None:
+            self.query_log.close()
         with self._store_lock:
             self._opened.__exit__(None, None, None)
 
@@ -125,6 +155,17 @@ class Retriever:
     def version(self) -> str:
         """The version answering searches now."""
         return self._live.version
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest of the build answering searches now."""
+        return self._live.manifest
+
+    @contextmanager
+    def reading(self) -> Iterator[IndexStore]:
+        """The store, for a read beside the searches (manifests, the ledger), under the Retriever's lock."""
+        with self._store_lock:
+            yield self.store
 
     def live_collection(self) -> str:
         """The collection the alias points at now, read from the store.
@@ -147,23 +188,67 @@ class Retriever:
 
     def search_many(self, texts: list[str], k: int = 5) -> list[list[Hit]]:
         """``search`` for several queries at once, all answered by the same build."""
+        return self.answer(texts, k).hits
+
+    def answer(
+        self, texts: Sequence[str], k: int = 5, *, where: Sequence[Condition] = (), version: str | None = None
+    ) -> Answer:
+        """Hits of each text, best first, from one build: the live one, or the kept build ``version``.
+
+        Args:
+            where: conditions every hit meets (``rag.store.Match``, ``Prefix``, ``Between`` on indexed fields).
+            version: a complete build of this alias to answer from instead of the live one.
+
+        Raises:
+            ValueError: ``k`` below 1.
+            VersionError: the alias has no complete build ``version``.
+        """
         if k < 1:
             raise ValueError("k must be at least 1")
-        live = self._live  # one read: the whole answer comes from this build and its model
-        vectors = live.embedder.embed(texts)
+        live = self._live if version in (None, self._live.version) else self._pin(version)
+        vectors = live.embedder.embed(list(texts))
         with self._store_lock:
-            if self.log_queries:
-                QueryLog(self.store, self.alias, live.embedder.fingerprint).record(
-                    vectors, max_age=self.query_log_max_age)
-            results = self.store.search_many(live.collection, vectors, k)
-        return [[_hit(point, live.version) for point in points] for points in results]
+            results = self.store.search_many(live.collection, vectors, k, where=where)
+        if self.query_log is not None and live is self._live:
+            self.query_log.offer(live.manifest.model, vectors)
+        limit = live.embedder.max_tokens
+        lengths = [len(ids) for ids in live.embedder.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return Answer(
+            collection=live.collection, version=live.version, manifest=live.manifest,
+            hits=[[_hit(point, live.version) for point in points] for points in results],
+            truncated=[length > limit for length in lengths],
+        )
+
+    def _pin(self, version: str) -> _Live:
+        """The kept build ``version``, opened (and its model loaded) on first use."""
+        with self._pin_lock:
+            if version in self._pinned:
+                self._pinned.move_to_end(version)
+                return self._pinned[version]
+            collection = collection_name(self.alias, version)
+            with self._store_lock:
+                kept = collection in self.store.list_builds(self.alias)
+                manifest = self.store.read_manifest(collection) if kept else None
+            if manifest is None or manifest.state != "complete":
+                state = f"it is {manifest.state}" if manifest else "no such build is kept"
+                raise VersionError(f"alias {self.alias!r} has no complete version {version!r} ({state}); "
+                                   "`ragops status` lists the kept builds")
+            pinned = self._prepare(collection, previous=self._live)
+            self._pinned[version] = pinned
+            while len(self._pinned) > PINNED_OPEN:
+                _, dropped = self._pinned.popitem(last=False)
+                if dropped.collection != self._live.collection:
+                    with self._store_lock:
+                        self.store.release(dropped.collection)
+            return pinned
 
     def _follow(self) -> None:
         retired: str | None = None
         while not self._stop.wait(self.follow_every):
             if retired is not None:  # a search that began on it has had an interval to finish
-                with self._store_lock:
-                    self.store.release(retired)
+                if retired not in {p.collection for p in self._pinned.values()}:
+                    with self._store_lock:
+                        self.store.release(retired)
                 retired = None
             try:
                 target = self.live_collection()
@@ -174,7 +259,9 @@ class Retriever:
                     retired = previous.collection
                     log.info("alias %s moved: now serving %s (was %s)", self.alias, self._live.version,
                              previous.version)
+                self.last_follow_error = None
             except RagopsError as exc:  # the store briefly unavailable, the alias gone: keep serving
+                self.last_follow_error = str(exc)
                 log.warning("following alias %s: %s; still serving %s", self.alias, exc, self._live.version)
 
     def _prepare(self, collection: str, previous: _Live | None) -> _Live:
@@ -191,7 +278,7 @@ class Retriever:
         warm = embedder.embed(["warm up"])
         with self._store_lock:
             self.store.search_many(collection, warm, 1)
-        return _Live(collection=collection, version=version_of(collection), embedder=embedder)
+        return _Live(collection=collection, version=version_of(collection), manifest=manifest, embedder=embedder)
 
 
 def _hit(point, version: str) -> Hit:

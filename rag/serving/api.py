@@ -1,0 +1,319 @@
+"""The query service: a FastAPI app over a Retriever on the alias (``ragops serve`` runs it under uvicorn).
+
+Routes (all under ``/v1`` but ``/metrics``; OpenAPI at ``/openapi.json``, browsable at ``/docs``):
+
+- ``POST /v1/search``, ``POST /v1/search/batch``: hits from one build, which the answer names with its model;
+- ``GET /v1/healthz`` (the process is up), ``GET /v1/readyz`` (store reachable, alias resolved, model
+  loaded and warmed: 503 until then), ``GET /v1/version``, ``GET /v1/statistics``;
+- ``GET /metrics``: Prometheus.
+
+The Retriever is opened by a background thread when the app starts, so the process answers health
+checks at once and reports ready only once a search would be fast. Every error, whatever the route, is
+``{"error": {"kind", "message"}}``. No Prefect anywhere on this path.
+"""
+
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, Callable
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from rag.config import Settings
+from rag.errors import RagopsError, StoreError, VersionError
+from rag.freshness import read_freshness
+from rag.models import ModelFingerprint, utc_now
+from rag.serving.auth import Denied, Key, KeyRing, presented_key
+from rag.serving.retriever import Answer, Retriever
+from rag.serving.schema import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    ErrorResponse,
+    Health,
+    ModelInfo,
+    QueryHits,
+    Readiness,
+    SearchRequest,
+    SearchResponse,
+    SourceStatistics,
+    StatisticsResponse,
+    VersionResponse,
+)
+from rag.serving.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+#: seconds between two attempts to open the Retriever while the store or alias is not there yet
+OPEN_RETRY = 2.0
+
+
+class ServiceError(Exception):
+    """An error response: its HTTP status, kind and message."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+class Service:
+    """What the routes share: the settings, the keys, the metrics, and the Retriever once it is open."""
+
+    def __init__(self, settings: Settings, open_retriever: Callable[[], Retriever] | None = None) -> None:
+        self.settings = settings
+        self.keys = KeyRing(settings.serve)
+        self.telemetry = Telemetry()
+        self.retriever: Retriever | None = None
+        self.not_ready_reason = "starting: opening the store and loading the model"
+        self._open_retriever = open_retriever or self._default_retriever
+        self._stop = threading.Event()
+        self._opener = threading.Thread(target=self._open, name="open-retriever", daemon=True)
+
+    def _default_retriever(self) -> Retriever:
+        serve = self.settings.serve
+        import torch  # the model loads next; its intra-op pool is sized once, here
+
+        torch.set_num_threads(serve.threads)
+        return Retriever(
+            alias=self.settings.alias, store=self.settings.store, device=self.settings.embedding.device,
+            log_queries=serve.query_log_sample > 0, query_log_sample=serve.query_log_sample,
+            query_log_queue=serve.query_log_queue, follow_every=serve.follow_every,
+        )
+
+    def start(self) -> None:
+        self._opener.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._opener.join(timeout=60)
+        if self.retriever is not None:
+            self.retriever.close()
+
+    def _open(self) -> None:
+        """Open the Retriever (which loads and warms the live build's model); retry while it cannot."""
+        while not self._stop.is_set():
+            try:
+                retriever = self._open_retriever()
+            except RagopsError as exc:
+                self.not_ready_reason = f"cannot serve yet: {exc}"
+                log.warning("%s; retrying in %.0f s", self.not_ready_reason, OPEN_RETRY)
+                self._stop.wait(OPEN_RETRY)
+                continue
+            if self._stop.is_set():
+                retriever.close()
+                return
+            self.retriever = retriever
+            self.telemetry.ready.set(1)
+            self.telemetry.live.info({"version": retriever.version})
+            log.info("ready: alias %s -> %s", self.settings.alias, retriever.version)
+            return
+
+    def ready_retriever(self) -> Retriever:
+        """The Retriever, or a 503 naming why the service is not ready."""
+        retriever = self.retriever
+        if retriever is None:
+            raise ServiceError(503, "not_ready", self.not_ready_reason)
+        return retriever
+
+    def observe(self, retriever: Retriever) -> None:
+        """Bring the gauges up to date with what the Retriever did."""
+        self.telemetry.swaps.set(len(retriever.switches))
+        self.telemetry.live.info({"version": retriever.version})
+        if retriever.query_log is not None:
+            self.telemetry.query_log_dropped.set(retriever.query_log.dropped)
+
+
+def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | None = None) -> FastAPI:
+    """The query service for ``settings.alias`` (``serve`` settings: limits, keys, threads)."""
+    service = Service(settings, open_retriever)
+    serve = settings.serve
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        yield
+        service.stop()
+
+    app = FastAPI(
+        title="ragops query service",
+        version="1",
+        summary=f"Search the promoted build of alias {settings.alias!r}.",
+        description="Every answer comes from exactly one build, named with the model that embedded it. "
+        "Errors are `{\"error\": {\"kind\", \"message\"}}`.",
+        lifespan=lifespan,
+        responses={422: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+                   503: {"model": ErrorResponse}},
+    )
+    app.state.service = service
+    _install_error_handlers(app, service)
+    _install_metrics(app, service)
+
+    def authorized(
+        authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
+        x_api_key: Annotated[str | None, Header(description="The API key")] = None,
+    ) -> Key | None:
+        try:
+            return service.keys.check(presented_key(authorization, x_api_key), settings.alias)
+        except Denied as exc:
+            raise ServiceError(exc.status, "unauthorized" if exc.status == 401 else "forbidden", str(exc)) from None
+
+    def check_query(text: str, field: str) -> None:
+        if not text.strip():
+            raise ServiceError(422, "invalid_request", f"{field}: must not be empty")
+        if len(text) > serve.max_query_chars:
+            raise ServiceError(422, "invalid_request", f"{field}: {len(text)} characters, over the limit of "
+                               f"{serve.max_query_chars} (serve.max_query_chars)")
+
+    def check_k(k: int) -> None:
+        if k > serve.max_k:
+            raise ServiceError(422, "invalid_request", f"k: {k} is over the limit of {serve.max_k} (serve.max_k)")
+
+    def run(texts: list[str], body) -> Answer:
+        retriever = service.ready_retriever()
+        try:
+            answer = retriever.answer(texts, body.k, where=body.filter.conditions() if body.filter else (),
+                                      version=body.version)
+        except VersionError as exc:
+            raise ServiceError(404, "unknown_version", str(exc)) from None
+        except StoreError as exc:
+            raise ServiceError(503, "store", str(exc)) from None
+        service.observe(retriever)
+        return answer
+
+    @app.post("/v1/search", response_model=SearchResponse, tags=["search"])
+    def search(body: SearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> SearchResponse:
+        """The `k` chunks nearest to the query in the live build (or the pinned `version`), best first."""
+        check_query(body.query, "query")
+        check_k(body.k)
+        answer = run([body.query], body)
+        return SearchResponse(alias=settings.alias, version=answer.version, model=_model(answer.manifest.model),
+                              query=body.query, truncated=answer.truncated[0], hits=answer.hits[0])
+
+    @app.post("/v1/search/batch", response_model=BatchSearchResponse, tags=["search"])
+    def search_batch(body: BatchSearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> BatchSearchResponse:
+        """Several queries at once, all answered by the same build."""
+        if len(body.queries) > serve.max_batch:
+            raise ServiceError(422, "invalid_request", f"queries: {len(body.queries)} queries, over the limit of "
+                               f"{serve.max_batch} (serve.max_batch)")
+        for index, text in enumerate(body.queries):
+            check_query(text, f"queries[{index}]")
+        check_k(body.k)
+        answer = run(body.queries, body)
+        results = [QueryHits(query=q, truncated=t, hits=h)
+                   for q, t, h in zip(body.queries, answer.truncated, answer.hits)]
+        return BatchSearchResponse(alias=settings.alias, version=answer.version,
+                                   model=_model(answer.manifest.model), results=results)
+
+    @app.get("/v1/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Health:
+        """The process is up (liveness)."""
+        return Health(status="ok")
+
+    @app.get("/v1/readyz", response_model=Readiness, tags=["operations"],
+             responses={503: {"model": Readiness}})
+    def readyz() -> Response:
+        """Ready to answer fast: store reachable, alias resolved, model loaded and warmed (readiness)."""
+        retriever = service.retriever
+        if retriever is None:
+            body = Readiness(ready=False, reason=service.not_ready_reason)
+            return JSONResponse(body.model_dump(mode="json"), status_code=503)
+        return JSONResponse(Readiness(ready=True, version=retriever.version).model_dump(mode="json"))
+
+    @app.get("/v1/version", response_model=VersionResponse, tags=["operations"])
+    def version(key: Annotated[Key | None, Depends(authorized)]) -> VersionResponse:
+        """The build answering now: its manifest's summary, when it was promoted, and its gate's figures."""
+        retriever = service.ready_retriever()
+        manifest = retriever.manifest
+        last = manifest.promotions[-1] if manifest.promotions else None
+        return VersionResponse(
+            alias=settings.alias, version=manifest.version, collection=manifest.collection,
+            model=_model(manifest.model), created_at=manifest.created_at,
+            promoted_at=last.at if last else None, promoted_by=last.by if last else None,
+            documents=manifest.counts.documents_indexed, chunks=manifest.counts.chunks,
+            sources=[str(source.get("name", "")) for source in manifest.sources],
+            gate_passed=manifest.gate.passed if manifest.gate else None,
+            metrics=manifest.evaluation.metrics if manifest.evaluation else {},
+        )
+
+    @app.get("/v1/statistics", response_model=StatisticsResponse, tags=["operations"])
+    def statistics(key: Annotated[Key | None, Depends(authorized)]) -> StatisticsResponse:
+        """Every source of the alias: documents, last complete listing, last indexed, staleness, quarantined."""
+        retriever = service.ready_retriever()
+        with retriever.reading() as store:
+            assessed = read_freshness(store, settings.alias, settings.sources, utc_now())
+        return StatisticsResponse(alias=settings.alias, version=retriever.version, sources=[
+            SourceStatistics(
+                name=a.state.name, kind=a.state.kind, uri=a.state.uri, documents=a.state.documents,
+                quarantined=a.state.quarantined, last_complete_listing_at=a.state.last_complete_listing_at,
+                last_indexed_at=a.state.last_sync_at, staleness_seconds=a.staleness_seconds,
+                max_staleness_seconds=a.max_staleness_seconds, breach=a.breach,
+            ) for a in assessed])
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics: requests, latency, errors, the live version, swaps."""
+        if service.retriever is not None:
+            service.observe(service.retriever)
+        return Response(service.telemetry.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for the settings in the environment (``RAGOPS_CONFIG``, ``RAGOPS_*``): what each uvicorn
+    worker of ``ragops serve`` builds."""
+    return create_app(Settings.load())
+
+
+def _model(fingerprint: ModelFingerprint) -> ModelInfo:
+    return ModelInfo(name=fingerprint.name, weights_sha256=fingerprint.weights_sha256, dimension=fingerprint.dimension)
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"kind": kind, "message": message}}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI, service: Service) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        service.telemetry.errors.labels(exc.kind).inc()
+        return _error(exc.status, exc.kind, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field and the rule, never echo the input (a query may be 100 KB, or private).
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        service.telemetry.errors.labels("invalid_request").inc()
+        return _error(422, "invalid_request", "; ".join(problems))
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return _error(404, "not_found", f"no route {request.method} {request.url.path}; see /docs")
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        return _error(405, "invalid_request", f"{request.method} is not allowed on {request.url.path}")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        service.telemetry.errors.labels("internal").inc()
+        return _error(500, "internal", "internal error; the service's log has the details")
+
+
+def _install_metrics(app: FastAPI, service: Service) -> None:
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        service.telemetry.requests.labels(path, str(response.status_code)).inc()
+        service.telemetry.latency.labels(path).observe(time.perf_counter() - started)
+        return response

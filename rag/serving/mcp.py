@@ -1,0 +1,71 @@
+"""The alias as MCP tools for agents (``ragops mcp``, stdio): ``search`` and ``status``.
+
+The tools answer from an in-process Retriever, which follows promotions and rollbacks like the HTTP
+service does. Logs go to stderr: on stdio, stdout is the protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rag.config import Settings
+from rag.names import version_of
+from rag.serving.retriever import Retriever
+from rag.serving.schema import SearchFilter
+
+log = logging.getLogger(__name__)
+
+
+def build_server(settings: Settings, retriever: Retriever):
+    """An MCP server whose tools search and describe ``settings.alias`` through ``retriever``."""
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("ragops", instructions=f"Search the documents indexed in alias {settings.alias!r}. Every "
+                     "answer names the index version that produced it.")
+    serve = settings.serve
+
+    @server.tool()
+    def search(query: str, k: int = 5, filter: SearchFilter | None = None) -> dict:
+        """Find the passages most relevant to `query` in the promoted index, best first.
+
+        Args:
+            query: what to look for, in natural language.
+            k: how many passages (1 to serve.max_k).
+            filter: only passages meeting all these conditions (source, doc_id, doc_id_prefix, title, page).
+        """
+        if not query.strip():
+            raise ValueError("query must not be empty")
+        if len(query) > serve.max_query_chars:
+            raise ValueError(f"query is {len(query)} characters, over the limit of {serve.max_query_chars}")
+        if not 1 <= k <= serve.max_k:
+            raise ValueError(f"k must lie between 1 and {serve.max_k}")
+        answer = retriever.answer([query], k, where=filter.conditions() if filter else ())
+        return {"version": answer.version, "model": answer.manifest.model.name, "truncated": answer.truncated[0],
+                "hits": [hit.model_dump(mode="json") for hit in answer.hits[0]]}
+
+    @server.tool()
+    def status() -> dict:
+        """What the index holds now: the live version, its model, its documents and chunks, its gate."""
+        manifest = retriever.manifest
+        with retriever.reading() as store:
+            builds = store.list_builds(settings.alias)
+        return {"alias": settings.alias, "version": manifest.version, "model": manifest.model.name,
+                "documents": manifest.counts.documents_indexed, "chunks": manifest.counts.chunks,
+                "created_at": manifest.created_at.isoformat(),
+                "gate_passed": manifest.gate.passed if manifest.gate else None,
+                "metrics": manifest.evaluation.metrics if manifest.evaluation else {},
+                "kept_versions": [version_of(b) for b in builds]}
+
+    return server
+
+
+def run_stdio(settings: Settings) -> None:
+    """Open the alias and serve its tools over stdio until the host closes the pipe."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import torch
+
+    torch.set_num_threads(settings.serve.threads)
+    with Retriever(alias=settings.alias, store=settings.store, device=settings.embedding.device,
+                   follow_every=settings.serve.follow_every) as retriever:
+        build_server(settings, retriever).run("stdio")

@@ -1,0 +1,286 @@
+"""`ragops serve` as an application meets it: a real uvicorn server on 127.0.0.1, queried over HTTP.
+
+One store with two builds of the demo corpus (the live one and the one before it), one server process
+with two API keys, and the routes tried as a client would: search, batch, filters, a pinned version,
+auth, every kind of bad input, readiness, metrics, and following a rollback made by another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from rag.serving.auth import hash_key
+from tests.conftest import DEMO_CORPUS
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.slow
+
+RAGOPS = str(Path(sys.executable).parent / "ragops")
+KEY, OTHER_ALIAS_KEY = "rk_test_key_for_every_alias", "rk_test_key_for_another_alias"
+QUESTION = "how do I undo a bad promotion?"
+
+
+def _wait_for_port(url: str, process: subprocess.Popen, timeout: float = 120) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else "server exited"
+        try:
+            return httpx.get(f"{url}/v1/readyz", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("the server never listened")
+
+
+def _wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/v1/readyz", timeout=5).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the server never became ready")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
+    """Two builds of the demo corpus, and `ragops serve` on them; yields what the tests need."""
+    from flows.reindex import reindex
+
+    root = tmp_path_factory.mktemp("serve")
+    corpus = root / "corpus"
+    shutil.copytree(DEMO_CORPUS, corpus)
+    config = root / "ragops.yaml"
+    config.write_text(yaml.safe_dump({
+        "alias": "docs",
+        "sources": [{"path": str(corpus), "name": "demo"}],
+        "store": {"location": str(root / "store")},
+        "chunking": {"max_tokens": 96},
+        "serve": {"max_k": 20, "max_query_chars": 600, "max_batch": 4, "follow_every": 1.0,
+                  "api_keys": [{"id": "app", "sha256": hash_key(KEY)},
+                               {"id": "other", "sha256": hash_key(OTHER_ALIAS_KEY), "aliases": ["other"]}]},
+    }))
+    first = reindex(config=str(config))["version"]
+    (corpus / "glossary.txt").write_text((corpus / "glossary.txt").read_text() + "\nRollback: the alias goes back.\n")
+    second = reindex(config=str(config))["version"]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PREFECT_HOME": str(root / "prefect")}
+    process = subprocess.Popen([RAGOPS, "serve", "--config", str(config), "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first_readyz = _wait_for_port(url, process)
+        first_healthz = httpx.get(f"{url}/v1/healthz", timeout=5)
+        _wait_ready(url)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+            yield {"url": url, "client": client, "config": config, "env": env, "first": first, "second": second,
+                   "first_readyz": first_readyz, "first_healthz": first_healthz, "process": process}
+    finally:
+        process.terminate()
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+        assert KEY not in stderr and OTHER_ALIAS_KEY not in stderr  # keys never reach the log
+
+
+def _error(response: httpx.Response, status: int, kind: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"kind", "message"}, body
+    assert body["error"]["kind"] == kind, body
+    return body["error"]["message"]
+
+
+def test_not_ready_until_the_model_is_warm_then_ready_with_the_live_version(served) -> None:
+    assert served["first_healthz"].status_code == 200
+    first = served["first_readyz"]
+    assert first.status_code == 503 and first.json()["ready"] is False and first.json()["reason"], first.text
+    ready = httpx.get(f"{served['url']}/v1/readyz").json()
+    assert ready == {"ready": True, "version": served["second"], "reason": None}
+
+
+def test_search_names_its_build_and_model_and_returns_the_fields_an_app_needs(served) -> None:
+    body = served["client"].post("/v1/search", json={"query": QUESTION, "k": 3}).json()
+    assert body["version"] == served["second"] and body["alias"] == "docs" and body["truncated"] is False
+    assert body["model"]["name"] == "all-MiniLM-L6-v2" and body["model"]["dimension"] == 384
+    assert len(body["hits"]) == 3 and all(hit["version"] == served["second"] for hit in body["hits"])
+    scores = [hit["score"] for hit in body["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["hits"][0]["doc_id"] == "demo/operations-handbook.pdf", body["hits"][0]
+    assert {"doc_id", "source_uri", "title", "page", "chunk_index", "text"} <= set(body["hits"][0])
+
+
+def test_filters_keep_only_matching_chunks(served) -> None:
+    client = served["client"]
+
+    def hits(filter: dict) -> list[dict]:
+        response = client.post("/v1/search", json={"query": QUESTION, "k": 20, "filter": filter})
+        assert response.status_code == 200, response.text
+        return response.json()["hits"]
+
+    glossary = hits({"doc_id": "demo/glossary.txt"})
+    assert glossary and {h["doc_id"] for h in glossary} == {"demo/glossary.txt"}
+    by_prefix = hits({"doc_id_prefix": "demo/index-"})
+    assert by_prefix and {h["doc_id"] for h in by_prefix} == {"demo/index-freshness.html"}
+    pages = hits({"doc_id": "demo/operations-handbook.pdf", "page": {"gte": 2, "lte": 2}})
+    assert pages and {h["page"] for h in pages} == {2}
+    assert hits({"source": "nowhere"}) == []
+    everything = client.post("/v1/search", json={"query": QUESTION, "k": 20}).json()["hits"]
+    assert hits({"source": ["demo", "nowhere"]}) == everything and len(everything) > len(glossary)
+    message = _error(client.post("/v1/search", json={"query": QUESTION, "filter": {"text": "x"}}), 422,
+                     "invalid_request")
+    assert "filter.text" in message
+
+
+def test_a_pinned_version_answers_from_that_build_and_an_unknown_one_is_404(served) -> None:
+    client = served["client"]
+    pinned = client.post("/v1/search", json={"query": QUESTION, "version": served["first"]}).json()
+    assert pinned["version"] == served["first"] and all(h["version"] == served["first"] for h in pinned["hits"])
+    message = _error(client.post("/v1/search", json={"query": QUESTION, "version": "19990101-000000"}), 404,
+                     "unknown_version")
+    assert "19990101-000000" in message and "ragops status" in message
+
+
+def test_batch_answers_every_query_from_one_build(served) -> None:
+    queries = [QUESTION, "what is a golden set?", "espresso machine descaling"]
+    body = served["client"].post("/v1/search/batch", json={"queries": queries, "k": 2}).json()
+    assert [r["query"] for r in body["results"]] == queries and body["version"] == served["second"]
+    assert all(len(r["hits"]) == 2 and {h["version"] for h in r["hits"]} == {body["version"]} for r in body["results"])
+    single = served["client"].post("/v1/search", json={"query": queries[2], "k": 2}).json()
+    assert [h["doc_id"] for h in body["results"][2]["hits"]] == [h["doc_id"] for h in single["hits"]]
+
+
+def test_api_keys_none_wrong_other_alias_and_right(served) -> None:
+    url, query = served["url"], {"query": QUESTION}
+    assert "Bearer" in _error(httpx.post(f"{url}/v1/search", json=query), 401, "unauthorized")
+    _error(httpx.post(f"{url}/v1/search", json=query, headers={"Authorization": "Bearer rk_wrong"}), 401,
+           "unauthorized")
+    message = _error(httpx.post(f"{url}/v1/search", json=query, headers={"X-API-Key": OTHER_ALIAS_KEY}), 403,
+                     "forbidden")
+    assert "'other'" in message and OTHER_ALIAS_KEY not in message
+    assert httpx.post(f"{url}/v1/search", json=query, headers={"X-API-Key": KEY}).status_code == 200
+    _error(httpx.get(f"{url}/v1/version"), 401, "unauthorized")
+    assert httpx.get(f"{url}/v1/healthz").status_code == 200  # probes need no key
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"query": ""}, "query"),
+    ({"query": "   "}, "query"),
+    ({"query": QUESTION, "k": 0}, "k"),
+    ({"query": QUESTION, "k": 21}, "k"),
+    ({"query": "x" * 601}, "query"),
+    ({"k": 3}, "query"),
+    ({"query": QUESTION, "surprise": 1}, "surprise"),
+])
+def test_bad_input_is_a_422_naming_the_field(served, body: dict, field: str) -> None:
+    message = _error(served["client"].post("/v1/search", json=body), 422, "invalid_request")
+    assert message.startswith(field), message
+    assert "x" * 100 not in message  # the input is not echoed back
+
+
+def test_bad_batches_and_a_query_the_model_reads_only_in_part(served) -> None:
+    client = served["client"]
+    message = _error(client.post("/v1/search/batch", json={"queries": ["a"] * 5}), 422, "invalid_request")
+    assert "max_batch" in message
+    assert _error(client.post("/v1/search/batch", json={"queries": ["ok", ""]}), 422,
+                  "invalid_request").startswith("queries[1]")
+    long = "a " * 290  # 580 characters (under the limit) but 290 tokens: the model reads 254 of them
+    assert client.post("/v1/search", json={"query": long}).json()["truncated"] is True
+
+
+def test_version_and_statistics_describe_the_live_build_and_its_sources(served) -> None:
+    client = served["client"]
+    version = client.get("/v1/version").json()
+    assert version["version"] == served["second"] and version["promoted_by"] == "reindex"
+    assert version["documents"] == 6 and version["chunks"] > 6 and version["sources"] == ["demo"]
+    statistics = client.get("/v1/statistics").json()
+    (demo,) = statistics["sources"]
+    assert demo["name"] == "demo" and demo["documents"] == 6 and demo["quarantined"] == 0
+    assert demo["last_complete_listing_at"] and demo["staleness_seconds"] is not None
+
+
+def test_metrics_count_requests_and_name_the_live_version(served) -> None:
+    served["client"].post("/v1/search", json={"query": QUESTION})
+    text = httpx.get(f"{served['url']}/metrics").text
+    assert 'ragops_requests_total{route="/v1/search",status="200"}' in text
+    assert "ragops_request_seconds_bucket" in text and 'ragops_errors_total{kind="invalid_request"}' in text
+    assert f'ragops_live_info{{version="{served["second"]}"}} 1.0' in text
+
+
+def test_the_openapi_document_has_examples(served) -> None:
+    spec = httpx.get(f"{served['url']}/openapi.json").json()
+    assert {"/v1/search", "/v1/search/batch", "/v1/readyz", "/v1/version", "/v1/statistics"} <= set(spec["paths"])
+    assert spec["components"]["schemas"]["SearchRequest"]["examples"]
+
+
+def test_llamaindex_and_langchain_retrievers_return_the_alias_hits_in_process_and_over_http(served) -> None:
+    from rag.serving import Retriever
+    from rag.serving.client import ServiceClient
+    from rag.serving.langchain import RagopsRetriever as LangChainRetriever
+    from rag.serving.llamaindex import RagopsRetriever as LlamaIndexRetriever
+
+    store = yaml.safe_load(served["config"].read_text())["store"]["location"]
+    with ServiceClient(served["url"], api_key=KEY) as http, Retriever("docs", store=store) as local:
+        expected = [(h.doc_id, h.chunk_index) for h in http.search(QUESTION, k=3).hits]
+        for source in (http, local):
+            nodes = LlamaIndexRetriever(source, k=3).retrieve(QUESTION)
+            assert [(n.node.metadata["doc_id"], n.node.metadata["chunk_index"]) for n in nodes] == expected
+            assert {n.node.metadata["version"] for n in nodes} == {served["second"]} and nodes[0].node.text
+            docs = LangChainRetriever(source=source, k=3, filter={"source": "demo"}).invoke(QUESTION)
+            assert [(d.metadata["doc_id"], d.metadata["chunk_index"]) for d in docs] == expected
+            assert docs[0].page_content and docs[0].metadata["score"] > 0
+
+
+def test_the_mcp_server_answers_search_and_status_over_stdio(served) -> None:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    async def session_calls() -> tuple[list[str], dict, dict]:
+        params = StdioServerParameters(command=RAGOPS, args=["mcp", "--config", str(served["config"])],
+                                       env=served["env"])
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            tools = [tool.name for tool in (await session.list_tools()).tools]
+            found = await session.call_tool("search", {"query": QUESTION, "k": 2})
+            status = await session.call_tool("status", {})
+            return tools, json.loads(found.content[0].text), json.loads(status.content[0].text)
+
+    tools, found, status = anyio.run(session_calls)
+    assert {"search", "status"} <= set(tools)
+    assert found["version"] == served["second"] and len(found["hits"]) == 2
+    assert found["hits"][0]["doc_id"] == "demo/operations-handbook.pdf"
+    assert status["version"] == served["second"] and served["first"] in status["kept_versions"]
+
+
+def test_follows_a_rollback_made_by_another_process(served) -> None:
+    """Last in this module: it moves the alias."""
+    done = subprocess.run([RAGOPS, "rollback", "--config", str(served["config"]), "--json"], env=served["env"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    moved = time.monotonic()
+    while served["client"].get("/v1/version").json()["version"] != served["first"]:
+        assert time.monotonic() - moved < 5, "the service did not follow the rollback"
+        time.sleep(0.1)
+    body = served["client"].post("/v1/search", json={"query": QUESTION}).json()
+    assert body["version"] == served["first"] and {h["version"] for h in body["hits"]} == {served["first"]}
+    assert "ragops_swaps 1.0" in httpx.get(f"{served['url']}/metrics").text
+
+
+def test_no_prefect_on_the_serving_path() -> None:
+    code = ("import sys; from rag.config import Settings; from rag.serving.api import create_app; "
+            "create_app(Settings()); import rag.serving.mcp, rag.serving.client; "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
