@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"
 KUBERNETES = sorted((INFRA / "kubernetes").glob("*.yaml"))
-PORTS = {"prefect-server": 4200, "qdrant": 6333, "minio": 9000, "postgres": 5432}
+PORTS = {"prefect-server": 4200, "qdrant": 6333, "minio": 9000, "postgres": 5432, "ragops-serve": 8000}
 
 
 def _documents(path: Path) -> list[dict]:
@@ -57,8 +57,10 @@ def test_kubernetes_services_select_pods_that_listen_on_their_ports() -> None:
         selector = service["spec"]["selector"]
         matches = [w for w in workloads if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
         assert matches, f"service {service['metadata']['name']} selects no workload"
-        listening = {p["containerPort"] for w in matches for c in w["spec"]["template"]["spec"]["containers"]
-                     for p in c.get("ports", [])}
+        container_ports = [p for w in matches for c in w["spec"]["template"]["spec"]["containers"]
+                           for p in c.get("ports", [])]
+        # A targetPort is a number (containerPort) or a name (a container port's name).
+        listening = {p["containerPort"] for p in container_ports} | {p["name"] for p in container_ports if "name" in p}
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in listening, (service["metadata"]["name"], port)
         name = service["metadata"]["name"]
@@ -105,9 +107,80 @@ def test_compose_services_reference_only_what_exists_and_agree_on_ports() -> Non
     assert _host_port(worker["RAGOPS_STORE__LOCATION"]) == ("qdrant", 6333)
     assert "6333:6333" in services["qdrant"]["ports"]
     assert _host_port(worker["AWS_ENDPOINT_URL_S3"]) == ("minio", 9000)
+    assert _host_port(services["serve"]["environment"]["RAGOPS_STORE__LOCATION"]) == ("qdrant", 6333)
     database = services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert _host_port(database) == ("postgres", 5432)
     assert (INFRA / "compose" / services["worker"]["build"]["context"] / services["worker"]["build"]["dockerfile"]).is_file()
+    assert services["serve"]["image"] == services["worker"]["image"]  # one image, built from one Dockerfile
+    assert services["serve"]["build"] == services["worker"]["build"]
+
+
+def _option(command: list[str], flag: str) -> str:
+    assert command.count(flag) == 1, (flag, command)
+    return command[command.index(flag) + 1]
+
+
+def test_the_query_service_listens_where_it_is_published_probed_on_real_routes_with_a_secret_key() -> None:
+    """`ragops serve` in compose and Kubernetes: bound to 0.0.0.0 on the port published (compose) or
+    served (the Service); readiness on /v1/readyz, liveness on /v1/healthz, both routes of the app as
+    built here; the API key from the environment or a Secret, never written in the file."""
+    from rag.serving.api import create_app
+
+    routes = {route.path for route in create_app(Settings()).routes}  # starts nothing until served
+    assert {"/v1/readyz", "/v1/healthz", "/metrics"} <= routes
+
+    def serves(command: list[str]) -> int:
+        assert command[:2] == ["ragops", "serve"], command
+        assert _option(command, "--host") == "0.0.0.0"
+        return int(_option(command, "--port"))
+
+    # compose: the published port, a readiness healthcheck, the key interpolated from the shell.
+    serve = _compose()["services"]["serve"]
+    port = serves(serve["command"])
+    assert [f"{port}:{port}"] == serve["ports"]
+    assert "qdrant" in serve["depends_on"] and "prefect-server" not in serve["depends_on"]
+    healthcheck = " ".join(serve["healthcheck"]["test"])
+    assert f"urlopen('http://localhost:{port}/v1/readyz')" in healthcheck
+    key = serve["environment"]["RAGOPS_SERVE__API_KEY"]
+    assert key.startswith("${RAGOPS_SERVE_API_KEY:?") and key.endswith("}"), key  # required, no default
+    assert "PREFECT_API_URL" not in serve["environment"]
+
+    # Kubernetes: the Service's port reaches the container's, the probes hit the app's routes.
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _documents(INFRA / "kubernetes" / "ragops-serve.yaml")}
+    deployment, service = docs[("Deployment", "ragops-serve")], docs[("Service", "ragops-serve")]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"] == {"app": "ragops-serve"}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    workers = {(d["kind"], d["metadata"]["name"]): d for path in KUBERNETES for d in _documents(path)}
+    worker = workers[("Deployment", "prefect-worker")]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == worker["image"]
+    port = serves(container["command"])
+    (http,) = container["ports"]
+    assert http == {"name": "http", "containerPort": port}
+    (published,) = service["spec"]["ports"]
+    assert published["port"] == port and published["targetPort"] in (port, "http")
+    for probe, path in (("readinessProbe", "/v1/readyz"), ("livenessProbe", "/v1/healthz")):
+        check = container[probe]["httpGet"]
+        assert check["path"] == path and check["path"] in routes, (probe, check)
+        assert check["port"] in (port, "http"), (probe, check)
+    liveness = container["livenessProbe"]
+    # not restarted while the model loads (10-20 s): first check after 30 s, then 3 misses 10 s apart
+    assert liveness["initialDelaySeconds"] + liveness["periodSeconds"] * liveness["failureThreshold"] >= 45
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RAGOPS_SERVE__API_KEY"] == {"name": "RAGOPS_SERVE__API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "ragops-serve", "key": "api-key"}}}
+    config = workers[("ConfigMap", "ragops-config")]["data"]
+    assert env["RAGOPS_STORE__LOCATION"]["value"] == config["RAGOPS_STORE__LOCATION"]
+    assert env["RAGOPS_CONFIG"]["value"] == config["RAGOPS_CONFIG"]
+    assert container["resources"]["requests"]
+    assert not [d for d in docs.values() if d["kind"] == "Secret"]  # the key's Secret is created, not applied
+
+    # No key written anywhere: no literal for the variable, nothing shaped like `ragops serve --new-key`'s keys.
+    import re
+
+    for path in (INFRA / "compose" / "compose.yaml", INFRA / "kubernetes" / "ragops-serve.yaml"):
+        text = path.read_text()
+        assert not re.search(r"rk_[A-Za-z0-9_-]{20,}", text), path
+        assert not re.search(r"RAGOPS_SERVE__API_KEY\s*[:=]\s*[^$\s]", text), path
 
 
 def test_the_compose_qdrant_cluster_has_three_nodes_joining_the_first() -> None:

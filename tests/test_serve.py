@@ -218,6 +218,36 @@ def test_metrics_count_requests_and_name_the_live_version(served) -> None:
     assert f'ragops_live_info{{version="{served["second"]}"}} 1.0' in text
 
 
+def test_queries_reach_the_query_log_the_drift_check_reads(served) -> None:
+    from rag.config import StoreSettings
+    from rag.querylog import QueryLog
+    from rag.store import IndexStore
+
+    for question in ("query log one", "query log two", "query log three"):
+        served["client"].post("/v1/search", json={"query": question})
+    location = yaml.safe_load(served["config"].read_text())["store"]["location"]
+    deadline = time.monotonic() + 10
+    while True:  # written by the service's background thread, a moment after the answers
+        with IndexStore.open(StoreSettings(location=location), create=False) as store:
+            manifest = store.read_manifest(store.alias_target("docs"))
+            logged = len(QueryLog(store, "docs", manifest.model).read())
+        if logged >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert logged >= 3
+
+
+def test_binding_beyond_loopback_without_a_key_warns(tmp_path: Path) -> None:
+    process = subprocess.Popen([RAGOPS, "serve", "--store", str(tmp_path / "none"), "--host", "0.0.0.0", "--port",
+                                str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stderr.readline()
+    finally:
+        process.kill()
+        process.wait()
+    assert first.startswith("warning: serving on 0.0.0.0 with no API key"), first
+
+
 def test_the_openapi_document_has_examples(served) -> None:
     spec = httpx.get(f"{served['url']}/openapi.json").json()
     assert {"/v1/search", "/v1/search/batch", "/v1/readyz", "/v1/version", "/v1/statistics"} <= set(spec["paths"])

@@ -1,6 +1,7 @@
 """Serving beside the scheduled operation on the embedded store: a Retriever in this process keeps
-answering while other processes (the `ragops` command, as an operator runs it) reindex, roll back, and
-promote a build of another model. It follows each move, and no answer mixes builds or models."""
+answering while another process (the `ragops` command's entry point, as an operator runs it) reindexes,
+rolls back, and promotes a build of another model. It follows each move, and no answer mixes builds or
+models."""
 
 from __future__ import annotations
 
@@ -21,31 +22,67 @@ from rag.store import IndexStore
 
 pytestmark = pytest.mark.slow
 
-RAGOPS = str(Path(sys.executable).parent / "ragops")
 QUESTION = "how do I undo a bad promotion?"
 FOLLOW_EVERY = 2.0
 
+#: The operator, in one other process: the `ragops` command's own entry point, called once per move
+#: (one process start instead of five), each move a few seconds after the last so that the Retriever
+#: can be seen serving each version in turn.
+OPERATOR = """
+import contextlib, io, json, sys, time
+from pathlib import Path
+from ragops.cli import main
 
-def _ragops(*args: str, home: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    done = subprocess.run([RAGOPS, *args, "--json"], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+config, other, glossary, go, pause = sys.argv[1:6]
+
+def ragops(*args):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main([*args, "--json"])
+        except SystemExit as exit:
+            assert exit.code in (0, None), (args, exit.code, out.getvalue()[-2000:])
+    print(json.dumps(json.loads(out.getvalue())), file=sys.stderr, flush=True)
+    return json.loads(out.getvalue())
+
+print(json.dumps(ragops("reindex", "--config", config)["version"]), flush=True)
+while not Path(go).exists():
+    time.sleep(0.1)
+Path(glossary).write_text(Path(glossary).read_text() + "\\nRollback: the alias goes back.\\n")
+second = ragops("reindex", "--config", config)
+assert second["promoted"], second["reason"]
+print(json.dumps(second["version"]), flush=True)
+time.sleep(float(pause))
+print(json.dumps(ragops("rollback", "--config", config)["to_version"]), flush=True)
+time.sleep(float(pause))
+third = ragops("reindex", "--config", other, "--no-promote")["version"]
+ragops("promote", third, "--config", other, "--force", "--reason", "another model")
+print(json.dumps(third), flush=True)
+"""
 
 
-def _moved_at(location: str, alias: str) -> float:
-    """When the alias last moved, from the live build's promotion record."""
+def _moved_at(location: str, alias: str, version: str) -> float:
+    """When the alias last moved onto ``version``, from that build's promotion record."""
     with IndexStore.open(StoreSettings(location=location)) as store:
-        manifest = store.read_manifest(store.alias_target(alias))
+        manifest = store.read_manifest(f"{alias}__{version}")
     return manifest.promotions[-1].at.timestamp()
 
 
 def test_a_retriever_answers_throughout_and_follows_every_move(
     write_config: Path, settings, corpus: Path, cls_model: Path, tmp_path: Path
 ) -> None:
-    home = tmp_path / "prefect"
     location = settings.store.location
-    first = _ragops("reindex", "--config", str(write_config), home=home)["version"]
+    other = write_config.with_name("other-model.yaml")
+    data = yaml.safe_load(write_config.read_text())
+    other.write_text(yaml.safe_dump({**data, "embedding": {"model": str(cls_model)}}))
+    go = tmp_path / "go"
+    operator = subprocess.Popen(
+        [sys.executable, "-c", OPERATOR, str(write_config), str(other), str(corpus / "glossary.txt"), str(go),
+         str(FOLLOW_EVERY + 2)],
+        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    first = json.loads(operator.stdout.readline() or "null")
+    assert first, operator.communicate(timeout=60)[1][-3000:]
 
     answers: list[tuple[float, list[str], tuple[str, float]]] = []
     errors: list[BaseException] = []
@@ -63,21 +100,14 @@ def test_a_retriever_answers_throughout_and_follows_every_move(
 
     asker = threading.Thread(target=ask)
     asker.start()
-    moves = []
     try:
-        glossary = corpus / "glossary.txt"
-        glossary.write_text(glossary.read_text() + "\nRollback: the alias goes back.\n")
-        second = _ragops("reindex", "--config", str(write_config), home=home)
-        assert second["promoted"], second["reason"]
-        moves.append((second["version"], _moved_at(location, "test"), False))
-        _ragops("rollback", "--config", str(write_config), home=home)
-        moves.append((first, _moved_at(location, "test"), False))
-        other = write_config.with_name("other-model.yaml")
-        data = yaml.safe_load(write_config.read_text())
-        other.write_text(yaml.safe_dump({**data, "embedding": {"model": str(cls_model)}}))
-        third = _ragops("reindex", "--config", str(other), "--no-promote", home=home)["version"]
-        _ragops("promote", third, "--config", str(other), "--force", "--reason", "another model", home=home)
-        moves.append((third, _moved_at(location, "test"), True))
+        go.touch()
+        moved = [json.loads(line) for line in operator.stdout]
+        _, stderr = operator.communicate(timeout=600)
+        assert operator.returncode == 0 and len(moved) == 3, stderr[-3000:]
+        second, third = moved[0], moved[2]
+        assert moved[1] == first  # the rollback went back to the first build
+        moves = [(version, _moved_at(location, "test", version), version == third) for version in moved]
         deadline = time.time() + 30
         while (not answers or answers[-1][1][0] != third) and time.time() < deadline:
             time.sleep(0.2)
@@ -86,6 +116,8 @@ def test_a_retriever_answers_throughout_and_follows_every_move(
         stop.set()
         asker.join()
         retriever.close()
+        if operator.poll() is None:
+            operator.kill()
 
     assert not errors, errors[:3]
     assert all(len(set(versions)) == 1 for _, versions, _ in answers)  # one build per answer
@@ -93,7 +125,7 @@ def test_a_retriever_answers_throughout_and_follows_every_move(
     for _, versions, _ in answers:
         if versions[0] != served[-1]:
             served.append(versions[0])
-    assert served == [first, second["version"], first, third]
+    assert served == [first, second, first, third]
     # The same question on the same build and model always gets the same best hit: an answer that used
     # the other model's vectors on a build, or mixed builds, would differ.
     by_version: dict[str, set] = {}
