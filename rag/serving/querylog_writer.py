@@ -1,7 +1,9 @@
 """Query logging off the request path: a bounded queue and one writer thread.
 
 A search hands its query vectors to ``QueryLogWriter.offer`` and goes on: the writer thread appends
-them to the alias's query log (``rag.querylog``) in the background. When the queue is full the new
+them to the alias's query log (``rag.querylog``) in the background, through a store connection of its
+own, so its writes (and the log's periodic pruning) never hold up a search. A store that allows one
+connection per process (qdrant-client's local mode) is shared with the searches instead. When the queue is full the new
 vectors are dropped and counted, never waited for: logging feeds the drift check's query-distribution
 test, which needs a sample, not every query.
 """
@@ -12,10 +14,13 @@ import logging
 import queue
 import random
 import threading
+from contextlib import nullcontext
 from datetime import timedelta
 
 import numpy as np
 
+from rag.config import StoreSettings
+from rag.errors import RagopsError, StoreLockedError
 from rag.models import ModelFingerprint
 from rag.names import query_log_table
 from rag.querylog import QueryLog
@@ -27,14 +32,18 @@ log = logging.getLogger(__name__)
 class QueryLogWriter:
     """Samples query vectors into a bounded queue and writes them to the query log from a thread."""
 
-    def __init__(self, store: IndexStore, store_lock: threading.Lock, alias: str, *, sample: float = 1.0,
-                 capacity: int = 1024, max_age: timedelta = timedelta(days=30)) -> None:
+    def __init__(self, settings: StoreSettings, shared: IndexStore, shared_lock: threading.Lock, alias: str, *,
+                 sample: float = 1.0, capacity: int = 1024, max_age: timedelta = timedelta(days=30)) -> None:
+        """
+        Args:
+            settings: the store to open a connection of the writer's own to.
+            shared, shared_lock: the searches' store and its lock, used when a second connection cannot open.
+        """
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"query_log_sample must lie in [0, 1], not {sample}")
-        self.store, self.alias, self.sample, self.max_age = store, alias, sample, max_age
-        self._store_lock = store_lock
+        self.settings, self.alias, self.sample, self.max_age = settings, alias, sample, max_age
+        self._shared, self._shared_lock = shared, shared_lock
         self._queue: queue.Queue = queue.Queue(maxsize=capacity)
-        self._logs: dict[str, QueryLog] = {}
         self.dropped = 0  # vectors not logged because the queue was full
         self.written = 0
         self._thread = threading.Thread(target=self._run, name=f"querylog-{alias}", daemon=True)
@@ -60,16 +69,36 @@ class QueryLogWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        opened = None
+        try:
+            opened = IndexStore.open(self.settings, create=False)
+            store, lock = opened.__enter__(), nullcontext()
+        except StoreLockedError:  # one connection per process: share the searches' one
+            store, lock = self._shared, self._shared_lock
+        except RagopsError:
+            log.exception("query log: cannot open the store; queries will not be logged")
+            store = None
+        try:
+            self._write_until_closed(store, lock)
+        finally:
+            if opened is not None:
+                opened.__exit__(None, None, None)
+
+    def _write_until_closed(self, store: IndexStore | None, lock) -> None:
+        logs: dict[str, QueryLog] = {}
         while True:
             fingerprint, vectors = self._queue.get()
             if fingerprint is None:
                 return
+            if store is None:
+                self.dropped += len(vectors)
+                continue
             key = query_log_table(self.alias, fingerprint)
-            if key not in self._logs:
-                self._logs[key] = QueryLog(self.store, self.alias, fingerprint)
+            if key not in logs:
+                logs[key] = QueryLog(store, self.alias, fingerprint)
             try:
-                with self._store_lock:
-                    self._logs[key].record(vectors, max_age=self.max_age)
+                with lock:
+                    logs[key].record(vectors, max_age=self.max_age)
                 self.written += len(vectors)
             except Exception:  # a failed write loses a sample, never the service
                 log.exception("query log: could not write %d query vectors", len(vectors))

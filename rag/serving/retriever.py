@@ -127,7 +127,7 @@ class Retriever:
         except BaseException:
             self._opened.__exit__(None, None, None)
             raise
-        self.query_log = (QueryLogWriter(self.store, self._store_lock, alias, sample=query_log_sample,
+        self.query_log = (QueryLogWriter(settings, self.store, self._store_lock, alias, sample=query_log_sample,
                                          capacity=query_log_queue, max_age=query_log_max_age)
                           if log_queries else None)
         self._follower: threading.Thread | None = None
