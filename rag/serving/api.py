@@ -184,16 +184,16 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         return answer
 
     @app.post("/v1/search", response_model=SearchResponse, tags=["search"])
-    def search(body: SearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> SearchResponse:
+    def search(body: SearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
         """The `k` chunks nearest to the query in the live build (or the pinned `version`), best first."""
         check_query(body.query, "query")
         check_k(body.k)
         answer = run([body.query], body)
-        return SearchResponse(alias=settings.alias, version=answer.version, model=_model(answer.manifest.model),
-                              query=body.query, truncated=answer.truncated[0], hits=answer.hits[0])
+        return _json(SearchResponse(alias=settings.alias, version=answer.version, model=_model(answer.manifest.model),
+                                    query=body.query, truncated=answer.truncated[0], hits=answer.hits[0]))
 
     @app.post("/v1/search/batch", response_model=BatchSearchResponse, tags=["search"])
-    def search_batch(body: BatchSearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> BatchSearchResponse:
+    def search_batch(body: BatchSearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
         """Several queries at once, all answered by the same build."""
         if len(body.queries) > serve.max_batch:
             raise ServiceError(422, "invalid_request", f"queries: {len(body.queries)} queries, over the limit of "
@@ -204,8 +204,8 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         answer = run(body.queries, body)
         results = [QueryHits(query=q, truncated=t, hits=h)
                    for q, t, h in zip(body.queries, answer.truncated, answer.hits)]
-        return BatchSearchResponse(alias=settings.alias, version=answer.version,
-                                   model=_model(answer.manifest.model), results=results)
+        return _json(BatchSearchResponse(alias=settings.alias, version=answer.version,
+                                         model=_model(answer.manifest.model), results=results))
 
     @app.get("/v1/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:
@@ -268,6 +268,11 @@ def app_from_environment() -> FastAPI:
     return create_app(Settings.load())
 
 
+def _json(body) -> Response:
+    """A body already built from validated parts, serialized once (FastAPI would validate it again)."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
 def _model(fingerprint: ModelFingerprint) -> ModelInfo:
     return ModelInfo(name=fingerprint.name, weights_sha256=fingerprint.weights_sha256, dimension=fingerprint.dimension)
 
@@ -308,12 +313,29 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
 
 
 def _install_metrics(app: FastAPI, service: Service) -> None:
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        service.telemetry.requests.labels(path, str(response.status_code)).inc()
-        service.telemetry.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(_Metrics, service=service)
+
+
+class _Metrics:
+    """Counts and times every request by route template: a plain ASGI wrapper, no task per request."""
+
+    def __init__(self, app, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")  # the router records the matched route
+            self.service.telemetry.requests.labels(path, str(status[0])).inc()
+            self.service.telemetry.latency.labels(path).observe(time.perf_counter() - started)

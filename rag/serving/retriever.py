@@ -24,6 +24,7 @@ from rag.embedding import Embedder, load_embedder_for
 from rag.errors import RagopsError, VersionError
 from rag.models import Hit, Manifest
 from rag.names import collection_name, version_of
+from rag.serving.batcher import EncodeBatcher
 from rag.serving.querylog_writer import QueryLogWriter
 from rag.store import Condition, IndexStore
 
@@ -119,6 +120,8 @@ class Retriever:
         self._store_lock = threading.Lock()  # one store, used by searches and the background threads
         self._pin_lock = threading.Lock()
         self._pinned: OrderedDict[str, _Live] = OrderedDict()
+        self._encoders: dict[int, EncodeBatcher] = {}  # by id(embedder): concurrent queries share passes
+        self._encoders_lock = threading.Lock()
         self._stop = threading.Event()
         self.switches: list[Switch] = []  # every followed move, oldest first (times are time.time())
         self.last_follow_error: str | None = None
@@ -148,6 +151,8 @@ class Retriever:
             self._follower.join()
         if self.query_log is not None:
             self.query_log.close()
+        for encoder in self._encoders.values():
+            encoder.close()
         with self._store_lock:
             self._opened.__exit__(None, None, None)
 
@@ -206,18 +211,32 @@ class Retriever:
         if k < 1:
             raise ValueError("k must be at least 1")
         live = self._live if version in (None, self._live.version) else self._pin(version)
-        vectors = live.embedder.embed(list(texts))
+        vectors, tokens = self._encoder(live.embedder).embed(list(texts))
         with self._store_lock:
             results = self.store.search_many(live.collection, vectors, k, where=where)
         if self.query_log is not None and live is self._live:
             self.query_log.offer(live.manifest.model, vectors)
-        limit = live.embedder.max_tokens
-        lengths = [len(ids) for ids in live.embedder.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
         return Answer(
             collection=live.collection, version=live.version, manifest=live.manifest,
             hits=[[_hit(point, live.version) for point in points] for points in results],
-            truncated=[length > limit for length in lengths],
+            truncated=[count > live.embedder.max_tokens for count in tokens],
         )
+
+    def _encoder(self, embedder: Embedder) -> EncodeBatcher:
+        with self._encoders_lock:
+            encoder = self._encoders.get(id(embedder))
+            if encoder is None:
+                encoder = self._encoders[id(embedder)] = EncodeBatcher(embedder)
+            return encoder
+
+    def _drop_unused_encoders(self) -> None:
+        """Stop the batchers of models no open build uses any more (after a model migration)."""
+        with self._pin_lock:  # no pin is being prepared meanwhile
+            used = {id(self._live.embedder)} | {id(p.embedder) for p in self._pinned.values()}
+            with self._encoders_lock:
+                unused = [self._encoders.pop(key) for key in list(self._encoders) if key not in used]
+        for encoder in unused:
+            encoder.close()
 
     def _pin(self, version: str) -> _Live:
         """The kept build ``version``, opened (and its model loaded) on first use."""
@@ -249,6 +268,7 @@ class Retriever:
                 if retired not in {p.collection for p in self._pinned.values()}:
                     with self._store_lock:
                         self.store.release(retired)
+                self._drop_unused_encoders()
                 retired = None
             try:
                 target = self.live_collection()
@@ -275,7 +295,7 @@ class Retriever:
         else:
             log.info("loading the model of build %s", manifest.version)
             embedder = load_embedder_for(manifest.model, batch_size=self.batch_size, device=self.device)
-        warm = embedder.embed(["warm up"])
+        warm, _ = self._encoder(embedder).embed(["warm up"])  # the batcher's thread: one tokenizer user
         with self._store_lock:
             self.store.search_many(collection, warm, 1)
         return _Live(collection=collection, version=version_of(collection), manifest=manifest, embedder=embedder)
