@@ -33,8 +33,11 @@ demo: install
 	$(BIN)/ragops reindex --config demo/ragops.yaml
 	$(BIN)/ragops query --config demo/ragops.yaml -k 3 "How do I undo a bad promotion?"
 
+# Two pytest workers (pytest-xdist), one test file per worker at a time: most of the suite's time is
+# process starts and waits, so two workers on 2 cores take ~10 min instead of ~16. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 # Register the work pool and every deployment of prefect.yaml against $PREFECT_API_URL. Starts nothing:
 # run a worker yourself (`make worker`, docs/operations.md).
