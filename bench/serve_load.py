@@ -9,7 +9,8 @@ In one run, in a temporary folder (or ``--workdir``):
 3. measures the baseline in this process: the same model (one thread) and the same store, a single query
    encoded then searched (``IndexStore.search_many``, top 10), p50/p99;
 4. runs ``--clients`` concurrent clients for ``--duration`` seconds (longer if the moves below take longer),
-   each POSTing ``/v1/search`` (k 5) in a loop, with an optional ``--think`` pause between requests;
+   each POSTing ``/v1/search`` (k 5) in a loop, with an optional ``--think`` pause between requests
+   (exponential, that mean);
 5. meanwhile, one after another in other processes: change a document and reindex (a promotion), drift,
    eval, change again and reindex (a second promotion), rollback, then build with the other model without
    promoting and ``promote --force`` it (a third move, to a different model).
@@ -290,8 +291,8 @@ def client_loop(index: int, base_url: str, think: float, t0: float, stop: thread
             elif isinstance(body, dict):
                 record.error = str((body.get("error") or {}).get("kind"))
             out.append(record)
-            if think > 0:
-                stop.wait(think)
+            if think > 0:  # exponential pauses: arrivals like independent users', not in lockstep
+                stop.wait(rng.expovariate(1.0 / think))
 
 
 def edit(path: Path, sentence: str) -> None:
@@ -432,9 +433,14 @@ def report(args, records: list[Record], moves: list[Move], duration: float, base
     print("| version | model | requests | first start t | last start t | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|---|---|")
     segments: list[list[Record]] = []
+    overlapping = 0  # sent while the first answer of the next build was still on its way: in flight at the switch
     for record in sorted(ok, key=lambda r: r.start):
         if segments and segments[-1][0].version == record.version:
             segments[-1].append(record)
+        elif (len(segments) >= 2 and segments[-2][0].version == record.version
+              and record.start <= segments[-1][0].start + segments[-1][0].latency):
+            segments[-2].append(record)
+            overlapping += 1
         else:
             segments.append([record])
     for seg in segments:
@@ -463,7 +469,8 @@ def report(args, records: list[Record], moves: list[Move], duration: float, base
     print()
     print(f"versions seen:     {' -> '.join(map(str, seen))}")
     print(f"alias moved to:    {' -> '.join(map(str, expected))}")
-    print(f"same sequence: {seen == expected}")
+    print(f"same sequence: {seen == expected}  ({overlapping} requests in flight across a switch were answered "
+          "by the build they reached first, each naming it)")
     # How long after a move's command finished the first request answered by its version started.
     lags, live = [], initial
     for move in moves:
@@ -495,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load at least (longer if the "
                         "moves take longer)")
-    parser.add_argument("--think", type=float, default=0.0, help="seconds each client pauses between requests")
+    parser.add_argument("--think", type=float, default=0.0, help="mean seconds each client pauses between requests (exponentially distributed)")
     parser.add_argument("--threads", type=int, default=1, help="ragops serve --threads")
     parser.add_argument("--workers", type=int, default=1, help="ragops serve --workers")
     parser.add_argument("--lead", type=float, default=10.0, help="seconds of load before the first move")
