@@ -195,6 +195,11 @@ def test_bad_batches_and_a_query_the_model_reads_only_in_part(served) -> None:
     assert "max_batch" in message
     assert _error(client.post("/v1/search/batch", json={"queries": ["ok", ""]}), 422,
                   "invalid_request").startswith("queries[1]")
+    broken = client.post("/v1/search", content=b'{"query": "abc", "k": 3', headers={"content-type": "application/json"})
+    assert _error(broken, 422, "invalid_request") == "body: not valid JSON (at character 23)"
+    surrogate = client.post("/v1/search", content=b'{"query": "rollback \\ud800"}',  # valid JSON, not text
+                            headers={"content-type": "application/json"})
+    assert "lone surrogate" in _error(surrogate, 422, "invalid_request")
     long = "a " * 290  # 580 characters (under the limit) but 290 tokens: the model reads 254 of them
     assert client.post("/v1/search", json={"query": long}).json()["truncated"] is True
 

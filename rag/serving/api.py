@@ -169,6 +169,9 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
     def check_query(text: str, field: str) -> None:
         if not text.strip():
             raise ServiceError(422, "invalid_request", f"{field}: must not be empty")
+        if not _is_text(text):
+            raise ServiceError(422, "invalid_request", f"{field}: holds a lone surrogate (\\ud800-\\udfff escape), "
+                               "which is not text: send UTF-8")
         if len(text) > serve.max_query_chars:
             raise ServiceError(422, "invalid_request", f"{field}: {len(text)} characters, over the limit of "
                                f"{serve.max_query_chars} (serve.max_query_chars)")
@@ -274,6 +277,15 @@ def app_from_environment() -> FastAPI:
     return create_app(Settings.load())
 
 
+def _is_text(text: str) -> bool:
+    """False for a string with lone surrogates: JSON can carry them, but no tokenizer reads them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _json(body) -> Response:
     """A body already built from validated parts, serialized once (FastAPI would validate it again)."""
     return Response(body.model_dump_json(), media_type="application/json")
@@ -298,6 +310,10 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
         # Name the field and the rule, never echo the input (a query may be 100 KB, or private).
         problems = []
         for error in exc.errors():
+            if error.get("type") == "json_invalid":  # its loc is the character position
+                at = error.get("loc", ("body", "?"))[-1]
+                problems.append(f"body: not valid JSON (at character {at})")
+                continue
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         service.telemetry.errors.labels("invalid_request").inc()
