@@ -265,6 +265,8 @@ def client_loop(index: int, base_url: str, think: float, t0: float, stop: thread
     import httpx
 
     rng = random.Random(index)
+    if think > 0:  # users arrive at different moments, not all in the same millisecond
+        stop.wait(rng.uniform(0, think))
     with httpx.Client(base_url=base_url, timeout=httpx.Timeout(60.0, connect=10.0)) as client:
         while not stop.is_set():
             query = rng.choice(QUERIES)

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: pinned builds (``version=``) kept open besides the live one; the least recently used is let go
 PINNED_OPEN = 2
+#: batch sizes a newly loaded model embeds once before it serves (concurrent queries form batches)
+WARM_BATCHES = (2, 4, 8, 16, 32)
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,11 @@ class Retriever:
         else:
             log.info("loading the model of build %s", manifest.version)
             embedder = load_embedder_for(manifest.model, batch_size=self.batch_size, device=self.device)
-        warm, _ = self._encoder(embedder).embed(["warm up"])  # the batcher's thread: one tokenizer user
+        encoder = self._encoder(embedder)  # the batcher's thread: the tokenizer's one user
+        if embedder is not (previous.embedder if previous else None):
+            for size in WARM_BATCHES:  # the first pass at each batch shape is slow; serve none of them
+                encoder.embed([f"warm up query number {n}" for n in range(size)])
+        warm, _ = encoder.embed(["warm up"])
         with self._store_lock:
             self.store.search_many(collection, warm, 1)
         return _Live(collection=collection, version=version_of(collection), manifest=manifest, embedder=embedder)
