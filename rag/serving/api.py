@@ -43,6 +43,8 @@ from rag.serving.schema import (
     SourceStatistics,
     StatisticsResponse,
     VersionResponse,
+    k_problem,
+    query_problem,
 )
 from rag.serving.telemetry import Telemetry
 
@@ -167,18 +169,12 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
             raise ServiceError(exc.status, "unauthorized" if exc.status == 401 else "forbidden", str(exc)) from None
 
     def check_query(text: str, field: str) -> None:
-        if not text.strip():
-            raise ServiceError(422, "invalid_request", f"{field}: must not be empty")
-        if not _is_text(text):
-            raise ServiceError(422, "invalid_request", f"{field}: holds a lone surrogate (\\ud800-\\udfff escape), "
-                               "which is not text: send UTF-8")
-        if len(text) > serve.max_query_chars:
-            raise ServiceError(422, "invalid_request", f"{field}: {len(text)} characters, over the limit of "
-                               f"{serve.max_query_chars} (serve.max_query_chars)")
+        if problem := query_problem(text, serve):
+            raise ServiceError(422, "invalid_request", f"{field}: {problem}")
 
     def check_k(k: int) -> None:
-        if k > serve.max_k:
-            raise ServiceError(422, "invalid_request", f"k: {k} is over the limit of {serve.max_k} (serve.max_k)")
+        if problem := k_problem(k, serve):
+            raise ServiceError(422, "invalid_request", f"k: {problem}")
 
     def run(texts: list[str], body) -> Answer:
         retriever = service.ready_retriever()
@@ -275,15 +271,6 @@ def app_from_environment() -> FastAPI:
     """The app for the settings in the environment (``RAGOPS_CONFIG``, ``RAGOPS_*``): what each uvicorn
     worker of ``ragops serve`` builds."""
     return create_app(Settings.load())
-
-
-def _is_text(text: str) -> bool:
-    """False for a string with lone surrogates: JSON can carry them, but no tokenizer reads them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _json(body) -> Response:

@@ -12,7 +12,7 @@ import sys
 from rag.config import Settings
 from rag.names import version_of
 from rag.serving.retriever import Retriever
-from rag.serving.schema import SearchFilter
+from rag.serving.schema import SearchFilter, k_problem, query_problem
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,9 @@ def build_server(settings: Settings, retriever: Retriever):
             k: how many passages (1 to serve.max_k).
             filter: only passages meeting all these conditions (source, doc_id, doc_id_prefix, title, page).
         """
-        if not query.strip():
-            raise ValueError("query must not be empty")
-        if len(query) > serve.max_query_chars:
-            raise ValueError(f"query is {len(query)} characters, over the limit of {serve.max_query_chars}")
-        if not 1 <= k <= serve.max_k:
-            raise ValueError(f"k must lie between 1 and {serve.max_k}")
+        for field, problem in (("query", query_problem(query, serve)), ("k", k_problem(k, serve))):
+            if problem:
+                raise ValueError(f"{field}: {problem}")
         answer = retriever.answer([query], k, where=filter.conditions() if filter else ())
         return {"version": answer.version, "model": answer.manifest.model.name, "truncated": answer.truncated[0],
                 "hits": [hit.model_dump(mode="json") for hit in answer.hits[0]]}

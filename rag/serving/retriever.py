@@ -207,13 +207,16 @@ class Retriever:
             version: a complete build of this alias to answer from instead of the live one.
 
         Raises:
-            ValueError: ``k`` below 1, or a text that is not valid Unicode (UnicodeEncodeError: a lone surrogate).
+            ValueError: ``k`` below 1, or a text with a lone surrogate (not valid Unicode).
             VersionError: the alias has no complete build ``version``.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
         for text in texts:  # a lone surrogate (from JSON's \\ud800 escapes) breaks the tokenizer
-            text.encode("utf-8")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"query {text[:40]!r}… holds a lone surrogate: it is not text") from None
         live = self._live if version in (None, self._live.version) else self._pin(version)
         vectors, tokens = self._encoder(live.embedder).embed(list(texts))
         with self._store_lock:

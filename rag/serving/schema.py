@@ -10,6 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.config import ServeSettings
 from rag.models import Hit
 from rag.store import FILTER_FIELDS, Between, Condition, Match, Prefix
 
@@ -193,3 +194,23 @@ class Readiness(BaseModel):
     version: str | None = None
     reason: str | None = Field(None, description="Why not ready yet.")
 
+
+def query_problem(text: str, serve: ServeSettings) -> str | None:
+    """What is wrong with a query under the service's limits (None: nothing). The HTTP routes and the
+    MCP tool refuse the same queries with the same words."""
+    if not text.strip():
+        return "must not be empty"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can carry a lone surrogate (\ud800); no tokenizer reads one
+        return "holds a lone surrogate (\\ud800-\\udfff escape), which is not text: send UTF-8"
+    if len(text) > serve.max_query_chars:
+        return f"{len(text)} characters, over the limit of {serve.max_query_chars} (serve.max_query_chars)"
+    return None
+
+
+def k_problem(k: int, serve: ServeSettings) -> str | None:
+    """What is wrong with ``k`` under the service's limits (None: nothing)."""
+    if not 1 <= k <= serve.max_k:
+        return f"{k} is outside 1..{serve.max_k} (serve.max_k)"
+    return None
