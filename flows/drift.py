@@ -20,7 +20,7 @@ from flows.locking import alias_lock
 from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run
 from flows.steps import drift_checks, load_model
 from rag.config import config_file
-from rag.runtime import configure_offline_runtime
+from rag.runtime import configure_offline_runtime, lower_cpu_priority
 from rag.store import IndexStore, require_store
 
 #: the event a drift emits; automations match it with the resource id ``ragops.alias.<alias>``
@@ -52,6 +52,7 @@ def drift_check(
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings)
+    lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
     embedder = load_model(settings.embedding)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:

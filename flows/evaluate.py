@@ -24,7 +24,7 @@ from rag.config import Settings
 from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
 from rag.models import GateResult, Manifest
 from rag.names import version_of
-from rag.runtime import configure_offline_runtime
+from rag.runtime import configure_offline_runtime, lower_cpu_priority
 from rag.store import IndexStore, require_store
 from rag.versions import resolve_collection
 
@@ -61,6 +61,7 @@ def evaluate(
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings, required=True)
+    lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
     embedders = QueryEmbedders(settings.evaluation, settings.embedding)
 
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store

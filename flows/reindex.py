@@ -48,7 +48,7 @@ from rag.journal import ParseJournal
 from rag.models import BuildSummary, Manifest, utc_now
 from rag.names import version_of
 from rag.plan import BuildPlan, require_a_listing
-from rag.runtime import configure_offline_runtime
+from rag.runtime import configure_offline_runtime, lower_cpu_priority
 from rag.sandbox import ParseSandbox, shared_sandbox
 from rag.store import IndexStore
 
@@ -97,6 +97,7 @@ def reindex(
     configure_offline_runtime()
     settings = load_settings(config, sources=sources, store=store, alias=alias, golden=golden)
     settings.require_sources()
+    lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
     golden_set = load_golden(settings)  # first: a typo in it should cost milliseconds, not a build
     if golden_set is None:
         get_run_logger().warning("no golden set (evaluation.golden): promotion is gated on sanity checks only")

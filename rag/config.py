@@ -309,6 +309,12 @@ class PipelineSettings(_Section):
         "model and the sources' files. Unset with task_runner dask: a local cluster of `workers` processes.",
     )
     workers: int = Field(2, ge=1, le=256, description="Processes of the local Dask cluster.")
+    niceness: int = Field(
+        10, ge=0, le=19,
+        description="CPU priority of reindex, eval and drift runs (Unix nice): above 0 they take the CPU "
+        "that a query service on the same machine leaves idle instead of slowing its answers. 0 keeps the "
+        "priority they were started with.",
+    )
 
 
 #: metrics a gate may name: IR metrics as ``name@k`` (k from ``evaluation.k_values``; mrr only @10),
@@ -492,6 +498,9 @@ class ServeSettings(_Section):
     workers: int = Field(1, ge=1, le=64, description="Worker processes (each holds its own model and snapshot).")
     threads: int = Field(1, ge=1, le=64, description="Intra-op threads per worker for query embeddings: one keeps "
                          "tail latency low on small machines.")
+    access_log: bool = Field(False, description="One log line per request (uvicorn's access log). Off by "
+                             "default: /metrics counts and times every request, and a line per query adds "
+                             "to its latency.")
     max_k: int = Field(100, ge=1, le=10_000, description="Largest k a request may ask for.")
     max_query_chars: int = Field(2000, ge=1, le=1_000_000, description="Longest query accepted, in characters "
                                  "(longer: 422). A query the model reads only in part is answered and marked "

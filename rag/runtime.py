@@ -35,3 +35,19 @@ def configure_offline_runtime() -> None:
     # and only reports a startup timeout.
     if os.environ.get("PREFECT_HOME"):
         os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)
+
+
+def lower_cpu_priority(niceness: int) -> int:
+    """Run this process (and what it starts later) at ``niceness`` or lower priority; never raise it.
+
+    Builds, evaluations and drift checks call this with ``pipeline.niceness`` so that on a shared
+    machine they take the CPU a query service leaves idle rather than slowing its answers. Where the
+    platform has no priorities (Windows) it does nothing. Returns the niceness the process runs at.
+    """
+    if not hasattr(os, "setpriority"):
+        return 0
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness > current:  # an unprivileged process may only lower its priority; it never needs more
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        return niceness
+    return current

@@ -30,7 +30,7 @@ FOLLOW_EVERY = 2.0
 #: (one process start instead of five), each move a few seconds after the last so that the Retriever
 #: can be seen serving each version in turn.
 OPERATOR = """
-import contextlib, io, json, sys, time
+import contextlib, io, json, os, sys, time
 from pathlib import Path
 from ragops.cli import main
 
@@ -47,6 +47,7 @@ def ragops(*args):
     return json.loads(out.getvalue())
 
 print(json.dumps(ragops("reindex", "--config", config)["version"]), flush=True)
+print(json.dumps(os.getpriority(os.PRIO_PROCESS, 0)), flush=True)  # the build lowered its CPU priority
 while not Path(go).exists():
     time.sleep(0.1)
 Path(glossary).write_text(Path(glossary).read_text() + "\\nRollback: the alias goes back.\\n")
@@ -84,6 +85,8 @@ def test_a_retriever_answers_throughout_and_follows_every_move(
         stderr=subprocess.PIPE, text=True)
     first = json.loads(operator.stdout.readline() or "null")
     assert first, operator.communicate(timeout=60)[1][-3000:]
+    # pipeline.niceness (10): the builds yield the CPU to this process's searches
+    assert json.loads(operator.stdout.readline()) == max(10, os.getpriority(os.PRIO_PROCESS, 0))
 
     answers: list[tuple[float, list[str], tuple[str, float]]] = []
     errors: list[BaseException] = []

@@ -23,6 +23,7 @@ from typing import Annotated, Callable
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from rag.config import Settings
 from rag.errors import RagopsError, StoreError, VersionError
@@ -159,7 +160,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
     _install_error_handlers(app, service)
     _install_metrics(app, service)
 
-    def authorized(
+    async def authorized(  # async: a dependency this cheap is not worth a hop to the threadpool
         authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
         x_api_key: Annotated[str | None, Header(description="The API key")] = None,
     ) -> Key | None:
@@ -189,16 +190,16 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         return answer
 
     @app.post("/v1/search", response_model=SearchResponse, tags=["search"])
-    def search(body: SearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
+    async def search(body: SearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
         """The `k` chunks nearest to the query in the live build (or the pinned `version`), best first."""
         check_query(body.query, "query")
         check_k(body.k)
-        answer = run([body.query], body)
+        answer = await run_in_threadpool(run, [body.query], body)
         return _json(SearchResponse(alias=settings.alias, version=answer.version, model=_model(answer.manifest.model),
                                     query=body.query, truncated=answer.truncated[0], hits=answer.hits[0]))
 
     @app.post("/v1/search/batch", response_model=BatchSearchResponse, tags=["search"])
-    def search_batch(body: BatchSearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
+    async def search_batch(body: BatchSearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
         """Several queries at once, all answered by the same build."""
         if len(body.queries) > serve.max_batch:
             raise ServiceError(422, "invalid_request", f"queries: {len(body.queries)} queries, over the limit of "
@@ -206,7 +207,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         for index, text in enumerate(body.queries):
             check_query(text, f"queries[{index}]")
         check_k(body.k)
-        answer = run(body.queries, body)
+        answer = await run_in_threadpool(run, body.queries, body)
         results = [QueryHits(query=q, truncated=t, hits=h)
                    for q, t, h in zip(body.queries, answer.truncated, answer.hits)]
         return _json(BatchSearchResponse(alias=settings.alias, version=answer.version,
