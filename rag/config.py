@@ -499,8 +499,7 @@ class ServeSettings(_Section):
     threads: int = Field(1, ge=1, le=64, description="Intra-op threads per worker for query embeddings: one keeps "
                          "tail latency low on small machines.")
     access_log: bool = Field(False, description="One log line per request (uvicorn's access log). Off by "
-                             "default: /metrics counts and times every request, and a line per query adds "
-                             "to its latency.")
+                             "default: /metrics already counts and times every request.")
     max_k: int = Field(100, ge=1, le=10_000, description="Largest k a request may ask for.")
     max_query_chars: int = Field(2000, ge=1, le=1_000_000, description="Longest query accepted, in characters "
                                  "(longer: 422). A query the model reads only in part is answered and marked "
