@@ -204,7 +204,8 @@ class QueryEmbedders:
             for embedder in self._loaded:
                 if embedder.fingerprint.same_space(manifest.model):
                     return embedder
-            embedder = load_embedder_for(manifest.model, batch_size=self.embedding.batch_size,
-                                         device=self.embedding.device)
+            embedder = load_embedder_for(manifest.model, backend=self.embedding.backend,
+                                         batch_size=self.embedding.batch_size, device=self.embedding.device,
+                                         onnx_cache=self.embedding.onnx_cache)
         self._loaded.append(embedder)
         return embedder

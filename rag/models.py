@@ -150,10 +150,24 @@ class ModelFingerprint(BaseModel):
     normalize: bool
     dtype: str
     max_seq_length: int
+    backend: str = Field("torch", description="What ran the model: torch (sentence-transformers) or onnx.")
+    quantization: str = Field("none", description="Weight quantisation: none or int8 (onnx).")
+    probe_cosine: float | None = Field(
+        None, description="onnx: smallest cosine to torch float32 on the fixed probe set, measured at load."
+    )
+
+    @property
+    def space(self) -> str:
+        """Which vector space the vectors live in: ``reference`` for torch float32 and every backend that
+        agrees with it on the probe set (onnx float32, checked at each load, rag.onnx_encoder), otherwise
+        the variant (``bfloat16``, ``int8``), comparable only with itself."""
+        if self.dtype == "float32" and self.quantization == "none":
+            return "reference"
+        return self.dtype if self.quantization == "none" else self.quantization
 
     def same_space(self, other: ModelFingerprint) -> bool:
-        """True when vectors from both are comparable (paths may differ between machines)."""
-        keys = ("weights_sha256", "dimension", "normalize", "dtype", "max_seq_length")
+        """True when vectors from both are comparable (paths and backends may differ)."""
+        keys = ("weights_sha256", "dimension", "normalize", "space", "max_seq_length")
         return all(getattr(self, key) == getattr(other, key) for key in keys)
 
 

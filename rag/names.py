@@ -52,7 +52,10 @@ def build_of_table(table: str) -> str | None:
 
 def fingerprint_key(fingerprint: ModelFingerprint) -> str:
     """Short key of everything that decides the vector space (not the install path)."""
-    parts = [fingerprint.weights_sha256, fingerprint.dtype, str(fingerprint.normalize),
+    # The space, not the backend: torch and onnx float32 vectors are interchangeable, so they share caches.
+    # "reference" is spelled float32 and the other spaces by their dtype, so keys made before backends existed hold.
+    space = "float32" if fingerprint.space == "reference" else fingerprint.space
+    parts = [fingerprint.weights_sha256, space, str(fingerprint.normalize),
              str(fingerprint.max_seq_length), str(fingerprint.dimension)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

@@ -80,13 +80,11 @@ class Service:
 
     def _default_retriever(self) -> Retriever:
         serve = self.settings.serve
-        import torch  # the model loads next; its intra-op pool is sized once, here
-
-        torch.set_num_threads(serve.threads)
         return Retriever(
             alias=self.settings.alias, store=self.settings.store, device=self.settings.embedding.device,
             log_queries=serve.query_log_sample > 0, query_log_sample=serve.query_log_sample,
             query_log_queue=serve.query_log_queue, follow_every=serve.follow_every,
+            embedding=self.settings.embedding, threads=serve.threads,
         )
 
     def start(self) -> None:

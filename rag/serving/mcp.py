@@ -60,9 +60,7 @@ def build_server(settings: Settings, retriever: Retriever):
 def run_stdio(settings: Settings) -> None:
     """Open the alias and serve its tools over stdio until the host closes the pipe."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    import torch
-
-    torch.set_num_threads(settings.serve.threads)
     with Retriever(alias=settings.alias, store=settings.store, device=settings.embedding.device,
-                   follow_every=settings.serve.follow_every) as retriever:
+                   follow_every=settings.serve.follow_every, embedding=settings.embedding,
+                   threads=settings.serve.threads) as retriever:
         build_server(settings, retriever).run("stdio")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterator, Sequence
 
-from rag.config import StoreSettings
+from rag.config import EmbeddingSettings, StoreSettings
 from rag.embedding import Embedder, load_embedder_for
 from rag.errors import RagopsError, VersionError
 from rag.models import Hit, Manifest
@@ -93,6 +93,8 @@ class Retriever:
         query_log_sample: float = 1.0,
         query_log_queue: int = 1024,
         follow_every: float = 2.0,
+        embedding: EmbeddingSettings | None = None,
+        threads: int | None = None,
     ) -> None:
         """
         Args:
@@ -107,6 +109,9 @@ class Retriever:
             query_log_sample: the share of queries logged (0 to 1).
             query_log_queue: queries waiting to be logged at most; past it new ones are dropped and counted.
             follow_every: seconds between two reads of the alias (0 never follows: the build at opening).
+            embedding: the backend and ONNX cache to query with (``embedding.backend``; default onnx).
+                The model is always the one the live build records, not ``embedding.model``.
+            threads: intra-op threads of the query encoder (None: one per core).
 
         Raises:
             StoreError / StoreLockedError: the store cannot be opened.
@@ -117,6 +122,8 @@ class Retriever:
         self.device = device
         self.batch_size = batch_size
         self.follow_every = follow_every
+        self.embedding = embedding or EmbeddingSettings()
+        self.threads = threads
         self._opened = IndexStore.open(settings, create=False)
         self.store = self._opened.__enter__()
         self._store_lock = threading.Lock()  # one store, used by searches and the background threads
@@ -301,7 +308,10 @@ class Retriever:
             embedder = previous.embedder
         else:
             log.info("loading the model of build %s", manifest.version)
-            embedder = load_embedder_for(manifest.model, batch_size=self.batch_size, device=self.device)
+            embedder = load_embedder_for(
+                manifest.model, backend=self.embedding.backend, batch_size=self.batch_size, device=self.device,
+                threads=self.threads, onnx_cache=self.embedding.onnx_cache,
+            )
         encoder = self._encoder(embedder)  # the batcher's thread: the tokenizer's one user
         if embedder is not (previous.embedder if previous else None):
             for size in WARM_BATCHES:  # the first pass at each batch shape is slow; serve none of them
