@@ -13,10 +13,7 @@ flight at once, which bounds memory.
 
 from __future__ import annotations
 
-import logging
-from typing import Callable, Iterator, Sequence
-
-import numpy as np
+from typing import Iterator, Sequence
 
 import connectors
 from flows.steps import embed_batch, prepare_batch, write_batch
@@ -29,8 +26,6 @@ from rag.models import Manifest, utc_now
 from rag.plan import WorkItem
 from rag.sandbox import ParseSandbox
 from rag.store import IndexStore
-
-log = logging.getLogger(__name__)
 
 
 def dask_runner(pipeline: PipelineSettings):
@@ -67,22 +62,5 @@ def index_on_dask(
                 }) if texts else None
                 pending.append((batch, texts, embedding))
             for batch, texts, embedding in pending:
-                vectors: dict[str, np.ndarray] = {}
-                if embedding is not None:
-                    try:
-                        vectors = dict(zip(texts.values(), embedding.result()))
-                    except Exception as exc:  # noqa: BLE001 - embedded here instead, document by document
-                        log.warning("embedding on the cluster failed (%s); embedding this batch locally", exc)
-                yield write_batch(store, manifest, batch, _precomputed(vectors, embedder), cache, utc_now())
-
-
-def _precomputed(vectors: dict[str, np.ndarray], embedder: Embedder) -> Callable[[Sequence[str]], np.ndarray]:
-    """An embed function that answers from ``vectors`` (by text) and embeds anything else locally."""
-
-    def embed(texts: Sequence[str]) -> np.ndarray:
-        missing = [text for text in dict.fromkeys(texts) if text not in vectors]
-        if missing:
-            vectors.update(zip(missing, embedder.embed(missing)))
-        return np.stack([vectors[text] for text in texts]) if texts else embedder.embed([])
-
-    return embed
+                vectors = build.embedded_elsewhere(texts, embedding)
+                yield write_batch(store, manifest, batch, build.precomputed(vectors, embedder), cache, utc_now())

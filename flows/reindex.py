@@ -29,14 +29,15 @@ from flows.steps import (
     carry_documents,
     finish_build,
     gate_build,
-    index_batch,
     list_source,
     load_model,
     plan_build,
+    prepare_batch,
     promote_build,
     prune_caches,
     record_freshness,
     record_verdict,
+    write_batch,
 )
 from rag import build, result
 from rag.cache import EmbeddingCache
@@ -168,16 +169,20 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
         if settings.pipeline.task_runner == "dask":
             reports = index_on_dask(store, settings, manifest, batches, embedder, chunker, cache, sandbox)
         else:
-            fetch, journal, pipeline = connectors.Fetcher(settings.sources), ParseJournal(store, settings.alias), settings.pipeline
-            reports = (index_batch(store, manifest, batch, embedder, chunker, cache, fetch,
-                                   max_bytes=int(pipeline.max_file_mb * 1_000_000), now=utc_now(), sandbox=sandbox,
-                                   journal=journal, max_attempts=pipeline.max_parse_attempts)
-                       for batch in batches)
-        for number, report in enumerate(reports, start=1):
+            pipeline = settings.pipeline
+            reports = build.index_batches(
+                store, manifest, batches, embedder, chunker, cache, connectors.Fetcher(settings.sources),
+                max_bytes=int(pipeline.max_file_mb * 1_000_000), sandbox=sandbox,
+                journal=ParseJournal(store, settings.alias), max_attempts=pipeline.max_parse_attempts,
+                prepare=prepare_batch, write=write_batch)
+        meter, done, chunks = build.Throughput(len(plan.work)), 0, 0
+        for items, report in zip(batches, reports):
             progress.add(report)
-            logger.info("batch %d/%d: %d/%d documents, %d chunks (%d embedded), %d failed", number, len(batches),
-                        min(number * settings.pipeline.batch_documents, len(plan.work)), len(plan.work),
-                        progress.counts.chunks, progress.counts.chunks_embedded, progress.counts.documents_failed)
+            done, chunks = done + len(items), chunks + report.chunks
+            line = meter.line(done, chunks)
+            if line is not None:
+                logger.info("%s (%d embedded, %d failed)", line, progress.counts.chunks_embedded,
+                            progress.counts.documents_failed)
         return finish_build(store, manifest, progress)
 
 

@@ -25,11 +25,21 @@ from evals.evaluate import evaluate_build
 from evals.gate import gate_candidate
 from rag import build, freshness, versions
 from rag.cache import prune_caches as prune_unused_vectors
-from rag.embedding import embed_in_worker, load_embedder
+from rag.config import EmbeddingSettings
+from rag.embedding import Embedder, embed_in_worker, load_embedder
 from rag.errors import is_transient
 
 #: seconds before each retry of a repeatable step
 RETRY_DELAYS = [5, 30]
+
+
+def load_or_take_model(settings: EmbeddingSettings) -> Embedder:
+    """The configured model: the one the ``ragops`` command already loaded with these settings (it loads
+    it while Prefect's API starts, ``flows.runs.given``), else loaded now."""
+    from flows.runs import given_embedder
+
+    loaded = given_embedder(settings)
+    return loaded if loaded is not None else load_embedder(settings)
 
 
 def transient_only(task, task_run, state) -> bool:
@@ -46,11 +56,10 @@ def step(fn: Callable, name: str, *, repeatable: bool = True) -> Task:
 
 # reindex
 list_source = step(connectors.list_source, "list-source")
-load_model = step(load_embedder, "load-model")
+load_model = step(load_or_take_model, "load-model")
 plan_build = step(build.plan_against_store, "plan-build")
 begin_build = step(build.begin_build, "begin-build", repeatable=False)
 carry_documents = step(build.carry_documents, "carry-documents")
-index_batch = step(build.index_batch, "index-batch")
 finish_build = step(build.finish_build, "finish-build")
 gate_build = step(gate_candidate, "evaluate-and-gate")
 record_verdict = step(build.record_verdict, "record-verdict")
@@ -58,10 +67,10 @@ promote_build = step(versions.promote, "promote", repeatable=False)
 apply_retention = step(versions.apply_retention, "apply-retention")
 prune_caches = step(prune_unused_vectors, "prune-caches")
 record_freshness = step(freshness.record_freshness, "record-freshness")
-# the same, fanned out over Dask (flows/fanout.py)
+# a batch's two halves (rag.build.index_batches on the local runner; flows/fanout.py on Dask)
 prepare_batch = step(build.prepare_batch, "prepare-batch")
-embed_batch = step(embed_in_worker, "embed-batch")
 write_batch = step(build.write_batch, "write-batch")
+embed_batch = step(embed_in_worker, "embed-batch")
 # evaluate, drift-check, freshness-check
 evaluate_one = step(evaluate_build, "evaluate-build")
 drift_checks = step(check_drift, "drift-checks")

@@ -12,7 +12,8 @@ complete build, else nothing), and does only what changed:
 3. ``prepare_batch`` fetches and parses each work item. If the parsed text hashes the same as in the
    base (a touch, an identical re-upload), the old chunks are carried; otherwise it chunks. It touches
    no store, so it can run on a Dask worker. ``write_batch`` takes vectors from the embedding cache,
-   embeds only the misses, and writes (``index_batch`` does both steps in this process). A document that fails is
+   embeds only the misses, and writes (``index_batch`` does both steps in this process; ``index_batches``
+   does them for many batches, parsing the next while the current one embeds). A document that fails is
    *quarantined*: its previous good version stays in the build, and it is retried only when its
    signal moves again.
 4. ``finish_build`` marks the build complete once everything is durably written.
@@ -26,6 +27,7 @@ import hashlib
 import logging
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +86,47 @@ class BatchReport(BaseModel):
     chunks_embedded: int = 0
     chunks_reused: int = 0
     timings: StageTimings = Field(default_factory=StageTimings)
+
+
+class Throughput:
+    """Work done against the plan, its rate and the time left, as a progress line at a steady cadence.
+
+    Args:
+        documents: documents the run has to parse (the plan's work).
+        every: seconds between two lines (the first and the last batch always get one).
+        clock: the time source (``time.monotonic``).
+    """
+
+    def __init__(self, documents: int, *, every: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.documents, self.every, self.clock = documents, every, clock
+        self.started = self.last = clock()
+        self.lines = 0
+
+    def line(self, documents_done: int, chunks_done: int) -> str | None:
+        """The progress line for this point, or None when the last one is too recent to print another."""
+        now = self.clock()
+        finished = documents_done >= self.documents
+        if self.lines and not finished and now - self.last < self.every:
+            return None
+        self.last, self.lines = now, self.lines + 1
+        elapsed = max(now - self.started, 1e-9)
+        rate = documents_done / elapsed
+        text = (f"{documents_done}/{self.documents} documents ({documents_done / max(self.documents, 1):.0%}), "
+                f"{chunks_done} chunks, {rate:.1f} documents/s, {chunks_done / elapsed:.1f} chunks/s")
+        if finished:
+            return f"{text}, done in {_duration(elapsed)}"
+        left = (self.documents - documents_done) / rate if rate > 0 else None
+        return f"{text}, about {_duration(left)} left" if left is not None else text
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 class BuildProgress(BaseModel):
@@ -305,6 +348,78 @@ def uncached_texts(batch: PreparedBatch, cache: EmbeddingCache) -> dict[str, str
     wanted = batch.texts()
     cached = cache.get(list(wanted))
     return {text_hash: text for text_hash, text in wanted.items() if text_hash not in cached}
+
+
+def embedded_elsewhere(texts: dict[str, str], embedding) -> dict[str, np.ndarray]:
+    """Vectors by text from a future embedding ``texts`` (a thread's, a Dask task's); empty when it
+    failed or there was none, so that ``write_batch`` embeds them itself, document by document."""
+    if embedding is None:
+        return {}
+    try:
+        return dict(zip(texts.values(), embedding.result()))
+    except Exception as exc:  # noqa: BLE001 - embedded again by write_batch
+        log.warning("embedding a batch elsewhere failed (%s); embedding it here, document by document", exc)
+        return {}
+
+
+def precomputed(vectors: dict[str, np.ndarray], embedder: Embedder) -> Embed:
+    """An embed function that answers from ``vectors`` (by text) and embeds anything else with ``embedder``."""
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        missing = [text for text in dict.fromkeys(texts) if text not in vectors]
+        if missing:
+            vectors.update(zip(missing, embedder.embed(missing)))
+        return np.stack([vectors[text] for text in texts]) if texts else embedder.embed([])
+
+    return embed
+
+
+def index_batches(
+    store: IndexStore,
+    manifest: Manifest,
+    batches: Sequence[Sequence[WorkItem]],
+    embedder: Embedder,
+    chunker: Chunker,
+    cache: EmbeddingCache,
+    fetch: Fetch,
+    *,
+    max_bytes: int,
+    sandbox: ParseSandbox,
+    journal: ParseJournal | None = None,
+    max_attempts: int = 2,
+    prepare: Callable[..., PreparedBatch] | None = None,
+    write: Callable[..., BatchReport] | None = None,
+) -> Iterator[BatchReport]:
+    """``index_batch`` over many batches, with the next batch parsed while the current one embeds.
+
+    Parsing runs in the sandbox's child process and the encoder releases the GIL, so the two overlap on
+    separate cores. One thread embeds, and only the texts the cache lacks; everything that touches the
+    store (journal, cache, writes) stays on the calling thread, in order. A batch is written only after
+    the next one is prepared: a kill loses at most two batches of work, and nothing is recorded as
+    written before it is. Yields each batch's report in order.
+
+    Args:
+        prepare, write: ``prepare_batch`` and ``write_batch`` (the default), or wrappers of them with
+            the same signature (the flow passes its Prefect tasks, which retry transient errors).
+    """
+    prepare, write = prepare or prepare_batch, write or write_batch
+
+    def written(batch: PreparedBatch, texts: dict[str, str], embedding: Future | None) -> BatchReport:
+        vectors = embedded_elsewhere(texts, embedding)
+        return write(store, manifest, batch, precomputed(vectors, embedder), cache, utc_now())
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragops-embed") as encoder:
+        pending: tuple[PreparedBatch, dict[str, str], Future | None] | None = None
+        for items in batches:
+            batch = prepare(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=utc_now(),
+                            sandbox=sandbox, journal=journal, max_attempts=max_attempts)
+            texts = uncached_texts(batch, cache)
+            embedding = encoder.submit(embedder.embed, list(texts.values())) if texts else None
+            if pending is not None:
+                yield written(*pending)
+            pending = (batch, texts, embedding)
+        if pending is not None:
+            yield written(*pending)
 
 
 def index_batch(

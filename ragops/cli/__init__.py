@@ -14,6 +14,7 @@ One module per group of commands: ``index`` (reindex, status, rollback, unlock, 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Annotated, Sequence
@@ -81,6 +82,9 @@ def main(args: Sequence[str] | None = None) -> None:
     if not _wants_json(args):
         app(args)
         return
+    # A script reading the JSON wants no chatter: flow runs log warnings and errors only to the terminal
+    # (progress and step lines still reach the Prefect API and its UI).
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     try:
         code = app(args, standalone_mode=False)  # returns an Exit's code; raises click's errors
     except typer.TyperException as exc:  # click's errors (typer vendors click); a usage error exits 2
