@@ -35,11 +35,14 @@ from rag.errors import ModelError
 
 log = logging.getLogger(__name__)
 
+#: model types whose exports onnxruntime's BERT optimizer is known here to fuse exactly (MiniLM, BGE, E5,
+#: GTE are all "bert"); others are exported unfused
+_FUSABLE = {"bert"}
 #: vectors that agree with torch float32 at least this well on every probe text are the same space
 SAME_SPACE_COSINE = 0.9999
 
 #: bump when the export (opset, graph inputs, file layout) changes: old exports are then made again
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: eager attention traced and fused by onnxruntime's transformer optimizer
 
 #: a fixed probe set: short and long, queries and passages, punctuation, digits, non-ASCII, and one text
 #: past 256 tokens so that truncation is probed too.
@@ -193,6 +196,7 @@ def _trace(model_path: Path, work: Path, quantization: str) -> None:
                              normalize_embeddings=False, show_progress_bar=False)
     np.save(work / "probe.npy", np.asarray(probe, dtype=np.float32))
     transformer = reference[0].auto_model.eval()
+    _use_eager_attention(transformer)
     inputs = reference.preprocess(["a short text", "a somewhat longer text to give the batch some padding"])
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in inputs]
 
@@ -219,6 +223,36 @@ def _trace(model_path: Path, work: Path, quantization: str) -> None:
         quantized = work / "model.int8.onnx"
         quantize_dynamic(str(fp32), str(quantized), per_channel=True, weight_type=QuantType.QInt8)
         os.replace(quantized, fp32)
+    else:
+        _fuse(fp32, transformer.config)
+
+
+def _use_eager_attention(transformer) -> None:
+    """Trace attention as plain matrix products: the pattern onnxruntime fuses into one Attention op
+    (transformers' default SDPA attention traces into a graph it does not recognise)."""
+    try:
+        transformer.set_attn_implementation("eager")
+    except (AttributeError, ValueError):
+        transformer.config._attn_implementation = "eager"
+
+
+def _fuse(model: Path, config) -> None:
+    """Fuse a BERT-family export's attention, layer norms and GELU with onnxruntime's transformer
+    optimizer (measured ~2x faster on 256-token texts, same vectors: the probe check still decides).
+    Other architectures, or a fusion that fails, keep the plain export."""
+    if getattr(config, "model_type", None) not in _FUSABLE:
+        return
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    try:
+        optimized = optimize_model(str(model), model_type="bert", num_heads=config.num_attention_heads,
+                                   hidden_size=config.hidden_size)
+        fused = model.with_name("model.fused.onnx")
+        optimized.save_model_to_file(str(fused))
+    except Exception as exc:  # noqa: BLE001 - an optimisation, never a reason to fail the export
+        log.warning("could not fuse the ONNX export (%s); using it unfused", exc)
+        return
+    os.replace(fused, model)
 
 
 def _load_tokenizer(model_path: Path):
