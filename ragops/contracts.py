@@ -201,8 +201,21 @@ class BenchSeconds(BaseModel):
     total: float
 
 
+class BenchBackend(BaseModel):
+    """One encoder backend's run of ``ragops bench beir``."""
+
+    backend: str = Field(description="torch, onnx or onnx-int8.")
+    model: str = Field(description="Query model: name and weights hash prefix.")
+    space: str = Field(description="Its vector space: reference (float32, either backend), int8 or bfloat16.")
+    metrics: dict[str, float]
+    seconds: BenchSeconds
+
+
 class BenchResponse(BaseModel):
-    """``ragops bench beir``: a BEIR dataset's retrieval metrics through the same pipeline."""
+    """``ragops bench beir``: a BEIR dataset's retrieval metrics through the same pipeline.
+
+    ``model``, ``metrics`` and ``seconds`` are the first backend's; ``backends`` holds every one asked for.
+    """
 
     dataset: str
     split: str
@@ -212,6 +225,7 @@ class BenchResponse(BaseModel):
     metrics: dict[str, float]
     seconds: BenchSeconds
     store: str | None = Field(description="The kept store (--keep), else None (it was deleted).")
+    backends: list[BenchBackend] = Field(default_factory=list, description="Each --backend's run, in order.")
 
 
 # --- config -------------------------------------------------------------------------------------------

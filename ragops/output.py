@@ -219,12 +219,15 @@ def render_drift(r: dict[str, Any]) -> str:
 
 def render_bench(r: dict[str, Any]) -> str:
     """Text form of ``ragops bench beir``."""
-    t = r["seconds"]
-    return "\n".join([
-        f"{r['dataset']} ({r['split']}): {r['documents']} documents, {r['queries']} queries, model {r['model']}",
-        *_metric_lines(r["metrics"]),
-        f"time: index {t['index']:.1f}s, evaluate {t['evaluate']:.1f}s, total {t['total']:.1f}s",
-    ])
+    lines = [f"{r['dataset']} ({r['split']}): {r['documents']} documents, {r['queries']} queries, model {r['model']}"]
+    runs = r.get("backends") or [{"backend": None, "metrics": r["metrics"], "seconds": r["seconds"]}]
+    for run in runs:
+        if len(runs) > 1:
+            lines.append(f"backend {run['backend']} ({run['space']} vectors):")
+        t = run["seconds"]
+        lines += [*_metric_lines(run["metrics"]),
+                  f"time: index {t['index']:.1f}s, evaluate {t['evaluate']:.1f}s, total {t['total']:.1f}s"]
+    return "\n".join(lines)
 
 
 def render_config(r: dict[str, Any]) -> str:

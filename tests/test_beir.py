@@ -69,3 +69,21 @@ def test_bench_indexes_through_the_pipeline_and_prints_the_metrics(tmp_path: Pat
     assert text.exit_code == 0 and "ndcg@10                    1.00000" in text.stdout
     missing = CliRunner().invoke(app, ["bench", "beir", str(tmp_path / "nope"), "--json"])
     assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["kind"] == "golden_set"
+
+
+@pytest.mark.slow
+def test_bench_runs_each_backend_into_its_own_build(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "mini", "\n")
+    result = CliRunner().invoke(app, ["bench", "beir", str(root), "--json", "-b", "torch", "-b", "onnx",
+                                      "-b", "onnx-int8", "--keep", str(tmp_path / "kept")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    runs = {run["backend"]: run for run in report["backends"]}
+    assert list(runs) == ["torch", "onnx", "onnx-int8"]
+    assert [runs[name]["space"] for name in runs] == ["reference", "reference", "int8"]
+    assert report["metrics"] == runs["torch"]["metrics"]  # the first backend's, as before
+    assert all(run["metrics"]["ndcg@10"] == 1.0 for run in runs.values())
+    text = CliRunner().invoke(app, ["bench", "beir", str(root), "-b", "onnx", "-b", "torch"])
+    assert text.exit_code == 0 and "backend onnx (reference vectors):" in text.stdout
+    wrong = CliRunner().invoke(app, ["bench", "beir", str(root), "--json", "-b", "gpu"])
+    assert wrong.exit_code == 2 and "unknown --backend gpu" in json.loads(wrong.stdout)["error"]["message"]
