@@ -16,7 +16,7 @@ export UNSTRUCTURED_DISABLE_NOTICE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.ragops/prefect
 
-.PHONY: install demo test deploy server worker corpus lock clean
+.PHONY: install demo test deploy server worker corpus lock clean bench-deps
 
 install: $(STAMP)
 
@@ -58,6 +58,10 @@ worker: install
 # Regenerate demo/corpus from demo/make_corpus.py (the files are committed).
 corpus: install
 	$(BIN)/python demo/make_corpus.py
+
+# bench/ingest.py's LlamaIndex comparison only (the bench extra); the project itself never needs it.
+bench-deps: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 
 # Re-lock every transitive version after changing pyproject.toml dependencies.
 lock: install

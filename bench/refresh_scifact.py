@@ -108,14 +108,9 @@ def main() -> None:
 
 def _hashes_by_doc(store, collection: str) -> dict[str, list[str]]:
     hashes: dict[str, list[str]] = {}
-    offset = None
-    while True:
-        page, offset = store.client.scroll(collection, limit=2048, offset=offset,
-                                           with_payload=["doc_id", "text_hash"], with_vectors=False)
-        for point in page:
-            hashes.setdefault(point.payload["doc_id"], []).append(point.payload["text_hash"])
-        if offset is None:
-            return hashes
+    for point in store.read_points(collection, list(store.point_ids(collection)), fields=["doc_id", "text_hash"]):
+        hashes.setdefault(point.payload["doc_id"], []).append(point.payload["text_hash"])
+    return hashes
 
 
 if __name__ == "__main__":
