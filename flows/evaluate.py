@@ -17,7 +17,7 @@ from evals.evaluate import QueryEmbedders
 from evals.gate import compare_with_live, decide, gate_candidate
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run
+from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run
 from flows.steps import evaluate_one
 from rag import build
 from rag.config import Settings
@@ -62,7 +62,8 @@ def evaluate(
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings, required=True)
     lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
-    embedders = QueryEmbedders(settings.evaluation, settings.embedding)
+    # The command's model (flows.runs.given) serves every build embedded in its vector space.
+    embedders = QueryEmbedders(settings.evaluation, settings.embedding, given_embedder(settings.embedding))
 
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:

@@ -21,36 +21,53 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from prefect import get_run_logger
 from prefect.states import Failed
 
 from evals.golden import GoldenSet, load_golden_set
-from rag.config import Settings, source_from_cli
+from rag.config import EmbeddingSettings, Settings, source_from_cli
 from rag.errors import ConfigError, RagopsError
 from rag.secrets import redact_url
+
+if TYPE_CHECKING:
+    from rag.embedding import Embedder
 
 
 @dataclass(frozen=True)
 class RunInputs:
-    """Settings (and the golden set they name, when loaded) that a caller already read and checked."""
+    """Settings (and the golden set they name, and the model, when loaded) that a caller already read and
+    checked."""
 
     settings: Settings
     golden: GoldenSet | None = None
+    embedder: Embedder | None = None
 
 
 _given: ContextVar[RunInputs | None] = ContextVar("ragops_run_inputs", default=None)
 
 
 @contextmanager
-def given(settings: Settings, golden: GoldenSet | None = None) -> Iterator[None]:
-    """Flows started inside this block use these inputs instead of loading their own."""
-    token = _given.set(RunInputs(settings, golden))
+def given(settings: Settings, golden: GoldenSet | None = None, embedder: Embedder | None = None) -> Iterator[None]:
+    """Flows started inside this block use these inputs instead of loading their own.
+
+    ``embedder``: the model of ``settings.embedding``, which the command loaded while Prefect's API
+    started (ragops/cli/prefect_api.py); the flow's ``load-model`` step then takes it instead of loading it.
+    """
+    token = _given.set(RunInputs(settings, golden, embedder))
     try:
         yield
     finally:
         _given.reset(token)
+
+
+def given_embedder(embedding: EmbeddingSettings) -> Embedder | None:
+    """The model the caller loaded, when it was loaded with exactly these settings; else None."""
+    inputs = _given.get()
+    if inputs is None or inputs.embedder is None or inputs.settings.embedding != embedding:
+        return None
+    return inputs.embedder
 
 
 def alias_run_name(flow_name: str) -> Callable[[], str]:

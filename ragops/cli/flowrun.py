@@ -17,6 +17,7 @@ from rag.secrets import redact_url
 if TYPE_CHECKING:
     from evals.golden import GoldenSet
     from rag.config import Settings
+    from rag.embedding import Embedder
 
 
 def check_reindex_inputs(settings: Settings) -> None:
@@ -60,6 +61,27 @@ def golden_set(settings: Settings, *, required: bool = False) -> GoldenSet | Non
     from flows.runs import load_golden
 
     return load_golden(settings, required=required)
+
+
+def load_while_api_starts(settings: Settings, *, scoring: bool) -> Embedder:
+    """What the flow loads first, loaded now, while Prefect's API starts on the other core
+    (ragops/cli/prefect_api.py): the configured model, which the flow's ``load-model`` step (or its
+    evaluation) then takes through ``flows.runs.given``, and with ``scoring`` RAGAS (~1.5 s of imports),
+    which scoring a golden set imports.
+
+    Raises:
+        ModelError: the model cannot be loaded (as the flow would have raised it).
+    """
+    import importlib
+
+    from rag.embedding import load_embedder
+    from rag.runtime import lower_cpu_priority
+
+    lower_cpu_priority(settings.pipeline.niceness)  # as the flow does first: yield to a query service
+    embedder = load_embedder(settings.embedding)
+    if scoring:
+        importlib.import_module("ragas.metrics")
+    return embedder
 
 
 @contextmanager

@@ -8,8 +8,9 @@ import typer
 
 from ragops import output
 from ragops.cli.errors import emit_report
-from ragops.cli.flowrun import golden_set, stdout_to_stderr, store_for_flow
+from ragops.cli.flowrun import golden_set, load_while_api_starts, stdout_to_stderr, store_for_flow
 from ragops.cli.options import Common, GoldenOption, common_options
+from ragops.cli.prefect_api import early_prefect_api
 
 DocumentsFlag = Annotated[bool, typer.Option("--documents", help="Also list every document's freshness record.")]
 
@@ -70,20 +71,23 @@ def evaluate(
     the `evaluate` Prefect flow in this process and publishes the `eval-<alias>` artifact.
     """
     settings = common.settings(golden=golden)
-    golden_queries = golden_set(settings, required=True)
-    from flows.evaluate import evaluate as evaluate_flow
-    from flows.runs import given
-    from ragops.contracts import EvalResponse
+    with early_prefect_api() as api:  # boots beside the imports below (docs/benchmarks.md)
+        golden_queries = golden_set(settings, required=True)
+        from flows.evaluate import evaluate as evaluate_flow
+        from flows.runs import given
+        from ragops.contracts import EvalResponse
 
-    with stdout_to_stderr(), store_for_flow(common.store) as flow_store, given(settings, golden_queries):
-        result = evaluate_flow(
-            config=common.config_param,
-            version=version,
-            golden=str(golden.resolve()) if golden else None,
-            store=flow_store,
-            alias=settings.alias,
-            compare=not no_compare,
-        )
+        with stdout_to_stderr():
+            embedder = load_while_api_starts(settings, scoring=True)  # used for a build made with this model
+            with api.serving(), store_for_flow(common.store) as flow_store, given(settings, golden_queries, embedder):
+                result = evaluate_flow(
+                    config=common.config_param,
+                    version=version,
+                    golden=str(golden.resolve()) if golden else None,
+                    store=flow_store,
+                    alias=settings.alias,
+                    compare=not no_compare,
+                )
     output.emit(EvalResponse.model_validate(result), common.json_output, output.render_eval)
 
 
@@ -101,15 +105,18 @@ def drift(*, golden: GoldenOption = None, no_event: NoEventFlag = False, common:
     on a Prefect server. Exit code 6 when any check finds drift.
     """
     settings = common.settings(golden=golden)
-    golden_queries = golden_set(settings)
-    from flows.drift import drift_check
-    from flows.runs import given
-    from rag.errors import DriftDetected
-    from ragops.contracts import DriftResponse
+    with early_prefect_api() as api:  # boots beside the imports below (docs/benchmarks.md)
+        golden_queries = golden_set(settings)
+        from flows.drift import drift_check
+        from flows.runs import given
+        from rag.errors import DriftDetected
+        from ragops.contracts import DriftResponse
 
-    with stdout_to_stderr(), store_for_flow(common.store) as flow_store, given(settings, golden_queries):
-        result = drift_check(config=common.config_param, alias=settings.alias, store=flow_store,
-                             golden=str(golden.resolve()) if golden else None, emit=not no_event)
+        with stdout_to_stderr():
+            embedder = load_while_api_starts(settings, scoring=golden_queries is not None)
+            with api.serving(), store_for_flow(common.store) as flow_store, given(settings, golden_queries, embedder):
+                result = drift_check(config=common.config_param, alias=settings.alias, store=flow_store,
+                                     golden=str(golden.resolve()) if golden else None, emit=not no_event)
     report = DriftResponse.model_validate(result)
     failure = DriftDetected("drift: " + "; ".join(
         c.message for c in report.checks if c.status == "drift")) if report.drifted else None

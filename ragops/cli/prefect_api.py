@@ -1,0 +1,230 @@
+"""Prefect's ephemeral API for a command that runs a flow in its own process, started early.
+
+With no ``PREFECT_API_URL``, Prefect 3 starts its ephemeral API at the flow's first API call: it imports
+``prefect.server.api.server`` into the command's process (~2 s, only to reach ``SubprocessASGIServer``),
+then starts ``python -m uvicorn --factory prefect.server.api.server:create_app`` and waits for it to
+answer (~3.5 s: a new interpreter importing the whole server, plus a no-op ``alembic upgrade head``).
+Both happen after the command has done everything else, so the command waits for all of it.
+
+``early_prefect_api`` starts that same subprocess, with the same command line and environment, when the
+command starts. The command imports, checks its inputs and loads the model (which the flow's
+``load-model`` step then takes, ``flows.runs.given``) while the server boots on the other core, and the
+flow runs against it through ``PREFECT_API_URL`` (for this process and what it starts, for the length of
+the run). The API, its database (``$PREFECT_HOME``) and what the run records are the same as with
+Prefect's own ephemeral start, but for flow heartbeats, which are off (``_api_url_for_this_process``).
+When an API is configured (the variable, the active profile, a test harness) or ephemeral mode is off,
+nothing is started and Prefect decides as before; if the early server dies before answering, Prefect's
+own start takes over.
+
+Measured figures and the alternatives (a server in-process, fewer migrations): docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+#: what Prefect's SubprocessASGIServer sets for its server: no UI, ephemeral services only
+SERVER_ENVIRONMENT = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+
+#: seconds between two health checks while the server starts
+POLL_SECONDS = 0.05
+
+#: longest wait for Prefect's log and event workers to send what they queue, before the server stops
+DRAIN_SECONDS = 10.0
+
+
+class EarlyAPI:
+    """A Prefect API subprocess started before the command needs it (or nothing, when one is configured)."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The API's URL, as ``PREFECT_API_URL`` takes it."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        """Start the server now unless this process already knows that it will use another API."""
+        if _api_configured_cheaply():
+            return
+        self.port = _free_port()
+        self.process = subprocess.Popen(_server_command(self.port), env={**os.environ, **SERVER_ENVIRONMENT},
+                                        stdin=subprocess.DEVNULL, stdout=2)  # our stdout is the command's result
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Flows in this block use the early server (after it answers), then its queued logs are sent."""
+        if self.process is None or not _ephemeral_wanted():
+            self.stop()
+            yield
+            return
+        if not self._wait_healthy():
+            self.stop()  # Prefect's own start takes over, and reports what goes wrong
+            yield
+            return
+        with _api_url_for_this_process(self.api_url):
+            try:
+                yield
+            finally:
+                _drain_prefect_workers()  # before the server goes: their last logs and events reach it
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s, as Prefect stops its own)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _wait_healthy(self) -> bool:
+        """Wait for ``/health`` to answer 200, as Prefect does (its startup timeout setting applies).
+
+        Returns False when the server exited first. Raises RuntimeError on a timeout, as Prefect does.
+        """
+        import httpx
+        from prefect.settings import get_current_settings
+
+        assert self.process is not None
+        timeout = get_current_settings().server.ephemeral.startup_timeout_seconds
+        deadline = time.monotonic() + timeout
+        with httpx.Client(trust_env=False, timeout=5) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    log.warning("the early Prefect API exited with code %s; Prefect starts its own",
+                                self.process.returncode)
+                    return False
+                try:
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return True
+                except httpx.TransportError:
+                    pass
+                time.sleep(POLL_SECONDS)
+        self.stop()
+        raise RuntimeError(f"Timed out after {timeout} s while starting the ephemeral Prefect API server; raise "
+                           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine")
+
+
+@contextmanager
+def early_prefect_api() -> Iterator[EarlyAPI]:
+    """Start Prefect's ephemeral API now, in the background; stop it when the block ends.
+
+    Use ``api.serving()`` around the flow call: it waits for the server there, not here.
+    """
+    api = EarlyAPI()
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def _api_configured_cheaply() -> bool:
+    """True when it is already clear that flows here will not use an ephemeral API.
+
+    Prefect's settings cost ~1 s to import in a fresh process, so this only looks at what it can see
+    for free: the environment variables, and the settings when prefect is already imported (a test
+    harness, an embedding application). ``serving`` checks the settings properly later.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect.settings" in sys.modules:
+        return not _ephemeral_wanted()
+    return False
+
+
+def _ephemeral_wanted() -> bool:
+    """Prefect's own rule: an ephemeral API when no API URL is configured and ephemeral mode is on."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    return not settings.api.url and bool(settings.server.ephemeral.enabled)
+
+
+@contextmanager
+def _api_url_for_this_process(url: str) -> Iterator[None]:
+    """``PREFECT_API_URL`` for every thread of this process (and the processes it starts) for the block.
+
+    The variable plus Prefect's ``refresh_global_settings_context`` reach threads that start without
+    the caller's context (Prefect's own comments name this case: such a thread would otherwise see no
+    URL and start a second ephemeral server); ``temporary_settings`` covers this thread's context.
+    """
+    import prefect.context
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_UI_URL,
+        temporary_settings,
+    )
+
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    prefect.context.refresh_global_settings_context()
+    try:
+        # No UI is served: an empty UI URL keeps Prefect from logging a "View at" link to nothing. No flow
+        # heartbeats: they let a server notice a crashed run, and this one stops with the process; a flow
+        # run's exit also waits up to 1 s for its heartbeat thread (flow_engine._send_heartbeats).
+        updates = {PREFECT_API_URL: url, PREFECT_UI_URL: "", PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        with temporary_settings(updates=updates):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+        prefect.context.refresh_global_settings_context()
+
+
+def _server_command(port: int) -> list[str]:
+    """The command line Prefect's ``SubprocessASGIServer`` runs, found without importing prefect."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("prefect is not installed")
+    app_dir = Path(next(iter(spec.submodule_search_locations))).parent
+    return [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "error", "--lifespan", "on"]
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the server exiting on a taken one falls back)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _drain_prefect_workers() -> None:
+    """Send what Prefect's log and event workers still queue, as ``prefect_test_harness`` does before it
+    stops its server (otherwise they report connection errors at exit)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    # Draining a worker whose queue is not empty yet logs a "Still processing items" warning: let the
+    # events (a few per task run) go out first. queue.join has no timeout, hence the thread.
+    waiter = threading.Thread(target=EventsWorker.instance().wait_until_empty, daemon=True)
+    waiter.start()
+    waiter.join(DRAIN_SECONDS)
+    for worker in (APILogWorker, EventsWorker):
+        result = worker.drain_all(timeout=DRAIN_SECONDS, at_exit=False)
+        if inspect.isawaitable(result):  # only inside an event loop; the CLI calls flows synchronously
+            from prefect.utilities.asyncutils import run_coro_as_sync
+
+            run_coro_as_sync(result)

@@ -1,0 +1,115 @@
+"""The read-only commands stay fast by what they import, and reindex runs on the Prefect API it started early.
+
+`status`, `freshness` and `config` must load no model (no torch, sentence-transformers, transformers or
+onnxruntime) and start no Prefect server (``prefect.server.api.server`` is the module Prefect imports to
+start its ephemeral one). Each command runs as a real subprocess of the CLI on a small real store (one
+build of the demo corpus); what it imported is read from ``sys.modules`` as it exits. No timings are
+asserted here: bench/commands.py measures them (docs/benchmarks.md, "Command timings").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import DEMO_CORPUS
+
+#: what a command that only reads the store must not import
+MODEL_OR_SERVER = ("torch", "sentence_transformers", "transformers", "onnxruntime", "prefect.server.api.server")
+
+#: runs the CLI as its entry point does; at exit writes the watched modules it imported (argv[1]) as JSON
+PROBE = """
+import atexit, json, sys
+
+report, watched = sys.argv[1], json.loads(sys.argv[2])
+
+def _write():
+    found = sorted(m for m in sys.modules if any(m == w or m.startswith(w + ".") for w in watched))
+    with open(report, "w") as handle:
+        json.dump(found, handle)
+
+atexit.register(_write)
+sys.argv = ["ragops", *sys.argv[3:]]
+from ragops.cli import main
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Path:
+    """A ragops.yaml whose alias has one live build of the demo corpus; returns the config's path."""
+    from flows.reindex import reindex
+
+    root = tmp_path_factory.mktemp("fast")
+    shutil.copytree(DEMO_CORPUS, root / "corpus")
+    config = root / "ragops.yaml"
+    config.write_text(yaml.safe_dump({
+        "alias": "fast",
+        "sources": [{"path": str(root / "corpus"), "name": "demo"}],
+        "store": {"location": str(root / "store")},
+        "chunking": {"max_tokens": 96},
+        "pipeline": {"batch_documents": 4},
+    }))
+    assert reindex(config=str(config))["promoted"]
+    return config
+
+
+def run_cli(args: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run ``ragops ARGS`` in a new process (its own, empty PREFECT_HOME); returns it and what it imported."""
+    report = tmp_path / "imported.json"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    done = subprocess.run([sys.executable, "-c", PROBE, str(report), json.dumps(MODEL_OR_SERVER), *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert report.exists(), done.stderr[-2000:]
+    return done, json.loads(report.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["freshness"], ["config"]],
+                         ids=["status", "status-json", "freshness", "config"])
+def test_read_only_commands_load_no_model_and_start_no_prefect_server(built: Path, tmp_path: Path,
+                                                                      args: list[str]) -> None:
+    done, imported = run_cli([*args, "--config", str(built)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert imported == []
+    assert not (tmp_path / "prefect").exists() or not any((tmp_path / "prefect").glob("*.db"))  # no API database
+    if args == ["status", "--json"]:  # the store was really read: the live build and its manifest
+        status = json.loads(done.stdout)
+        assert status["live"] and status["versions"][0]["manifest"]["model"]["name"] == "all-MiniLM-L6-v2"
+
+
+@pytest.mark.slow
+def test_a_no_change_reindex_runs_its_flow_on_the_api_it_started_early(built: Path, tmp_path: Path) -> None:
+    done, imported = run_cli(["reindex", "--config", str(built), "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["counts"]["documents_unchanged"] == 6 and not summary["promoted"]
+    # Prefect's own ephemeral start imports prefect.server.api.server into this process; the early
+    # server (ragops/cli/prefect_api.py) is a subprocess, and its database is in this PREFECT_HOME.
+    assert "prefect.server.api.server" not in imported
+    assert "torch" not in imported and "sentence_transformers" not in imported  # onnx backend, export cached
+    assert any((tmp_path / "prefect").glob("*.db"))
+
+
+def test_the_early_api_is_the_server_prefect_starts_for_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same command line and server environment as Prefect's SubprocessASGIServer (a guard for upgrades)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from ragops.cli.prefect_api import SERVER_ENVIRONMENT, _server_command
+
+    started: dict = {}
+    monkeypatch.setattr(subprocess, "Popen", lambda args, env, **kwargs: started.update(args=args, env=env))
+    try:
+        SubprocessASGIServer(port=8765)._run_uvicorn_command()
+    finally:
+        SubprocessASGIServer._instances.pop(8765, None)
+    assert started["args"] == _server_command(8765)
+    assert {name: started["env"][name] for name in SERVER_ENVIRONMENT} == SERVER_ENVIRONMENT
