@@ -404,6 +404,12 @@ def index_batches(
     """
     prepare, write = prepare or prepare_batch, write or write_batch
 
+    def embed(batch: PreparedBatch, texts: list[str]) -> np.ndarray:
+        # On the encoder thread. The batch's embed time is the encoder's own (it overlaps the next batch's
+        # preparation), not the wait for it; the calling thread touches this batch again only after.
+        with _timed(batch.timings, "embed"):
+            return embedder.embed(texts)
+
     def written(batch: PreparedBatch, texts: dict[str, str], embedding: Future | None) -> BatchReport:
         vectors = embedded_elsewhere(texts, embedding)
         return write(store, manifest, batch, precomputed(vectors, embedder), cache, utc_now())
@@ -414,7 +420,7 @@ def index_batches(
             batch = prepare(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=utc_now(),
                             sandbox=sandbox, journal=journal, max_attempts=max_attempts)
             texts = uncached_texts(batch, cache)
-            embedding = encoder.submit(embedder.embed, list(texts.values())) if texts else None
+            embedding = encoder.submit(embed, batch, list(texts.values())) if texts else None
             if pending is not None:
                 yield written(*pending)
             pending = (batch, texts, embedding)

@@ -5,7 +5,9 @@ Entry points (the CLI, each flow) call ``configure_offline_runtime()`` first; no
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 
 #: set unless the user already set them: no hub lookups, no telemetry, no library banners
 OFFLINE_ENVIRONMENT = {
@@ -51,3 +53,19 @@ def lower_cpu_priority(niceness: int) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, niceness)
         return niceness
     return current
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (elsewhere: nothing).
+
+    For child processes ragops starts (the parsing sandbox, Prefect's API): a ``kill -9`` of the
+    command then leaves nothing running. Call it in the child, first thing (or as ``preexec_fn``).
+    """
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+

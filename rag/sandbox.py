@@ -19,7 +19,6 @@ reason and goes on; the next document gets a fresh child. The child also dies wi
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import pickle
 import resource
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from rag.config import PipelineSettings
 from rag.errors import DocumentError
 from rag.models import DocumentRef
+from rag.runtime import die_with_parent
 
 if TYPE_CHECKING:
     from unstructured.documents.elements import Element
@@ -269,7 +269,7 @@ def _starts_like_zip(path: Path) -> bool:
 
 def _child_main(memory_mb: int) -> None:
     """Serve parse requests on stdin/stdout until stdin closes."""
-    _die_with_parent()
+    die_with_parent()
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
     from rag.parsing import parse_document, warm_up
@@ -294,17 +294,6 @@ def _child_main(memory_mb: int) -> None:
                 _send(replies, ("memory",))
                 return
             _send(replies, ("error", exc.stage, exc.reason))
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (elsewhere: rely on the CPU limit)."""
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
 
 
 def _cap_memory(memory_mb: int) -> int:

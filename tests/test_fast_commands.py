@@ -113,3 +113,50 @@ def test_the_early_api_is_the_server_prefect_starts_for_itself(monkeypatch: pyte
         SubprocessASGIServer._instances.pop(8765, None)
     assert started["args"] == _server_command(8765)
     assert {name: started["env"][name] for name in SERVER_ENVIRONMENT} == SERVER_ENVIRONMENT
+
+
+def _servers_of(parent: int) -> list[int]:
+    """Prefect API server processes whose parent is ``parent`` (read from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields.get("PPid", "0").strip()) == parent and "prefect.server.api.server" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, tmp_path: Path) -> None:
+    """kill -9 cannot run the command's cleanup: the kernel stops the server it started (PR_SET_PDEATHSIG)."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    command = subprocess.Popen([sys.executable, "-m", "ragops", "reindex", "--config", str(built), "--json"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (servers := _servers_of(command.pid)) and time.monotonic() < deadline and command.poll() is None:
+        time.sleep(0.05)
+    assert servers, "the command started no Prefect API server"
+    command.send_signal(signal.SIGKILL)
+    command.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in servers if _alive(pid)]
+    for pid in alive:  # do not leave it to the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the server outlived the command"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False

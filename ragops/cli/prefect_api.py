@@ -25,6 +25,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,14 @@ POLL_SECONDS = 0.05
 DRAIN_SECONDS = 10.0
 
 
+def _stop_with_the_command() -> None:
+    # In the server's process: a command killed with -9 cannot stop it, so the kernel does (SIGTERM: the
+    # server shuts down as it does when asked). Prefect's own ephemeral start leaves it running.
+    from rag.runtime import die_with_parent
+
+    die_with_parent(signal.SIGTERM)
+
+
 class EarlyAPI:
     """A Prefect API subprocess started before the command needs it (or nothing, when one is configured)."""
 
@@ -64,7 +73,8 @@ class EarlyAPI:
             return
         self.port = _free_port()
         self.process = subprocess.Popen(_server_command(self.port), env={**os.environ, **SERVER_ENVIRONMENT},
-                                        stdin=subprocess.DEVNULL, stdout=2)  # our stdout is the command's result
+                                        stdin=subprocess.DEVNULL, stdout=2,  # our stdout is the command's result
+                                        preexec_fn=_stop_with_the_command)
 
     @contextmanager
     def serving(self) -> Iterator[None]:
