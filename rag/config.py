@@ -240,7 +240,7 @@ class EmbeddingSettings(_Section):
     backend: Literal["torch", "onnx"] = Field(
         "onnx",
         description="What runs the model. onnx: onnxruntime on an ONNX export of the local model, made on first "
-        "use into embedding.onnx_cache (~2.6x faster than torch on CPU, the same vectors: checked on a probe set "
+        "use into embedding.onnx_cache (faster than torch on CPU with the same vectors, checked on a probe set "
         "at every load); torch: sentence-transformers on torch (any model, any device). Both float32 backends "
         "embed into the same vector space, so a build made with one is queried with the other.",
     )

@@ -1,9 +1,9 @@
 """The onnxruntime encoder: the configured model's transformer exported to ONNX once, pooled here.
 
-Why: on this kind of CPU, onnxruntime runs all-MiniLM-L6-v2 ~2.6x faster than sentence-transformers'
-torch float32 with the same vectors (cosine 1.00000), and it needs no torch at query time, so a
-command or a serving process that only queries starts in a fraction of the time
-(../shared/notes/serving-and-speed.md). sentence-transformers' own ``backend="onnx"`` needs optimum,
+Why: onnxruntime runs all-MiniLM-L6-v2 faster than sentence-transformers' torch float32 with the same
+vectors (cosine 1.00000; ~2.6x on short sentences, ../shared/notes/serving-and-speed.md; on 256-token
+texts only once its attention is fused, see ``_fuse``), and it needs no torch at query time, so a
+command or a serving process that only queries starts in a fraction of the time. sentence-transformers' own ``backend="onnx"`` needs optimum,
 which cannot be installed beside transformers 5, so the export is ours and small.
 
 The export is made from the local model folder the first time it is used, into a cache folder keyed
