@@ -12,8 +12,8 @@ complete build, else nothing), and does only what changed:
 3. ``prepare_batch`` fetches and parses each work item. If the parsed text hashes the same as in the
    base (a touch, an identical re-upload), the old chunks are carried; otherwise it chunks. It touches
    no store, so it can run on a Dask worker. ``write_batch`` takes vectors from the embedding cache,
-   embeds only the misses, and writes (``index_batch`` does both steps in this process; ``index_batches``
-   does them for many batches, parsing the next while the current one embeds). A document that fails is
+   embeds only the misses, and writes (``index_batches`` does both steps in this process, parsing the
+   next batch while the current one embeds). A document that fails is
    *quarantined*: its previous good version stays in the build, and it is retried only when its
    signal moves again.
 4. ``finish_build`` marks the build complete once everything is durably written.
@@ -390,7 +390,8 @@ def index_batches(
     prepare: Callable[..., PreparedBatch] | None = None,
     write: Callable[..., BatchReport] | None = None,
 ) -> Iterator[BatchReport]:
-    """``index_batch`` over many batches, with the next batch parsed while the current one embeds.
+    """``prepare_batch`` then ``write_batch`` for each batch, with the next batch parsed while the current
+    one embeds.
 
     Parsing runs in the sandbox's child process and the encoder releases the GIL, so the two overlap on
     separate cores. One thread embeds, and only the texts the cache lacks; everything that touches the
@@ -426,30 +427,6 @@ def index_batches(
             pending = (batch, texts, embedding)
         if pending is not None:
             yield written(*pending)
-
-
-def index_batch(
-    store: IndexStore,
-    manifest: Manifest,
-    items: Sequence[WorkItem],
-    embedder: Embedder,
-    chunker: Chunker,
-    cache: EmbeddingCache,
-    fetch: Fetch,
-    *,
-    max_bytes: int,
-    now: datetime,
-    sandbox: ParseSandbox,
-    journal: ParseJournal | None = None,
-    max_attempts: int = 2,
-) -> BatchReport:
-    """Fetch, parse, chunk and embed one batch of new or changed documents into the build, in this process.
-
-    ``prepare_batch`` then ``write_batch``; see both for the guarantees.
-    """
-    batch = prepare_batch(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=now,
-                          sandbox=sandbox, journal=journal, max_attempts=max_attempts)
-    return write_batch(store, manifest, batch, embedder.embed, cache, now)
 
 
 def finish_build(store: IndexStore, manifest: Manifest, progress: BuildProgress) -> Manifest:

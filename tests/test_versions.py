@@ -241,8 +241,9 @@ def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder)
         work = [build.WorkItem(ref=ref) for ref in list_documents(settings.sources[0]).refs]
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
         progress = build.BuildProgress()
-        progress.add(build.index_batch(store, manifest, work, embedder, chunker, cache, Fetcher(settings.sources),
-                                       max_bytes=10**7, now=utc_now(), sandbox=ParseSandbox(settings.pipeline)))
+        for report in build.index_batches(store, manifest, [work], embedder, chunker, cache, Fetcher(settings.sources),
+                                          max_bytes=10**7, sandbox=ParseSandbox(settings.pipeline)):
+            progress.add(report)
         manifest = build.finish_build(store, manifest, progress)
         versions.promote(store, settings.alias, b, expected=a, by="promote", reason="another operator")  # mid-run
 
