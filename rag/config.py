@@ -244,7 +244,8 @@ class EmbeddingSettings(_Section):
         "at every load); torch: sentence-transformers on torch (any model, any device). Both float32 backends "
         "embed into the same vector space, so a build made with one is queried with the other.",
     )
-    batch_size: int = Field(32, ge=1, le=4096, description="Texts per forward pass.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Most texts per forward pass (onnx: a pass also stops "
+                            "at 1,024 tokens, padding included, and texts of one length go together).")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps (onnx: cpu only).")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32",
