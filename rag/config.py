@@ -536,6 +536,9 @@ class ServeSettings(_Section):
                          "tail latency low on small machines.")
     access_log: bool = Field(False, description="One log line per request (uvicorn's access log). Off by "
                              "default: /metrics already counts and times every request.")
+    keep_alive: float = Field(75.0, gt=0, le=3600, description="Seconds an idle client connection stays open. "
+                              "Longer than the idle timeout of whatever sits in front (load balancers: 60 s), so the "
+                              "server never closes a connection just as a client sends on it.")
     max_k: int = Field(100, ge=1, le=10_000, description="Largest k a request may ask for.")
     max_query_chars: int = Field(2000, ge=1, le=1_000_000, description="Longest query accepted, in characters "
                                  "(longer: 422). A query the model reads only in part is answered and marked "

@@ -129,7 +129,8 @@ def load_embedder(settings: EmbeddingSettings, *, threads: int | None = None) ->
     """Load the configured model from its local folder, with the configured backend, and fingerprint it.
 
     Args:
-        threads: intra-op threads of the encoder (None: the library's default, one per core).
+        threads: threads of the encoder for one batch of texts (serving: 1). None: use every core for
+            throughput (torch: its default; onnx: one single-threaded forward pass per core at once).
 
     Raises:
         ModelError: the folder is missing or is not a loadable sentence-transformers model, or the

@@ -284,19 +284,23 @@ class OnnxEncoder:
     How it runs, and why (measured on SciFact chunks, docs/benchmarks.md): texts are tokenized once and
     sorted by length, then cut into forward passes of at most ``PASS_TOKENS`` tokens, padding included;
     small passes of texts of one length waste little on padding and stay in the CPU's caches, ~1.4x the
-    texts per second of fixed passes of 32. With ``threads`` above one, that many passes run at once,
-    each on one thread, instead of one pass on all of them: a pass split over threads waits for its
-    slowest thread, so every other process on the machine (a build's parser, its store writes, a
-    query service) slowed the whole encoder; a single-threaded pass only loses the core it is on.
+    texts per second of fixed passes of 32.
+
+    ``threads`` None (throughput, for builds): one single-threaded pass per core at once, instead of one
+    pass on all cores: a pass split over threads waits for its slowest thread, so every other process
+    on the machine (a build's parser, its store writes, a query service) slowed the whole encoder; a
+    single-threaded pass only loses the core it is on. ``threads`` N (latency, for serving): one pass at
+    a time on N threads, so that a single query uses them all.
     """
 
     def __init__(self, model_path: Path, export: Path, *, threads: int | None = None) -> None:
         import onnxruntime
 
         self.layout = read_layout(model_path)
-        self.threads = max(1, threads or os.cpu_count() or 1)
+        #: passes run at once, and threads per pass (see the class's docstring)
+        self.parallel_passes, intra = (max(1, os.cpu_count() or 1), 1) if threads is None else (1, threads)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # parallel passes instead (see the class's docstring)
+        options.intra_op_num_threads = intra
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(
@@ -317,12 +321,12 @@ class OnnxEncoder:
         if not texts:
             return out
         feeds = self._passes(texts, batch_size)
-        if self.threads == 1 or len(feeds) == 1:
+        if self.parallel_passes == 1 or len(feeds) == 1:
             for rows, feed, mask in feeds:
                 out[rows] = self._run(feed, mask)
             return out
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="onnx-pass")
+            self._pool = ThreadPoolExecutor(max_workers=self.parallel_passes, thread_name_prefix="onnx-pass")
         for (rows, _, _), vectors in zip(feeds, self._pool.map(lambda f: self._run(f[1], f[2]), feeds)):
             out[rows] = vectors
         return out

@@ -5,6 +5,7 @@ backend reused and queried with the other."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,16 @@ def test_a_torch_build_is_reused_and_served_by_the_onnx_backend(
         reference = retriever.search(query, k=3)
     assert [h.doc_id for h in served] == [h.doc_id for h in reference]
     assert [h.score for h in served] == pytest.approx([h.score for h in reference], abs=1e-4)
+
+
+def test_passes_of_any_length_come_back_in_input_order_in_both_thread_modes(onnx_cache: Path) -> None:
+    """Texts are sorted by length into passes of at most PASS_TOKENS tokens and run in parallel (builds) or
+    one at a time on N threads (serving): either way each row is that text's own vector."""
+    texts = [f"{'word ' * n}number {n}" for n in (3, 250, 1, 60, 120, 7, 250, 30, 2, 90)] * 3
+    settings = EmbeddingSettings(backend="onnx", onnx_cache=str(onnx_cache), batch_size=4)
+    throughput, latency = load_embedder(settings), load_embedder(settings, threads=2)
+    assert (throughput.encoder.parallel_passes, latency.encoder.parallel_passes) == (os.cpu_count() or 1, 1)
+    one_by_one = np.stack([latency.embed([text])[0] for text in texts])
+
+    for embedder in (throughput, latency):
+        assert np.allclose(embedder.embed(texts), one_by_one, atol=1e-5)

@@ -1,20 +1,20 @@
 """Embedding the queries of concurrent requests together: one forward pass for all that are waiting.
 
-A small model's forward pass on a short query is mostly fixed cost (Python dispatch of each layer,
-which holds the GIL), so threads encoding one query each barely overlap, and under load requests
-queue behind each other. The batcher's one thread takes every query waiting when it is free and embeds
-them in one call: alone, a query is embedded at once (nothing waits for a batch to fill); under load,
-batches form by themselves while the previous one runs, and throughput grows with them.
+A small model's forward pass on a short query is mostly fixed cost, so under load requests would queue
+behind each other one pass at a time. Here the callers take turns leading: the first caller to arrive
+when nobody leads embeds its own query at once, on its own thread (no hand-over to another thread,
+which cost ~1 ms a query); callers arriving meanwhile wait, and the leader's next pass takes every one
+of them together. Once its own query is done, the leader hands the lead to the oldest caller still
+waiting, so nobody answers other people's queries after its own.
 
-The same thread also counts each query's tokens (to tell a truncated query): a Hugging Face fast
-tokenizer must not be used from two threads at once, so the model's tokenizer is used by this thread
-only.
+Whoever leads also counts each query's tokens (to tell a truncated query): a Hugging Face fast
+tokenizer must not be used from two threads at once, and only one thread leads at a time.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -29,79 +29,81 @@ MAX_BATCH = 64
 @dataclass
 class _Job:
     texts: Sequence[str]
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)  # set when done, or when made the leader
+    finished: bool = False
     vectors: np.ndarray | None = None
     tokens: list[int] = field(default_factory=list)
     error: BaseException | None = None
 
 
 class EncodeBatcher:
-    """Embeds with ``embedder`` from one thread, batching the queries of concurrent callers."""
+    """Embeds with ``embedder``, batching the queries of concurrent callers (see the module's docstring)."""
 
     def __init__(self, embedder: Embedder, max_batch: int = MAX_BATCH) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
         self.batches = 0  # forward passes run
         self.queries = 0  # queries embedded
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending: deque[_Job] = deque()
+        self._leader: _Job | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="encode-batcher", daemon=True)
-        self._thread.start()
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
         """The vectors of ``texts`` (as ``Embedder.embed`` returns them) and each text's length in tokens
         (special tokens excluded: longer than ``Embedder.max_tokens`` means the model read only its start)."""
-        if self._closed:  # its thread is gone: nothing would ever answer
+        if self._closed:  # its model is no longer served
             raise RuntimeError("this encoder was closed (its model is no longer served)")
         job = _Job(list(texts))
-        self._queue.put(job)
-        job.done.wait()
+        with self._lock:
+            self._pending.append(job)
+            leading = self._leader is None
+            if leading:
+                self._leader = job
+        if not leading:
+            job.wake.wait()
+        if not job.finished:  # made the leader
+            self._lead(job)
         if job.error is not None:
             raise job.error
         assert job.vectors is not None
         return job.vectors, job.tokens
 
     def close(self) -> None:
-        """Finish the queued work and stop the thread."""
+        """Refuse new work (what is being embedded finishes)."""
         self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
 
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs, size, stop = [job], len(job.texts), False
-            while size < self.max_batch:
-                try:
-                    waiting = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if waiting is None:
-                    stop = True
-                    break
-                jobs.append(waiting)
-                size += len(waiting.texts)
+    def _lead(self, own: _Job) -> None:
+        while not own.finished:
+            with self._lock:
+                jobs, size = [], 0
+                while self._pending and (not jobs or size + len(self._pending[0].texts) <= self.max_batch):
+                    jobs.append(self._pending.popleft())
+                    size += len(jobs[-1].texts)
             self._embed(jobs)
-            if stop:
-                return
+        with self._lock:
+            successor = self._pending[0] if self._pending else None
+            self._leader = successor
+        if successor is not None:
+            successor.wake.set()  # not finished: it leads now
 
     def _embed(self, jobs: list[_Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
         try:
             vectors = self.embedder.embed(texts)
             tokens = [len(ids) for ids in self.embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        except BaseException as exc:  # every caller gets the error; the thread goes on
+        except BaseException as exc:  # every caller gets the error; the next leader goes on
+            vectors, tokens = None, []
             for job in jobs:
                 job.error = exc
-                job.done.set()
-            return
-        self.batches += 1
-        self.queries += len(vectors)
+        else:
+            self.batches += 1
+            self.queries += len(vectors)
         start = 0
         for job in jobs:
-            job.vectors = vectors[start : start + len(job.texts)]
-            job.tokens = tokens[start : start + len(job.texts)]
-            start += len(job.texts)
-            job.done.set()
+            if vectors is not None:
+                job.vectors = vectors[start : start + len(job.texts)]
+                job.tokens = tokens[start : start + len(job.texts)]
+                start += len(job.texts)
+            job.finished = True
+            job.wake.set()

@@ -6,6 +6,10 @@ own, so its writes (and the log's periodic pruning) never hold up a search. A st
 connection per process (qdrant-client's local mode) is shared with the searches instead. When the queue is full the new
 vectors are dropped and counted, never waited for: logging feeds the drift check's query-distribution
 test, which needs a sample, not every query.
+
+The thread writes what has queued once every ``FLUSH_EVERY`` seconds, in one transaction per model,
+not once per query: a durable commit per query, and the thread waking for each one, cost every search
+~2 ms at 30 queries/s (the thread takes the GIL right when the answer is being sent).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from rag.store import IndexStore
 
 log = logging.getLogger(__name__)
 
+#: seconds between two writes of the queued vectors
+FLUSH_EVERY = 1.0
+
 
 class QueryLogWriter:
     """Samples query vectors into a bounded queue and writes them to the query log from a thread."""
@@ -46,6 +53,7 @@ class QueryLogWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=capacity)
         self.dropped = 0  # vectors not logged because the queue was full
         self.written = 0
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"querylog-{alias}", daemon=True)
         self._thread.start()
 
@@ -62,10 +70,7 @@ class QueryLogWriter:
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (for at most ``timeout`` seconds) and stop."""
-        try:
-            self._queue.put((None, None), timeout=timeout)
-        except queue.Full:
-            return
+        self._closing.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -87,18 +92,30 @@ class QueryLogWriter:
     def _write_until_closed(self, store: IndexStore | None, lock) -> None:
         logs: dict[str, QueryLog] = {}
         while True:
-            fingerprint, vectors = self._queue.get()
-            if fingerprint is None:
+            closing = self._closing.wait(FLUSH_EVERY)
+            by_model: dict[str, tuple[ModelFingerprint, list[np.ndarray]]] = {}
+            while True:
+                try:
+                    fingerprint, vectors = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                by_model.setdefault(query_log_table(self.alias, fingerprint), (fingerprint, []))[1].append(vectors)
+            for fingerprint, parts in by_model.values():
+                self._write(store, lock, logs, fingerprint, np.concatenate(parts))
+            if closing:
                 return
-            if store is None:
-                self.dropped += len(vectors)
-                continue
-            key = query_log_table(self.alias, fingerprint)
-            if key not in logs:
-                logs[key] = QueryLog(store, self.alias, fingerprint)
-            try:
-                with lock:
-                    logs[key].record(vectors, max_age=self.max_age)
-                self.written += len(vectors)
-            except Exception:  # a failed write loses a sample, never the service
-                log.exception("query log: could not write %d query vectors", len(vectors))
+
+    def _write(self, store: IndexStore | None, lock, logs: dict[str, QueryLog], fingerprint: ModelFingerprint,
+               vectors: np.ndarray) -> None:
+        if store is None:
+            self.dropped += len(vectors)
+            return
+        key = query_log_table(self.alias, fingerprint)
+        if key not in logs:
+            logs[key] = QueryLog(store, self.alias, fingerprint)
+        try:
+            with lock:
+                logs[key].record(vectors, max_age=self.max_age)
+            self.written += len(vectors)
+        except Exception:  # a failed write loses a sample, never the service
+            log.exception("query log: could not write %d query vectors", len(vectors))

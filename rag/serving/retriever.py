@@ -312,7 +312,7 @@ class Retriever:
                 manifest.model, backend=self.embedding.backend, batch_size=self.batch_size, device=self.device,
                 threads=self.threads, onnx_cache=self.embedding.onnx_cache,
             )
-        encoder = self._encoder(embedder)  # the batcher's thread: the tokenizer's one user
+        encoder = self._encoder(embedder)  # the batcher: one thread at a time uses the tokenizer
         if embedder is not (previous.embedder if previous else None):
             for size in WARM_BATCHES:  # the first pass at each batch shape is slow; serve none of them
                 encoder.embed([f"warm up query number {n}" for n in range(size)])

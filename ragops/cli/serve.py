@@ -60,7 +60,8 @@ def serve(
 
     uvicorn.run("rag.serving.api:app_from_environment", factory=True, host=serve_settings.host,
                 port=serve_settings.port, workers=serve_settings.workers, log_level="info",
-                access_log=serve_settings.access_log, timeout_graceful_shutdown=10)
+                access_log=serve_settings.access_log, timeout_keep_alive=serve_settings.keep_alive,
+                timeout_graceful_shutdown=10)
 
 
 @store_options
