@@ -277,7 +277,10 @@ class IndexStore(ABC):
         """
 
     def release(self, collection: str) -> None:
-        """Let go of what this process holds open to read a build (a snapshot on Edge; others: nothing)."""
+        """Let go of what this process holds open to read a build (a snapshot on Edge; others: nothing).
+
+        Safe beside searches of other builds from other threads (a Retriever releases a retired build
+        while the live one answers); not beside a search or an open of the same build."""
 
     def sync(self, collection: str) -> None:
         """Make everything written to a build or table durable (backends that buffer writes)."""
