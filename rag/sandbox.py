@@ -7,7 +7,9 @@ child process (``python -m rag.sandbox``), one at a time:
 - zip-based formats (OOXML, ODF, EPUB) are refused before parsing when their entries inflate past
   ``pipeline.max_inflated_mb`` (read from the zip's directory; nothing is decompressed);
 - the child's address space is capped at what it uses once its parsers are imported plus
-  ``pipeline.parse_memory_mb``: a document that needs more fails with MemoryError in the child;
+  ``pipeline.parse_memory_mb``: a document that needs more fails with MemoryError in the child. It
+  imports a group of parsers (``rag.parsing.parser_group``) when the first document needing it comes,
+  with the cap lifted meanwhile: a text-only corpus never pays unstructured's ~9 s of imports;
 - a document not parsed within ``pipeline.parse_timeout`` has its child killed;
 - a child that crashes (a segfault in a C library) costs that document only.
 
@@ -32,11 +34,12 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from rag.config import PipelineSettings
 from rag.errors import DocumentError
 from rag.models import DocumentRef
+from rag.parsing import parser_group
 from rag.runtime import die_with_parent
 
 if TYPE_CHECKING:
@@ -88,12 +91,13 @@ class ParseSandbox:
         self.text_parser = pipeline.text_parser
         self._child: subprocess.Popen | None = None
         self._ready = False
+        self._warmed: set[str] = set()  # parser groups the child has imported
         self._log: Any = None
         self._turn = threading.Lock()  # one request at a time on the pipe
 
     def __getstate__(self) -> dict:
         # Sent to a Dask worker: the copy starts its own child there.
-        return {**self.__dict__, "_child": None, "_log": None, "_ready": False, "_turn": None}
+        return {**self.__dict__, "_child": None, "_log": None, "_ready": False, "_turn": None, "_warmed": set()}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _turn=threading.Lock())
@@ -123,8 +127,9 @@ class ParseSandbox:
 
     def _parse(self, doc: DocumentRef, max_bytes: int) -> list[Element]:
         child = self._running_child()
+        self._warm(child, parser_group(doc.path or doc.doc_id, self.text_parser))
         try:
-            _send(child.stdin, (doc, max_bytes, self.timeout, self.text_parser))
+            _send(child.stdin, ("parse", doc, max_bytes, self.timeout, self.text_parser))
             reply = _receive(child.stdout, time.monotonic() + self.timeout)
         except TimeoutError:
             self._stop()
@@ -142,19 +147,40 @@ class ParseSandbox:
             )
         raise DocumentError(reply[1], reply[2])
 
+    def _warm(self, child: subprocess.Popen, group: str) -> None:
+        """Have the child import a group of parsers, on the startup clock rather than a document's
+        ``parse_timeout``.
+
+        Raises:
+            RuntimeError: it could not (an installation problem, not a document's).
+        """
+        if group in self._warmed:
+            return
+        try:
+            _send(child.stdin, ("warm", group))
+            reply = _receive(child.stdout, time.monotonic() + STARTUP_TIMEOUT)
+        except (TimeoutError, EOFError, BrokenPipeError, OSError) as exc:
+            reason = self._death() if not isinstance(exc, TimeoutError) else "it took too long"
+            self._stop()
+            raise RuntimeError(f"the parsing sandbox could not import the {group} parsers: {reason}") from None
+        assert reply == ("warm",), reply
+        self._warmed.add(group)
+
     def close(self) -> None:
         """Stop the child (it also exits on its own when this process ends)."""
         self._stop()
 
-    def start(self) -> None:
-        """Start the child now, without waiting for it: its parsers import (~5 s) while this process
-        does other work. ``parse`` starts it anyway if needed."""
+    def start(self, groups: Iterable[str] = ()) -> None:
+        """Start the child now, without waiting for it: it imports the parsers of ``groups`` (see
+        ``rag.parsing.parser_group``) while this process does other work. ``parse`` starts it anyway
+        if needed, and has it import any other group when a document needs it."""
         if self._child is not None and self._child.poll() is None:
             return
         self._stop()
         self._log = tempfile.TemporaryFile()  # the child's stderr, for a crash's last words
+        self._warmed = set(groups)
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "rag.sandbox", str(self.memory_mb)],
+            [sys.executable, "-m", "rag.sandbox", str(self.memory_mb), *sorted(self._warmed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             env={**os.environ, "MALLOC_ARENA_MAX": "2"},  # per-thread arenas would eat the address space
         )
@@ -218,8 +244,8 @@ _SHARED: dict[tuple, ParseSandbox] = {}
 def shared_sandbox(pipeline: PipelineSettings) -> ParseSandbox:
     """This process's sandbox for these bounds, kept for later runs in the same process.
 
-    A child's warm-up (importing every parser) costs ~5 s; a process that runs many builds (tests, an
-    application calling the flow) pays it once. Closed when the process exits.
+    A child's imports cost up to ~9 s (unstructured's parsers, spaCy, torch); a process that runs many
+    builds (tests, an application calling the flow) pays them once. Closed when the process exits.
     """
     key = (pipeline.parse_timeout, pipeline.parse_memory_mb, pipeline.max_inflated_mb, pipeline.text_parser)
     if key not in _SHARED:
@@ -267,21 +293,30 @@ def _starts_like_zip(path: Path) -> bool:
 # --- the child ------------------------------------------------------------------------------------
 
 
-def _child_main(memory_mb: int) -> None:
+def _child_main(memory_mb: int, groups: list[str]) -> None:
     """Serve parse requests on stdin/stdout until stdin closes."""
     die_with_parent()
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
     from rag.parsing import parse_document, warm_up
 
-    warm_up()  # import every parser now, so the memory cap below is headroom for documents only
+    for group in groups:  # imported before the cap, so that it is headroom for documents only
+        warm_up(group)
     limit = _cap_memory(memory_mb)
     _send(replies, ("ready",))
     while True:
         try:
-            doc, max_bytes, timeout, text_parser = _receive(requests, None)
+            kind, *request = _receive(requests, None)
         except EOFError:
             return
+        if kind == "warm":
+            _uncap_memory()  # imports are not a document's doing
+            _cap_cpu(STARTUP_TIMEOUT)
+            warm_up(request[0])
+            limit = _cap_memory(memory_mb)
+            _send(replies, ("warm",))
+            continue
+        doc, max_bytes, timeout, text_parser = request
         _cap_cpu(timeout)
         try:
             _send(replies, ("ok", parse_document(doc, max_bytes=max_bytes, text_parser=text_parser)))
@@ -297,10 +332,20 @@ def _child_main(memory_mb: int) -> None:
 
 
 def _cap_memory(memory_mb: int) -> int:
-    """Limit the address space to what is mapped now plus ``memory_mb``; returns the limit in bytes."""
+    """Limit the address space to what is mapped now plus ``memory_mb``; returns the limit in bytes.
+
+    The soft limit only: the child lifts it itself to import more parsers (``_uncap_memory``); a
+    document cannot make it do so.
+    """
     limit = _status_bytes("VmSize") + memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     return limit
+
+
+def _uncap_memory() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 
 def _cap_cpu(timeout: float) -> None:
@@ -329,4 +374,4 @@ def _status_bytes(field: str) -> int:
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]))
+    _child_main(int(sys.argv[1]), sys.argv[2:])

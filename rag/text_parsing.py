@@ -53,15 +53,14 @@ from unstructured.documents.elements import (
 )
 from unstructured.file_utils.encoding import detect_file_encoding
 from unstructured.file_utils.model import FileType
-from unstructured.nlp.patterns import PARAGRAPH_PATTERN, UNICODE_BULLETS_RE
-from unstructured.partition.common.metadata import apply_metadata, get_last_modified_date
-from unstructured.partition.text_type import (
-    is_bulleted_text,
-    is_email_address,
-    is_possible_numbered_list,
-    is_us_city_state_zip,
-    under_non_alpha_ratio,
+from unstructured.nlp.patterns import (
+    EMAIL_ADDRESS_PATTERN_RE,
+    NUMBERED_LIST_RE,
+    PARAGRAPH_PATTERN,
+    UNICODE_BULLETS_RE,
+    US_CITY_STATE_ZIP_RE,
 )
+from unstructured.partition.common.metadata import apply_metadata, get_last_modified_date
 
 from rag.text_quality import decode_utf16
 
@@ -168,6 +167,33 @@ def _markdown_elements(text: str, *, filename: str | None, languages: list[str],
 
 
 # -- paragraphs --------------------------------------------------------------------------------------
+
+
+# unstructured.partition.text_type's regex tests, restated on the same patterns: importing that module
+# imports spaCy and torch (~3 s, for a sentence model this parser exists to avoid).
+# tests/test_text_parsing.py checks they agree with unstructured's on real paragraphs.
+
+
+def is_bulleted_text(text: str) -> bool:
+    return UNICODE_BULLETS_RE.match(text.strip()) is not None
+
+
+def is_email_address(text: str) -> bool:
+    return EMAIL_ADDRESS_PATTERN_RE.match(text.strip()) is not None
+
+
+def is_us_city_state_zip(text: str) -> bool:
+    return US_CITY_STATE_ZIP_RE.match(text.strip()) is not None
+
+
+def is_possible_numbered_list(text: str) -> bool:
+    return NUMBERED_LIST_RE.match(text.strip()) is not None
+
+
+def under_non_alpha_ratio(text: str, threshold: float = 0.5) -> bool:
+    """More than ``threshold`` of the non-space characters are not letters (rules, numbers, symbols)."""
+    counted = [char.isalpha() for char in text if not char.isspace()]
+    return bool(counted) and sum(counted) / len(counted) < threshold
 
 
 def _plain_text_element(text: str) -> Element:

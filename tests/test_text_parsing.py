@@ -3,6 +3,8 @@ where it matters, the same kinds of elements, and no sentence model run."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,34 @@ def test_builtin_runs_no_sentence_model(tmp_path: Path) -> None:
     assert tokenize._process_cached.cache_info().misses == 0
     parse_document(_ref(path), max_bytes=10**6, text_parser="unstructured")
     assert tokenize._process_cached.cache_info().misses > 0
+
+
+def test_builtin_parser_imports_no_sentence_model() -> None:
+    """The parsing child imports only what a text-only corpus needs: neither spaCy nor torch (~3 s)."""
+    code = ("import sys, rag.parsing as p; p.warm_up('builtin'); "
+            "print(sorted(m for m in ('spacy', 'torch', 'unstructured.partition.auto') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_paragraph_tests_agree_with_unstructured() -> None:
+    """The regex tests restated in rag.text_parsing (to skip text_type's spaCy import) decide as
+    unstructured's own do, on every paragraph of the shared corpus's text files and on edge cases."""
+    from unstructured.partition import text_type
+
+    from rag import text_parsing
+
+    samples = ["", " ", "- item", "\u2022 bullet", "1. First step", "a@b.co", " x@y.org ", "Doylestown, PA 18901",
+               "-----BREAK-----", "12345", "Mixed 50% text!!", "Plain sentence here."]
+    folders = [DEMO_CORPUS] + ([DOCS_CORPUS] if DOCS_CORPUS.is_dir() else [])
+    for path in (p for folder in folders for p in _text_files(folder)):
+        text = path.read_text(errors="replace")
+        samples += (text.split("\n\n") + text.splitlines())[:400]  # paragraphs, and lines (titles, lists)
+    assert len(samples) > 100
+    for name in ("is_bulleted_text", "is_email_address", "is_us_city_state_zip", "is_possible_numbered_list",
+                 "under_non_alpha_ratio"):
+        ours, theirs = getattr(text_parsing, name), getattr(text_type, name)
+        assert [ours(s) for s in samples] == [bool(theirs(s)) for s in samples], name
 
 
 def test_the_parser_is_part_of_a_builds_policy() -> None:
