@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -415,6 +416,8 @@ def index_batches(
         vectors = embedded_elsewhere(texts, embedding)
         return write(store, manifest, batch, precomputed(vectors, embedder), cache, utc_now())
 
+    if batches:  # its imports run while the first documents parse in the sandbox's child
+        threading.Thread(target=_warm_up, args=(chunker,), name="ragops-chunker-warm-up", daemon=True).start()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragops-embed") as encoder:
         pending: tuple[PreparedBatch, dict[str, str], Future | None] | None = None
         for items in batches:
@@ -557,6 +560,13 @@ def _vectors_for(
                 vectors.update(zip(todo, doc_vectors))
                 report.chunks_embedded += len(todo)
     return vectors, failed
+
+
+def _warm_up(chunker: Chunker) -> None:
+    try:
+        chunker.warm_up()
+    except Exception as exc:  # noqa: BLE001 - the first real chunk meets the same problem and reports it
+        log.debug("warming up the chunker failed: %s", exc)
 
 
 @contextmanager

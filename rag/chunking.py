@@ -14,6 +14,7 @@ Two libraries, each for what it does best (docs/architecture.md says more):
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Sequence
 
 from rag.config import ChunkingSettings
@@ -55,7 +56,22 @@ class Chunker:
         self.max_tokens = max_tokens
         self.tokenizer = tokenizer
         self._splitter = None
+        self._splitter_lock = threading.Lock()
         self._counter = _private_copy(tokenizer)
+
+    def __getstate__(self) -> dict:
+        # Sent to Dask workers: a lock does not pickle; each copy gets its own.
+        return {**self.__dict__, "_splitter_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _splitter_lock=threading.Lock())
+
+    def warm_up(self) -> None:
+        """Import and load what the first chunk would (unstructured's chunker, llama-index and its
+        sentence tokenizer: ~2-3 s), e.g. on a thread while the first documents parse."""
+        from unstructured.chunking.title import chunk_by_title  # noqa: F401
+
+        self.splitter.split_text("Warm up the sentence splitter. " * (self.max_tokens // 2))
 
     def describe(self) -> dict:
         """The settings that decide chunk boundaries, for the build manifest."""
@@ -100,7 +116,7 @@ class Chunker:
         for section in sections:
             title = _section_title(section) or title
             page = getattr(section.metadata, "page_number", None)
-            for text in self._fit(section.text):
+            for text, tokens in self._fit(section.text):
                 chunks.append(
                     Chunk(
                         doc_id=doc.doc_id,
@@ -110,31 +126,34 @@ class Chunker:
                         source=doc.source,
                         title=title,
                         page=page,
-                        tokens=len(self.tokenize(text)),
+                        tokens=tokens,
                     )
                 )
         if not chunks:
             raise DocumentError("chunk", "no text left after chunking")
         return chunks
 
-    def _fit(self, text: str) -> list[str]:
-        """Split ``text`` into pieces of at most max_tokens tokens (usually it is one piece)."""
+    def _fit(self, text: str) -> list[tuple[str, int]]:
+        """Split ``text`` into pieces of at most max_tokens tokens (usually it is one piece), each with
+        its token count."""
         text = text.strip()
         if not text:
             return []
-        if len(self.tokenize(text)) <= self.max_tokens:
-            return [text]
+        tokens = len(self.tokenize(text))
+        if tokens <= self.max_tokens:
+            return [(text, tokens)]
         pieces = [piece.strip() for piece in self.splitter.split_text(text) if piece.strip()]
         return [p for piece in pieces for p in self._hard_cut(piece)]
 
-    def _hard_cut(self, text: str) -> list[str]:
+    def _hard_cut(self, text: str) -> list[tuple[str, int]]:
         # SentenceSplitter can overshoot by a token or two when it joins sub-sentence splits;
         # cut those at exact token boundaries rather than let the model truncate them.
         ids = self.tokenize(text)
         if len(ids) <= self.max_tokens:
-            return [text]
+            return [(text, len(ids))]
         windows = range(0, len(ids), self.max_tokens)
-        return [self.tokenizer.decode(ids[i : i + self.max_tokens]).strip() for i in windows]
+        pieces = [self.tokenizer.decode(ids[i : i + self.max_tokens]).strip() for i in windows]
+        return [(piece, len(self.tokenize(piece))) for piece in pieces]
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` in the model's vocabulary, special tokens excluded."""
@@ -145,14 +164,15 @@ class Chunker:
     @property
     def splitter(self):
         """llama-index SentenceSplitter measuring in the model's tokens (built on first use)."""
-        if self._splitter is None:
-            from llama_index.core.node_parser import SentenceSplitter
+        with self._splitter_lock:
+            if self._splitter is None:
+                from llama_index.core.node_parser import SentenceSplitter
 
-            self._splitter = SentenceSplitter(
-                chunk_size=self.max_tokens,
-                chunk_overlap=self.settings.overlap_tokens,
-                tokenizer=self.tokenize,
-            )
+                self._splitter = SentenceSplitter(
+                    chunk_size=self.max_tokens,
+                    chunk_overlap=self.settings.overlap_tokens,
+                    tokenizer=self.tokenize,
+                )
         return self._splitter
 
 
