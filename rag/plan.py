@@ -17,6 +17,7 @@ decision here is tested in milliseconds (tests/test_plan.py).
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Literal, Sequence
 
@@ -58,10 +59,29 @@ def require_a_listing(listings: Sequence[Listing]) -> None:
     """A run goes on while one source could be listed (the others keep what the base holds of them).
 
     Raises:
-        SourceError: no source could be listed; the reasons, joined, say what to fix.
+        SourceError: no source could be listed, or none lists a document; the reasons, joined, say
+            what to fix.
     """
     if listings and all(not listing.complete for listing in listings):
         raise SourceError("no source could be listed: " + "; ".join(str(x.error) for x in listings))
+    if listings and not any(listing.refs or listing.unreadable for listing in listings):
+        # Nothing to build from: an empty build would only be rejected by the gate and left behind,
+        # and an emptied (unmounted?) folder is more likely a mistake than a wish to delete everything.
+        raise SourceError(
+            "no documents in any source: " + "; ".join(_why_empty(x) for x in listings)
+            + ". Nothing was built and the live build is unchanged; check sources[].path (or the prefix) "
+            "and its include/exclude patterns"
+        )
+
+
+def _why_empty(listing: Listing) -> str:
+    if listing.error:
+        return f"{listing.source} ({listing.uri}) could not be listed: {listing.error}"
+    if not listing.skipped:
+        return f"{listing.source} ({listing.uri}) is empty"
+    reasons = Counter(skipped.reason for skipped in listing.skipped)
+    return (f"{listing.source} ({listing.uri}) has {len(listing.skipped)} entries, none indexed ("
+            + ", ".join(f"{count} {reason}" for reason, count in reasons.most_common(3)) + ")")
 
 
 class WorkItem(BaseModel):

@@ -79,6 +79,18 @@ def test_a_run_needs_one_listed_source_and_names_why_none_was() -> None:
         require_a_listing([_listing([], error="folder missing"), _listing([], error="access denied")])
 
 
+def test_sources_that_list_no_document_build_nothing_and_say_why() -> None:
+    empty = _listing([])
+    only_skipped = _listing([]).model_copy(update={"source": "docs", "skipped": [
+        Skipped(doc_id="docs/a.exe", reason="unsupported file type"), Skipped(doc_id="docs/b.exe", reason="unsupported file type")]})
+    with pytest.raises(SourceError, match=r"no documents in any source: kb \(file:///kb\) is empty; docs "
+                                          r"\(file:///kb\) has 2 entries, none indexed \(2 unsupported file type\)"
+                                          r"\. Nothing was built and the live build is unchanged"):
+        require_a_listing([empty, only_skipped])
+    require_a_listing([empty, _listing(LISTED)])  # one source with documents is enough
+    require_a_listing([_listing([], unreadable=["kb/share"])])  # unknown, not empty: the base keeps them
+
+
 def test_planning_and_freshness_agree_on_what_changed() -> None:
     listing = _listing(LISTED, unreadable=["kb/share"])
     plan = plan_build([listing], "kb__v1", BASE, NOW)
