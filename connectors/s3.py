@@ -8,9 +8,11 @@ listing is the change signal (LastModified moves on identical re-uploads, so it 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Iterator
 
 from connectors.globs import selected
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: a file type worth keeping on a fetched file's name (parsers dispatch on it): a dot and 1-10 letters/digits
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
 _AUTH_CODES = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -100,14 +104,22 @@ def fetch_s3(source: S3Source, ref: DocumentRef, folder: Path, client: S3Client 
     """
     client = client or s3_client(source)
     key = ref.uri[len(f"s3://{source.bucket}/") :]
-    target = folder / Path(key).name
-    if target.exists():  # two keys with one base name in a batch
-        target = folder / f"{abs(hash(key))}-{Path(key).name}"
+    target = folder / local_name(key)
     try:
         client.download_file(source.bucket, key, str(target))
     except Exception as exc:  # botocore raises many types; all mean "this object, now"
         raise DocumentError("fetch", f"cannot download {ref.uri}: {_describe(exc)}") from None
     return target
+
+
+def local_name(key: str) -> str:
+    """The file name an object is fetched to: a hash of its key plus the key's file type, so that no key
+    (``..``, ``/``-only, absolute-looking, 1,000 characters, control characters) can name a path outside
+    the fetch folder, be too long for the filesystem, or collide with another key's file."""
+    suffix = PurePosixPath(key).suffix
+    if not _SUFFIX.fullmatch(suffix):
+        suffix = ""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32] + suffix.lower()
 
 
 @contextmanager

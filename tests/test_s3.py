@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors import list_documents
-from connectors.s3 import list_s3
+from connectors.s3 import fetch_s3, list_s3, local_name
 from rag.config import S3Source
 from rag.errors import SourceError
 from tests.conftest import DEMO_CORPUS
@@ -101,6 +101,37 @@ def test_listing_uses_etags_globs_and_pages(bucket, s3_endpoint: str) -> None:
     head = client.head_object(Bucket=name, Key="docs/a.md")
     assert refs[0].signal == "etag:" + head["ETag"].strip('"')
     assert refs[0].uri == f"s3://{name}/docs/a.md" and refs[0].size == len(b"# docs/a.md\n")
+
+
+def test_hostile_keys_never_leave_the_fetch_folder(bucket, s3_endpoint: str, tmp_path: Path) -> None:
+    """Keys that look like paths out (``..``, absolute-looking), very long ones and control characters
+    are fetched to files inside the fetch folder, one per key, with their own bytes."""
+    client, name = bucket
+    keys = ["docs/../escape.md", "docs/a/../../b.md", "docs//etc/passwd", "docs/..", "docs/n" + "n" * 900 + ".md",
+            "docs/line\nbreak.txt", "docs/dup.md", "docs/x/dup.md"]
+    stored = []
+    for n, key in enumerate(keys):
+        try:
+            client.put_object(Bucket=name, Key=key, Body=f"# Object {n}\n".encode())
+            stored.append(key)
+        except Exception:  # noqa: BLE001 - a server may refuse a key; the rest still make the point
+            pass
+    assert len(stored) >= 4, stored  # SeaweedFS refuses the ".." and 900-character keys; AWS takes them
+    for key in keys:  # so the names those would get are checked here
+        assert "/" not in local_name(key) and ".." not in local_name(key) and len(local_name(key)) <= 64
+    assert len({local_name(key) for key in keys}) == len(keys)
+    source = _source(s3_endpoint, name)
+    folder = tmp_path / "outer" / "fetch"
+    folder.mkdir(parents=True)
+    fetched = {ref.uri: fetch_s3(source, ref, folder) for ref in list_s3(source)}
+
+    assert len(fetched) == len(stored)
+    for uri, path in fetched.items():
+        assert path.resolve().parent == folder.resolve() and len(path.name) <= 64, (uri, path)
+    assert len(set(fetched.values())) == len(fetched)  # dup.md twice: two files
+    assert sorted(p.name for p in (tmp_path / "outer").iterdir()) == ["fetch"]  # nothing written beside it
+    assert sorted(p.read_text() for p in fetched.values()) == sorted(
+        client.get_object(Bucket=name, Key=uri.split("/", 3)[3])["Body"].read().decode() for uri in fetched)
 
 
 def test_auth_failures_and_missing_buckets_are_clear(bucket, s3_endpoint: str, monkeypatch) -> None:
