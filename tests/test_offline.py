@@ -1,0 +1,86 @@
+"""No network at run time: a full reindex, an eval, a drift check and a query service session, each as a
+user runs it (the CLI, in processes of their own, with the Prefect API and the parsing child they
+start), make no connection and no name lookup beyond this machine. tests/socket_guard/ refuses and
+records any attempt, in every one of those Python processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import DEMO_CORPUS
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.slow
+
+GUARD = Path(__file__).parent / "socket_guard"
+DEMO = DEMO_CORPUS.parent
+
+
+def _guarded_env(tmp_path: Path, log: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_API"))}
+    env.update(PYTHONPATH=os.pathsep.join([str(GUARD), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               RAGOPS_SOCKET_LOG=str(log), PREFECT_HOME=str(tmp_path / "prefect"))
+    return env
+
+
+def _attempts(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_the_guard_sees_an_outbound_attempt(tmp_path: Path) -> None:
+    """The check below can fail: a connection to another machine is refused and recorded."""
+    log = tmp_path / "sockets.jsonl"
+    code = "import socket; socket.create_connection(('192.0.2.1', 80), timeout=1)"
+    done = subprocess.run([sys.executable, "-c", code], env=_guarded_env(tmp_path, log), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "socket guard" in done.stderr
+    assert [a["target"] for a in _attempts(log)] == ["('192.0.2.1', 80)"]
+
+
+def test_reindex_eval_drift_and_serve_make_no_outbound_connection(tmp_path: Path) -> None:
+    log = tmp_path / "sockets.jsonl"
+    env = _guarded_env(tmp_path, log)
+    shutil.copytree(DEMO / "corpus", tmp_path / "corpus")
+    shutil.copy(DEMO / "golden.yaml", tmp_path / "golden.yaml")
+    settings = yaml.safe_load((DEMO / "ragops.yaml").read_text())
+    settings["store"]["location"] = "store"  # the demo's own store is outside its folder
+    (tmp_path / "ragops.yaml").write_text(yaml.safe_dump(settings))
+    config = str(tmp_path / "ragops.yaml")
+
+    for command in (["reindex"], ["eval"], ["drift"]):
+        done = subprocess.run([sys.executable, "-m", "ragops", *command, "--config", config, "--json"], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode in (0, 5), f"{command}: {done.stderr[-3000:]}"  # drift may report drift (5)
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ragops", "serve", "--config", config, "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                if httpx.get(f"{url}/v1/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        answer = httpx.post(f"{url}/v1/search", json={"query": "How do I undo a bad promotion?", "k": 3}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["hits"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    attempts = _attempts(log)
+    assert attempts == [], "\n".join(f"{a['what']} {a['target']} (pid {a['pid']}):\n{''.join(a['stack'])}"
+                                     for a in attempts[:3])
