@@ -128,7 +128,8 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
             sandbox = _start_sandbox(settings, start.plan)
             candidate = _build(store, settings, start.plan, embedder, chunker, policy, sandbox, progress)
             gating = time.perf_counter()
-            outcome = _gate(store, settings, candidate, start.live, start.deleted_from_live, golden, embedder,
+            compared_to = None if start.live_damage else start.live  # a damaged build is no yardstick
+            outcome = _gate(store, settings, candidate, compared_to, start.deleted_from_live, golden, embedder,
                             promote=promote)
             if outcome.promoted:
                 promote_build(store, settings.alias, candidate.collection, expected=start.live, by="reindex",

@@ -156,28 +156,44 @@ class StartingPoint(BaseModel):
     plan: BuildPlan
     base_manifest: Manifest | None = None
     deleted_from_live: int = Field(0, description="Live documents the listings show deleted at their source.")
+    live_damage: str | None = Field(None, description="Why the live build cannot be trusted (IndexStore.damage).")
 
     @property
     def nothing_changed(self) -> bool:
-        """The base is complete and the listings changed nothing: no build is needed."""
-        return self.base_manifest is not None and not self.plan.has_changes
+        """The base is complete, the listings changed nothing and the live build is sound: no build is needed."""
+        return self.base_manifest is not None and not self.plan.has_changes and not self.live_damage
 
 
 def plan_against_store(
     store: IndexStore, alias: str, listings: Sequence[Listing], fingerprint: ModelFingerprint, chunking: dict,
     *, full_rebuild: bool, now: datetime,
 ) -> StartingPoint:
-    """Read what the store holds of the alias and plan the build (``rag.plan``). Reads only."""
+    """Read what the store holds of the alias and plan the build (``rag.plan``). Reads only.
+
+    A damaged build (``IndexStore.damage``, deep checks) is never the base, and a damaged live build is
+    never "unchanged": the run rebuilds it, with vectors from the embedding cache.
+    """
     live = store.alias_target(alias)
+    live_damage = store.damage(live, deep=True) if live else None
+    notes = [f"the live build {live} is damaged ({live_damage}); not trusted: this run builds a replacement, "
+             "with vectors from the embedding cache"] if live_damage else []
     base = None
     if not full_rebuild:
-        base = choose_base(live, [store.read_manifest(c) for c in store.list_builds(alias)], fingerprint, chunking)
+        manifests = [store.read_manifest(c) for c in store.list_builds(alias)]
+        while (base := choose_base(live, manifests, fingerprint, chunking)) is not None:
+            damage = live_damage if base == live else store.damage(base, deep=True)
+            if not damage:
+                break
+            if base != live:
+                notes.append(f"build {base} is damaged ({damage}); not used as a base")
+            manifests = [m for m in manifests if m is None or m.collection != base]
     base_records = store.read_records(base) if base else {}
-    live_records = base_records if base == live else store.read_records(live) if live else {}
+    live_records = base_records if base == live else store.read_records(live) if live and not live_damage else {}
+    plan = plan_build(listings, base, base_records, now)
+    plan.notes[:0] = notes
     return StartingPoint(
-        live=live, plan=plan_build(listings, base, base_records, now),
-        base_manifest=store.read_manifest(base) if base else None,
-        deleted_from_live=deleted_at_source(listings, live_records, now),
+        live=live, plan=plan, base_manifest=store.read_manifest(base) if base else None,
+        deleted_from_live=deleted_at_source(listings, live_records, now), live_damage=live_damage,
     )
 
 

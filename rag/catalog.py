@@ -20,12 +20,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rag.errors import AliasConflictError, StoreError
+from rag.errors import AliasConflictError, DamagedBuildError, StoreError
 from rag.models import utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (collection TEXT PRIMARY KEY, manifest TEXT NOT NULL,
-                                   sealed INTEGER NOT NULL DEFAULT 0, points INTEGER NOT NULL DEFAULT 0);
+                                   sealed INTEGER NOT NULL DEFAULT 0, points INTEGER NOT NULL DEFAULT 0,
+                                   files TEXT);
 CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, target TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alias_moves (id INTEGER PRIMARY KEY AUTOINCREMENT, alias TEXT NOT NULL,
                                         previous TEXT, target TEXT NOT NULL, at TEXT NOT NULL);
@@ -48,8 +49,19 @@ class Catalog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._add_files_column()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store catalog {path}: {exc}") from None
+
+    def _add_files_column(self) -> None:
+        """Stores made before sealed builds' file lists were recorded get the column (empty: unchecked)."""
+        if "files" in {row[1] for row in self._db.execute("PRAGMA table_info(builds)")}:
+            return
+        try:
+            self._db.execute("ALTER TABLE builds ADD COLUMN files TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it meanwhile
+                raise
 
     def close(self) -> None:
         """Close the connection (committed work is already on disk)."""
@@ -83,19 +95,34 @@ class Catalog:
             return cursor.rowcount == 1
 
     def manifest(self, collection: str) -> dict | None:
-        """A build's manifest as stored, or None when there is no such build."""
+        """A build's manifest as stored, or None when there is no such build.
+
+        Raises:
+            DamagedBuildError: the stored manifest is not JSON.
+        """
         found = self._all("SELECT manifest FROM builds WHERE collection = ?", collection)
-        return json.loads(found[0][0]) if found else None
+        return _json(found[0][0], f"the manifest of build {collection}") if found else None
+
+    def has_build(self, collection: str) -> bool:
+        """Whether a build of that name is recorded (readable or not)."""
+        return bool(self._all("SELECT 1 FROM builds WHERE collection = ?", collection))
 
     def write_manifest(self, collection: str, manifest: dict) -> None:
         """Replace a build's manifest."""
         with self._write() as db:
             db.execute("UPDATE builds SET manifest = ? WHERE collection = ?", (json.dumps(manifest), collection))
 
-    def seal(self, collection: str, points: int) -> None:
-        """Record that a build's shard is sealed (indexed, flushed, immutable) with ``points`` points."""
+    def seal(self, collection: str, points: int, files: dict[str, list]) -> None:
+        """Record that a build's shard is sealed (indexed, flushed, immutable) with ``points`` points and
+        these ``files`` (relative path -> [size, hash]), against which it is checked later."""
         with self._write() as db:
-            db.execute("UPDATE builds SET sealed = 1, points = ? WHERE collection = ?", (points, collection))
+            db.execute("UPDATE builds SET sealed = 1, points = ?, files = ? WHERE collection = ?",
+                       (points, json.dumps(files), collection))
+
+    def sealed_files(self, collection: str) -> dict[str, list] | None:
+        """The files recorded when the build was sealed (None: not sealed, or sealed before they were)."""
+        found = self._all("SELECT files FROM builds WHERE collection = ?", collection)
+        return _json(found[0][0], f"the file list of build {collection}") if found and found[0][0] else None
 
     def sealed(self, collection: str) -> tuple[bool, int]:
         """(sealed?, points at sealing) of a build."""
@@ -174,7 +201,7 @@ class Catalog:
             for key, payload, vector in self._all(
                 f"SELECT key, payload, {column} FROM rows WHERE tbl = ? AND key IN ({marks})", table, *chunk
             ):
-                found[key] = (json.loads(payload), _array(vector))
+                found[key] = (_json(payload, f"row {key!r} of {table}"), _array(vector))
         return found
 
     def delete_rows(self, table: str, keys: Sequence[str]) -> None:
@@ -190,7 +217,7 @@ class Catalog:
             page = self._all(f"SELECT key, payload, {column} FROM rows WHERE tbl = ? AND key > ? "
                              "ORDER BY key LIMIT 1000", table, after)
             for key, payload, vector in page:
-                yield key, json.loads(payload), _array(vector)
+                yield key, _json(payload, f"row {key!r} of {table}"), _array(vector)
             if len(page) < 1000:
                 return
             after = page[-1][0]
@@ -211,3 +238,11 @@ def _blob(vector: np.ndarray | None) -> bytes | None:
 
 def _array(blob: bytes | None) -> np.ndarray | None:
     return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+
+
+def _json(text: str, what: str):
+    """A stored JSON value; a value that is not JSON (an overwritten row) is damage, named."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise DamagedBuildError(f"{what} is damaged (not JSON: {exc})") from None

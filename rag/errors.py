@@ -74,6 +74,13 @@ class StoreError(RagopsError):
     kind = "store"
 
 
+class DamagedBuildError(StoreError):
+    """Raised when a build's files or tables in the store are not what was written (truncated,
+    overwritten, emptied): the build cannot be trusted; other builds are unaffected."""
+
+    kind = "damaged_build"
+
+
 class StoreLockedError(StoreError):
     """Raised when an embedded (local-mode) store is already open in another process."""
 

@@ -297,6 +297,10 @@ class VersionInfo(BaseModel):
     points: int
     status: str
     manifest: Manifest | None = Field(None, description="None when the collection has no readable manifest.")
+    damage: str | None = Field(
+        None, description="Why the build cannot be trusted (unreadable manifest, files changed since it was sealed, "
+        "points missing); None when it looks as it was written."
+    )
 
 
 class Hit(BaseModel):

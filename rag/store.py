@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rag.config import StoreSettings
-from rag.errors import ConfigError, VersionError
+from rag.errors import ConfigError, DamagedBuildError, VersionError
 from rag.models import Chunk, DocumentRecord, Manifest, SourceState
 from rag.names import LOCKS_TABLE, build_of_table, docs_collection, is_build_of, ledger_table
 
@@ -190,6 +190,41 @@ class IndexStore(ABC):
         Raises:
             VersionError: the build does not exist.
         """
+
+    def damage(self, collection: str, *, deep: bool = False) -> str | None:
+        """Why a finished build cannot be trusted, in a few words; None when it looks as written.
+
+        Checks that its manifest reads, that its files are the ones recorded when it was sealed
+        (sizes; contents too with ``deep``), that it holds the points its manifest counts and, with
+        ``deep``, that its document table reads. Builds still being written, or failed, are not
+        checked. Damage is the answer, never raised; a store that cannot be reached still raises.
+        """
+        try:
+            manifest = self.read_manifest(collection)
+            if manifest is None:
+                return "its manifest cannot be read"
+            if manifest.state not in ("complete", "rejected"):
+                return None
+            problem = self._damaged_files(collection, deep=deep)
+            if problem:
+                return problem
+            points = self._stored_points(collection)
+            if points != manifest.counts.chunks:
+                return f"it holds {points} points but its manifest counts {manifest.counts.chunks}"
+            if deep:
+                self.read_records(collection)
+        except (DamagedBuildError, VersionError) as exc:
+            return str(exc)
+        return None
+
+    def _damaged_files(self, collection: str, *, deep: bool = False) -> str | None:
+        """What differs between a build's files and those it was sealed with (the embedded store's
+        shards); a server keeps its own files, so nothing by default."""
+        return None
+
+    def _stored_points(self, collection: str) -> int:
+        """Points the build holds now, counted in the build itself."""
+        return self.count(collection)
 
     @abstractmethod
     def status(self, collection: str) -> str:

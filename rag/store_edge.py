@@ -18,6 +18,7 @@ this module only; its types never leave it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ import numpy as np
 
 from rag.catalog import Catalog
 from rag.config import StoreSettings
-from rag.errors import ConfigError, StoreError, StoreLockedError, VersionError
+from rag.errors import ConfigError, DamagedBuildError, StoreError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest
 from rag.names import docs_collection
@@ -95,7 +96,7 @@ class EdgeStore(IndexStore):
         return sorted({*self._catalog.builds(), *self._catalog.tables()})
 
     def exists(self, collection: str) -> bool:
-        return self._catalog.manifest(collection) is not None or self._catalog.has_table(collection)
+        return self._catalog.has_build(collection) or self._catalog.has_table(collection)
 
     def create_build(self, manifest: Manifest) -> None:
         import qdrant_edge as edge
@@ -135,16 +136,20 @@ class EdgeStore(IndexStore):
             shard.close()
             del self._writing[collection]
             edge.EdgeShard.load(str(self._shard_dir(collection))).close()  # settle what a reopen rewrites
-        self._catalog.seal(collection, points)
+        self._catalog.seal(collection, points, _inventory(self._shard_dir(collection)))
         return "green"
 
     def write_manifest(self, manifest: Manifest) -> None:
         self._catalog.write_manifest(manifest.collection, manifest.model_dump(mode="json"))
 
     def read_manifest(self, collection: str) -> Manifest | None:
-        data = self._catalog.manifest(collection)
-        if data is None:
+        if not self._catalog.has_build(collection):
             raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
+        try:
+            data = self._catalog.manifest(collection)
+        except DamagedBuildError as exc:
+            log.warning("%s", exc)
+            return None
         return parse_manifest(data, collection)
 
     def status(self, collection: str) -> str:
@@ -210,6 +215,23 @@ class EdgeStore(IndexStore):
                 results.append([_point(h) for h in hits])
         return results
 
+    def _damaged_files(self, collection: str, *, deep: bool = False) -> str | None:
+        recorded = self._catalog.sealed_files(collection)
+        if recorded is None:  # sealed before file lists were recorded, or never sealed: nothing to compare
+            return None
+        return _compare_files(self._shard_dir(collection), recorded, deep=deep)
+
+    def _stored_points(self, collection: str) -> int:
+        import qdrant_edge as edge
+
+        try:
+            with _edge_errors(f"counting points in {collection}"):
+                return self._reader(collection).count(edge.CountRequest(exact=True))
+        except StoreLockedError:
+            raise
+        except StoreError as exc:  # on this machine's disk, a shard that does not open is a damaged one
+            raise DamagedBuildError(f"build {collection} cannot be opened: {exc}") from None
+
     def release(self, collection: str) -> None:
         shard = self._reading.pop(collection, None)
         if shard is not None:
@@ -234,7 +256,7 @@ class EdgeStore(IndexStore):
                 self._catalog.delete_rows(table, list(keys))
 
     def scan_rows(self, table: str, *, vectors: bool = False, fields: bool | list[str] = True) -> Iterator[Point]:
-        if self._catalog.manifest(table) is not None:
+        if self._catalog.has_build(table):
             yield from self._scan_build(table, vectors=vectors, fields=fields)
             return
         for key, payload, vector in self._catalog.scan_rows(table, vectors):
@@ -257,7 +279,7 @@ class EdgeStore(IndexStore):
 
     def swap_alias(self, alias: str, *, expected: str | None, target: str) -> None:
         """The check and the move are one SQLite transaction: a true compare-and-swap."""
-        if self._catalog.manifest(target) is None:
+        if not self._catalog.has_build(target):
             raise VersionError(f"cannot point alias {alias!r} at {target}: no such collection")
         self._catalog.swap_alias(alias, expected=expected, target=target)
 
@@ -272,7 +294,7 @@ class EdgeStore(IndexStore):
 
         if collection in self._writing:
             return self._writing[collection]
-        if self._catalog.manifest(collection) is None:
+        if not self._catalog.has_build(collection):
             raise VersionError(f"collection {collection} does not exist in {self.location}")
         if self._catalog.sealed(collection)[0]:
             raise VersionError(f"build {collection} is complete; complete builds are never written to")
@@ -289,12 +311,15 @@ class EdgeStore(IndexStore):
             return self._writing[collection]
         if collection in self._reading:
             return self._reading[collection]
-        if self._catalog.manifest(collection) is None:
+        if not self._catalog.has_build(collection):
             raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
         if not self._catalog.sealed(collection)[0]:
             raise StoreLockedError(
                 f"build {collection} is still being written (or its run was killed); it can be read once complete"
             )
+        problem = self._damaged_files(collection)
+        if problem:
+            raise DamagedBuildError(f"build {collection} is damaged: {problem}")
         snapshot = self._readers / collection
         with _edge_errors(f"opening a snapshot of {collection}"):
             _snapshot(self._shard_dir(collection), snapshot)
@@ -346,6 +371,36 @@ def _snapshot(master: Path, target: Path) -> None:
                 except OSError:  # another filesystem, or links not allowed: copy instead
                     pass
             shutil.copy2(source, destination / name)
+
+
+def _inventory(shard: Path) -> dict[str, list]:
+    """Every file of a sealed shard: relative path -> [size, sha256], to check it against later."""
+    return {str(path.relative_to(shard)): [path.stat().st_size, _sha256(path)]
+            for path in sorted(shard.rglob("*")) if path.is_file()}
+
+
+def _compare_files(shard: Path, recorded: dict[str, list], *, deep: bool) -> str | None:
+    """What differs between a shard's files and those recorded at sealing (sizes; contents with
+    ``deep``), in a few words; None when nothing does."""
+    for name, (size, digest) in recorded.items():
+        path = shard / name
+        try:
+            found = path.stat().st_size
+        except OSError:
+            return f"its file {name} is missing"
+        if found != size:
+            return f"its file {name} has {found} bytes, {size} when it was sealed"
+        if deep and _sha256(path) != digest:
+            return f"its file {name} was overwritten after it was sealed"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _clear_dead_readers(readers: Path) -> None:

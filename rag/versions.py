@@ -67,7 +67,8 @@ def resolve_collection(store: IndexStore, alias: str, version: str) -> str:
 
 
 def list_versions(store: IndexStore, alias: str) -> list[VersionInfo]:
-    """Every build of ``alias``, newest first, with its (settled) manifest, point count and status."""
+    """Every build of ``alias``, newest first, with its (settled) manifest, point count, status and
+    damage (``IndexStore.damage``, the quick checks)."""
     live = store.alias_target(alias)
     infos = []
     for collection in reversed(store.list_builds(alias)):
@@ -80,6 +81,7 @@ def list_versions(store: IndexStore, alias: str) -> list[VersionInfo]:
                 points=store.count(collection),
                 status=store.status(collection),
                 manifest=settle_promotions(manifest, live) if manifest else None,
+                damage=store.damage(collection),
             )
         )
     return infos

@@ -95,6 +95,10 @@ def render_status(r: dict[str, Any]) -> str:
             f"({model.get('dtype', '?')}, {str(model.get('weights_sha256', '?'))[:8]})  "
             f"{str(m.get('created_at', '?'))[:19].replace('T', ' ')}"
         )
+        if v.get("damage"):
+            fix = ("`ragops reindex` rebuilds it from the embedding cache" if v["live"]
+                   else "it is not served, nor used as a base")
+            lines.append(f"      DAMAGED: {v['damage']}; {fix}")
         if m.get("error"):
             lines.append(f"      {m['error']}")
         for event in m.get("promotions", []):

@@ -70,6 +70,7 @@ def reindex(
 def status(*, common: Common) -> None:
     """Show where the alias points and every build of it, with its manifest."""
     settings = common.settings()
+    from rag.errors import DamagedBuildError
     from rag.secrets import redact_url
     from rag.store import IndexStore
     from rag.versions import list_versions
@@ -78,7 +79,13 @@ def status(*, common: Common) -> None:
     with IndexStore.open(settings.store, create=False) as index_store:
         live = index_store.alias_target(settings.alias)
         builds = list_versions(index_store, settings.alias)
-        records = index_store.read_records(live) if live else {}
+        try:
+            records = index_store.read_records(live) if live else {}
+        except DamagedBuildError as exc:  # shown on the live build's row; the rest of the status stands
+            records = {}
+            for build in builds:
+                if build.live and not build.damage:
+                    build.damage = str(exc)
     response = StatusResponse(
         alias=settings.alias, store=redact_url(settings.store.location), live=live, versions=builds,
         quarantined=[r for r in records.values() if r.quarantine],
