@@ -14,8 +14,10 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Running
+from pydantic import Field
 
 from evals.gate import with_approval
+from rag import audit
 from rag.models import GateResult, Manifest
 from rag.store import IndexStore
 
@@ -28,6 +30,7 @@ class Approval(RunInput):
 
     approve: bool
     reason: str = ""
+    by: str = Field("", description="Who answers (name or e-mail): recorded in the audit trail.")
 
 
 def ask_approval(store: IndexStore, manifest: Manifest, gate: GateResult, timeout: float) -> GateResult:
@@ -36,15 +39,19 @@ def ask_approval(store: IndexStore, manifest: Manifest, gate: GateResult, timeou
     An embedded store is released while the run waits, so serving and ``ragops status`` can open it.
     """
     with store.released():
-        approved, why = await_approval(manifest, gate, timeout)
+        approved, why, approver = await_approval(manifest, gate, timeout)
+    with audit.acting(approver=approver):
+        audit.record(store, manifest.alias, "approval", build=manifest.collection, why=why,
+                     details={"approved": approved})
     return with_approval(gate, approved, why)
 
 
-def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tuple[bool, str]:
+def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tuple[bool, str, str | None]:
     """Pause this flow run until someone approves or refuses the promotion, or ``timeout`` seconds pass.
 
     Returns:
-        (approved, the reason to record: the approver's words, or that the wait timed out).
+        (approved, the reason to record: the approver's words, or that the wait timed out, who answered
+        as they gave it: None when nobody did).
     """
     logger = get_run_logger()
     description = (
@@ -63,7 +70,8 @@ def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tupl
         # own "never resumed"; take the run back so the rejection below is what gets recorded.
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(get_run_context().flow_run.id, Running(), force=True)
-        return False, f"approval timed out after {timeout:.0f}s; candidate rejected"
+        return False, f"approval timed out after {timeout:.0f}s; candidate rejected", None
+    approver = answer.by.strip() or "someone who gave no name"
     if answer.approve:
-        return True, "approved" + (f": {answer.reason}" if answer.reason else "")
-    return False, "refused by approver" + (f": {answer.reason}" if answer.reason else "")
+        return True, "approved" + (f": {answer.reason}" if answer.reason else ""), approver
+    return False, "refused by approver" + (f": {answer.reason}" if answer.reason else ""), approver

@@ -19,6 +19,7 @@ from flows.artifacts import artifact_key
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run
 from flows.steps import drift_checks, load_model
+from rag import audit
 from rag.config import config_file
 from rag.runtime import configure_offline_runtime, lower_cpu_priority
 from rag.store import IndexStore, require_store
@@ -57,6 +58,9 @@ def drift_check(
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
         report = drift_checks(index_store, settings, golden_set, embedder)
+        audit.record(index_store, settings.alias, "drift", build=index_store.alias_target(settings.alias),
+                     why=report.headline, details={"drifted": report.drifted,
+                                                   "checks": [c.model_dump(mode="json") for c in report.checks]})
     publish_drift(report)
     for check in report.checks:
         (logger.warning if check.status == "drift" else logger.info)("%s: %s: %s", check.name, check.status,

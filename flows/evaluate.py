@@ -19,7 +19,7 @@ from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run
 from flows.steps import evaluate_one
-from rag import build
+from rag import audit, build
 from rag.config import Settings
 from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
 from rag.models import GateResult, Manifest
@@ -79,6 +79,10 @@ def evaluate(
             checks, baseline = compare_with_live(index_store, report, live, settings.gate, settings.evaluation,
                                                  golden_set, embedders)
             gate = decide(checks, live, baseline.record)
+        audit.record(index_store, settings.alias, "evaluation", build=collection, why="ragops eval" + (
+            "" if gate is None else f": {'would pass' if gate.passed else 'would fail'} the gate"),
+            details={"metrics": report.record.metrics, "queries": report.record.queries,
+                     "golden_sha256": report.record.golden_sha256})
     for missing in report.missing:
         logger.warning("relevant document not served by %s: %s", version_of(collection), missing)
     verdict = "" if gate is None else ("would pass the gate" if gate.passed else "would fail: " + gate.reason)

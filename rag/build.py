@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 from pydantic import BaseModel, Field
 
+from rag import audit
 from rag.cache import EmbeddingCache
 from rag.chunking import Chunker
 from rag.config import FolderSource, S3Source
@@ -464,7 +465,18 @@ def finish_build(store: IndexStore, manifest: Manifest, progress: BuildProgress)
     if status != "green":
         manifest.state, manifest.error = "failed", f"collection stayed {status} after the bulk load"
     store.write_manifest(manifest)
+    _audit_build(store, manifest)
     return manifest
+
+
+def _audit_build(store: IndexStore, manifest: Manifest) -> None:
+    """The build's entry in the audit trail: what it was made from and under which policy."""
+    # Not the model's install path: the same weights installed elsewhere are the same policy.
+    policy = manifest.model_dump(mode="json", include={"sources", "model", "chunking"}, exclude={"model": {"path"}})
+    audit.record(store, manifest.alias, "build", build=manifest.collection,
+                 why=manifest.error or f"build {manifest.state}",
+                 details={"state": manifest.state, "base": manifest.base, "policy_sha256": audit.policy_hash(policy),
+                          "policy": policy, "counts": manifest.counts.model_dump(mode="json")})
 
 
 @contextmanager
@@ -485,6 +497,8 @@ def fail_build(store: IndexStore, manifest: Manifest, error: str) -> None:
         store.write_manifest(manifest)
     except Exception as exc:  # the original error matters more than this one
         log.warning("could not mark build %s failed: %s", manifest.version, exc)
+        return
+    _audit_build(store, manifest)
 
 
 def record_verdict(
@@ -498,6 +512,12 @@ def record_verdict(
     if not gate.passed and manifest.state == "complete":
         manifest.state, manifest.error = "rejected", gate.reason
     store.write_manifest(manifest)
+    if evaluation is not None:
+        audit.record(store, manifest.alias, "evaluation", build=manifest.collection, why="gate evaluation",
+                     details={"metrics": evaluation.metrics, "queries": evaluation.queries})
+    audit.record(store, manifest.alias, "gate", build=manifest.collection, why=gate.reason,
+                 details={"passed": gate.passed, "live": gate.live, "checks": [c.model_dump(mode="json")
+                                                                              for c in gate.checks]})
     return manifest
 
 

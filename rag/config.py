@@ -523,6 +523,10 @@ class ApiKey(_Section):
                     pattern=r"^[A-Za-z0-9._-]+$", max_length=64)
     sha256: str = Field(description="SHA-256 of the key, hex.", pattern=r"^[0-9a-fA-F]{64}$")
     aliases: list[str] = Field(default_factory=lambda: ["*"], description="Aliases the key may query; `*`: all.")
+    scopes: list[Literal["search", "audit"]] = Field(
+        default_factory=lambda: ["search"], description="What the key may do: `search` (search, version, "
+        "statistics), `audit` (GET /v1/audit: the alias's audit trail).", min_length=1,
+    )
 
 
 class ServeSettings(_Section):

@@ -18,6 +18,7 @@ CACHE_PREFIX = "_ragops_cache__"
 LEDGER_PREFIX = "_ragops_ledger__"
 QUERY_LOG_PREFIX = "_ragops_queries__"
 JOURNAL_PREFIX = "_ragops_parsing__"
+AUDIT_PREFIX = "_ragops_audit__"
 #: one lease record per alias (server stores; embedded stores lock a file instead, rag/locks.py)
 LOCKS_TABLE = "_ragops_locks"
 # Record ids are UUIDv5 of the record's key in this namespace.
@@ -83,6 +84,11 @@ def ledger_table(alias: str) -> str:
 def journal_table(alias: str) -> str:
     """The alias's record of documents being parsed (rag/journal.py)."""
     return JOURNAL_PREFIX + alias
+
+
+def audit_table(alias: str) -> str:
+    """The alias's audit trail (rag/audit.py): append-only, never pruned."""
+    return AUDIT_PREFIX + alias
 
 
 def record_id(key: str) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from rag import audit
 from rag.errors import AliasConflictError, PromotionRefused, StoreError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Manifest, PromotionEvent, VersionInfo, utc_now
@@ -182,6 +183,8 @@ def promote(
         log.warning("alias %s moved to %s, but confirming its record failed: %s", alias, collection, exc)
     _confirm_outgoing(store, expected)
     log.info("alias %s -> %s (was %s): %s", alias, collection, expected, reason)
+    kind = "rollback" if by == "rollback" else "forced_promotion" if forced else "promotion"
+    audit.record(store, alias, kind, build=collection, why=reason, details={"replaced": expected, "command": by})
     return manifest
 
 
@@ -351,7 +354,9 @@ def apply_retention(
             continue
         store.delete_build(collection)
         deleted.append(collection)
-        log.info("retention: deleted %s%s", collection, " (a husk: no run owns it)" if collection in husks else "")
+        why = "a husk: no run owns it" if collection in husks else f"older than the {keep} builds kept (retention)"
+        log.info("retention: deleted %s (%s)", collection, why)
+        audit.record(store, alias, "retention_delete", build=collection, why=why)
     for table in store.orphan_tables(alias):
         store.delete_orphan_table(table)
         deleted.append(table)

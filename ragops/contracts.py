@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SerializerFunctionWrapHandler, model_serializer
 
 from evals.models import DriftReport, QueryResult
+from rag.audit import AuditEvent
 from rag.config import Settings
 from rag.errors import RagopsError
 from rag.locks import LockHolder
@@ -95,6 +96,14 @@ class StatusResponse(BaseModel):
     live: str | None = Field(description="Collection the alias points at; None before the first promotion.")
     versions: list[VersionInfo]
     quarantined: list[DocumentRecord] = Field(description="Live build's documents whose current version failed.")
+
+
+class AuditResponse(BaseModel):
+    """``ragops audit``: the alias's audit trail, oldest first."""
+
+    alias: str
+    since: str | None = Field(description="Only events at or after this time (ISO 8601), as asked; None: all.")
+    events: list[AuditEvent]
 
 
 class RollbackResponse(BaseModel):
@@ -260,6 +269,7 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "reindex": ReindexResponse,
     "query": QueryResponse,
     "status": StatusResponse,
+    "audit": AuditResponse,
     "freshness": FreshnessResponse,
     "rollback": RollbackResponse,
     "unlock": UnlockResponse,

@@ -112,6 +112,23 @@ def render_status(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_audit(r: dict[str, Any]) -> str:
+    """Text form of ``ragops audit``: one line per event, then who, when it matters."""
+    since = f" since {r['since']}" if r.get("since") else ""
+    if not r["events"]:
+        return f"no audit events for alias {r['alias']!r}{since}"
+    lines = [f"audit trail of alias {r['alias']!r}{since} ({len(r['events'])} events):"]
+    for e in r["events"]:
+        by = e["by"]
+        who = by["user"] + "".join(f", {label} {by[key]}" for key, label in (
+            ("approver", "approver"), ("api_key", "API key"), ("flow_run", "flow run"), ("deployment", "deployment"))
+            if by.get(key))
+        build = e["build"].split("__", 1)[-1] if e.get("build") else "-"
+        lines.append(f"  {str(e['at'])[:19].replace('T', ' ')}  {e['kind']:<16} {build:<20} {e['why']}")
+        lines.append(f"      by {who}")
+    return "\n".join(lines)
+
+
 def _metric(manifest: dict[str, Any], name: str) -> str:
     value = ((manifest.get("evaluation") or {}).get("metrics") or {}).get(name)
     return "-" if value is None else f"{value:.3f}"

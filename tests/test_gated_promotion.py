@@ -16,6 +16,7 @@ from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import GateFailed, PromotionRefused
 from rag.store import IndexStore
+from rag.audit import read_trail
 from rag.versions import promote_version
 from ragops.cli import app
 from tests.conftest import ROOT
@@ -179,7 +180,8 @@ def _resume_when_paused(run_name: str, answer: dict, outcome: dict, store_path: 
 def test_approval_pauses_the_run_and_resumes_on_input(tmp_path: Path, settings, store_path: Path) -> None:
     config = _config(tmp_path, settings, gate={"require_approval": True, "approval_timeout": "4m"})
     name, outcome = f"reindex-approve-{uuid.uuid4().hex[:8]}", {}
-    thread = _resume_when_paused(name, {"approve": True, "reason": "looks good to me"}, outcome, store_path)
+    answer = {"approve": True, "reason": "looks good to me", "by": "dana@example.com"}
+    thread = _resume_when_paused(name, answer, outcome, store_path)
 
     summary = reindex.with_options(flow_run_name=name)(config=str(config))
 
@@ -191,6 +193,10 @@ def test_approval_pauses_the_run_and_resumes_on_input(tmp_path: Path, settings, 
     assert alias == summary["collection"]
     assert manifest.promotions[-1].reason.endswith("; approved: looks good to me")
     assert manifest.gate.checks[-1].kind == "approval" and manifest.gate.checks[-1].passed
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        (approval,) = [e for e in read_trail(store, "test") if e.kind == "approval"]
+    assert (approval.by.approver, approval.why, approval.build) == (
+        "dana@example.com", "approved: looks good to me", summary["collection"])
 
 
 def test_approval_that_never_comes_rejects_the_candidate(tmp_path: Path, settings, store_path: Path) -> None:

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 RAGOPS = str(Path(sys.executable).parent / "ragops")
 KEY, OTHER_ALIAS_KEY = "rk_test_key_for_every_alias", "rk_test_key_for_another_alias"
+AUDIT_KEY = "rk_test_key_for_the_audit_trail"
 QUESTION = "how do I undo a bad promotion?"
 
 
@@ -66,7 +67,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
         "chunking": {"max_tokens": 96},
         "serve": {"max_k": 20, "max_query_chars": 600, "max_batch": 4, "follow_every": 1.0,
                   "api_keys": [{"id": "app", "sha256": hash_key(KEY)},
-                               {"id": "other", "sha256": hash_key(OTHER_ALIAS_KEY), "aliases": ["other"]}]},
+                               {"id": "other", "sha256": hash_key(OTHER_ALIAS_KEY), "aliases": ["other"]},
+                               {"id": "auditor", "sha256": hash_key(AUDIT_KEY), "scopes": ["audit"]}]},
     }))
     first = reindex(config=str(config))["version"]
     (corpus / "glossary.txt").write_text((corpus / "glossary.txt").read_text() + "\nRollback: the alias goes back.\n")
@@ -91,7 +93,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
         except subprocess.TimeoutExpired:
             process.kill()
             _, stderr = process.communicate()
-        assert KEY not in stderr and OTHER_ALIAS_KEY not in stderr  # keys never reach the log
+        assert KEY not in stderr and OTHER_ALIAS_KEY not in stderr and AUDIT_KEY not in stderr  # never logged
 
 
 def _error(response: httpx.Response, status: int, kind: str) -> str:
@@ -172,6 +174,24 @@ def test_api_keys_none_wrong_other_alias_and_right(served) -> None:
     assert httpx.post(f"{url}/v1/search", json=query, headers={"X-API-Key": KEY}).status_code == 200
     _error(httpx.get(f"{url}/v1/version"), 401, "unauthorized")
     assert httpx.get(f"{url}/v1/healthz").status_code == 200  # probes need no key
+
+
+def test_the_audit_trail_needs_a_key_with_the_audit_scope(served) -> None:
+    url = served["url"]
+    assert "'audit' scope" in _error(served["client"].get("/v1/audit"), 403, "forbidden")  # a search key
+    _error(httpx.get(f"{url}/v1/audit"), 401, "unauthorized")
+    assert "'search' scope" in _error(httpx.post(f"{url}/v1/search", json={"query": QUESTION},
+                                                 headers={"X-API-Key": AUDIT_KEY}), 403, "forbidden")
+    trail = httpx.get(f"{url}/v1/audit", headers={"X-API-Key": AUDIT_KEY}).json()
+    builds = [e["build"] for e in trail["events"] if e["kind"] == "build"]
+    assert trail["alias"] == "docs" and [b.split("__")[-1] for b in builds] == [served["first"], served["second"]]
+    promotions = [e for e in trail["events"] if e["kind"] == "promotion"]
+    assert promotions[-1]["build"].endswith(served["second"]) and promotions[-1]["by"]["user"]
+    later = httpx.get(f"{url}/v1/audit", params={"since": promotions[-1]["at"]},
+                      headers={"X-API-Key": AUDIT_KEY}).json()["events"]
+    assert promotions[-1] in later and all(e["at"] >= promotions[-1]["at"] for e in later)
+    _error(httpx.get(f"{url}/v1/audit", params={"since": "soon"}, headers={"X-API-Key": AUDIT_KEY}), 422,
+           "invalid_request")
 
 
 @pytest.mark.parametrize(("body", "field"), [

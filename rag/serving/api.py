@@ -20,18 +20,20 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Callable
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from rag.audit import parse_since, read_trail
 from rag.config import Settings
-from rag.errors import RagopsError, StoreError, VersionError
+from rag.errors import ConfigError, RagopsError, StoreError, VersionError
 from rag.freshness import read_freshness
 from rag.models import ModelFingerprint, utc_now
 from rag.serving.auth import Denied, Key, KeyRing, presented_key
 from rag.serving.retriever import Answer, Retriever
 from rag.serving.schema import (
+    AuditTrailResponse,
     BatchSearchRequest,
     BatchSearchResponse,
     ErrorResponse,
@@ -158,14 +160,22 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
     _install_error_handlers(app, service)
     _install_metrics(app, service)
 
-    async def authorized(  # async: a dependency this cheap is not worth a hop to the threadpool
-        authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
-        x_api_key: Annotated[str | None, Header(description="The API key")] = None,
-    ) -> Key | None:
-        try:
-            return service.keys.check(presented_key(authorization, x_api_key), settings.alias)
-        except Denied as exc:
-            raise ServiceError(exc.status, "unauthorized" if exc.status == 401 else "forbidden", str(exc)) from None
+    def requires(scope: str) -> Callable:
+        """The dependency that admits a request whose key may do ``scope`` on the alias."""
+
+        async def authorized(  # async: a dependency this cheap is not worth a hop to the threadpool
+            authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
+            x_api_key: Annotated[str | None, Header(description="The API key")] = None,
+        ) -> Key | None:
+            try:
+                return service.keys.check(presented_key(authorization, x_api_key), settings.alias, scope=scope)
+            except Denied as exc:
+                kind = "unauthorized" if exc.status == 401 else "forbidden"
+                raise ServiceError(exc.status, kind, str(exc)) from None
+
+        return authorized
+
+    authorized, audit_authorized = requires("search"), requires("audit")
 
     def check_query(text: str, field: str) -> None:
         if problem := query_problem(text, serve):
@@ -255,6 +265,22 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
                 last_indexed_at=a.state.last_sync_at, staleness_seconds=a.staleness_seconds,
                 max_staleness_seconds=a.max_staleness_seconds, breach=a.breach,
             ) for a in assessed])
+
+    @app.get("/v1/audit", response_model=AuditTrailResponse, tags=["operations"])
+    def audit_trail(key: Annotated[Key | None, Depends(audit_authorized)],
+                    since: str | None = Query(None, description="ISO 8601 time, or an age: 30m, 12h, 7d.")
+                    ) -> AuditTrailResponse:
+        """The alias's audit trail, oldest first: builds, evaluations, gate verdicts, approvals, promotions,
+        rollbacks, retention deletes, drift checks, each with when, by whom and why. Needs a key with the
+        `audit` scope when keys are configured."""
+        try:
+            start = parse_since(since) if since else None
+        except ConfigError as exc:
+            raise ServiceError(422, "invalid_request", f"since: {exc}") from None
+        retriever = service.ready_retriever()
+        with retriever.reading() as store:
+            events = read_trail(store, settings.alias, since=start)
+        return AuditTrailResponse(alias=settings.alias, since=start.isoformat() if start else None, events=events)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:

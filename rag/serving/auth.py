@@ -25,6 +25,7 @@ class Key:
     id: str
     sha256: str
     aliases: tuple[str, ...]
+    scopes: tuple[str, ...] = ("search",)
 
     def allows(self, alias: str) -> bool:
         return "*" in self.aliases or alias in self.aliases
@@ -52,7 +53,7 @@ class KeyRing:
     """The configured keys; ``check`` finds the key a request presents."""
 
     def __init__(self, serve: ServeSettings) -> None:
-        keys = [Key(k.id, k.sha256.lower(), tuple(k.aliases)) for k in serve.api_keys]
+        keys = [Key(k.id, k.sha256.lower(), tuple(k.aliases), tuple(k.scopes)) for k in serve.api_keys]
         if serve.api_key is not None:
             keys.append(Key("env", hash_key(serve.api_key.get_secret_value()), ("*",)))
         self.keys = keys
@@ -62,11 +63,12 @@ class KeyRing:
         """True when at least one key is configured: every request then needs one."""
         return bool(self.keys)
 
-    def check(self, presented: str | None, alias: str) -> Key | None:
-        """The key ``presented`` if it may query ``alias``; None when no key is configured.
+    def check(self, presented: str | None, alias: str, scope: str = "search") -> Key | None:
+        """The key ``presented`` if it may do ``scope`` on ``alias``; None when no key is configured.
 
         Raises:
-            Denied: no key presented, an unknown key (401), or a key without access to ``alias`` (403).
+            Denied: no key presented, an unknown key (401), or a key without access to ``alias`` or
+                without the scope (403).
         """
         if not self.keys:
             return None
@@ -81,6 +83,8 @@ class KeyRing:
             raise Denied(401, "unknown API key")
         if not found.allows(alias):
             raise Denied(403, f"API key {found.id!r} has no access to alias {alias!r}")
+        if scope not in found.scopes:
+            raise Denied(403, f"API key {found.id!r} lacks the {scope!r} scope (serve.api_keys[].scopes)")
         return found
 
 

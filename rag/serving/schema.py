@@ -10,6 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.audit import AuditEvent
 from rag.config import ServeSettings
 from rag.models import Hit
 from rag.store import FILTER_FIELDS, Between, Condition, Match, Prefix
@@ -168,6 +169,14 @@ class StatisticsResponse(BaseModel):
     alias: str
     version: str
     sources: list[SourceStatistics]
+
+
+class AuditTrailResponse(BaseModel):
+    """The alias's audit trail (rag/audit.py), oldest first: what ``ragops audit --json`` prints."""
+
+    alias: str
+    since: str | None = Field(None, description="Only events at or after this time, as asked.")
+    events: list[AuditEvent]
 
 
 class ErrorDetail(BaseModel):

@@ -93,6 +93,29 @@ def status(*, common: Common) -> None:
     output.emit(response, common.json_output, output.render_status)
 
 
+SinceOption = Annotated[
+    Optional[str],
+    typer.Option("--since", help="Only events at or after this time: ISO 8601 (2026-12-01, 2026-12-01T09:30Z) "
+                 "or an age (30m, 12h, 7d).", show_default=False),
+]
+
+
+@common_options
+def audit(*, since: SinceOption = None, common: Common) -> None:
+    """The alias's audit trail: every build, evaluation, gate verdict, approval, promotion, rollback,
+    retention delete and drift check, with when, by whom and why (oldest first)."""
+    settings = common.settings()
+    from rag.audit import parse_since, read_trail
+    from rag.store import IndexStore
+    from ragops.contracts import AuditResponse
+
+    start = parse_since(since) if since else None
+    with IndexStore.open(settings.store, create=False) as index_store:
+        events = read_trail(index_store, settings.alias, since=start)
+    response = AuditResponse(alias=settings.alias, since=start.isoformat() if start else None, events=events)
+    output.emit(response, common.json_output, output.render_audit)
+
+
 @common_options
 def rollback(
     *,
