@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rag.errors import StoreError
 from rag.models import ModelFingerprint
 from rag.names import cache_table, cache_tables_of
 from rag.store import IndexStore, Row
@@ -50,16 +51,26 @@ def prune_caches(store: IndexStore, alias: str) -> int:
     Returns:
         How many cached vectors were deleted.
     """
-    in_use: dict[str, set[str]] = {}
+    in_use: dict[str, set[str] | None] = {}  # None: a build of that model could not be read, keep it all
     for build in store.list_builds(alias):
         manifest = store.read_manifest(build)
         if manifest is None:
             continue
-        in_use.setdefault(cache_table(alias, manifest.model), set()).update(store.text_hashes(build))
+        table = cache_table(alias, manifest.model)
+        try:
+            hashes = store.text_hashes(build)
+        except StoreError as exc:  # a damaged build: what it uses is unknown, so nothing of its model goes
+            log.warning("embedding cache: not pruning %s: build %s cannot be read (%s)", table, build, exc)
+            in_use[table] = None
+            continue
+        if table not in in_use or in_use[table] is not None:
+            in_use[table] = (in_use.get(table) or set()) | set(hashes)
     deleted = 0
     for table in store.tables(cache_tables_of(alias)):
         if table not in in_use:
             deleted += store.drop_table(table)
+            continue
+        if in_use[table] is None:
             continue
         stale = [h for p in store.scan_rows(table, fields=["text_hash"])
                  if (h := p.payload.get("text_hash", "")) not in in_use[table]]

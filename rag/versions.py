@@ -227,13 +227,16 @@ def promote_version(store: IndexStore, alias: str, version: str, *, force: bool 
     Raises:
         PromotionRefused: the build was rejected by its gate, was never gated, or fails a sanity check
             (and no ``force``).
-        VersionError: no such version, it is already live, it is incomplete, or ``force`` lacks a reason.
+        VersionError: no such version, it is already live, it is incomplete or damaged, or ``force``
+            lacks a reason.
         AliasConflictError: the alias moved meanwhile.
     """
     collection = resolve_collection(store, alias, version)
     manifest = _manifest(store, collection)
     if manifest.state in ("building", "failed"):
         raise VersionError(f"build {manifest.version} is {manifest.state} (incomplete); it can never be promoted")
+    if damage := store.damage(collection, deep=True):  # not even with --force: it would serve what it no longer holds
+        raise VersionError(f"build {manifest.version} is damaged ({damage}); it cannot be promoted")
     if force and not reason.strip():
         raise VersionError("--force needs --reason TEXT: the override is recorded in the build's manifest")
     if not force:
@@ -294,6 +297,9 @@ def rollback(store: IndexStore, alias: str, to: str | None = None) -> tuple[str,
     target_manifest = _manifest(store, target)
     if target_manifest.state != "complete":
         raise VersionError(f"cannot roll back to {version_of(target)}: it is {target_manifest.state}")
+    if damage := store.damage(target, deep=True):
+        raise VersionError(f"cannot roll back to {version_of(target)}: it is damaged ({damage}); pass --to "
+                           "another version (see `ragops status`)")
     promote(store, alias, target, expected=live, by="rollback", reason=f"rollback from {version_of(live)}")
     return live, target
 

@@ -29,12 +29,16 @@ DEMO = DEMO_CORPUS.parent
 def _guarded_env(tmp_path: Path, log: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_API"))}
     env.update(PYTHONPATH=os.pathsep.join([str(GUARD), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               RAGOPS_SOCKET_LOG=str(log), PREFECT_HOME=str(tmp_path / "prefect"))
+               SOCKET_GUARD_LOG=str(log), PREFECT_HOME=str(tmp_path / "prefect"))
     return env
 
 
-def _attempts(log: Path) -> list[dict]:
+def _records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _attempts(log: Path) -> list[dict]:
+    return [r for r in _records(log) if r["what"] != "guarded"]
 
 
 def test_the_guard_sees_an_outbound_attempt(tmp_path: Path) -> None:
@@ -81,6 +85,9 @@ def test_reindex_eval_drift_and_serve_make_no_outbound_connection(tmp_path: Path
         server.terminate()
         server.wait(timeout=30)
 
+    guarded = " ".join(" ".join(r["argv"]) for r in _records(log) if r["what"] == "guarded")
+    for process in ("reindex", "eval", "drift", "serve", "rag.sandbox", "uvicorn"):  # the CLI, parser, Prefect API
+        assert process in guarded, f"no {process} process ran under the guard: {guarded}"
     attempts = _attempts(log)
     assert attempts == [], "\n".join(f"{a['what']} {a['target']} (pid {a['pid']}):\n{''.join(a['stack'])}"
                                      for a in attempts[:3])

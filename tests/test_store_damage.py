@@ -16,9 +16,11 @@ import pytest
 
 from flows.reindex import reindex
 from rag.config import StoreSettings
+from rag.errors import VersionError
 from rag.names import docs_collection
 from rag.serving import Retriever
 from rag.store import IndexStore
+from rag.versions import rollback
 from tests.helpers import assert_same_index, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -90,7 +92,8 @@ def test_a_damaged_old_build_is_named_and_the_live_one_still_serves(damaged, kin
     _damage(kind, store, old)
 
     shown = _status(store)
-    assert shown[live] is None and shown[old], shown
+    # status reads the live build's document table only (it lists its quarantined documents)
+    assert shown[live] is None and (shown[old] or kind == "document table"), shown
     with Retriever(alias=ALIAS, store=str(store)) as retriever:
         assert retriever.search("when are seals replaced?", k=1)[0].doc_id == "corpus/seals.md"
     summary = reindex(sources=[str(corpus)], store=str(store), alias=ALIAS)
@@ -111,6 +114,9 @@ def test_a_damaged_live_build_is_not_trusted_and_a_reindex_rebuilds_it_from_the_
     assert summary["counts"]["chunks_embedded"] == 0  # every vector came from the embedding cache
     assert_same_index(snapshot(store, ALIAS), before)
     assert _status(store)[summary["collection"]] is None
+    with IndexStore.open(StoreSettings(location=str(store))) as opened:  # the damaged build is no way back
+        with pytest.raises(VersionError, match=f"cannot roll back to {live.split('__')[1]}: it is damaged"):
+            rollback(opened, ALIAS)
 
 
 def test_an_alias_pointing_at_no_build_is_named_and_a_reindex_repoints_it(damaged) -> None:
@@ -126,3 +132,16 @@ def test_an_alias_pointing_at_no_build_is_named_and_a_reindex_repoints_it(damage
     assert_same_index(snapshot(store, ALIAS), before)
     with IndexStore.open(StoreSettings(location=str(store))) as opened:
         assert opened.alias_target(ALIAS) == summary["collection"]
+
+
+def test_rolled_back_onto_a_build_whose_document_table_is_damaged_status_names_it(damaged) -> None:
+    corpus, store, old, live = damaged
+    _damage("document table", store, old)
+    rolled = subprocess.run([sys.executable, "-m", "ragops", "rollback", "--store", str(store), "--alias", ALIAS],
+                            capture_output=True, text=True, timeout=120)
+    assert rolled.returncode == 0, rolled.stderr[-2000:]
+
+    assert "is damaged (not JSON" in _status(store)[old]
+    summary = reindex(sources=[str(corpus)], store=str(store), alias=ALIAS)
+    assert summary["promoted"] and summary["counts"]["chunks_embedded"] == 0
+    assert _status(store)[summary["collection"]] is None

@@ -1,6 +1,6 @@
 """A socket guard for every Python process a test starts (on ``PYTHONPATH``, Python imports this at
 startup): each connection or name lookup that leaves the machine is refused and written, one JSON line
-per attempt with the process and a short stack, to the file named by ``RAGOPS_SOCKET_LOG``.
+per attempt with the process and a short stack, to the file named by ``SOCKET_GUARD_LOG``.
 
 Loopback (127.0.0.0/8, ::1, localhost) and Unix sockets pass: the Prefect API, the query service and
 the S3 test server listen there. tests/test_offline.py reads the file.
@@ -12,9 +12,10 @@ import ipaddress
 import json
 import os
 import socket
+import sys
 import traceback
 
-_LOG = os.environ.get("RAGOPS_SOCKET_LOG")
+_LOG = os.environ.get("SOCKET_GUARD_LOG")
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
 
 
@@ -39,11 +40,22 @@ def _is_address(host: object) -> bool:
     return True
 
 
-def _refuse(what: str, target: object) -> None:
-    record = {"pid": os.getpid(), "what": what, "target": repr(target),
-              "stack": traceback.format_stack(limit=8)[:-2]}
+def _command_line() -> list[str]:
+    # sys.argv is not set yet when this runs (``-m module`` shows as "-m"): ask the kernel.
+    try:
+        with open("/proc/self/cmdline", "rb") as handle:
+            return [part.decode(errors="replace") for part in handle.read().split(b"\0")[:6]]
+    except OSError:
+        return list(sys.argv[:4])
+
+
+def _write(record: dict) -> None:
     with open(_LOG, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json.dumps({"pid": os.getpid(), **record}) + "\n")
+
+
+def _refuse(what: str, target: object) -> None:
+    _write({"what": what, "target": repr(target), "stack": traceback.format_stack(limit=8)[:-2]})
     raise OSError(f"outbound network blocked by the test suite's socket guard: {what} {target!r}")
 
 
@@ -71,3 +83,4 @@ def _install() -> None:
 
 if _LOG:
     _install()
+    _write({"what": "guarded", "argv": _command_line()})  # which processes ran under the guard
