@@ -18,7 +18,15 @@ from pydantic import BaseModel
 
 from rag.config import StoreSettings
 from rag.errors import ConfigError
-from rag.names import CACHE_PREFIX, JOURNAL_PREFIX, LEDGER_PREFIX, LOCKS_TABLE, QUERY_LOG_PREFIX, docs_collection
+from rag.names import (
+    AUDIT_PREFIX,
+    CACHE_PREFIX,
+    JOURNAL_PREFIX,
+    LEDGER_PREFIX,
+    LOCKS_TABLE,
+    QUERY_LOG_PREFIX,
+    docs_collection,
+)
 from rag.store import IndexStore, Point, Row
 from rag.store_edge import is_local_mode
 
@@ -46,6 +54,7 @@ _KEYS: dict[str, Callable[[Point], str]] = {
     LEDGER_PREFIX: lambda p: f"source:{p.payload['name']}",
     QUERY_LOG_PREFIX: lambda p: p.payload.get("id", p.id),
     JOURNAL_PREFIX: lambda p: p.payload["doc_id"],
+    AUDIT_PREFIX: lambda p: f"{p.payload['at']}-{p.id}",  # unique, and sorts by time as the originals did
 }
 
 
