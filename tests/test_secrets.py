@@ -214,3 +214,40 @@ def test_a_store_password_never_reaches_prefect(corpus: Path) -> None:
     assert run.state.is_failed() and "127.0.0.1:9" in run.state.message
     assert SECRET not in json.dumps(run.parameters) and SECRET not in run.state.message
     assert logs and not [log.message for log in logs if SECRET in log.message]
+
+
+@pytest.mark.slow
+def test_no_secret_anywhere_after_a_reindex_an_eval_and_the_reporting_commands(tmp_path: Path) -> None:
+    """Every kind of secret set at once (the Qdrant API key, the LLM judge's key and its URL password,
+    the service's key), then the commands a user runs: none of the values is in any command's output
+    (--json and text, stdout and stderr), nor in any byte of the store's folder (manifests, audit
+    trail, tables) or of PREFECT_HOME (flow run parameters, logs, artifacts)."""
+    import shutil
+
+    import yaml
+
+    demo = Path(__file__).resolve().parents[1] / "demo"
+    shutil.copytree(demo / "corpus", tmp_path / "corpus")
+    shutil.copy(demo / "golden.yaml", tmp_path / "golden.yaml")
+    settings = yaml.safe_load((demo / "ragops.yaml").read_text())
+    settings["store"]["location"] = "store"
+    settings["evaluation"]["llm"] = {"base_url": "http://judge:jUdGePaSs-77@127.0.0.1:9/v1", "model": "m",
+                                     "timeout": 3, "max_queries": 2}
+    (tmp_path / "ragops.yaml").write_text(yaml.safe_dump(settings))
+    secrets = {"RAGOPS_STORE__API_KEY": "qDrAnTkEy-11", "RAGOPS_EVALUATION__LLM__API_KEY": "sk-jUdGeKeY-22",
+               "RAGOPS_SERVE__API_KEY": "rk_sErViCeKeY-33"}
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), **secrets}
+    config = ["--config", str(tmp_path / "ragops.yaml")]
+    outputs = []
+    for command in (["reindex", "--json"], ["eval", "--json"], ["eval"], ["status", "--json"], ["status"],
+                    ["audit", "--json"], ["config", "--json"], ["config"], ["query", "--json", "rollback"]):
+        done = ragops(*command, *config, env=env)
+        assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
+        outputs.append((command, done.stdout + done.stderr))
+    values = [*secrets.values(), "jUdGePaSs-77"]
+    for command, text in outputs:
+        assert not [v for v in values if v in text], command
+    assert "***" in dict((tuple(c), t) for c, t in outputs)[("config",)]  # masked, not merely absent
+    leaks = [(path, value) for folder in (tmp_path / "store", tmp_path / "prefect") for path in folder.rglob("*")
+             if path.is_file() for value in values if value.encode() in path.read_bytes()]
+    assert not leaks, leaks
