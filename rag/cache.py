@@ -63,8 +63,8 @@ def prune_caches(store: IndexStore, alias: str) -> int:
             log.warning("embedding cache: not pruning %s: build %s cannot be read (%s)", table, build, exc)
             in_use[table] = None
             continue
-        if table not in in_use or in_use[table] is not None:
-            in_use[table] = (in_use.get(table) or set()) | set(hashes)
+        if in_use.get(table, set()) is not None:
+            in_use.setdefault(table, set()).update(hashes)
     deleted = 0
     for table in store.tables(cache_tables_of(alias)):
         if table not in in_use:
