@@ -88,6 +88,21 @@ def publish_verdict(alias: str, version: str, gate: GateResult, report: Evaluati
         publish_evaluation(alias, report, "PASSED" if gate.passed else "FAILED: " + gate.reason)
 
 
+def _redaction_rows(summary: BuildSummary, shown: int = 100) -> list[str]:
+    """Counts of redacted values by entity type and by document: never a value."""
+    c = summary.counts
+    if not c.redacted:
+        return []
+    entities = sorted(c.redacted)
+    rows = [f"| {doc_id} | " + " | ".join(str(counts.get(e, 0)) for e in entities) + " |"
+            for doc_id, counts in sorted(summary.redacted.items())[:shown]]
+    more = len(summary.redacted) - shown
+    return ["", f"## Redacted values ({c.documents_redacted} documents)", "",
+            "| document | " + " | ".join(entities) + " |", "|---|" + "---|" * len(entities),
+            "| **all** | " + " | ".join(str(c.redacted[e]) for e in entities) + " |", *rows]\
+        + ([f"\nand {more} more documents (`ragops reindex --json`: redacted)"] if more > 0 else [])
+
+
 def publish_summary(summary: BuildSummary, assessed: list[SourceFreshness]) -> None:
     """The run summary (Markdown) and source freshness (table)."""
     c = summary.counts
@@ -109,6 +124,7 @@ def publish_summary(summary: BuildSummary, assessed: list[SourceFreshness]) -> N
         + [f"\n> {note}" for note in summary.notes]
         + (["", "## Quarantined documents", "", "| document | stage | reason |", "|---|---|---|", failures]
            if failures else [])
+        + _redaction_rows(summary)
     )
     create_markdown_artifact(markdown=markdown, key=artifact_key("reindex", summary.alias),
                              description=summary_headline(summary))

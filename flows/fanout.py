@@ -13,7 +13,7 @@ flight at once, which bounds memory.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import connectors
 from flows.steps import embed_batch, prepare_batch, write_batch
@@ -24,6 +24,7 @@ from rag.config import PipelineSettings, Settings
 from rag.embedding import Embedder
 from rag.models import Manifest, utc_now
 from rag.plan import WorkItem
+from rag.redaction import Redactor
 from rag.sandbox import ParseSandbox
 from rag.store import IndexStore
 
@@ -41,6 +42,7 @@ def dask_runner(pipeline: PipelineSettings):
 def index_on_dask(
     store: IndexStore, settings: Settings, manifest: Manifest, batches: Sequence[Sequence[WorkItem]],
     embedder: Embedder, chunker: Chunker, cache: EmbeddingCache, sandbox: ParseSandbox,
+    redactors: Mapping[str, Redactor] | None = None,
 ) -> Iterator[build.BatchReport]:
     """Index the batches with preparation and embedding on the cluster; yields each batch's report in order."""
     fetch = connectors.Fetcher(settings.sources)  # a fresh one: it travels to the workers
@@ -50,7 +52,8 @@ def index_on_dask(
             prepared = [
                 runner.submit(prepare_batch, parameters={"items": list(items), "chunker": chunker, "fetch": fetch,
                                                          "version": manifest.version, "max_bytes": max_bytes,
-                                                         "now": utc_now(), "sandbox": sandbox})
+                                                         "now": utc_now(), "sandbox": sandbox,
+                                                         "redactors": redactors})
                 for items in group
             ]
             pending = []

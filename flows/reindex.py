@@ -50,6 +50,7 @@ from rag.models import BuildSummary, Manifest, utc_now
 from rag.names import version_of
 from rag.parsing import describe_parsing, parser_group
 from rag.plan import BuildPlan, require_a_listing
+from rag.redaction import Redactor, redactors_for
 from rag.runtime import configure_offline_runtime, lower_cpu_priority
 from rag.sandbox import ParseSandbox, shared_sandbox
 from rag.store import IndexStore
@@ -101,13 +102,16 @@ def reindex(
     settings.require_sources()
     lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
     golden_set = load_golden(settings)  # first: a typo in it should cost milliseconds, not a build
+    redactors = redactors_for(settings.sources)  # likewise a missing redaction key
     if golden_set is None:
         get_run_logger().warning("no golden set (evaluation.golden): promotion is gated on sanity checks only")
     with alias_lock(settings.store, settings.alias):  # one run per alias at a time: a second one waits here
-        return _reindex(settings, golden_set, full_rebuild=full_rebuild, promote=promote).model_dump(mode="json")
+        return _reindex(settings, golden_set, redactors, full_rebuild=full_rebuild,
+                        promote=promote).model_dump(mode="json")
 
 
-def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool, promote: bool) -> BuildSummary:
+def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, Redactor], *, full_rebuild: bool,
+             promote: bool) -> BuildSummary:
     """The whole operation, while holding the alias's lock: list, plan, build, gate, promote, retain, record."""
     logger, started = get_run_logger(), time.perf_counter()
     embedder = load_model(settings.embedding)
@@ -119,14 +123,15 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
         require_a_listing(listings)
         progress.timings.list = time.perf_counter() - started
         start = plan_build(store, settings.alias, listings, embedder.fingerprint, policy,
-                           full_rebuild=full_rebuild, now=utc_now())
+                           full_rebuild=full_rebuild, now=utc_now(),
+                           redaction={name: r.policy for name, r in redactors.items()})
         _log_plan(start.plan)
         if start.nothing_changed:
             outcome = result.nothing_changed(start.plan, start.base_manifest)
         else:
             progress.counts = result.planned_counts(start.plan)
             sandbox = _start_sandbox(settings, start.plan)
-            candidate = _build(store, settings, start.plan, embedder, chunker, policy, sandbox, progress)
+            candidate = _build(store, settings, start.plan, embedder, chunker, policy, sandbox, progress, redactors)
             gating = time.perf_counter()
             compared_to = None if start.live_damage else start.live  # a damaged build is no yardstick
             outcome = _gate(store, settings, candidate, compared_to, start.deleted_from_live, golden, embedder,
@@ -143,7 +148,8 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
         states = record_freshness(store, settings.alias, settings.sources, listings)
     progress.timings.total = time.perf_counter() - started
     summary = result.summarize(settings.alias, start.plan, outcome, timings=progress.timings,
-                               failures=progress.failures, previous=start.live, deleted=deleted, sources=states)
+                               failures=progress.failures, previous=start.live, deleted=deleted, sources=states,
+                               redacted=progress.redacted)
     assessed = assess({s.name: s for s in states}, settings.sources, utc_now())
     publish_summary(summary, assessed)
     logger.info("%s", result.headline(summary))
@@ -154,12 +160,13 @@ def _reindex(settings: Settings, golden: GoldenSet | None, *, full_rebuild: bool
 
 
 def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Embedder, chunker: Chunker,
-           policy: dict, sandbox: ParseSandbox, progress: build.BuildProgress) -> Manifest:
+           policy: dict, sandbox: ParseSandbox, progress: build.BuildProgress,
+           redactors: dict[str, Redactor]) -> Manifest:
     """Write a new build from the plan: begin, carry, prepare and write, finish. Its manifest tells the truth
     whatever happens (a failure marks it failed)."""
     logger = get_run_logger()
     manifest = begin_build(store, settings.alias, settings.sources, embedder.fingerprint, policy,
-                           plan.base)
+                           plan.base, redactors)
     with build.failing_on_error(store, manifest):
         for batch in build.batched(plan.carry, CARRY_BATCH):
             progress.add(carry_documents(store, plan.base, manifest.collection, batch))
@@ -168,14 +175,14 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
         batches = list(build.batched(plan.work, settings.pipeline.batch_documents))
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
         if settings.pipeline.task_runner == "dask":
-            reports = index_on_dask(store, settings, manifest, batches, embedder, chunker, cache, sandbox)
+            reports = index_on_dask(store, settings, manifest, batches, embedder, chunker, cache, sandbox, redactors)
         else:
             pipeline = settings.pipeline
             reports = build.index_batches(
                 store, manifest, batches, embedder, chunker, cache, connectors.Fetcher(settings.sources),
                 max_bytes=int(pipeline.max_file_mb * 1_000_000), sandbox=sandbox,
                 journal=ParseJournal(store, settings.alias), max_attempts=pipeline.max_parse_attempts,
-                prepare=prepare_batch, write=write_batch)
+                prepare=prepare_batch, write=write_batch, redactors=redactors)
         meter, done, chunks = build.Throughput(len(plan.work)), 0, 0
         for items, report in zip(batches, reports):
             progress.add(report)

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -62,6 +62,8 @@ from rag.models import (
 from rag.names import collection_name, docs_collection
 from rag.parsing import check_size
 from rag.plan import BuildPlan, Listing, WorkItem, choose_base, deleted_at_source, plan_build
+from rag.redaction import Redactor
+from rag.redaction import describe as describe_redaction
 from rag.sandbox import ParseSandbox
 from rag.secrets import redact_url
 from rag.store import IndexStore
@@ -137,6 +139,7 @@ class BuildProgress(BaseModel):
     counts: Counts = Field(default_factory=Counts)
     failures: list[Failure] = Field(default_factory=list)
     timings: StageTimings = Field(default_factory=StageTimings)
+    redacted: dict[str, dict[str, int]] = Field(default_factory=dict, description="Redaction counts per document.")
 
     def add(self, report: BatchReport) -> None:
         """Fold a batch's report into the totals."""
@@ -145,8 +148,14 @@ class BuildProgress(BaseModel):
         self.counts.chunks += report.chunks
         self.counts.chunks_embedded += report.chunks_embedded
         self.counts.chunks_reused += report.chunks_reused
+        for record in report.records:
+            if record.redacted and record.chunks:
+                self.redacted[record.doc_id] = record.redacted
+                self.counts.documents_redacted += 1
+                for entity, count in record.redacted.items():
+                    self.counts.redacted[entity] = self.counts.redacted.get(entity, 0) + count
         self.failures.extend(report.failures)
-        for stage in ("fetch", "parse", "chunk", "embed", "write", "reuse"):
+        for stage in ("fetch", "parse", "redact", "chunk", "embed", "write", "reuse"):
             setattr(self.timings, stage, getattr(self.timings, stage) + getattr(report.timings, stage))
 
 
@@ -167,9 +176,11 @@ class StartingPoint(BaseModel):
 
 def plan_against_store(
     store: IndexStore, alias: str, listings: Sequence[Listing], fingerprint: ModelFingerprint, chunking: dict,
-    *, full_rebuild: bool, now: datetime,
+    *, full_rebuild: bool, now: datetime, redaction: Mapping[str, str | None] | None = None,
 ) -> StartingPoint:
     """Read what the store holds of the alias and plan the build (``rag.plan``). Reads only.
+
+    ``redaction``: each redacting source's policy id (``rag.plan.plan_build``).
 
     A damaged build (``IndexStore.damage``, deep checks) is never the base, and a damaged live build is
     never "unchanged": the run rebuilds it, with vectors from the embedding cache.
@@ -190,7 +201,7 @@ def plan_against_store(
             manifests = [m for m in manifests if m is None or m.collection != base]
     base_records = store.read_records(base) if base else {}
     live_records = base_records if base == live else store.read_records(live) if live and not live_damage else {}
-    plan = plan_build(listings, base, base_records, now)
+    plan = plan_build(listings, base, base_records, now, redaction)
     plan.notes[:0] = notes
     return StartingPoint(
         live=live, plan=plan, base_manifest=store.read_manifest(base) if base else None,
@@ -200,9 +211,14 @@ def plan_against_store(
 
 def begin_build(
     store: IndexStore, alias: str, sources: Sequence[FolderSource | S3Source], fingerprint: ModelFingerprint,
-    chunking: dict, base: str | None = None,
+    chunking: dict, base: str | None = None, redactors: Mapping[str, Redactor] | None = None,
 ) -> Manifest:
-    """Create the empty collection (and document table) of a new build, manifest state "building"."""
+    """Create the empty collection (and document table) of a new build, manifest state "building".
+
+    Each source's entry names its redaction (entities, mode, policy id), so the audit trail's policy
+    hash of the build covers it.
+    """
+    redaction = describe_redaction(redactors or {})
     version = new_version(store, alias)
     manifest = Manifest(
         alias=alias,
@@ -211,7 +227,7 @@ def begin_build(
         created_at=utc_now(),
         model=fingerprint,
         chunking=chunking,
-        sources=[{"name": s.name, "kind": s.kind, "uri": s.uri} for s in sources],
+        sources=[{"name": s.name, "kind": s.kind, "uri": s.uri, "redact": redaction.get(s.name)} for s in sources],
         base=base,
     )
     store.create_build(manifest)
@@ -257,6 +273,7 @@ class PreparedBatch(BaseModel):
 def prepare_batch(
     items: Sequence[WorkItem], chunker: Chunker, fetch: Fetch, *, version: str, max_bytes: int, now: datetime,
     sandbox: ParseSandbox, journal: ParseJournal | None = None, max_attempts: int = 2,
+    redactors: Mapping[str, Redactor] | None = None,
 ) -> PreparedBatch:
     """Fetch, parse and chunk new or changed documents. Touches no store without a journal, so it can
     run anywhere.
@@ -269,6 +286,8 @@ def prepare_batch(
         sandbox: parses each document in a child process, within time and memory bounds.
         journal: records each document before it is parsed (rag/journal.py); a version that
             ``max_attempts`` runs died parsing is quarantined instead of parsed again.
+        redactors: by source name, for sources that redact (rag/redaction.py): their documents' text
+            is redacted right after parsing, so nothing after (hashes, chunks, vectors) sees the original.
     """
     batch = PreparedBatch(items=list(items))
     with tempfile.TemporaryDirectory(prefix="ragops-fetch-") as folder:
@@ -280,10 +299,17 @@ def prepare_batch(
                     local = ref.model_copy(update={"path": fetch(ref, Path(folder))})
                 with _timed(batch.timings, "parse"):
                     elements = _parse(sandbox, journal, local, max_bytes, max_attempts)
+                redactor = (redactors or {}).get(ref.source)
+                redaction = {"redaction": redactor.policy if redactor else None, "redacted": {}}
+                if redactor is not None:
+                    with _timed(batch.timings, "redact"):
+                        elements, found = redactor.redact(elements)
+                    redaction["redacted"] = dict(sorted(found.items()))
                 content_hash = hash_text(element.text for element in elements)
                 if previous and previous.chunks and previous.content_hash == content_hash:
-                    # Only the listing signal moved (touch, identical re-upload): same chunks, same vectors.
-                    batch.keep.append(previous.model_copy(update=_seen(ref, now) | {"quarantine": None}))
+                    # Only the listing signal (or a redaction policy that changes nothing here) moved: same
+                    # chunks, same vectors.
+                    batch.keep.append(previous.model_copy(update=_seen(ref, now) | redaction | {"quarantine": None}))
                     continue
                 with _timed(batch.timings, "chunk"):
                     chunks = chunker.chunk(ref, elements)
@@ -291,7 +317,7 @@ def prepare_batch(
                     doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal,
                     content_hash=content_hash, modified=ref.modified,
                     first_seen=previous.first_seen if previous else now, last_seen=now,
-                    indexed_at=now, indexed_in=version, chunks=len(chunks),
+                    indexed_at=now, indexed_in=version, chunks=len(chunks), **redaction,
                 )
                 batch.fresh.append((record, chunks))
             except DocumentError as exc:
@@ -407,6 +433,7 @@ def index_batches(
     max_attempts: int = 2,
     prepare: Callable[..., PreparedBatch] | None = None,
     write: Callable[..., BatchReport] | None = None,
+    redactors: Mapping[str, Redactor] | None = None,
 ) -> Iterator[BatchReport]:
     """``prepare_batch`` then ``write_batch`` for each batch, with the next batch parsed while the current
     one embeds.
@@ -420,6 +447,7 @@ def index_batches(
     Args:
         prepare, write: ``prepare_batch`` and ``write_batch`` (the default), or wrappers of them with
             the same signature (the flow passes its Prefect tasks, which retry transient errors).
+        redactors: by source name (``prepare_batch``).
     """
     prepare, write = prepare or prepare_batch, write or write_batch
 
@@ -433,13 +461,15 @@ def index_batches(
         vectors = embedded_elsewhere(texts, embedding)
         return write(store, manifest, batch, precomputed(vectors, embedder), cache, utc_now())
 
-    if batches:  # its imports run while the first documents parse in the sandbox's child
-        threading.Thread(target=_warm_up, args=(chunker,), name="ragops-chunker-warm-up", daemon=True).start()
+    if batches:  # their imports run while the first documents parse in the sandbox's child
+        needed = {item.ref.source for items in batches for item in items}
+        warm = [chunker, *(r for name, r in (redactors or {}).items() if name in needed)]
+        threading.Thread(target=_warm_up, args=(warm,), name="ragops-warm-up", daemon=True).start()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragops-embed") as encoder:
         pending: tuple[PreparedBatch, dict[str, str], Future | None] | None = None
         for items in batches:
             batch = prepare(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=utc_now(),
-                            sandbox=sandbox, journal=journal, max_attempts=max_attempts)
+                            sandbox=sandbox, journal=journal, max_attempts=max_attempts, redactors=redactors)
             texts = uncached_texts(batch, cache)
             embedding = encoder.submit(embed, batch, list(texts.values())) if texts else None
             if pending is not None:
@@ -598,11 +628,12 @@ def _vectors_for(
     return vectors, failed
 
 
-def _warm_up(chunker: Chunker) -> None:
-    try:
-        chunker.warm_up()
-    except Exception as exc:  # noqa: BLE001 - the first real chunk meets the same problem and reports it
-        log.debug("warming up the chunker failed: %s", exc)
+def _warm_up(parts: Sequence[Chunker | Redactor]) -> None:
+    for part in parts:
+        try:
+            part.warm_up()
+        except Exception as exc:  # noqa: BLE001 - the first real document meets the same problem and reports it
+            log.debug("warming up %s failed: %s", type(part).__name__, exc)
 
 
 @contextmanager

@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from rag.errors import ConfigError
+from rag.redaction import SUPPORTED_ENTITIES
 from rag.secrets import mask
 
 ENV_PREFIX = "RAGOPS_"
@@ -70,6 +71,43 @@ def _parse_duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 
 
+class RedactSettings(_Section):
+    """Personal data replaced before anything of a source's documents is embedded or stored (rag/redaction.py)."""
+
+    entities: list[str] = Field(
+        min_length=1,
+        description="Presidio entity types to redact, e.g. [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE]. "
+        "PERSON, LOCATION, NRP, ORGANIZATION and DATE_TIME run spaCy's named-entity recognizer (~30x slower).",
+    )
+    mode: Literal["mask", "hash"] = Field(
+        "mask",
+        description="mask: the type (<EMAIL_ADDRESS>). hash: the type and a keyed hash of the value "
+        "(<EMAIL_ADDRESS:1f0c...>), equal values alike.",
+    )
+    key_env: str = Field(
+        "PII_REDACTION_KEY",
+        description="Environment variable holding the key of mode hash (never in this file). Changing the key "
+        "re-processes the source's documents. Not a RAGOPS_* name: those are read as settings.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    )
+
+    @field_validator("key_env")
+    @classmethod
+    def _not_a_setting(cls, name: str) -> str:
+        if name.upper().startswith("RAGOPS_"):
+            raise ValueError(f"{name}: RAGOPS_* variables are read as settings; name the key's variable otherwise")
+        return name
+
+    @field_validator("entities")
+    @classmethod
+    def _known_entities(cls, entities: list[str]) -> list[str]:
+        names = [name.strip().upper() for name in entities]
+        unknown = [name for name in names if name not in SUPPORTED_ENTITIES]
+        if unknown:
+            raise ValueError(f"unknown entity types {unknown}; supported: {', '.join(sorted(SUPPORTED_ENTITIES))}")
+        return sorted(set(names))
+
+
 class _Source(_Section):
     name: str = Field(
         "",
@@ -89,6 +127,11 @@ class _Source(_Section):
         None,
         description="Longest the live index may lag behind this source (e.g. 30m, 6h, 2d). Unset: no limit. "
         "A refresh that ends with the source staler than this fails.",
+    )
+    redact: RedactSettings | None = Field(
+        None,
+        description="Redact personal data (Presidio) after parsing, before chunking, embedding and storage. "
+        "Unset: no redaction. Changing it re-processes this source's documents.",
     )
 
 

@@ -23,7 +23,7 @@ _POINT_NAMESPACE = uuid.UUID("6f1c1f0e-3c36-4d3e-9d55-2a8c7a0f5b11")
 
 BuildState = Literal["building", "complete", "failed", "rejected"]
 RunState = Literal["building", "complete", "failed", "rejected", "unchanged"]
-FailureStage = Literal["fetch", "parse", "chunk", "embed"]
+FailureStage = Literal["fetch", "parse", "redact", "chunk", "embed"]
 
 
 def chunk_point_id(doc_id: str, chunk_index: int) -> str:
@@ -74,6 +74,12 @@ class DocumentRecord(BaseModel):
     indexed_in: str | None = Field(None, description="Build version that first held these chunks.")
     chunks: int = Field(0, description="Chunks of the document in the build (0 if it never indexed).")
     quarantine: Quarantine | None = None
+    redaction: str | None = Field(
+        None, description="Id of the redaction policy its chunks were made under (rag.redaction); None: unredacted."
+    )
+    redacted: dict[str, int] = Field(
+        default_factory=dict, description="Values redacted from it, by entity type (counts, never values)."
+    )
 
     @property
     def point_ids(self) -> list[str]:
@@ -178,12 +184,18 @@ class Counts(BaseModel):
     documents_indexed: int = Field(0, description="Documents with chunks in the build.")
     documents_failed: int = Field(0, description="Documents whose current version is quarantined.")
     documents_new: int = 0
-    documents_changed: int = Field(0, description="Listed with a moved signal (re-parsed).")
+    documents_changed: int = Field(
+        0, description="Listed with a moved signal, or held under other redaction settings (re-parsed)."
+    )
     documents_unchanged: int = Field(0, description="Carried over from the base build without parsing.")
     documents_deleted: int = Field(0, description="In the base build but absent from a complete listing.")
     chunks: int = Field(0, description="Points in the build.")
     chunks_embedded: int = Field(0, description="Chunks embedded by this run (never embedded before).")
     chunks_reused: int = Field(0, description="Chunks whose vectors came from the base build or the cache.")
+    documents_redacted: int = Field(0, description="Documents of the build with at least one value redacted.")
+    redacted: dict[str, int] = Field(
+        default_factory=dict, description="Values redacted across the build's documents, by entity type."
+    )
 
 
 class PromotionEvent(BaseModel):
@@ -322,6 +334,7 @@ class StageTimings(BaseModel):
     list: float = 0.0
     fetch: float = 0.0
     parse: float = 0.0
+    redact: float = 0.0
     chunk: float = 0.0
     embed: float = 0.0
     write: float = 0.0
@@ -342,6 +355,10 @@ class BuildSummary(BaseModel):
     failures: list[Failure]
     sources: list[SourceState] = Field(default_factory=list, description="Freshness of each source after the run.")
     notes: list[str] = Field(default_factory=list, description="Things the run wants you to know (failed listings).")
+    redacted: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Per document of the build with values redacted: how many of each entity type (never values).",
+    )
     timings: StageTimings
     promoted: bool
     reason: str = Field(description="Why the build was or was not promoted.")

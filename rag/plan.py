@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -169,7 +169,8 @@ def choose_base(
 
 
 def plan_build(
-    listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord], now: datetime
+    listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord], now: datetime,
+    redaction: Mapping[str, str | None] | None = None,
 ) -> BuildPlan:
     """Compare listings with the base's document table: what to carry, (re)process and delete.
 
@@ -178,7 +179,12 @@ def plan_build(
     nothing is known about them, so they are kept exactly as the base holds them, never deleted.
     Skipped entries are like absent ones. Both are summed up in ``notes``. Documents whose source is no
     longer configured are deleted.
+
+    ``redaction`` maps a source to the id of its redaction policy (``rag.redaction``; None or absent:
+    none). An unchanged document held under another policy is processed again, so changing a source's
+    ``redact`` settings re-processes that source's documents, and only those.
     """
+    redaction = redaction or {}
     plan = BuildPlan(base=base, listed=sum(len(listing.refs) for listing in listings))
     by_source: dict[str, list[DocumentRecord]] = {}
     for record in base_records.values():
@@ -194,15 +200,19 @@ def plan_build(
                 f"kept its {len(held)} documents as they were"
             )
             continue
-        listed = set()
+        listed, repolicied = set(), 0
         for ref in listing.refs:
             listed.add(ref.doc_id)
             previous = base_records.get(ref.doc_id)
-            if unchanged(ref, previous):
+            if unchanged(ref, previous) and previous.redaction == redaction.get(listing.source):
                 plan.carry.append(previous.model_copy(update={"last_seen": now}))
                 plan.unchanged += 1
             else:
+                repolicied += unchanged(ref, previous)
                 plan.work.append(WorkItem(ref=ref, previous=previous))
+        if repolicied:
+            plan.notes.append(f"source {listing.source!r}: its redaction settings changed; {repolicied} unchanged "
+                              "documents are processed again under them")
         unreadable = {entry.doc_id for entry in listing.unreadable}
         unseen = [r for r in held if r.doc_id not in listed]
         kept = [r for r in unseen if covered(r.doc_id, unreadable)]

@@ -90,6 +90,7 @@ def asks_approval(gate: GateResult, *, requested: bool, required: bool) -> bool:
 def summarize(
     alias: str, plan: BuildPlan, outcome: Outcome, *, timings: StageTimings, failures: Sequence[Failure],
     previous: str | None, deleted: Sequence[str], sources: Sequence[SourceState],
+    redacted: dict[str, dict[str, int]] | None = None,
 ) -> BuildSummary:
     """The run summary (``ragops reindex --json``; docs/cli.md). ``previous``: the live build at the start."""
     m = outcome.manifest
@@ -98,7 +99,7 @@ def summarize(
         alias=alias, version=m.version, collection=m.collection, state=outcome.state, base=plan.base,
         counts=outcome.counts, failures=list(failures), timings=timings, promoted=outcome.promoted,
         reason=outcome.reason, live=live, previous=previous, deleted=list(deleted), sources=list(sources),
-        notes=plan.notes, gate=outcome.gate, evaluation=outcome.evaluation,
+        notes=plan.notes, gate=outcome.gate, evaluation=outcome.evaluation, redacted=redacted or {},
     )
 
 
@@ -112,6 +113,7 @@ def headline(summary: BuildSummary) -> str:
         f"{summary.alias} {summary.version}: {c.documents_new} new, {c.documents_changed} changed, "
         f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted, {c.documents_failed} failed; "
         f"{c.chunks} chunks ({c.chunks_embedded} embedded) in {summary.timings.total:.1f}s; {verdict}: {summary.reason}"
+        + (f"; {sum(c.redacted.values())} values redacted in {c.documents_redacted} documents" if c.redacted else "")
     )
 
 

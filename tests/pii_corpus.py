@@ -1,0 +1,86 @@
+"""A corpus with planted personal data: the demo corpus plus documents in several formats that carry
+e-mail addresses, phone numbers, card numbers and IBANs written in several ways, in text, tables, links
+and e-mail headers. Shared by tests/test_redaction.py and bench/redaction.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EMAILS = ["alice.martin@example.com", "bob+billing@mail.example.co.uk", "j.doe_1984@corp-mail.example.net",
+          "hr-team@northwind.example.org"]
+PHONES = ["+1 415-555-0132", "(212) 555-0175", "+44 20 7946 0958", "+49 30 901820", "212.555.0199"]
+CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "340000000000009", "6011000990139424"]
+IBANS = ["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "FR14 2004 1010 0505 0001 3M02 606",
+         "NL91ABNA0417164300"]
+#: every planted value, as written in the documents
+PLANTED = {"EMAIL_ADDRESS": EMAILS, "PHONE_NUMBER": PHONES, "CREDIT_CARD": CARDS, "IBAN_CODE": IBANS}
+ENTITIES = sorted(PLANTED)
+
+
+def compact(value: str) -> str:
+    """A planted number without its separators (spaces, dashes, dots, brackets): a store could hold that form."""
+    return value if "@" in value else "".join(ch for ch in value if ch.isalnum() or ch == "+")
+
+
+def write_corpus(folder: Path, *, demo: bool = True) -> Path:
+    """Write the corpus into ``folder`` (the demo corpus's documents too when ``demo``) and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if demo:
+        for path in (ROOT / "demo" / "corpus").iterdir():
+            shutil.copy(path, folder / path.name)
+    e, p, c, i = EMAILS, PHONES, CARDS, IBANS
+    (folder / "customer-support.txt").write_text(
+        "Customer support escalation log\n\n"
+        f"The customer Alice Martin wrote from {e[0]} about a refund. Call her back on {p[0]} or on her "
+        f"office line {p[1]}. The refund goes to IBAN {i[0]}; the original payment used the card {c[0]}.\n\n"
+        f"A second ticket came from {e[1]}, phone {p[2]}, asking to close the account {i[1]} and to stop "
+        f"charging the card {c[1]}.\n",
+        encoding="utf-8",
+    )
+    (folder / "vendor-payments.md").write_text(
+        "# Vendor payments\n\n"
+        "Payments to vendors are approved by finance before the end of each month.\n\n"
+        "## Bank details on file\n\n"
+        f"- Northwind Traders: {i[2]}, contact {e[3]}, phone {p[3]}\n"
+        f"- Contoso Supplies: {i[3]}, corporate card {c[2]}\n\n"
+        "## Escalations\n\n"
+        f"Escalate disputed invoices to {e[2]} or call {p[4]}. Card on file for travel: {c[3]}.\n",
+        encoding="utf-8",
+    )
+    (folder / "contacts.html").write_text(
+        "<html><body><h1>On-call contacts</h1>"
+        f"<p>Primary: <a href=\"mailto:{e[0]}\">{e[0]}</a>, mobile {p[0]}.</p>"
+        "<table><tr><th>Name</th><th>Email</th><th>Phone</th><th>IBAN</th></tr>"
+        f"<tr><td>Bob</td><td>{e[1]}</td><td>{p[2]}</td><td>{i[1]}</td></tr>"
+        f"<tr><td>Jane</td><td>{e[2]}</td><td>{p[1]}</td><td>{i[3]}</td></tr></table>"
+        "<p>Rotate the on-call schedule every Monday.</p></body></html>",
+        encoding="utf-8",
+    )
+    (folder / "refund-request.eml").write_text(
+        f"From: Alice Martin <{e[0]}>\nTo: Support <{e[3]}>\nSubject: Refund for order 1182\n"
+        "Date: Mon, 2 Nov 2026 10:00:00 +0000\nMessage-ID: <1182@example.com>\n"
+        "Content-Type: text/plain; charset=utf-8\n\n"
+        f"Hello, please refund order 1182 to {i[2]}. I paid with {c[0]}. You can reach me on {p[0]}.\n",
+        encoding="utf-8",
+    )
+    _docx(folder / "payroll-changes.docx")
+    return folder
+
+
+def _docx(path: Path) -> None:
+    from docx import Document
+
+    document = Document()
+    document.add_heading("Payroll changes for November", level=1)
+    document.add_paragraph(f"New bank account for Jane Roe: {IBANS[0]}. Confirm with {EMAILS[2]} or {PHONES[4]}.")
+    table = document.add_table(rows=3, cols=3)
+    for row, values in zip(table.rows, [("Employee", "IBAN", "Phone"), ("Jane Roe", IBANS[3], PHONES[3]),
+                                        ("John Poe", IBANS[1], PHONES[2])]):
+        for cell, value in zip(row.cells, values):
+            cell.text = value
+    document.add_paragraph(f"Expense card to cancel: {CARDS[1]}.")
+    document.save(path)
