@@ -17,6 +17,7 @@ search, the build's own model for queries).
 
     .venv/bin/python bench/ingest.py [--limit N] [--builds onnx,torch,onnx-unstructured,torch-unstructured,int8]
                                      [--no-llamaindex] [--workdir DIR] [--json]
+    (and onnx-redact: the default build with PII redaction, for its cost per document)
 
 Targets (issue 13): the default build's wall time <= 1.0 x the baseline encode; >= 2 x faster than
 LlamaIndex; nDCG@10 within 0.002 of the unstructured + torch build; peak RSS flat from 10% to 100% of
@@ -37,13 +38,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-#: build name -> (embedding settings, pipeline.text_parser)
+#: build name -> (embedding settings, pipeline.text_parser, the source's redact settings)
+REDACT = {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE"], "mode": "mask"}
 BUILDS = {
-    "onnx": ({"backend": "onnx"}, "builtin"),
-    "torch": ({"backend": "torch"}, "builtin"),
-    "int8": ({"backend": "onnx", "quantization": "int8"}, "builtin"),
-    "onnx-unstructured": ({"backend": "onnx"}, "unstructured"),
-    "torch-unstructured": ({"backend": "torch"}, "unstructured"),
+    "onnx": ({"backend": "onnx"}, "builtin", None),
+    "torch": ({"backend": "torch"}, "builtin", None),
+    "int8": ({"backend": "onnx", "quantization": "int8"}, "builtin", None),
+    "onnx-unstructured": ({"backend": "onnx"}, "unstructured", None),
+    "torch-unstructured": ({"backend": "torch"}, "unstructured", None),
+    "onnx-redact": ({"backend": "onnx"}, "builtin", REDACT),  # the default build with PII redaction (Presidio)
 }
 MODEL = "all-MiniLM-L6-v2"
 BATCH = 32
@@ -97,11 +100,12 @@ def _build(name: str, work: Path, corpus: Path, dataset: Path) -> dict:
     """One full build with the CLI, then its nDCG@10."""
     import yaml
 
-    embedding, text_parser = BUILDS[name]
+    embedding, text_parser, redact = BUILDS[name]
     store = work / f"store-{name}"
     config = work / f"{name}.yaml"
     config.write_text(yaml.safe_dump({
-        "alias": "scifact", "sources": [{"name": SOURCE, "path": str(corpus)}], "store": {"location": str(store)},
+        "alias": "scifact", "sources": [{"name": SOURCE, "path": str(corpus), **({"redact": redact} if redact else {})}],
+        "store": {"location": str(store)},
         "embedding": {"model": MODEL, "batch_size": BATCH, **embedding},
         "pipeline": {"text_parser": text_parser}, "retention": 2,
     }))
@@ -114,7 +118,9 @@ def _build(name: str, work: Path, corpus: Path, dataset: Path) -> dict:
     scored = _job("score", store=str(store), collection=summary["collection"], dataset=str(dataset))
     return {"name": f"ragops {name}", "seconds": measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"],
             "chunks": summary["counts"]["chunks"], "collection": summary["collection"],
-            "max_tokens": scored["max_tokens"], "ndcg@10": scored["ndcg@10"]}
+            "max_tokens": scored["max_tokens"], "ndcg@10": scored["ndcg@10"],
+            "documents": summary["counts"]["documents_indexed"], "redact_seconds": summary["timings"]["redact"],
+            "redacted": sum(summary["counts"]["redacted"].values())}
 
 
 def _job(job: str, **params) -> dict:
@@ -278,6 +284,13 @@ def _report(documents: int, rows: list[dict], baseline: dict, default: str, as_j
               f"{row['chunks']} | {row['chunks'] / row['seconds']:.1f} | {ndcg} | {row['peak_rss_mb']} |")
     for target, met in targets.items():
         print(f"target {target}: {'PASS' if met else 'FAIL'}")
+    plain = next((r for r in rows if r["name"] == "ragops onnx"), None)
+    for row in rows:
+        if row.get("redact_seconds"):
+            extra = f"; {row['seconds'] - plain['seconds']:+.1f} s wall vs `ragops onnx`" if plain else ""
+            print(f"redaction in `{row['name']}`: {row['redact_seconds']:.1f} s for {row['documents']} documents = "
+                  f"{1000 * row['redact_seconds'] / max(row['documents'], 1):.1f} ms a document "
+                  f"({row['redacted']} values redacted){extra}")
 
 
 def _say(text: str) -> None:

@@ -17,6 +17,7 @@ from connectors.ids import printable
 from connectors.s3 import fetch_s3, list_s3, s3_client
 from rag.config import FolderSource, S3Source
 from rag.errors import DocumentError, SourceError
+from rag.failpoints import failpoint
 from rag.listing import Skipped, SourceListing
 from rag.models import DocumentRef, utc_now
 from rag.plan import Listing
@@ -31,6 +32,7 @@ def list_source(source: FolderSource | S3Source) -> Listing:
     they were (rag/plan.py). Throttling and server errors from S3 were already retried by botocore.
     """
     listed_at = utc_now()
+    failpoint("listing")
     try:
         listed = list_documents(source)
     except SourceError as exc:

@@ -57,7 +57,7 @@ def s3_client(source: S3Source) -> S3Client:
     config = Config(
         retries={"total_max_attempts": source.max_attempts, "mode": "standard"},
         connect_timeout=10,
-        read_timeout=60,
+        read_timeout=source.read_timeout,
     )
     return session.client("s3", endpoint_url=source.endpoint_url, region_name=source.region, config=config)
 

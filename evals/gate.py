@@ -22,6 +22,7 @@ from evals.golden import GoldenSet
 from evals.models import EvaluationReport
 from rag.config import EvaluationSettings, GateSettings
 from rag.errors import GoldenSetError, PromotionRefused
+from rag.failpoints import failpoint
 from rag.models import EvaluationRecord, GateCheck, GateResult, Manifest, utc_now
 from rag.names import version_of
 from rag.store import IndexStore
@@ -143,6 +144,7 @@ def gate_candidate(
             checks += metric_results
         elif report is not None:  # the alias's first build: floors only
             checks += metric_checks(report.record, None, rules.floors, rules.max_drop)
+    failpoint("evaluate")  # evaluated, no verdict recorded yet
     result = decide(checks, live_collection, baseline.record if baseline else None)
     log.info("gate for %s: %s", version_of(candidate.collection), result.reason)
     return result, report, baseline

@@ -219,6 +219,7 @@ def begin_build(
     hash of the build covers it.
     """
     redaction = describe_redaction(redactors or {})
+    store.require_space()
     version = new_version(store, alias)
     manifest = Manifest(
         alias=alias,
@@ -238,6 +239,7 @@ def begin_build(
 def carry_documents(store: IndexStore, base: str, collection: str, records: Sequence[DocumentRecord]) -> BatchReport:
     """Copy documents' points and records from the base build unchanged. Idempotent."""
     report = BatchReport(records=list(records))
+    store.require_space()
     with _timed(report.timings, "reuse"):
         ids = [point_id for record in records for point_id in record.point_ids]
         copied = store.copy_points(base, collection, ids)
@@ -368,6 +370,7 @@ def write_batch(
         _quarantine(batch, item.ref, item.previous, "embed", reason, now)
 
     chunks = [chunk for _, doc_chunks in fresh.values() for chunk in doc_chunks]
+    store.require_space()
     with _timed(report.timings, "write"):
         store.upsert_chunks(manifest.collection, chunks, np.stack([vectors[c.text_hash] for c in chunks])
                             if chunks else np.zeros((0, manifest.model.dimension), dtype=np.float32))
@@ -611,6 +614,7 @@ def _vectors_for(
             log.warning("embedding a batch failed (%s); retrying document by document", exc)
             embedded = None
         if embedded is not None:
+            failpoint("embed")  # vectors computed, not yet cached nor written
             cache.put(missing, embedded)
             vectors.update(zip(missing, embedded))
             report.chunks_embedded += len(missing)

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rag.errors import AliasConflictError, DamagedBuildError, StoreError
+from rag.errors import AliasConflictError, DamagedBuildError, StoreError, StoreFullError
 from rag.models import utc_now
 
 SCHEMA = """
@@ -70,13 +70,21 @@ class Catalog:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front: what the transaction reads cannot change under it.
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "disk is full" not in str(exc):
+                raise
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StoreFullError(f"writing the store's catalog failed: the disk is full ({exc}). Nothing was "
+                                 "changed: free some space and run again") from None
 
     def _all(self, sql: str, *args: object) -> list[tuple]:
         return self._db.execute(sql, args).fetchall()

@@ -170,7 +170,10 @@ class S3Source(_Source):
     region: str | None = Field(None, description="Region. Unset: the AWS credential chain's default.")
     profile: str | None = Field(None, description="Named profile from ~/.aws/config. Unset: the default chain.")
     max_attempts: int = Field(
-        6, ge=1, le=20, description="Attempts per request; throttling and 5xx are retried with backoff."
+        6, ge=1, le=20, description="Attempts per request; throttling, 5xx and timeouts are retried with backoff."
+    )
+    read_timeout: float = Field(
+        60.0, gt=0, le=3600, description="Seconds to wait for a response's bytes before the attempt counts as failed."
     )
 
     @property
@@ -242,6 +245,12 @@ class StoreSettings(_Section):
     )
     shard_number: int | None = Field(
         None, ge=1, le=1024, description="Shards per collection. Unset: Qdrant's default (one per node)."
+    )
+    min_free_mb: int = Field(
+        256, ge=0,
+        description="An embedded store refuses to start a build, or to write its next batch, while its disk has "
+        "less free space than this: its engine writes through memory maps, and a full disk kills the process "
+        "(SIGBUS) instead of failing a write. 0: no check. Ignored by a Qdrant server.",
     )
     retention_grace: Duration | None = Field(
         None,

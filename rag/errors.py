@@ -7,6 +7,7 @@ The tree, with the exit code the CLI gives each branch::
     ├── SourceError                  4  a source cannot be listed (missing folder, bad bucket)
     ├── ModelError                   2  the embedding model cannot be loaded from a local path
     ├── StoreError                   4  the Qdrant store cannot be opened or used
+    │   ├── StoreFullError           4  its disk is full (nothing damaged; free space, run again)
     │   └── StoreLockedError         4  embedded store held by another process
     ├── VersionError                 2  an alias or version does not exist / is in the wrong state
     │   └── AliasConflictError       3  the alias moved since the run started; nothing changed
@@ -72,6 +73,11 @@ class StoreError(RagopsError):
 
     exit_code = 4
     kind = "store"
+
+
+class StoreFullError(StoreError):
+    """Raised when the store's disk is full: what was written before is intact, and writing stops until
+    space is freed."""
 
 
 class DamagedBuildError(StoreError):

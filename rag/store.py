@@ -15,7 +15,9 @@ and, in vector tables (the embedding cache, the query log), a vector.
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rag.config import StoreSettings
-from rag.errors import ConfigError, DamagedBuildError, VersionError
+from rag.errors import ConfigError, DamagedBuildError, StoreFullError, VersionError
 from rag.models import Chunk, DocumentRecord, Manifest, SourceState
 from rag.names import LOCKS_TABLE, build_of_table, docs_collection, is_build_of, ledger_table
 
@@ -320,6 +322,10 @@ class IndexStore(ABC):
     def sync(self, collection: str) -> None:
         """Make everything written to a build or table durable (backends that buffer writes)."""
 
+    def require_space(self) -> None:
+        """Raise ``StoreError`` when the store's disk is too full to write a build (embedded stores; a
+        server manages its own disk)."""
+
     @contextmanager
     def released(self) -> Iterator[None]:
         """Let other processes use the store during a long wait (backends that lock it; others: nothing)."""
@@ -415,3 +421,30 @@ class IndexStore(ABC):
                 never depend on the approximation.
         """
         return self.search_many(collection, vector[None, :], limit, exact=exact)[0]
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError or SQLite error that says the disk (or a quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc) or "No space left" in str(exc)
+
+
+def require_free_space(folder: Path, min_free_mb: int) -> None:
+    """Raise ``StoreError`` when the disk holding ``folder`` has less than ``min_free_mb`` MB free.
+
+    A full disk must stop a build with an error, before a write: the embedded engine writes through
+    memory maps, and running out of space there kills the process with SIGBUS.
+    """
+    if min_free_mb <= 0:
+        return
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the folder's own errors are reported by what uses it
+    if free < min_free_mb * 1_000_000:
+        raise StoreFullError(
+            f"the store's disk ({folder}) has {free / 1e6:.1f} MB free, less than store.min_free_mb "
+            f"({min_free_mb} MB): no build was started or written further. Free some space (or lower "
+            "store.min_free_mb) and run again; the live build is unchanged"
+        )

