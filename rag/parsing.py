@@ -36,6 +36,8 @@ _FURNITURE = {"Header", "Footer", "PageNumber"}
 ParserGroup = Literal["builtin", "unstructured"]
 # What rag.text_parsing reads (its SUFFIXES; named here so that importing it waits for the first such file).
 _BUILTIN_SUFFIXES = {".txt", ".md", ".markdown"}
+# Archives: their members are not read (unstructured refuses them too, after ~9 s of imports).
+_ARCHIVES = {".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".jar"}
 # Formats unstructured reads as text, where UTF-16 it misdetects comes out NUL-interleaved or as Latin-1.
 _TEXT_SUFFIXES = {
     "", ".txt", ".text", ".log", ".md", ".markdown", ".rst", ".org", ".csv", ".tsv", ".json", ".html", ".htm", ".xml"
@@ -51,8 +53,9 @@ def _use_packaged_spacy_model() -> None:
 def parser_group(name: str | Path, text_parser: Literal["builtin", "unstructured"]) -> ParserGroup:
     """Which parsers a file (by its name) needs: ``builtin`` (rag.text_parsing, light) or
     ``unstructured`` (its partitioners, spaCy and torch: ~9 s of imports here)."""
-    if text_parser == "builtin" and PurePath(name).suffix.lower() in _BUILTIN_SUFFIXES:
-        return "builtin"
+    suffix = PurePath(name).suffix.lower()
+    if (text_parser == "builtin" and suffix in _BUILTIN_SUFFIXES) or suffix in _ARCHIVES:
+        return "builtin"  # archives are refused before any parser runs
     return "unstructured"
 
 
@@ -116,6 +119,9 @@ def parse_document(
     check_size(doc, max_bytes)
     if doc.path is None:
         raise DocumentError("fetch", "document was not fetched to a local file")
+    if doc.path.suffix.lower() in _ARCHIVES:
+        raise DocumentError("parse", f"{doc.path.suffix.lower()} archives are not indexed (their files are not read): "
+                            "unpack it into the source to index them, or exclude it")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # per-file library warnings would drown the run log

@@ -18,7 +18,6 @@ from rag.config import FolderSource
 from rag.models import DocumentRecord
 from rag.names import record_id
 from rag.plan import Listing, deleted_at_source, plan_build
-from tests.test_s3 import bucket, s3_endpoint  # noqa: F401 - the real S3 server (SeaweedFS) fixtures
 
 SECRET = "the launch codes are 0000"
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)

@@ -71,3 +71,23 @@ def test_bad_documents_fail_with_a_reason(tmp_path: Path) -> None:
     assert "no text could be extracted" in reasons["blank.txt"]
     assert "over pipeline.max_file_mb" in reasons["big.md"]
     assert reasons["broken.pdf"]
+
+
+def test_an_archive_is_quarantined_with_the_reason_before_any_parser_loads(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w") as archive:
+        archive.writestr("inside.md", "# Inside\n\nA document inside an archive.")
+    ref = _refs(tmp_path)["bundle.zip"]
+    with pytest.raises(DocumentError, match=r"\.zip archives are not indexed .* unpack it into the source"):
+        parse_document(ref, max_bytes=10**6)
+    # In a fresh interpreter: refusing it imports none of unstructured's partitioners (~9 s here).
+    probe = (f"import sys; from rag.models import DocumentRef; from rag.parsing import parse_document, parser_group\n"
+             f"assert parser_group('a/b.ZIP', 'builtin') == 'builtin'\n"
+             f"try: parse_document(DocumentRef.model_validate_json({ref.model_dump_json()!r}), max_bytes=10**6)\n"
+             f"except Exception as exc: print(type(exc).__name__)\n"
+             f"print(sorted(m for m in sys.modules if m.startswith('unstructured.partition')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.split("\n")[:2] == ["DocumentError", "[]"], done.stdout + done.stderr
