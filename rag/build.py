@@ -323,7 +323,9 @@ def prepare_batch(
                 )
                 batch.fresh.append((record, chunks))
             except DocumentError as exc:
-                _quarantine(batch, ref, previous, exc.stage, exc.reason, now)
+                redactor = (redactors or {}).get(ref.source)
+                reason = redactor.redact_text(exc.reason) if redactor else exc.reason
+                _quarantine(batch, ref, previous, exc.stage, reason, now)
     return batch
 
 

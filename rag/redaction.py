@@ -127,6 +127,15 @@ class Redactor:
             raise DocumentError("redact", f"redaction failed ({type(exc).__name__}); not indexed unredacted") from None
         return out, found
 
+    def redact_text(self, text: str) -> str:
+        """One string redacted (a quarantine reason: a library's error can quote the document)."""
+        from unstructured.documents.elements import Text
+
+        try:
+            return self.redact([Text(text=text)])[0][0].text
+        except DocumentError:
+            return "(reason withheld: it could not be redacted)"
+
     def _token(self, entity: str, value: str) -> str:
         digest = hmac.new(self._key or b"", value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
         return f"<{entity}:{digest}>"

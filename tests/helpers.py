@@ -168,3 +168,15 @@ def wait_ready(port: int, server: subprocess.Popen, timeout: float = 180) -> str
             pass
         time.sleep(0.5)
     raise AssertionError(f"ragops serve was not ready within {timeout:.0f} s")
+
+
+def damaged_complete_builds(store: Path, alias: str) -> list[str]:
+    """The alias's complete builds that the store's deep check finds damaged."""
+    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+        return [b for b in opened.list_builds(alias)
+                if opened.read_manifest(b).state == "complete" and opened.damage(b, deep=True)]
+
+
+def run_cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """One `ragops` command in a child process, as a user runs it; its exit code and output."""
+    return subprocess.run(RAGOPS + list(args), env=env, capture_output=True, text=True, timeout=timeout)

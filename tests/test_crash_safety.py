@@ -1,25 +1,31 @@
-"""kill -9 a real `ragops reindex` at five stages, rerunning it each time as a user does: the CLI, the same
+"""kill -9 a real `ragops reindex` at every stage, rerunning it each time as a user does: the CLI, the same
 Prefect home, the same store. Every rerun starts at once (no lock left behind), the live alias is never
-damaged, and the end is the index a clean run builds, with no leftovers of the killed runs.
+damaged, and the end is the index a clean run builds, with no leftovers of the killed runs. Then a
+`ragops rollback` killed inside its alias move.
 
 The kills are real SIGKILLs that the process sends itself at named points (rag/failpoints.py), so each
-lands exactly in its stage: parse, write, after the writes, inside promotion, inside retention.
+lands exactly in its stage: listing, parse, right after embedding, write, after the writes, after the
+evaluation, inside promotion, inside retention.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from rag.config import StoreSettings
+from rag.failpoints import KILL_AT
 from rag.locks import AliasLock
 from rag.store import IndexStore
 from tests.helpers import (
+    RAGOPS,
     STARTS_WITHIN,
     assert_same_index,
+    damaged_complete_builds,
     husks_and_orphans,
     points_of,
     run_reindex,
@@ -37,11 +43,14 @@ def test_killed_at_every_stage_each_rerun_starts_at_once_and_converges_to_a_clea
     from flows.reindex import reindex
 
     for name, value in {"RAGOPS_PIPELINE__BATCH_DOCUMENTS": "3", "RAGOPS_CHUNKING__MAX_TOKENS": "64",
-                        "RAGOPS_RETENTION": "2"}.items():
+                        "RAGOPS_RETENTION": "2", "RAGOPS_GATE__MAX_DROP": "{}"}.items():
         monkeypatch.setenv(name, value)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONUNBUFFERED": "1"}
     corpus, store = tmp_path / "corpus", tmp_path / "store"
-    args = ["--source", str(corpus), "--store", str(store), "--alias", "kb"]
+    golden = tmp_path / "golden.yaml"  # so that runs evaluate (the kill after evaluating needs one)
+    golden.write_text('{"queries": [{"id": "undo", "query": "How do I undo a bad promotion?", '
+                      '"relevant": ["corpus/note-000.md"]}]}')
+    args = ["--source", str(corpus), "--store", str(store), "--alias", "kb", "--golden", str(golden)]
     lock = AliasLock(StoreSettings(location=str(store)), "kb")
 
     write_notes(corpus, 4)
@@ -49,12 +58,14 @@ def test_killed_at_every_stage_each_rerun_starts_at_once_and_converges_to_a_clea
     first = snapshot(store, "kb")
     write_notes(corpus, 13)  # 9 new documents: three batches of work
 
-    for stage in ("parse@4", "write@2", "finish"):  # the build's stages: the live build is never touched
+    # The build's stages: the live build is never touched, nor any complete build damaged.
+    for stage in ("listing", "parse@4", "embed@2", "write@2", "finish", "evaluate"):
         code, log, holding = run_reindex(args, env, kill_at=stage)
         assert code == -signal.SIGKILL, f"{stage}: {log[-3000:]}"
         assert holding < STARTS_WITHIN and "waiting since" not in log, f"{stage}: {log[-3000:]}"
         assert lock.current() is None  # the dead run holds nothing
         assert_same_index(snapshot(store, "kb"), first)
+        assert not damaged_complete_builds(store, "kb"), stage
 
     # Inside promotion: the alias moved, its record not yet confirmed. The build is live and whole.
     code, log, holding = run_reindex(args, env, kill_at="promote")
@@ -82,3 +93,18 @@ def test_killed_at_every_stage_each_rerun_starts_at_once_and_converges_to_a_clea
     assert len(builds) <= 2 and live in builds
     assert manifest.replaced in builds  # rollback still has somewhere to go
     assert_same_index(points_of(store, manifest.replaced), promoted)  # the build the promote-kill made live
+
+    # A rollback killed after the alias moved, before its record was confirmed: the alias is on the
+    # previous build, whole; a second rollback goes back again and settles the records.
+    killed = subprocess.run(RAGOPS + ["rollback", "--store", str(store), "--alias", "kb"], capture_output=True,
+                            text=True, env={**env, KILL_AT: "promote"}, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert_same_index(snapshot(store, "kb"), points_of(store, manifest.replaced))
+    assert not damaged_complete_builds(store, "kb")
+    again = subprocess.run(RAGOPS + ["rollback", "--store", str(store), "--alias", "kb", "--json"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+        assert opened.alias_target("kb") == live
+        records = [p for b in opened.list_builds("kb") for p in opened.read_manifest(b).promotions]
+    assert records and not [p for p in records if p.pending]

@@ -1,0 +1,89 @@
+"""The store's disk full, on the user's path (the CLI, one Prefect home, one store, a query service open):
+a clear error, the live build served and undamaged, and a rerun that converges once space is freed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import (
+    RAGOPS,
+    assert_same_index,
+    damaged_complete_builds,
+    free_port,
+    husks_and_orphans,
+    run_cli,
+    snapshot,
+    wait_ready,
+    write_notes,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 200 MB ext4 filesystem in a file, loop-mounted (root with mount rights only; skipped otherwise).
+    Not tmpfs: there the engine's sparse memory-mapped files take their whole size at once."""
+    image, mount = tmp_path / "disk.img", tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mkfs.ext4"):
+        pytest.skip("a size-limited filesystem needs root and mkfs.ext4")
+    with image.open("wb") as out:
+        out.truncate(200 * 1024 * 1024)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
+    if made.returncode == 0:
+        made = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a loop filesystem here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_build_with_a_clear_error_and_a_rerun_converges(small_disk: Path,
+                                                                              tmp_path: Path) -> None:
+    """The store's disk fills up: the run stops with one line naming it (whether the free-space check or
+    the write itself notices), a serving process keeps answering from the live build, nothing is
+    reported damaged, and once space is freed the rerun builds everything and cleans what the stopped
+    runs left."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "RAGOPS_CHUNKING__MAX_TOKENS": "64",
+           "RAGOPS_STORE__MIN_FREE_MB": "8"}
+    corpus, store = tmp_path / "corpus", small_disk / "store"
+    args = ["reindex", "--json", "--source", str(corpus), "--store", str(store), "--alias", "kb"]
+    write_notes(corpus, 4)
+    assert run_cli(*args, env=env).returncode == 0
+    first = snapshot(store, "kb")
+    port = free_port()
+    server = subprocess.Popen(RAGOPS + ["serve", "--store", str(store), "--alias", "kb", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, server)
+        filler = small_disk / "filler"
+        with filler.open("wb") as out:
+            out.write(b"\0" * max(shutil.disk_usage(small_disk).free - 3_000_000, 0))
+        write_notes(corpus, 40)
+        for min_free in ("8", "0"):  # the check refuses; without it, the first write that cannot land fails
+            full = run_cli(*args, env={**env, "RAGOPS_STORE__MIN_FREE_MB": min_free})
+            output = full.stdout + full.stderr
+            assert full.returncode == 4 and "Traceback" not in output, output[-3000:]
+            assert "disk is full" in output or "min_free_mb" in output, output[-3000:]
+            answer = httpx.post(f"http://127.0.0.1:{port}/v1/search", json={"query": "undo a promotion", "k": 1},
+                                timeout=30)
+            assert answer.status_code == 200 and answer.json()["hits"]
+        filler.unlink()
+        assert_same_index(snapshot(store, "kb"), first)
+        assert not damaged_complete_builds(store, "kb")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rerun = run_cli(*args, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    assert summary["promoted"] and summary["counts"]["documents_indexed"] == 40 and not summary["failures"]
+    assert husks_and_orphans(store, "kb") == ([], [], 0)  # the stopped builds were cleaned
