@@ -16,7 +16,7 @@ export UNSTRUCTURED_DISABLE_NOTICE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.ragops/prefect
 
-.PHONY: install demo test deploy server worker corpus lock clean bench-deps
+.PHONY: install demo test test-long deploy server worker corpus lock clean bench-deps
 
 install: $(STAMP)
 
@@ -35,9 +35,15 @@ demo: install
 
 # Two pytest workers (pytest-xdist), one test file per worker at a time: most of the suite's time is
 # process starts and waits, so two workers on 2 cores take ~10 min instead of ~16. PYTEST_WORKERS=0: serial.
+# The fault scenarios (marker `long`: kills at every stage, a full disk, S3 faults) take ~4 more minutes:
+# `make test-long` runs them, and CI runs both.
 PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 test: install
-	$(BIN)/python -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest $(XDIST) -m "not long"
+
+test-long: install
+	$(BIN)/python -m pytest $(XDIST) -m long
 
 # Register the work pool and every deployment of prefect.yaml against $PREFECT_API_URL. Starts nothing:
 # run a worker yourself (`make worker`, docs/operations.md).

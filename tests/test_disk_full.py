@@ -24,7 +24,7 @@ from tests.helpers import (
     write_notes,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import yaml
 from tests.faultproxy import FaultProxy, every_nth
 from tests.helpers import DEMO_CORPUS, assert_same_index, run_cli, snapshot
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def test_s3_errors_and_timeouts_are_retried_and_the_build_is_the_clean_one(bucket, s3_endpoint: str,
