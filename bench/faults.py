@@ -224,44 +224,41 @@ def _s3_reindex(folder: Path, endpoint: str, env: dict) -> subprocess.CompletedP
 def _disk_full(work: Path) -> dict:
     """A build on a 200 MB ext4 filesystem (a loop-mounted file) that is full; then space is freed and the
     run repeated. Not tmpfs: there the engine's sparse memory-mapped files take their whole size at once."""
-    mount, image = work / "disk", work / "disk.img"
-    mount.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or not shutil.which("mkfs.ext4"):
-        return {"skipped": "a size-limited filesystem needs root and mkfs.ext4"}
-    with image.open("wb") as out:
-        out.truncate(200 * 1024 * 1024)
-    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
-    if made.returncode == 0:
-        made = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True)
-    if made.returncode != 0:
-        return {"skipped": f"cannot mount a loop filesystem: {made.stderr.decode().strip()}"}
+    from tests.helpers import NoSmallDisk, small_disk
+
     try:
-        corpus = work / "notes"
-        runner = Runner(work, corpus, mount / "store")
-        runner.env["RAGOPS_STORE__MIN_FREE_MB"] = "8"
-        write_notes(corpus, 4)
-        assert runner.reindex().returncode == 0
-        before = points_of(runner.store, _live(runner.store))
-        filler = mount / "filler"
-        with filler.open("wb") as out:
-            out.write(b"\0" * max(shutil.disk_usage(mount).free - 3_000_000, 0))
-        write_notes(corpus, 40)
-        full = runner.reindex()
-        result = {"full_exit": full.returncode, "traceback": "Traceback" in full.stderr,
-                  "says_so": "disk is full" in full.stdout + full.stderr or "min_free_mb" in full.stdout + full.stderr}
-        filler.unlink()  # a new process cannot open a build on a full disk (it copies a few small files)
-        result.update(live_unchanged=points_of(runner.store, _live(runner.store)).keys() == before.keys(),
-                      live_answered=runner.live_answers(), damaged=runner.damaged())
-        rerun = runner.reindex()
-        result["rerun_exit"] = rerun.returncode
-        clean = Runner(work / "clean", corpus, work / "clean-store")
-        clean.reindex()
-        result["points_lost"] = _points_lost(runner.store, clean.store)
-        husks, tables, journal = husks_and_orphans(runner.store, "kb")
-        result["orphans"] = len(husks) + len(tables) + journal
-        return result
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        with small_disk(work) as mount:
+            return _fill_the_disk(work, mount)
+    except NoSmallDisk as exc:
+        return {"skipped": str(exc)}
+
+
+def _fill_the_disk(work: Path, mount: Path) -> dict:
+    """Fill the disk under a live build, build, free it, rebuild: the figures of each step."""
+    corpus = work / "notes"
+    runner = Runner(work, corpus, mount / "store")
+    runner.env["RAGOPS_STORE__MIN_FREE_MB"] = "8"
+    write_notes(corpus, 4)
+    assert runner.reindex().returncode == 0
+    before = points_of(runner.store, _live(runner.store))
+    filler = mount / "filler"
+    with filler.open("wb") as out:
+        out.write(b"\0" * max(shutil.disk_usage(mount).free - 3_000_000, 0))
+    write_notes(corpus, 40)
+    full = runner.reindex()
+    result = {"full_exit": full.returncode, "traceback": "Traceback" in full.stderr,
+              "says_so": "disk is full" in full.stdout + full.stderr or "min_free_mb" in full.stdout + full.stderr}
+    filler.unlink()  # a new process cannot open a build on a full disk (it copies a few small files)
+    result.update(live_unchanged=points_of(runner.store, _live(runner.store)).keys() == before.keys(),
+                  live_answered=runner.live_answers(), damaged=runner.damaged())
+    rerun = runner.reindex()
+    result["rerun_exit"] = rerun.returncode
+    clean = Runner(work / "clean", corpus, work / "clean-store")
+    clean.reindex()
+    result["points_lost"] = _points_lost(runner.store, clean.store)
+    husks, tables, journal = husks_and_orphans(runner.store, "kb")
+    result["orphans"] = len(husks) + len(tables) + journal
+    return result
 
 
 def _live(store: Path) -> str:

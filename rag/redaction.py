@@ -55,7 +55,7 @@ SUPPORTED_ENTITIES = NER_ENTITIES | PATTERN_ENTITIES
 _TEXT_METADATA = (
     "text_as_html", "table_as_cells", "link_texts", "link_urls", "links", "emphasized_text_contents",
     "emphasized_text_tags", "sent_from", "sent_to", "cc_recipient", "bcc_recipient", "email_message_id",
-    "subject", "image_base64", "image_url", "url", "key_value_pairs", "header_footer_type", "orig_elements",
+    "subject", "image_base64", "image_url", "url", "key_value_pairs", "orig_elements",
 )
 
 

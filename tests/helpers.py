@@ -4,6 +4,7 @@ CLI killed at a failpoint, and what a killed run may have left behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,3 +181,33 @@ def damaged_complete_builds(store: Path, alias: str) -> list[str]:
 def run_cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
     """One `ragops` command in a child process, as a user runs it; its exit code and output."""
     return subprocess.run(RAGOPS + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class NoSmallDisk(Exception):
+    """A size-limited filesystem cannot be made here (not root, no mkfs.ext4, no loop devices)."""
+
+
+@contextmanager
+def small_disk(folder: Path, megabytes: int = 200) -> Iterator[Path]:
+    """An ext4 filesystem of ``megabytes`` in a file under ``folder``, loop-mounted; unmounted afterwards.
+
+    Not tmpfs: there the engine's sparse memory-mapped files take their whole size at once.
+
+    Raises:
+        NoSmallDisk: with why, when this machine cannot make one.
+    """
+    image, mount = folder / "disk.img", folder / "disk"
+    mount.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mkfs.ext4"):
+        raise NoSmallDisk("a size-limited filesystem needs root and mkfs.ext4")
+    with image.open("wb") as out:
+        out.truncate(megabytes * 1024 * 1024)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
+    if made.returncode == 0:
+        made = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True)
+    if made.returncode != 0:
+        raise NoSmallDisk(f"cannot mount a loop filesystem here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

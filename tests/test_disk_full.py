@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -17,8 +18,10 @@ from tests.helpers import (
     assert_same_index,
     damaged_complete_builds,
     free_port,
+    NoSmallDisk,
     husks_and_orphans,
     run_cli,
+    small_disk,
     snapshot,
     wait_ready,
     write_notes,
@@ -27,23 +30,14 @@ from tests.helpers import (
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 200 MB ext4 filesystem in a file, loop-mounted (root with mount rights only; skipped otherwise).
-    Not tmpfs: there the engine's sparse memory-mapped files take their whole size at once."""
-    image, mount = tmp_path / "disk.img", tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mkfs.ext4"):
-        pytest.skip("a size-limited filesystem needs root and mkfs.ext4")
-    with image.open("wb") as out:
-        out.truncate(200 * 1024 * 1024)
-    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
-    if made.returncode == 0:
-        made = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a loop filesystem here: {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+@pytest.fixture(name="small_disk")
+def small_disk_fixture(tmp_path: Path) -> Iterator[Path]:
+    """A 200 MB ext4 disk, loop-mounted (root with mount rights only; skipped otherwise)."""
+    try:
+        with small_disk(tmp_path) as mount:
+            yield mount
+    except NoSmallDisk as exc:
+        pytest.skip(str(exc))
 
 
 def test_a_full_disk_stops_the_build_with_a_clear_error_and_a_rerun_converges(small_disk: Path,
