@@ -32,6 +32,7 @@ Exit code 0 whatever the figures (it is a benchmark); 1 when the setup failed (a
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -262,39 +263,54 @@ def baseline(config: Path, queries: int) -> dict[str, float]:
 
 def client_loop(index: int, base_url: str, think: float, t0: float, stop: threading.Event,
                 out: list[Record]) -> None:
-    import httpx
+    """One user: POST /v1/search on one kept-alive connection, pausing ``think`` seconds on average.
 
+    The client is the standard library's http.client, not httpx: what is timed should be the service,
+    and under 32 threads httpx's own Python added ~2 ms at p50 and up to 100 ms at p99 on this machine
+    (docs/benchmarks.md). A failed request opens a new connection.
+    """
     rng = random.Random(index)
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
     if think > 0:  # users arrive at different moments, not all in the same millisecond
         stop.wait(rng.uniform(0, think))
-    with httpx.Client(base_url=base_url, timeout=httpx.Timeout(60.0, connect=10.0)) as client:
-        while not stop.is_set():
-            query = rng.choice(QUERIES)
-            started = time.perf_counter()
-            try:
-                response = client.post("/v1/search", json={"query": query, "k": K})
-            except httpx.HTTPError as exc:
-                out.append(Record(started - t0, time.perf_counter() - started, None, error=type(exc).__name__))
-                time.sleep(0.05)  # a refused connection would otherwise spin
-                continue
-            latency = time.perf_counter() - started
-            record = Record(started - t0, latency, response.status_code)
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if response.is_success and isinstance(body, dict):
-                record.version = body.get("version")
-                name = (body.get("model") or {}).get("name")
-                record.model = Path(name).name if name and "/" in name else name  # a folder: its last part
-                hits = body.get("hits") or []
-                record.hits = len(hits)
-                record.mixed = any(hit.get("version") != record.version for hit in hits)
-            elif isinstance(body, dict):
-                record.error = str((body.get("error") or {}).get("kind"))
-            out.append(record)
-            if think > 0:  # exponential pauses: arrivals like independent users', not in lockstep
-                stop.wait(rng.expovariate(1.0 / think))
+    connection: http.client.HTTPConnection | None = None
+    while not stop.is_set():
+        query = rng.choice(QUERIES)
+        payload = json.dumps({"query": query, "k": K})
+        started = time.perf_counter()
+        try:
+            if connection is None:
+                connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            connection.request("POST", "/v1/search", payload, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            out.append(Record(started - t0, time.perf_counter() - started, None, error=type(exc).__name__))
+            if connection is not None:
+                connection.close()
+            connection = None
+            time.sleep(0.05)  # a refused connection would otherwise spin
+            continue
+        latency = time.perf_counter() - started
+        record = Record(started - t0, latency, response.status)
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        if 200 <= response.status < 300 and isinstance(body, dict):
+            record.version = body.get("version")
+            name = (body.get("model") or {}).get("name")
+            record.model = Path(name).name if name and "/" in name else name  # a folder: its last part
+            hits = body.get("hits") or []
+            record.hits = len(hits)
+            record.mixed = any(hit.get("version") != record.version for hit in hits)
+        elif isinstance(body, dict):
+            record.error = str((body.get("error") or {}).get("kind"))
+        out.append(record)
+        if think > 0:  # exponential pauses: arrivals like independent users', not in lockstep
+            stop.wait(rng.expovariate(1.0 / think))
+    if connection is not None:
+        connection.close()
 
 
 def edit(path: Path, sentence: str) -> None:

@@ -590,6 +590,9 @@ class ServeSettings(_Section):
     workers: int = Field(1, ge=1, le=64, description="Worker processes (each holds its own model and snapshot).")
     threads: int = Field(1, ge=1, le=64, description="Intra-op threads per worker for query embeddings: one keeps "
                          "tail latency low on small machines.")
+    passes: int | None = Field(None, ge=1, le=64, description="Forward passes a worker runs at once (onnx "
+                               "backend): a query that arrives while another is embedded starts on a free core "
+                               "instead of waiting. Default: the cores divided among the workers, at least 1.")
     access_log: bool = Field(False, description="One log line per request (uvicorn's access log). Off by "
                              "default: /metrics already counts and times every request.")
     keep_alive: float = Field(75.0, gt=0, le=3600, description="Seconds an idle client connection stays open. "

@@ -109,6 +109,12 @@ class Embedder:
         return self.fingerprint.max_seq_length - self._special
 
     @property
+    def reentrant(self) -> bool:
+        """Whether ``embed`` may run on several threads at once (onnxruntime: yes; sentence-transformers
+        shares one tokenizer between calls, which two threads must not use at once)."""
+        return not isinstance(self.encoder, _TorchEncoder)
+
+    @property
     def tokenizer(self):
         """The model's Hugging Face tokenizer (the chunker measures chunks with it)."""
         return self.encoder.tokenizer

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from pathlib import Path
 
 #: set unless the user already set them: no hub lookups, no telemetry, no library banners
 OFFLINE_ENVIRONMENT = {
@@ -43,16 +44,26 @@ def lower_cpu_priority(niceness: int) -> int:
     """Run this process (and what it starts later) at ``niceness`` or lower priority; never raise it.
 
     Builds, evaluations and drift checks call this with ``pipeline.niceness`` so that on a shared
-    machine they take the CPU a query service leaves idle rather than slowing its answers. Where the
-    platform has no priorities (Windows) it does nothing. Returns the niceness the process runs at.
+    machine they take the CPU a query service leaves idle rather than slowing its answers; the
+    commands call it before they start Prefect's API server, which inherits it. Where the platform
+    has no priorities (Windows) it does nothing. Returns the niceness the process runs at.
     """
     if not hasattr(os, "setpriority"):
         return 0
     current = os.getpriority(os.PRIO_PROCESS, 0)
-    if niceness > current:  # an unprivileged process may only lower its priority; it never needs more
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
-        return niceness
-    return current
+    if niceness <= current:  # an unprivileged process may only lower its priority; it never needs more
+        return current
+    # On Linux a niceness belongs to a thread, not to the process: set it on every thread running now
+    # (threads started later inherit it from the one that starts them).
+    threads = [int(t.name) for t in Path("/proc/self/task").iterdir()] if Path("/proc/self/task").is_dir() else [0]
+    for thread in threads:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
+                os.setpriority(os.PRIO_PROCESS, thread, niceness)
+        except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
+            continue
+    os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    return niceness
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

@@ -14,8 +14,30 @@ from rag.serving.batcher import EncodeBatcher
 QUERIES = [f"question number {n}: how do I {'really ' * (n % 5)}roll back the index?" for n in range(16)]
 
 
-def test_concurrent_queries_share_passes_and_each_gets_its_own_vector(embedder) -> None:
-    batcher = EncodeBatcher(embedder)
+class _Overlap:
+    """An embedder that counts how many passes run at once (each made to take at least 20 ms)."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder, self.tokenizer = embedder, embedder.tokenizer
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def embed(self, texts):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.02)
+            return self.embedder.embed(texts)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_concurrent_queries_share_passes_and_each_gets_its_own_vector(embedder, lanes: int) -> None:
+    counted = _Overlap(embedder)
+    batcher = EncodeBatcher(counted, lanes=lanes)
     expected = {text: embedder.embed([text])[0] for text in QUERIES}
     start, results, errors = threading.Barrier(len(QUERIES)), {}, []
 
@@ -40,6 +62,7 @@ def test_concurrent_queries_share_passes_and_each_gets_its_own_vector(embedder) 
         assert tokens == [len(embedder.tokenizer(text, add_special_tokens=False)["input_ids"])]
     # 16 callers released at once while a pass takes milliseconds: they cannot all have gone one by one
     assert batcher.queries == len(QUERIES) and batcher.batches < len(QUERIES)
+    assert counted.most == lanes  # passes ran side by side, never more than the lanes
 
 
 def test_a_failing_pass_raises_to_its_caller_and_the_next_caller_is_served(embedder) -> None:

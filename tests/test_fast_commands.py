@@ -144,6 +144,9 @@ def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, t
     while not (servers := _servers_of(command.pid)) and time.monotonic() < deadline and command.poll() is None:
         time.sleep(0.05)
     assert servers, "the command started no Prefect API server"
+    # It yields the CPU as the command does (pipeline.niceness, 10): on Linux a niceness is per thread,
+    # so a server started before the command lowered its own would have stayed at the usual priority.
+    assert {_niceness(pid) for pid in servers} == {max(10, os.getpriority(os.PRIO_PROCESS, 0))}
     command.send_signal(signal.SIGKILL)
     command.wait()
     deadline = time.monotonic() + 30
@@ -153,6 +156,10 @@ def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, t
     for pid in alive:  # do not leave it to the rest of the suite
         os.kill(pid, signal.SIGKILL)
     assert not alive, "the server outlived the command"
+
+
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
 
 
 def _alive(pid: int) -> bool:

@@ -37,16 +37,23 @@ class _Job:
 
 
 class EncodeBatcher:
-    """Embeds with ``embedder``, batching the queries of concurrent callers (see the module's docstring)."""
+    """Embeds with ``embedder``, batching the queries of concurrent callers (see the module's docstring).
 
-    def __init__(self, embedder: Embedder, max_batch: int = MAX_BATCH) -> None:
+    ``lanes`` forward passes may run at once, each on its leader's thread: with one intra-op thread per
+    pass, a query that arrives while another is being embedded starts at once on a free core instead
+    of waiting for that pass to end.
+    """
+
+    def __init__(self, embedder: Embedder, max_batch: int = MAX_BATCH, lanes: int = 1) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
+        self.lanes = max(1, lanes)
         self.batches = 0  # forward passes run
         self.queries = 0  # queries embedded
         self._lock = threading.Lock()
+        self._counting = threading.Lock()  # one tokenizer, and it must not be used from two threads at once
         self._pending: deque[_Job] = deque()
-        self._leader: _Job | None = None
+        self._leading = 0  # passes running or about to
         self._closed = False
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
@@ -56,13 +63,14 @@ class EncodeBatcher:
             raise RuntimeError("this encoder was closed (its model is no longer served)")
         job = _Job(list(texts))
         with self._lock:
-            self._pending.append(job)
-            leading = self._leader is None
+            leading = self._leading < self.lanes
             if leading:
-                self._leader = job
+                self._leading += 1
+            else:
+                self._pending.append(job)
         if not leading:
             job.wake.wait()
-        if not job.finished:  # made the leader
+        if not job.finished:  # a lane is free for it
             self._lead(job)
         if job.error is not None:
             raise job.error
@@ -74,16 +82,16 @@ class EncodeBatcher:
         self._closed = True
 
     def _lead(self, own: _Job) -> None:
-        while not own.finished:
-            with self._lock:
-                jobs, size = [], 0
-                while self._pending and (not jobs or size + len(self._pending[0].texts) <= self.max_batch):
-                    jobs.append(self._pending.popleft())
-                    size += len(jobs[-1].texts)
-            self._embed(jobs)
         with self._lock:
-            successor = self._pending[0] if self._pending else None
-            self._leader = successor
+            jobs, size = [own], len(own.texts)
+            while self._pending and size + len(self._pending[0].texts) <= self.max_batch:
+                jobs.append(self._pending.popleft())
+                size += len(jobs[-1].texts)
+        self._embed(jobs)
+        with self._lock:  # hand the lane to the oldest caller still waiting, or free it
+            successor = self._pending.popleft() if self._pending else None
+            if successor is None:
+                self._leading -= 1
         if successor is not None:
             successor.wake.set()  # not finished: it leads now
 
@@ -91,7 +99,8 @@ class EncodeBatcher:
         texts = [text for job in jobs for text in job.texts]
         try:
             vectors = self.embedder.embed(texts)
-            tokens = [len(ids) for ids in self.embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            with self._counting:
+                tokens = [len(ids) for ids in self.embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         except BaseException as exc:  # every caller gets the error; the next leader goes on
             vectors, tokens = None, []
             for job in jobs:

@@ -95,6 +95,7 @@ class Retriever:
         follow_every: float = 2.0,
         embedding: EmbeddingSettings | None = None,
         threads: int | None = None,
+        passes: int = 1,
     ) -> None:
         """
         Args:
@@ -112,6 +113,8 @@ class Retriever:
             embedding: the backend and ONNX cache to query with (``embedding.backend``; default onnx).
                 The model is always the one the live build records, not ``embedding.model``.
             threads: intra-op threads of the query encoder (None: one per core).
+            passes: forward passes run at once (onnx backend), each on the thread of a search that
+                leads it: a query arriving while another is embedded starts on a free core.
 
         Raises:
             StoreError / StoreLockedError: the store cannot be opened.
@@ -124,6 +127,7 @@ class Retriever:
         self.follow_every = follow_every
         self.embedding = embedding or EmbeddingSettings()
         self.threads = threads
+        self.passes = max(1, passes)
         self._opened = IndexStore.open(settings, create=False)
         self.store = self._opened.__enter__()
         self._store_lock = threading.Lock()  # one store, used by searches and the background threads
@@ -240,7 +244,8 @@ class Retriever:
         with self._encoders_lock:
             encoder = self._encoders.get(id(embedder))
             if encoder is None:
-                encoder = self._encoders[id(embedder)] = EncodeBatcher(embedder)
+                encoder = self._encoders[id(embedder)] = EncodeBatcher(
+                    embedder, lanes=self.passes if embedder.reentrant else 1)
             return encoder
 
     def _drop_unused_encoders(self) -> None:

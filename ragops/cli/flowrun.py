@@ -63,6 +63,15 @@ def golden_set(settings: Settings, *, required: bool = False) -> GoldenSet | Non
     return load_golden(settings, required=required)
 
 
+def yield_cpu(settings: Settings) -> None:
+    """Lower this command's CPU priority to ``pipeline.niceness`` (and so of the Prefect API server it
+    starts next, and of the parsing child): a build, an eval or a drift check takes the CPU a query
+    service on the same machine leaves idle."""
+    from rag.runtime import lower_cpu_priority
+
+    lower_cpu_priority(settings.pipeline.niceness)
+
+
 def load_while_api_starts(settings: Settings, *, scoring: bool) -> Embedder:
     """What the flow loads first, loaded now, while Prefect's API starts on the other core
     (ragops/cli/prefect_api.py): the configured model, which the flow's ``load-model`` step (or its
@@ -75,9 +84,7 @@ def load_while_api_starts(settings: Settings, *, scoring: bool) -> Embedder:
     import importlib
 
     from rag.embedding import load_embedder
-    from rag.runtime import lower_cpu_priority
 
-    lower_cpu_priority(settings.pipeline.niceness)  # as the flow does first: yield to a query service
     embedder = load_embedder(settings.embedding)
     if scoring:
         importlib.import_module("ragas.metrics")

@@ -14,6 +14,7 @@ from ragops.cli.flowrun import (
     load_while_api_starts,
     stdout_to_stderr,
     store_for_flow,
+    yield_cpu,
 )
 from ragops.cli.options import Common, GoldenOption, common_options
 from ragops.cli.prefect_api import early_prefect_api
@@ -44,6 +45,7 @@ def reindex(
     """
     settings = common.settings(sources=source, golden=golden)
     check_reindex_inputs(settings)
+    yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
     with early_prefect_api() as api:  # boots beside the imports and the model load below (docs/benchmarks.md)
         golden_queries = golden_set(settings)  # first: a bad golden set must leave no store behind
         check_store_free(settings)

@@ -8,7 +8,7 @@ import typer
 
 from ragops import output
 from ragops.cli.errors import emit_report
-from ragops.cli.flowrun import golden_set, load_while_api_starts, stdout_to_stderr, store_for_flow
+from ragops.cli.flowrun import golden_set, load_while_api_starts, stdout_to_stderr, store_for_flow, yield_cpu
 from ragops.cli.options import Common, GoldenOption, common_options
 from ragops.cli.prefect_api import early_prefect_api
 
@@ -71,6 +71,7 @@ def evaluate(
     the `evaluate` Prefect flow in this process and publishes the `eval-<alias>` artifact.
     """
     settings = common.settings(golden=golden)
+    yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
     with early_prefect_api() as api:  # boots beside the imports below (docs/benchmarks.md)
         golden_queries = golden_set(settings, required=True)
         from flows.evaluate import evaluate as evaluate_flow
@@ -105,6 +106,7 @@ def drift(*, golden: GoldenOption = None, no_event: NoEventFlag = False, common:
     on a Prefect server. Exit code 6 when any check finds drift.
     """
     settings = common.settings(golden=golden)
+    yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
     with early_prefect_api() as api:  # boots beside the imports below (docs/benchmarks.md)
         golden_queries = golden_set(settings)
         from flows.drift import drift_check
