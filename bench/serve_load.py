@@ -24,7 +24,8 @@ baseline, then checks the targets: p50 <= baseline p50 + 5 ms, p99 <= 3 x p50, n
 
 The moves start ``--lead`` seconds into the load (a phase with nothing beside it); after the last one the
 load goes on until the service answers from the final version (at most ``--settle`` seconds), and at
-least until ``--duration``. Logs of every command and of the server: ``--keep``, then ``<workdir>/logs``.
+least until ``--duration``. Logs of every command and of the server: ``--keep``, then ``<workdir>/logs``;
+every request's start, latency, status and version: ``<workdir>/records.json``.
 
 Exit code 0 whatever the figures (it is a benchmark); 1 when the setup failed (a build, the server).
 """
@@ -612,6 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         duration = time.perf_counter() - t0
         mover.join(timeout=1)
         report(args, list(records), moves, duration, base, initial, scrape_metrics(base_url), server_log)
+        if args.keep:  # every request, for a closer look (latency over time, around each move)
+            (root / "records.json").write_text(json.dumps(
+                {"moves": [{"name": m.name, "started": m.started, "finished": m.finished} for m in moves],
+                 "requests": [[round(r.start, 4), round(r.latency * 1000, 2), r.status, r.version] for r in records]}))
         return 0
     except SetupError as exc:
         print(f"setup failed: {exc}", file=sys.stderr)

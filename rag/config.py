@@ -400,8 +400,8 @@ class PipelineSettings(_Section):
     niceness: int = Field(
         10, ge=0, le=19,
         description="CPU priority of reindex, eval and drift runs (Unix nice): above 0 they take the CPU "
-        "that a query service on the same machine leaves idle instead of slowing its answers. 0 keeps the "
-        "priority they were started with.",
+        "that a query service on the same machine leaves idle instead of slowing its answers; so do the "
+        "Prefect API server and the parsing child they start. 0 keeps the priority they were started with.",
     )
 
 

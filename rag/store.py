@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -312,6 +312,17 @@ class IndexStore(ABC):
             AliasConflictError: the alias points elsewhere; nothing was changed.
             VersionError: the target build does not exist.
         """
+
+    def prepare_reader(self, collection: str) -> Callable[[], None]:
+        """Check that ``collection`` (a build or an alias) can be read here, and return the call that opens
+        it for reading. That call touches no other state of this store, so a caller that serializes its
+        use of the store with a lock may run it outside that lock, beside searches of other builds (on
+        Edge it copies a snapshot and loads it: ~100 ms). Backends with nothing to open return a no-op.
+
+        Raises:
+            VersionError / StoreLockedError / DamagedBuildError: as a search of it would.
+        """
+        return lambda: None
 
     def release(self, collection: str) -> None:
         """Let go of what this process holds open to read a build (a snapshot on Edge; others: nothing).

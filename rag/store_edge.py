@@ -26,7 +26,7 @@ import sqlite3
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -310,13 +310,17 @@ class EdgeStore(IndexStore):
 
     def _reader(self, collection: str):
         """A shard to read ``collection`` (a build or an alias) from: ours if we write it, else a snapshot."""
-        import qdrant_edge as edge
-
         collection = self.alias_target(collection) or collection
         if collection in self._writing:
             return self._writing[collection]
-        if collection in self._reading:
-            return self._reading[collection]
+        if collection not in self._reading:
+            self.prepare_reader(collection)()
+        return self._reading[collection]
+
+    def prepare_reader(self, collection: str) -> Callable[[], None]:
+        collection = self.alias_target(collection) or collection
+        if collection in self._writing or collection in self._reading:
+            return lambda: None  # open already
         if not self._catalog.has_build(collection):
             raise VersionError(f"collection {collection} does not exist in {self.location}; see `ragops status`")
         if not self._catalog.sealed(collection)[0]:
@@ -326,11 +330,16 @@ class EdgeStore(IndexStore):
         problem = self._damaged_files(collection)
         if problem:
             raise DamagedBuildError(f"build {collection} is damaged: {problem}")
-        snapshot = self._readers / collection
-        with _edge_errors(f"opening a snapshot of {collection}"):
-            _snapshot(self._shard_dir(collection), snapshot)
-            self._reading[collection] = edge.EdgeShard.load(str(snapshot))
-        return self._reading[collection]
+
+        def open_snapshot() -> None:  # files and the new shard only: no catalog, no other shard
+            import qdrant_edge as edge
+
+            snapshot = self._readers / collection
+            with _edge_errors(f"opening a snapshot of {collection}"):
+                _snapshot(self._shard_dir(collection), snapshot)
+                self._reading[collection] = edge.EdgeShard.load(str(snapshot))
+
+        return open_snapshot
 
     def _write_points(self, collection: str, points: list[tuple[str, np.ndarray, dict]]) -> None:
         import qdrant_edge as edge

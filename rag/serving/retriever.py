@@ -295,7 +295,8 @@ class Retriever:
                 target = self.live_collection()
                 if target != self._live.collection:
                     noticed, previous = time.time(), self._live
-                    self._live = self._prepare(target, previous=previous)
+                    with self._pin_lock:  # one preparation at a time: a pin may want the same build
+                        self._live = self._prepare(target, previous=previous)
                     self.switches.append(Switch(self._live.version, previous.version, noticed, time.time()))
                     retired = previous.collection
                     log.info("alias %s moved: now serving %s (was %s)", self.alias, self._live.version,
@@ -309,8 +310,12 @@ class Retriever:
         """Open ``collection`` and its model and warm both, without touching what searches use now."""
         with self._store_lock:
             manifest = self.store.read_manifest(collection)
-        if manifest is None:
+            open_reader = self.store.prepare_reader(collection) if manifest is not None else None
+        if manifest is None or open_reader is None:
             raise VersionError(f"live collection {collection} has no ragops manifest; cannot tell its model")
+        # Outside the store lock: on Edge this copies and loads a snapshot (~100 ms), which every search
+        # of the live build would otherwise wait out at each promotion or rollback.
+        open_reader()
         if previous is not None and previous.embedder.fingerprint.same_space(manifest.model):
             embedder = previous.embedder
         else:
