@@ -123,6 +123,11 @@ class IndexStore(ABC):
     Use ``IndexStore.open(settings)`` as a context manager; it picks the backend.
     """
 
+    #: True when ``search_many`` of a build opened with ``prepare_reader`` may run beside any other call
+    #: on this store from other threads (a query service then searches without waiting for its other
+    #: store work: reading the alias, opening the next build)
+    concurrent_searches: bool = False
+
     #: where the store is, for messages and logs (a server URL's password redacted)
     location: str
 

@@ -63,6 +63,8 @@ WRITE_BATCH = 256
 class EdgeStore(IndexStore):
     """Builds as Edge shards, manifests, aliases and tables in SQLite (see the module docstring)."""
 
+    concurrent_searches = True  # a shard answers searches from several threads at once (Rust, read-only)
+
     def __init__(self, settings: StoreSettings) -> None:
         self.root = Path(settings.location)
         self.location = str(self.root)
@@ -310,6 +312,11 @@ class EdgeStore(IndexStore):
 
     def _reader(self, collection: str):
         """A shard to read ``collection`` (a build or an alias) from: ours if we write it, else a snapshot."""
+        # An open build is found without the catalog: a search then touches no SQLite (whose busy
+        # handler can sleep 5-20 ms while a build in another process commits) and nothing but the shard.
+        shard = self._reading.get(collection) or self._writing.get(collection)
+        if shard is not None:
+            return shard
         collection = self.alias_target(collection) or collection
         if collection in self._writing:
             return self._writing[collection]
@@ -374,6 +381,7 @@ def _snapshot(master: Path, target: Path) -> None:
     """A reader's own copy of a sealed shard: large files hard-linked, small ones copied."""
     if target.exists():
         shutil.rmtree(target)
+    copied: list[Path] = []
     for folder, _, files in os.walk(master):
         destination = target / Path(folder).relative_to(master)
         destination.mkdir(parents=True, exist_ok=True)
@@ -386,6 +394,16 @@ def _snapshot(master: Path, target: Path) -> None:
                 except OSError:  # another filesystem, or links not allowed: copy instead
                     pass
             shutil.copy2(source, destination / name)
+            copied.append(destination / name)
+    # Write the copies out now, while other threads run (os.fsync lets go of the GIL): otherwise the
+    # engine's load, and later its close, wait for them while holding the GIL, and every thread of a
+    # query service stops for ~30 ms each time (measured: 29-32 ms -> 23 ms to load, 31-37 -> 13-17 to close).
+    for path in copied:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _inventory(shard: Path) -> dict[str, list]:

@@ -230,8 +230,11 @@ class Retriever:
                 raise ValueError(f"query {text[:40]!r}… holds a lone surrogate: it is not text") from None
         live = self._live if version in (None, self._live.version) else self._pin(version)
         vectors, tokens = self._encoder(live.embedder).embed(list(texts))
-        with self._store_lock:
+        if live is self._live and self.store.concurrent_searches:  # opened by _prepare, released an interval late
             results = self.store.search_many(live.collection, vectors, k, where=where)
+        else:
+            with self._store_lock:
+                results = self.store.search_many(live.collection, vectors, k, where=where)
         if self.query_log is not None and live is self._live:
             self.query_log.offer(live.manifest.model, vectors)
         return Answer(
