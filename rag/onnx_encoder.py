@@ -289,8 +289,9 @@ class OnnxEncoder:
     ``threads`` None (throughput, for builds): one single-threaded pass per core at once, instead of one
     pass on all cores: a pass split over threads waits for its slowest thread, so every other process
     on the machine (a build's parser, its store writes, a query service) slowed the whole encoder; a
-    single-threaded pass only loses the core it is on. ``threads`` N (latency, for serving): one pass at
-    a time on N threads, so that a single query uses them all.
+    single-threaded pass only loses the core it is on. ``threads`` N (latency, for serving): a call's
+    passes run one after another on N threads, on the caller's thread; several threads may call at
+    once (the query batcher runs ``serve.passes`` of them), since onnxruntime's ``run`` is thread-safe.
     """
 
     def __init__(self, model_path: Path, export: Path, *, threads: int | None = None) -> None:
