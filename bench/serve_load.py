@@ -20,7 +20,8 @@ versions answered in order of request start next to the moves made, responses mi
 baseline, then checks the targets: p50 <= baseline p50 + 5 ms, p99 <= 3 x p50, no errors, no mixed answers.
 
     .venv/bin/python bench/serve_load.py [--clients 32] [--duration 60] [--think 0] [--threads 1]
-                                         [--workers 1] [--lead 10] [--settle 30] [--workdir DIR] [--keep]
+                                         [--workers 1] [--lead 10] [--settle 30] [--niceness N]
+                                         [--workdir DIR] [--keep]
 
 The moves start ``--lead`` seconds into the load (a phase with nothing beside it); after the last one the
 load goes on until the service answers from the final version (at most ``--settle`` seconds), and at
@@ -204,7 +205,7 @@ def make_cls_model(target: Path) -> Path:
     return target
 
 
-def prepare(root: Path) -> Workspace:
+def prepare(root: Path, niceness: int | None = None) -> Workspace:
     import yaml
 
     corpus, logs = root / "corpus", root / "logs"
@@ -218,7 +219,7 @@ def prepare(root: Path) -> Workspace:
         "sources": [{"name": "demo", "path": str(corpus)}],  # golden ids are demo/<path>
         "store": {"location": str(root / "store")},
         "chunking": {"max_tokens": 96},
-        "pipeline": {"batch_documents": 4},
+        "pipeline": {"batch_documents": 4} | ({"niceness": niceness} if niceness is not None else {}),
         "evaluation": {"golden": str(golden)},
     }
     config, cls_config = root / "ragops.yaml", root / "ragops-cls.yaml"
@@ -417,7 +418,8 @@ def report(args, records: list[Record], moves: list[Move], duration: float, base
     mixed = sum(r.mixed for r in ok)
     print()
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"clients {args.clients}, think {args.think} s, serve --threads {args.threads} --workers {args.workers}; "
+    print(f"clients {args.clients}, think {args.think} s, serve --threads {args.threads} --workers {args.workers}, "
+          f"builds at niceness {args.niceness if args.niceness is not None else 'default'}; "
           f"asked {args.duration:.0f} s, ran {duration:.1f} s")
     print()
     print("| figure | value |")
@@ -527,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lead", type=float, default=10.0, help="seconds of load before the first move")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds the load goes on after the last "
                         "move, at most, for the service to answer from the final version")
+    parser.add_argument("--niceness", type=int, default=None, help="pipeline.niceness of the builds, drift and "
+                        "eval run beside the load (default: the setting's default)")
     parser.add_argument("--baseline-queries", type=int, default=200, help="queries timed for the baseline")
     parser.add_argument("--workdir", type=Path, help="folder for corpus, store, logs (must be empty or absent)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs included)")
@@ -546,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     server: subprocess.Popen | None = None
     ws: Workspace | None = None
     try:
-        ws = prepare(root)
+        ws = prepare(root, args.niceness)
         print(f"workdir {root}", flush=True)
         started = time.perf_counter()
         rc, out = ws.run([ragops, "reindex", "--config", str(ws.config), "--json"], "setup-reindex")
