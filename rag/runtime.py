@@ -62,7 +62,6 @@ def lower_cpu_priority(niceness: int) -> int:
                 os.setpriority(os.PRIO_PROCESS, thread, niceness)
         except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
             continue
-    os.setpriority(os.PRIO_PROCESS, 0, niceness)
     return niceness
 
 

@@ -314,9 +314,10 @@ class EdgeStore(IndexStore):
         """A shard to read ``collection`` (a build or an alias) from: ours if we write it, else a snapshot."""
         # An open build is found without the catalog: a search then touches no SQLite (whose busy
         # handler can sleep 5-20 ms while a build in another process commits) and nothing but the shard.
-        shard = self._reading.get(collection) or self._writing.get(collection)
-        if shard is not None:
-            return shard
+        for open_shards in (self._reading, self._writing):
+            shard = open_shards.get(collection)
+            if shard is not None:
+                return shard
         collection = self.alias_target(collection) or collection
         if collection in self._writing:
             return self._writing[collection]

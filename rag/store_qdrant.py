@@ -54,7 +54,7 @@ class QdrantStore(IndexStore):
     def __init__(self, client: QdrantClient, location: str, settings: StoreSettings | None = None) -> None:
         self.client = client
         # A server's client is thread-safe (HTTP); qdrant-client's local mode is not.
-        self.concurrent_searches = getattr(client, "_client", None).__class__.__name__ != "QdrantLocal"
+        self.concurrent_searches = settings is not None and settings.is_remote
         #: where the store is, for messages and logs: a server URL's password is redacted
         self.location = redact_url(location)
         self._settings = settings

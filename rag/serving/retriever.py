@@ -313,9 +313,9 @@ class Retriever:
         """Open ``collection`` and its model and warm both, without touching what searches use now."""
         with self._store_lock:
             manifest = self.store.read_manifest(collection)
-            open_reader = self.store.prepare_reader(collection) if manifest is not None else None
-        if manifest is None or open_reader is None:
-            raise VersionError(f"live collection {collection} has no ragops manifest; cannot tell its model")
+            if manifest is None:
+                raise VersionError(f"live collection {collection} has no ragops manifest; cannot tell its model")
+            open_reader = self.store.prepare_reader(collection)
         # Outside the store lock: on Edge this copies and loads a snapshot (~100 ms), which every search
         # of the live build would otherwise wait out at each promotion or rollback.
         open_reader()
