@@ -619,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         report(args, list(records), moves, duration, base, initial, scrape_metrics(base_url), server_log)
         if args.keep:  # every request, for a closer look (latency over time, around each move)
             (root / "records.json").write_text(json.dumps(
-                {"moves": [{"name": m.name, "started": m.started, "finished": m.finished} for m in moves],
+                {"t0": t0,  # time.perf_counter() at the load's start: CLOCK_MONOTONIC, shared by processes
+                 "moves": [{"name": m.name, "started": m.started, "finished": m.finished} for m in moves],
                  "requests": [[round(r.start, 4), round(r.latency * 1000, 2), r.status, r.version] for r in records]}))
         return 0
     except SetupError as exc:

@@ -401,7 +401,9 @@ class PipelineSettings(_Section):
         10, ge=0, le=19,
         description="CPU priority of reindex, eval and drift runs (Unix nice): above 0 they take the CPU "
         "that a query service on the same machine leaves idle instead of slowing its answers; so do the "
-        "Prefect API server and the parsing child they start. 0 keeps the priority they were started with.",
+        "Prefect API server and the parsing child they start. On Linux it also lowers their session's "
+        "scheduling group (autogroup), or it would not reach a service started in another session. "
+        "0 keeps the priority they were started with.",
     )
 
 

@@ -5,9 +5,11 @@ Entry points (the CLI, each flow) call ``configure_offline_runtime()`` first; no
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
+import time
 from pathlib import Path
 
 #: set unless the user already set them: no hub lookups, no telemetry, no library banners
@@ -45,11 +47,13 @@ def lower_cpu_priority(niceness: int) -> int:
 
     Builds, evaluations and drift checks call this with ``pipeline.niceness`` so that on a shared
     machine they take the CPU a query service leaves idle rather than slowing its answers; the
-    commands call it before they start Prefect's API server, which inherits it. Where the platform
-    has no priorities (Windows) it does nothing. Returns the niceness the process runs at.
+    commands call it before they start Prefect's API server, which inherits it. On Linux it lowers the
+    session's scheduling group too (``lower_session_group_priority``). Where the platform has no
+    priorities (Windows) it does nothing. Returns the niceness the process runs at.
     """
     if not hasattr(os, "setpriority"):
         return 0
+    lower_session_group_priority(niceness)
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if niceness <= current:  # an unprivileged process may only lower its priority; it never needs more
         return current
@@ -63,6 +67,56 @@ def lower_cpu_priority(niceness: int) -> int:
         except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
             continue
     return niceness
+
+
+#: Linux's scheduling group of this process's session, and whether the scheduler uses such groups
+AUTOGROUP, AUTOGROUP_ENABLED = Path("/proc/self/autogroup"), Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def lower_session_group_priority(niceness: int) -> int | None:
+    """Lower the niceness of this process's session group to ``niceness``; None where there is none.
+
+    With autogroup (on by default in most Linux kernels), the scheduler shares the CPU between sessions
+    first and applies niceness only between threads of one session: a build started in a session of its
+    own (a terminal, a systemd unit, a cron job, a Prefect worker) at nice 10 still took half of the CPU
+    from a query service started in another (docs/benchmarks.md, "Session groups").
+
+    Any process may lower its group's priority. When this process does not lead its session (the group
+    is its shell's, say), the group's niceness is put back when it exits normally.
+    """
+    try:
+        if AUTOGROUP_ENABLED.read_text().strip() != "1":
+            return None
+        before = _autogroup_niceness()
+    except (OSError, ValueError, IndexError):  # not Linux, or a kernel without autogroup
+        return None
+    if before >= niceness:
+        return before
+    for _ in range(3):
+        try:
+            AUTOGROUP.write_text(str(niceness))
+            break
+        except BlockingIOError:  # EAGAIN: an unprivileged change at most every 100 ms, machine-wide
+            time.sleep(0.11)
+        except OSError:  # a read-only /proc (some containers): the threads' niceness still applies
+            return before
+    else:
+        return before
+    if os.getsid(0) != os.getpid():
+        atexit.register(_restore_autogroup, before, niceness)
+    return niceness
+
+
+def _autogroup_niceness() -> int:
+    return int(AUTOGROUP.read_text().split("nice")[1])  # "/autogroup-746 nice 0"
+
+
+def _restore_autogroup(before: int, ours: int) -> None:
+    try:
+        if _autogroup_niceness() == ours:  # nobody changed it since
+            AUTOGROUP.write_text(str(before))
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

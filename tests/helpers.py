@@ -211,3 +211,16 @@ def small_disk(folder: Path, megabytes: int = 200) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def autogroup_enabled() -> bool:
+    """Whether Linux schedules by session groups here (sched_autogroup_enabled), as most kernels do."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def autogroup_niceness(pid: int | str = "self") -> int:
+    """The niceness of the session group of process ``pid`` ("/autogroup-746 nice 10" in proc(5))."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split("nice")[1])

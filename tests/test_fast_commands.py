@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import DEMO_CORPUS
+from tests.helpers import autogroup_enabled, autogroup_niceness
 
 #: what a command that only reads the store must not import
 MODEL_OR_SERVER = ("torch", "sentence_transformers", "transformers", "onnxruntime", "prefect.server.api.server")
@@ -138,8 +139,9 @@ def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, t
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    # In a session of its own, as cron, systemd or a terminal start it (and so in a scheduling group of its own)
     command = subprocess.Popen([sys.executable, "-m", "ragops", "reindex", "--config", str(built), "--json"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     while not (servers := _servers_of(command.pid)) and time.monotonic() < deadline and command.poll() is None:
         time.sleep(0.05)
@@ -147,6 +149,8 @@ def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, t
     # It yields the CPU as the command does (pipeline.niceness, 10): on Linux a niceness is per thread,
     # so a server started before the command lowered its own would have stayed at the usual priority.
     assert {_niceness(pid) for pid in servers} == {max(10, os.getpriority(os.PRIO_PROCESS, 0))}
+    if autogroup_enabled():  # and so does its session's group: niceness alone did not reach across sessions
+        assert {autogroup_niceness(pid) for pid in servers} == {10}
     command.send_signal(signal.SIGKILL)
     command.wait()
     deadline = time.monotonic() + 30
