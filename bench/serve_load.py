@@ -7,7 +7,8 @@ In one run, in a temporary folder (or ``--workdir``):
    offline from the packaged model), and builds the alias with ``ragops reindex``;
 2. starts ``ragops serve`` and waits for ``/v1/readyz``;
 3. measures the baseline in this process: the same model (one thread) and the same store, a single query
-   encoded then searched (``IndexStore.search_many``, top 10), p50/p99;
+   encoded then searched (``IndexStore.search_many``, top 10), p50/p99, back to back and then paced (each
+   query after a 50 ms pause, as the clients pause between requests);
 4. runs ``--clients`` concurrent clients for ``--duration`` seconds (longer if the moves below take longer),
    each POSTing ``/v1/search`` (k 5) in a loop, with an optional ``--think`` pause between requests
    (exponential, that mean);
@@ -17,7 +18,8 @@ In one run, in a temporary folder (or ``--workdir``):
 
 It prints requests, non-2xx (by status), transport errors, latency p50/p90/p99/max, throughput, the
 versions answered in order of request start next to the moves made, responses mixing builds, and the
-baseline, then checks the targets: p50 <= baseline p50 + 5 ms, p99 <= 3 x p50, no errors, no mixed answers.
+baseline, then checks the targets: p50 <= baseline p50 + 5 ms (against each baseline), p99 <= 3 x p50, no
+errors, no mixed answers.
 
     .venv/bin/python bench/serve_load.py [--clients 32] [--duration 60] [--think 0] [--threads 1]
                                          [--workers 1] [--lead 10] [--settle 30] [--niceness N]
@@ -58,6 +60,8 @@ sys.path.insert(0, str(ROOT))
 
 ALIAS = "load"
 K = 5
+#: seconds before each query of the paced baseline (the clients think ~1 s; 10 ms already cools the encoder)
+PACED_PAUSE = 0.05
 #: what users of the demo corpus ask, phrased in many ways (none is a golden query verbatim)
 QUERIES = [
     "How do I undo a bad promotion?",
@@ -244,23 +248,29 @@ def baseline(config: Path, queries: int) -> dict[str, float]:
 
     settings = Settings.load(config)
     embedder = load_embedder(settings.embedding)
-    encode, total = [], []
+    figures: dict[str, float] = {"queries": queries}
     with IndexStore.open(settings.store, create=False) as store:
         live = store.alias_target(settings.alias)
         if live is None:
             raise SetupError(f"alias {settings.alias} has no live build")
-        for i in range(queries + 20):
-            text = QUERIES[i % len(QUERIES)]
-            started = time.perf_counter()
-            vector = embedder.embed([text])
-            encoded = time.perf_counter()
-            store.search_many(live, vector, 10)
-            done = time.perf_counter()
-            if i >= 20:  # after warming up
-                encode.append((encoded - started) * 1000)
-                total.append((done - started) * 1000)
-    return {"encode_p50": percentile(encode, 50), "encode_p99": percentile(encode, 99),
-            "p50": percentile(total, 50), "p99": percentile(total, 99), "queries": queries}
+        # Back to back, then each after a pause as the clients make: on this machine an encode that follows
+        # a pause of 10 ms or more took ~1.5 ms longer than one right after another (docs/benchmarks.md).
+        for prefix, pause in (("", 0.0), ("paced_", PACED_PAUSE)):
+            encode, total = [], []
+            for i in range(queries + 20):
+                time.sleep(pause)
+                text = QUERIES[i % len(QUERIES)]
+                started = time.perf_counter()
+                vector = embedder.embed([text])
+                encoded = time.perf_counter()
+                store.search_many(live, vector, 10)
+                done = time.perf_counter()
+                if i >= 20:  # after warming up
+                    encode.append((encoded - started) * 1000)
+                    total.append((done - started) * 1000)
+            figures |= {f"{prefix}encode_p50": percentile(encode, 50), f"{prefix}encode_p99": percentile(encode, 99),
+                        f"{prefix}p50": percentile(total, 50), f"{prefix}p99": percentile(total, 99)}
+    return figures
 
 
 def client_loop(index: int, base_url: str, think: float, t0: float, stop: threading.Event,
@@ -437,8 +447,10 @@ def report(args, records: list[Record], moves: list[Move], duration: float, base
     print(f"| throughput (req/s) | {len(records) / duration:.1f} |")
     print(f"| mixed responses (target 0) | {mixed} |")
     print(f"| responses with no hits | {sum(r.hits == 0 for r in ok)} |")
-    print(f"| baseline encode+search p50 / p99 (ms, {base['queries']} queries, 1 thread) | "
+    print(f"| baseline encode+search p50 / p99 (ms, {base['queries']} queries back to back, 1 thread) | "
           f"{base['p50']:.2f} / {base['p99']:.2f} (encode alone {base['encode_p50']:.2f} / {base['encode_p99']:.2f}) |")
+    print(f"| baseline, paced: each query after {PACED_PAUSE * 1000:.0f} ms | {base['paced_p50']:.2f} / "
+          f"{base['paced_p99']:.2f} (encode alone {base['paced_encode_p50']:.2f} / {base['paced_encode_p99']:.2f}) |")
     print()
     print("moves (t: seconds since the load began):")
     print()
@@ -510,9 +522,10 @@ def report(args, records: list[Record], moves: list[Move], duration: float, base
     for line in problems[:10]:
         print(f"    {line[:300]}")
     print()
-    target_p50 = base["p50"] + 5
     print("targets:")
-    print(f"- p50 {p50:.1f} ms <= baseline p50 + 5 ms = {target_p50:.1f} ms: {'PASS' if p50 <= target_p50 else 'FAIL'}")
+    for name, key in (("paced baseline", "paced_p50"), ("back-to-back baseline", "p50")):
+        target_p50 = base[key] + 5
+        print(f"- p50 {p50:.1f} ms <= {name} p50 + 5 ms = {target_p50:.1f} ms: {'PASS' if p50 <= target_p50 else 'FAIL'}")
     print(f"- p99 {p99:.1f} ms <= 3 x p50 = {3 * p50:.1f} ms: {'PASS' if p99 <= 3 * p50 else 'FAIL'}")
     print(f"- non-2xx {len(bad)}, transport errors {len(transport)}, mixed {mixed}: "
           f"{'PASS' if not bad and not transport and not mixed else 'FAIL'}")
@@ -574,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ragops serve ready on {base_url} ({ready}) after {time.perf_counter() - started:.1f} s", flush=True)
 
         base = baseline(ws.config, args.baseline_queries)
-        print(f"baseline: encode+search p50 {base['p50']:.2f} ms, p99 {base['p99']:.2f} ms", flush=True)
+        print(f"baseline: encode+search p50 {base['p50']:.2f} ms, p99 {base['p99']:.2f} ms back to back; "
+              f"p50 {base['paced_p50']:.2f} ms, p99 {base['paced_p99']:.2f} ms paced", flush=True)
 
         records: list[Record] = []  # list.append is atomic under the GIL
         moves: list[Move] = []

@@ -224,6 +224,18 @@ def test_bad_batches_and_a_query_the_model_reads_only_in_part(served) -> None:
     assert client.post("/v1/search", json={"query": long}).json()["truncated"] is True
 
 
+def test_the_search_fast_path_answers_as_the_route_does(served) -> None:
+    """A plain JSON search skips FastAPI's routing (rag.serving.api._SearchFastPath); other content types
+    reach the route. Both give the same answer, and what the route refuses stays refused."""
+    client, body = served["client"], {"query": QUESTION, "k": 3, "filter": {"source": "demo"}}
+    fast = client.post("/v1/search", json=body)
+    routed = client.post("/v1/search", json=body, headers={"content-type": "application/ld+json"})
+    assert fast.status_code == routed.status_code == 200
+    assert fast.json() == routed.json() and fast.headers["content-type"] == routed.headers["content-type"]
+    refused = client.post("/v1/search", json=body, headers={"content-type": "text/plain"})
+    assert _error(refused, 422, "invalid_request").startswith("body: Input should be a valid dictionary")
+
+
 def test_version_and_statistics_describe_the_live_build_and_its_sources(served) -> None:
     client = served["client"]
     version = client.get("/v1/version").json()
