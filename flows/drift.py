@@ -53,7 +53,7 @@ def drift_check(
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings)
-    lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
+    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)  # yield to a query service
     embedder = load_model(settings.embedding)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:

@@ -61,7 +61,7 @@ def evaluate(
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings, required=True)
-    lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
+    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)  # yield to a query service
     # The command's model (flows.runs.given) serves every build embedded in its vector space.
     embedders = QueryEmbedders(settings.evaluation, settings.embedding, given_embedder(settings.embedding))
 

@@ -100,7 +100,7 @@ def reindex(
     configure_offline_runtime()
     settings = load_settings(config, sources=sources, store=store, alias=alias, golden=golden)
     settings.require_sources()
-    lower_cpu_priority(settings.pipeline.niceness)  # yield to a query service beside it
+    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)  # yield to a query service
     golden_set = load_golden(settings)  # first: a typo in it should cost milliseconds, not a build
     redactors = redactors_for(settings.sources)  # likewise a missing redaction key
     if golden_set is None:

@@ -405,6 +405,14 @@ class PipelineSettings(_Section):
         "scheduling group (autogroup), or it would not reach a service started in another session. "
         "0 keeps the priority they were started with.",
     )
+    idle_class: bool = Field(
+        True,
+        description="On Linux with session groups (autogroup, the kernel's default), run reindex, eval and "
+        "drift in the idle scheduling class as well: a query service's thread that wakes takes the core at "
+        "once, while their group keeps its share of the CPU (at `niceness`) against other sessions. "
+        "Without session groups it is not applied: an idle-class run would get almost no CPU while anything "
+        "else runs.",
+    )
 
 
 #: metrics a gate may name: IR metrics as ``name@k`` (k from ``evaluation.k_values``; mrr only @10),

@@ -42,7 +42,7 @@ def configure_offline_runtime() -> None:
         os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)
 
 
-def lower_cpu_priority(niceness: int) -> int:
+def lower_cpu_priority(niceness: int, *, idle: bool = False) -> int:
     """Run this process (and what it starts later) at ``niceness`` or lower priority; never raise it.
 
     Builds, evaluations and drift checks call this with ``pipeline.niceness`` so that on a shared
@@ -50,23 +50,30 @@ def lower_cpu_priority(niceness: int) -> int:
     commands call it before they start Prefect's API server, which inherits it. On Linux it lowers the
     session's scheduling group too (``lower_session_group_priority``). Where the platform has no
     priorities (Windows) it does nothing. Returns the niceness the process runs at.
+
+    Args:
+        idle: also move the threads to Linux's idle scheduling class (SCHED_IDLE,
+            ``pipeline.idle_class``), where a session group was lowered: a query-service thread that
+            wakes then takes the core at once instead of when a build's time slice ends, while the
+            group keeps its share of the CPU against other sessions. Without session groups an
+            idle-class process would get almost no CPU while anything else runs, so it is not applied.
     """
     if not hasattr(os, "setpriority"):
         return 0
-    lower_session_group_priority(niceness)
+    idle = idle and lower_session_group_priority(niceness) is not None
     current = os.getpriority(os.PRIO_PROCESS, 0)
-    if niceness <= current:  # an unprivileged process may only lower its priority; it never needs more
-        return current
-    # On Linux a niceness belongs to a thread, not to the process: set it on every thread running now
-    # (threads started later inherit it from the one that starts them).
+    # On Linux a niceness and a scheduling class belong to a thread, not to the process: set them on every
+    # thread running now (threads started later inherit them from the one that starts them).
     threads = [int(t.name) for t in Path("/proc/self/task").iterdir()] if Path("/proc/self/task").is_dir() else [0]
     for thread in threads:
         try:
             if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
                 os.setpriority(os.PRIO_PROCESS, thread, niceness)
+            if idle and os.sched_getscheduler(thread) != os.SCHED_IDLE:
+                os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
         except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
             continue
-    return niceness
+    return max(niceness, current)
 
 
 #: Linux's scheduling group of this process's session, and whether the scheduler uses such groups

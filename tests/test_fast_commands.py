@@ -151,6 +151,7 @@ def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, t
     assert {_niceness(pid) for pid in servers} == {max(10, os.getpriority(os.PRIO_PROCESS, 0))}
     if autogroup_enabled():  # and so does its session's group: niceness alone did not reach across sessions
         assert {autogroup_niceness(pid) for pid in servers} == {10}
+        assert {_policy(pid) for pid in servers} == {5}  # SCHED_IDLE (pipeline.idle_class)
     command.send_signal(signal.SIGKILL)
     command.wait()
     deadline = time.monotonic() + 30
@@ -164,6 +165,10 @@ def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, t
 
 def _niceness(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
+
+
+def _policy(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[38])  # field 41 of proc(5)
 
 
 def _alive(pid: int) -> bool:

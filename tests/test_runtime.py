@@ -1,4 +1,5 @@
-"""Builds yield the CPU across sessions: the niceness of their session's scheduling group (Linux autogroup)."""
+"""Builds yield the CPU across sessions: the niceness of their session's scheduling group (Linux autogroup),
+and the idle scheduling class inside it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ pytestmark = pytest.mark.skipif(not autogroup_enabled(), reason="the kernel here
 
 #: a process that lowers its priority as a build does, then prints its group's niceness and its own
 LOWER = (
-    "import os, sys; from rag.runtime import lower_cpu_priority; lower_cpu_priority(10); "
-    "print(open('/proc/self/autogroup').read().split('nice')[1].strip(), os.getpriority(os.PRIO_PROCESS, 0))"
+    "import os, sys; from rag.runtime import lower_cpu_priority; lower_cpu_priority(10, idle=True); "
+    "print(open('/proc/self/autogroup').read().split('nice')[1].strip(), os.getpriority(os.PRIO_PROCESS, 0), "
+    "int(os.sched_getscheduler(0) == os.SCHED_IDLE))"
 )
 
 
@@ -28,8 +30,9 @@ def _lower(*, own_session: bool) -> list[int]:
 def test_a_build_in_a_session_of_its_own_lowers_its_group() -> None:
     """As cron, systemd or a terminal start it: the group is the build's own, at the build's niceness."""
     before = autogroup_niceness()
-    group, own = _lower(own_session=True)
+    group, own, idle = _lower(own_session=True)
     assert (group, own) == (10, max(10, os.getpriority(os.PRIO_PROCESS, 0)))  # a new session's group starts at 0
+    assert idle == 1  # pipeline.idle_class: a waking query-service thread preempts it at once
     assert autogroup_niceness() == before  # not this test's group
 
 

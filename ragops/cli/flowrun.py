@@ -64,12 +64,12 @@ def golden_set(settings: Settings, *, required: bool = False) -> GoldenSet | Non
 
 
 def yield_cpu(settings: Settings) -> None:
-    """Lower this command's CPU priority to ``pipeline.niceness`` (and so of the Prefect API server it
-    starts next, and of the parsing child): a build, an eval or a drift check takes the CPU a query
-    service on the same machine leaves idle."""
+    """Lower this command's CPU priority to ``pipeline.niceness`` and ``pipeline.idle_class`` (and so of
+    the Prefect API server it starts next, and of the parsing child): a build, an eval or a drift check
+    takes the CPU a query service on the same machine leaves idle."""
     from rag.runtime import lower_cpu_priority
 
-    lower_cpu_priority(settings.pipeline.niceness)
+    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)
 
 
 def load_while_api_starts(settings: Settings, *, scoring: bool) -> Embedder:
