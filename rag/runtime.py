@@ -60,7 +60,8 @@ def lower_cpu_priority(niceness: int, *, idle: bool = False) -> int:
     """
     if not hasattr(os, "setpriority"):
         return 0
-    idle = idle and lower_session_group_priority(niceness) is not None
+    grouped = lower_session_group_priority(niceness) is not None
+    idle = idle and grouped
     current = os.getpriority(os.PRIO_PROCESS, 0)
     # On Linux a niceness and a scheduling class belong to a thread, not to the process: set them on every
     # thread running now (threads started later inherit them from the one that starts them).

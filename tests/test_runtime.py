@@ -15,15 +15,15 @@ pytestmark = pytest.mark.skipif(not autogroup_enabled(), reason="the kernel here
 
 #: a process that lowers its priority as a build does, then prints its group's niceness and its own
 LOWER = (
-    "import os, sys; from rag.runtime import lower_cpu_priority; lower_cpu_priority(10, idle=True); "
+    "import os, sys; from rag.runtime import lower_cpu_priority; lower_cpu_priority(10, idle=sys.argv[1] == 'idle'); "
     "print(open('/proc/self/autogroup').read().split('nice')[1].strip(), os.getpriority(os.PRIO_PROCESS, 0), "
     "int(os.sched_getscheduler(0) == os.SCHED_IDLE))"
 )
 
 
-def _lower(*, own_session: bool) -> list[int]:
-    out = subprocess.run([sys.executable, "-c", LOWER], capture_output=True, text=True, check=True,
-                         start_new_session=own_session).stdout
+def _lower(*, own_session: bool, idle: bool = True) -> list[int]:
+    out = subprocess.run([sys.executable, "-c", LOWER, "idle" if idle else "nice"], capture_output=True, text=True,
+                         check=True, start_new_session=own_session).stdout
     return [int(word) for word in out.split()]
 
 
@@ -36,15 +36,20 @@ def test_a_build_in_a_session_of_its_own_lowers_its_group() -> None:
     assert autogroup_niceness() == before  # not this test's group
 
 
+def test_without_the_idle_class_the_group_is_lowered_all_the_same() -> None:
+    inherited = int(os.sched_getscheduler(0) == os.SCHED_IDLE)  # this process may run a flow's class already
+    assert _lower(own_session=True, idle=False) == [10, max(10, os.getpriority(os.PRIO_PROCESS, 0)), inherited]
+
+
 def test_a_build_that_shares_its_session_puts_the_group_back_when_it_exits() -> None:
     """In a shell's session the group is the shell's too: lowered while the build runs, then as it was.
 
     The "shell" is a process of its own session (this test's own group may already be lowered by the
     flows other tests ran in this process)."""
     shell = ("import subprocess, sys; group = lambda: open('/proc/self/autogroup').read().split('nice')[1].strip(); "
-             "before = group(); build = subprocess.run([sys.executable, '-c', sys.argv[1]], capture_output=True, "
+             "before = group(); build = subprocess.run([sys.executable, '-c', *sys.argv[1:]], capture_output=True, "
              "text=True, check=True).stdout.split()[0]; print(before, build, group())")
-    out = subprocess.run([sys.executable, "-c", shell, LOWER], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", shell, LOWER, "idle"], capture_output=True, text=True, check=True,
                          start_new_session=True).stdout
     before, during, after = (int(word) for word in out.split())
     assert (before, during, after) == (0, 10, 0)
