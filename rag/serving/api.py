@@ -137,6 +137,14 @@ class Service:
         """``function(*args)`` on a search thread, awaited (the event loop goes on meanwhile)."""
         return await asyncio.get_running_loop().run_in_executor(self._searchers, functools.partial(function, *args))
 
+    def admit(self, authorization: str | None, x_api_key: str | None, scope: str) -> Key | None:
+        """The key a request presents, if it may do ``scope`` on the alias.
+
+        Raises:
+            Denied: no key where keys are configured (401), or a key without that access (403).
+        """
+        return self.keys.check(presented_key(authorization, x_api_key), self.settings.alias, scope=scope)
+
     def ready_retriever(self) -> Retriever:
         """The Retriever, or a 503 naming why the service is not ready."""
         retriever = self.retriever
@@ -187,7 +195,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
             x_api_key: Annotated[str | None, Header(description="The API key")] = None,
         ) -> Key | None:
             try:
-                return service.keys.check(presented_key(authorization, x_api_key), settings.alias, scope=scope)
+                return service.admit(authorization, x_api_key, scope)
             except Denied as exc:
                 kind = "unauthorized" if exc.status == 401 else "forbidden"
                 raise ServiceError(exc.status, kind, str(exc)) from None
@@ -458,8 +466,7 @@ class _SearchFastPath:
         """The request, when it is valid and its key may search; None for the route to answer."""
         try:
             request = SearchRequest.model_validate_json(body)
-            key = presented_key(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")))
-            self.service.keys.check(key, self.service.settings.alias, scope="search")
+            self.service.admit(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")), "search")
         except (ValueError, Denied):  # pydantic's ValidationError is a ValueError
             return None
         return request
