@@ -96,7 +96,9 @@ def lower_session_group_priority(niceness: int) -> int | None:
         if AUTOGROUP_ENABLED.read_text().strip() != "1":
             return None
         before = _autogroup_niceness()
-    except (OSError, ValueError, IndexError):  # not Linux, or a kernel without autogroup
+    except (OSError, ValueError):  # not Linux, or a kernel without autogroup
+        return None
+    if before is None:  # the kernel's root group, where threads' niceness alone already applies
         return None
     if before >= niceness:
         return before
@@ -115,15 +117,18 @@ def lower_session_group_priority(niceness: int) -> int | None:
     return niceness
 
 
-def _autogroup_niceness() -> int:
-    return int(AUTOGROUP.read_text().split("nice")[1])  # "/autogroup-746 nice 0"
+def _autogroup_niceness() -> int | None:
+    """"/autogroup-746 nice 0"; None (an empty file) for a process in no session group: one whose session
+    never called setsid since boot, as children of a container's init or a CI runner may be."""
+    text = AUTOGROUP.read_text()
+    return int(text.split("nice")[1]) if "nice" in text else None
 
 
 def _restore_autogroup(before: int, ours: int) -> None:
     try:
         if _autogroup_niceness() == ours:  # nobody changed it since
             AUTOGROUP.write_text(str(before))
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         pass
 
 

@@ -13,10 +13,12 @@ from tests.helpers import autogroup_enabled, autogroup_niceness
 
 pytestmark = pytest.mark.skipif(not autogroup_enabled(), reason="the kernel here schedules without session groups")
 
-#: a process that lowers its priority as a build does, then prints its group's niceness and its own
+#: a process that lowers its priority as a build does, then prints its group's niceness (-1: no group), its own
+#: niceness and whether it runs in the idle class
 LOWER = (
     "import os, sys; from rag.runtime import lower_cpu_priority; lower_cpu_priority(10, idle=sys.argv[1] == 'idle'); "
-    "print(open('/proc/self/autogroup').read().split('nice')[1].strip(), os.getpriority(os.PRIO_PROCESS, 0), "
+    "group = open('/proc/self/autogroup').read(); "
+    "print(group.split('nice')[1].strip() if 'nice' in group else -1, os.getpriority(os.PRIO_PROCESS, 0), "
     "int(os.sched_getscheduler(0) == os.SCHED_IDLE))"
 )
 
@@ -25,6 +27,14 @@ def _lower(*, own_session: bool, idle: bool = True) -> list[int]:
     out = subprocess.run([sys.executable, "-c", LOWER, "idle" if idle else "nice"], capture_output=True, text=True,
                          check=True, start_new_session=own_session).stdout
     return [int(word) for word in out.split()]
+
+
+@pytest.mark.skipif(autogroup_niceness() is not None, reason="this process runs in a session group")
+def test_a_build_in_no_session_group_is_niced_but_not_put_in_the_idle_class() -> None:
+    """A session that never called setsid since boot (children of a container's init, CI runners) has no
+    group: /proc/self/autogroup is empty. Niceness alone reaches across there; the idle class would starve it."""
+    inherited = int(os.sched_getscheduler(0) == os.SCHED_IDLE)  # this process may run a flow's class already
+    assert _lower(own_session=False) == [-1, max(10, os.getpriority(os.PRIO_PROCESS, 0)), inherited]
 
 
 def test_a_build_in_a_session_of_its_own_lowers_its_group() -> None:
