@@ -410,8 +410,9 @@ class PipelineSettings(_Section):
         description="On Linux with session groups (autogroup, the kernel's default), run reindex, eval and "
         "drift in the idle scheduling class as well: a query service's thread that wakes takes the core at "
         "once, while their group keeps its share of the CPU (at `niceness`) against other sessions. "
-        "Without session groups it is not applied: an idle-class run would get almost no CPU while anything "
-        "else runs.",
+        "Without session groups, or for a run whose session has none (one started under a container's "
+        "init that never called setsid), it is not applied: an idle-class run would get almost no CPU "
+        "while anything else runs.",
     )
 
 
