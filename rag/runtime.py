@@ -9,6 +9,7 @@ import atexit
 import ctypes
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def lower_session_group_priority(niceness: int) -> int | None:
     from a query service started in another (docs/benchmarks.md, "Session groups").
 
     Any process may lower its group's priority. When this process does not lead its session (the group
-    is its shell's, say), the group's niceness is put back when it exits normally.
+    is its shell's, say), the group's niceness is put back when it exits, even killed with -9.
     """
     try:
         if AUTOGROUP_ENABLED.read_text().strip() != "1":
@@ -102,19 +103,23 @@ def lower_session_group_priority(niceness: int) -> int | None:
         return None
     if before >= niceness:
         return before
+    if not _set_autogroup(niceness):  # a read-only /proc (some containers): the threads' niceness still applies
+        return before
+    if os.getsid(0) != os.getpid():
+        _put_the_group_back_at_exit(before, niceness)
+    return niceness
+
+
+def _set_autogroup(niceness: int) -> bool:
     for _ in range(3):
         try:
             AUTOGROUP.write_text(str(niceness))
-            break
+            return True
         except BlockingIOError:  # EAGAIN: an unprivileged change at most every 100 ms, machine-wide
             time.sleep(0.11)
-        except OSError:  # a read-only /proc (some containers): the threads' niceness still applies
-            return before
-    else:
-        return before
-    if os.getsid(0) != os.getpid():
-        atexit.register(_restore_autogroup, before, niceness)
-    return niceness
+        except OSError:
+            return False
+    return False
 
 
 def _autogroup_niceness() -> int | None:
@@ -124,12 +129,45 @@ def _autogroup_niceness() -> int | None:
     return int(text.split("nice")[1]) if "nice" in text else None
 
 
-def _restore_autogroup(before: int, ours: int) -> None:
+#: run by a watcher in this process's session group: on "done" the process put the group back itself; at end
+#: of file it died without doing so (kill -9), and the watcher does it if nobody changed the group since
+_WATCHER = (
+    'read said; [ "$said" = done ] && exit 0; for try in 1 2 3; do case "$(cat /proc/self/autogroup)" in '
+    '*" nice {ours}") echo {before} 2>/dev/null > /proc/self/autogroup && exit 0; sleep 0.11;; *) exit 0;; '
+    'esac; done'
+)
+
+
+def _put_the_group_back_at_exit(before: int, ours: int) -> None:
+    """Put a shared session group (a shell's) back to ``before`` when this process ends, however it ends.
+
+    atexit does it on a normal exit, a signal the CLI unwinds on, or Ctrl-C. A process killed with -9 runs
+    no handler: a watcher started now, in the same session and hence the same group, waits for the end of
+    a pipe that only this process holds (the kernel closes it whatever kills it) and does it then.
+    """
+    read, write = os.pipe()  # close-on-exec: the commands this process starts do not hold the write end
     try:
-        if _autogroup_niceness() == ours:  # nobody changed it since
-            AUTOGROUP.write_text(str(before))
+        watcher = subprocess.Popen(["/bin/sh", "-c", _WATCHER.format(before=before, ours=ours)], stdin=read,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # no /bin/sh: atexit alone
+        os.close(write)
+        watcher = None
+    finally:
+        os.close(read)
+    atexit.register(_restore_autogroup, before, ours, watcher, write)
+
+
+def _restore_autogroup(before: int, ours: int, watcher: subprocess.Popen | None, said: int) -> None:
+    try:
+        done = _autogroup_niceness() != ours or _set_autogroup(before)  # unless somebody changed it since
     except (OSError, ValueError):
-        pass
+        done = False
+    if watcher is not None and done:  # otherwise the watcher tries once this process is gone
+        try:
+            os.write(said, b"done\n")
+            watcher.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

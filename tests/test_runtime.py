@@ -63,3 +63,18 @@ def test_a_build_that_shares_its_session_puts_the_group_back_when_it_exits() -> 
                          start_new_session=True).stdout
     before, during, after = (int(word) for word in out.split())
     assert (before, during, after) == (0, 10, 0)
+
+
+def test_a_build_that_shares_its_session_and_is_killed_with_9_puts_the_group_back_all_the_same() -> None:
+    """kill -9 runs no exit handler: the watcher the build started in its session puts the shell's group back."""
+    build = ("import sys, time; from rag.runtime import lower_cpu_priority; lower_cpu_priority(10); "
+             "print('lowered', flush=True); time.sleep(60)")
+    shell = ("import subprocess, sys, time; group = lambda: open('/proc/self/autogroup').read().split('nice')[1].strip(); "
+             "before = group(); build = subprocess.Popen([sys.executable, '-c', sys.argv[1]], stdout=subprocess.PIPE, "
+             "text=True); build.stdout.readline(); during = group(); build.kill(); build.wait(); "
+             "deadline = time.monotonic() + 3\n"
+             "while group() != before and time.monotonic() < deadline: time.sleep(0.02)\n"
+             "print(before, during, group())")
+    out = subprocess.run([sys.executable, "-c", shell, build], capture_output=True, text=True, check=True,
+                         start_new_session=True, timeout=60).stdout
+    assert [int(word) for word in out.split()] == [0, 10, 0]
