@@ -147,8 +147,10 @@ def _put_the_group_back_at_exit(before: int, ours: int) -> None:
     """
     read, write = os.pipe()  # close-on-exec: the commands this process starts do not hold the write end
     try:
+        # A process group of its own (the session, hence the scheduling group, stays ours): a terminal's
+        # Ctrl-C or hang-up, sent to the command's group, does not stop the watcher before it is needed.
         watcher = subprocess.Popen(["/bin/sh", "-c", _WATCHER.format(before=before, ours=ours)], stdin=read,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
     except OSError:  # no /bin/sh: atexit alone
         os.close(write)
         watcher = None
