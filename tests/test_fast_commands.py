@@ -176,3 +176,52 @@ def _alive(pid: int) -> bool:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
+
+
+def _flow_run_states(prefect_home: Path) -> list[str]:
+    """The state of each flow run in the database of ``prefect_home`` (Prefect's own SQLite file)."""
+    import sqlite3
+
+    database = prefect_home / "prefect.db"
+    if not database.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+            return [state for (state,) in connection.execute("select state_type from flow_run")]
+    except sqlite3.OperationalError:  # the server is still creating its tables
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_ctrl_c_at_a_terminal_records_the_run_crashed_and_stops_the_server(built: Path, tmp_path: Path) -> None:
+    """A terminal sends Ctrl-C's SIGINT to the whole foreground process group. The server the command
+    started must not get it with the command: it died at once then, the run stayed "Running" in Prefect
+    for good and the command hung for a minute on its events."""
+    import signal
+    import time
+
+    shutil.copytree(DEMO_CORPUS, tmp_path / "corpus")  # a build of its own: a flow that is running when stopped
+    config = tmp_path / "ragops.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(built.read_text()), "sources": [
+        {"path": str(tmp_path / "corpus"), "name": "demo"}], "store": {"location": str(tmp_path / "store")}}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    command = subprocess.Popen([sys.executable, "-m", "ragops", "reindex", "--config", str(config)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,  # leads its process group, as a shell's foreground job
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 180
+    while _flow_run_states(tmp_path / "prefect") != ["RUNNING"] and time.monotonic() < deadline:
+        assert command.poll() is None, command.stderr.read()[-2000:]
+        time.sleep(0.1)
+    servers = _servers_of(command.pid)
+    assert servers, "the command started no Prefect API server"
+    os.killpg(command.pid, signal.SIGINT)  # Ctrl-C
+    try:
+        code = command.wait(timeout=60)
+    finally:
+        command.kill()
+    assert code == 128 + signal.SIGINT, command.stderr.read()[-2000:]
+    assert _flow_run_states(tmp_path / "prefect") == ["CRASHED"]
+    assert not [pid for pid in servers if _alive(pid)], "the server outlived the command"

@@ -72,9 +72,12 @@ class EarlyAPI:
         if _api_configured_cheaply():
             return
         self.port = _free_port()
+        # A process group of its own: a terminal's Ctrl-C reaches the command only, which then records the
+        # run as crashed on this server and stops it; in the command's group the server died at the same
+        # moment, and the run stayed "Running" in Prefect for good.
         self.process = subprocess.Popen(_server_command(self.port), env={**os.environ, **SERVER_ENVIRONMENT},
                                         stdin=subprocess.DEVNULL, stdout=2,  # our stdout is the command's result
-                                        preexec_fn=_stop_with_the_command)
+                                        preexec_fn=_stop_with_the_command, process_group=0)
 
     @contextmanager
     def serving(self) -> Iterator[None]:
