@@ -296,6 +296,9 @@ def _starts_like_zip(path: Path) -> bool:
 def _child_main(memory_mb: int, groups: list[str]) -> None:
     """Serve parse requests on stdin/stdout until stdin closes."""
     die_with_parent()
+    # A terminal's Ctrl-C reaches every process of the command's group: the command decides what stops
+    # (this child ends with its stdin); a child that died of it would fail the document it was parsing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
     from rag.parsing import parse_document, warm_up

@@ -108,6 +108,17 @@ def test_a_parser_that_dies_costs_its_document_only(bomb: Path) -> None:
         assert sandbox._child.pid != child
 
 
+def test_a_ctrl_c_meant_for_the_command_does_not_stop_the_parser() -> None:
+    glossary = ref_of(DEMO_CORPUS / "glossary.txt")
+    with ParseSandbox(PipelineSettings()) as sandbox:
+        sandbox.start(groups={"builtin"})
+        sandbox.parse(glossary, max_bytes=10**8)
+        child = sandbox._child.pid
+        os.kill(child, signal.SIGINT)  # as a terminal sends it to the whole foreground process group
+        time.sleep(0.5)
+        assert sandbox.parse(glossary, max_bytes=10**8) and sandbox._child.pid == child
+
+
 def test_a_version_that_runs_died_parsing_is_quarantined_not_parsed_again(tmp_path: Path, chunker) -> None:
     doc = ref_of(DEMO_CORPUS / "glossary.txt")
     with IndexStore.open(StoreSettings(location=str(tmp_path / "store"))) as store:
