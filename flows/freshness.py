@@ -4,6 +4,9 @@ May touch: nothing in the store (it reads the freshness ledger the last reindex 
 the ``freshness-<alias>`` artifact and ends Failed when a source breaches its limit, so a Prefect
 automation (or the run list) shows the breach. It does not list sources: the scheduled ``refresh``
 deployment does that, and a refresh that stops running is exactly what this check catches.
+
+It takes no alias lock: it only reads, and a staleness alarm must not queue behind the build it watches
+(or a run paused for approval, which holds the lock up to ``gate.approval_timeout``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_freshness
-from flows.locking import alias_lock
 from flows.runs import alias_run_name, load_settings, refusals_fail_the_run
 from flows.steps import read_freshness
 from rag.freshness import breach
@@ -40,7 +42,7 @@ def freshness_check(config: str | None = None, alias: str | None = None, store: 
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
-    with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
+    with IndexStore.open(settings.store) as index_store:
         assessed = read_freshness(index_store, settings.alias, settings.sources, utc_now())
     rows = publish_freshness(settings.alias, assessed)
     for s in assessed:

@@ -21,6 +21,10 @@ class ReindexRequest(BaseModel):
         description="Folders or s3://bucket/prefix URLs to index instead of the configured sources. Empty: "
         "the configured ones.",
     )
+    forget_sources: list[str] = Field(
+        default_factory=list,
+        description="Sources to delete the documents of (by name). A source left out of the run is otherwise kept.",
+    )
     full_rebuild: bool = Field(False, description="Re-parse every document instead of starting from the live build.")
     promote: bool = Field(True, description="Move the alias to the new build if it passes the gate.")
     config: str | None = Field(None, description="ragops.yaml on the worker. Empty: $RAGOPS_CONFIG, else ./ragops.yaml.")
@@ -40,4 +44,5 @@ def manual_reindex(request: ReindexRequest = ReindexRequest(), reason: str = "")
     """
     get_run_logger().info("manual reindex: %s", reason or "no reason given")
     return reindex(config=request.config, full_rebuild=request.full_rebuild, sources=request.sources or None,
-                   store=request.store, alias=request.alias, promote=request.promote)
+                   store=request.store, alias=request.alias, promote=request.promote,
+                   forget_sources=request.forget_sources or None)

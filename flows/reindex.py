@@ -69,6 +69,7 @@ def reindex(
     alias: str | None = None,
     promote: bool = True,
     golden: str | None = None,
+    forget_sources: list[str] | None = None,
 ) -> dict:
     """Bring the index up to date with its sources; promote the new build if it is sound.
 
@@ -88,6 +89,8 @@ def reindex(
         alias: alias to build and promote instead of the configured one.
         promote: False builds and keeps the version without moving the alias.
         golden: golden set file instead of ``evaluation.golden``.
+        forget_sources: sources to delete the documents of. A source the live build holds but this run
+            does not list is otherwise kept as it was (leaving a source out deletes nothing).
 
     Returns:
         The run summary (``BuildSummary`` as JSON; documented in docs/cli.md).
@@ -106,12 +109,12 @@ def reindex(
     if golden_set is None:
         get_run_logger().warning("no golden set (evaluation.golden): promotion is gated on sanity checks only")
     with alias_lock(settings.store, settings.alias):  # one run per alias at a time: a second one waits here
-        return _reindex(settings, golden_set, redactors, full_rebuild=full_rebuild,
-                        promote=promote).model_dump(mode="json")
+        return _reindex(settings, golden_set, redactors, full_rebuild=full_rebuild, promote=promote,
+                        forget=forget_sources or []).model_dump(mode="json")
 
 
 def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, Redactor], *, full_rebuild: bool,
-             promote: bool) -> BuildSummary:
+             promote: bool, forget: list[str]) -> BuildSummary:
     """The whole operation, while holding the alias's lock: list, plan, build, gate, promote, retain, record."""
     logger, started = get_run_logger(), time.perf_counter()
     embedder = load_model(settings.embedding)
@@ -124,7 +127,7 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
         progress.timings.list = time.perf_counter() - started
         start = plan_build(store, settings.alias, listings, embedder.fingerprint, policy,
                            full_rebuild=full_rebuild, now=utc_now(),
-                           redaction={name: r.policy for name, r in redactors.items()})
+                           redaction={name: r.policy for name, r in redactors.items()}, forget=forget)
         _log_plan(start.plan)
         if start.nothing_changed:
             outcome = result.nothing_changed(start.plan, start.base_manifest)

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Collection, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -42,7 +42,7 @@ from rag.cache import EmbeddingCache
 from rag.chunking import Chunker
 from rag.config import FolderSource, S3Source
 from rag.embedding import Embedder
-from rag.errors import DocumentError
+from rag.errors import ConfigError, DocumentError
 from rag.failpoints import failpoint
 from rag.journal import ParseJournal
 from rag.models import (
@@ -177,10 +177,17 @@ class StartingPoint(BaseModel):
 def plan_against_store(
     store: IndexStore, alias: str, listings: Sequence[Listing], fingerprint: ModelFingerprint, chunking: dict,
     *, full_rebuild: bool, now: datetime, redaction: Mapping[str, str | None] | None = None,
+    forget: Collection[str] = (),
 ) -> StartingPoint:
     """Read what the store holds of the alias and plan the build (``rag.plan``). Reads only.
 
-    ``redaction``: each redacting source's policy id (``rag.plan.plan_build``).
+    ``redaction``: each redacting source's policy id (``rag.plan.plan_build``). ``forget``: sources
+    whose documents this run deletes (``ragops reindex --forget-source``).
+
+    Raises:
+        ConfigError: ``forget`` names a source this run lists, or one the live build holds nothing of; or
+            the run has no base to carry the documents of a live source it does not list from (a full
+            build must list every source it keeps).
 
     A damaged build (``IndexStore.damage``, deep checks) is never the base, and a damaged live build is
     never "unchanged": the run rebuilds it, with vectors from the embedding cache.
@@ -201,12 +208,36 @@ def plan_against_store(
             manifests = [m for m in manifests if m is None or m.collection != base]
     base_records = store.read_records(base) if base else {}
     live_records = base_records if base == live else store.read_records(live) if live and not live_damage else {}
-    plan = plan_build(listings, base, base_records, now, redaction)
+    _check_sources(listings, base, base_records, live_records, forget)
+    plan = plan_build(listings, base, base_records, now, redaction, forget)
     plan.notes[:0] = notes
     return StartingPoint(
         live=live, plan=plan, base_manifest=store.read_manifest(base) if base else None,
-        deleted_from_live=deleted_at_source(listings, live_records, now), live_damage=live_damage,
+        deleted_from_live=deleted_at_source(listings, live_records, now, forget), live_damage=live_damage,
     )
+
+
+def _check_sources(listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord],
+                   live_records: dict[str, DocumentRecord], forget: Collection[str]) -> None:
+    """Refuse a ``forget`` that would do something else than the user meant, and a run that would drop
+    a live source it does not list because it has nothing to carry its documents from."""
+    listed = {listing.source for listing in listings}
+    held = sorted({r.source for r in live_records.values()} | {r.source for r in base_records.values()})
+    for name in forget:
+        if name in listed:
+            raise ConfigError(f"--forget-source {name}: {name!r} is one of this run's sources; to delete its "
+                              "documents, remove it from the sources (or from --source) and forget it")
+        if name not in held:
+            raise ConfigError(f"--forget-source {name}: the alias holds no documents of a source {name!r}"
+                              + (f" (its sources: {', '.join(held)})" if held else " (it holds none)"))
+    missing = sorted({r.source for r in live_records.values()} - listed - set(forget)
+                     - {r.source for r in base_records.values()})
+    if missing:
+        why = "a full build" if base is None else f"its base {base} lacks them"
+        raise ConfigError(
+            f"the live build holds documents of {', '.join(map(repr, missing))}, which this run does not list, and "
+            f"this run cannot keep them ({why}): add the source(s) to this run, or delete their documents with "
+            + " ".join(f"--forget-source {name}" for name in missing))
 
 
 def begin_build(

@@ -13,6 +13,7 @@ Definitions (docs/incremental.md#freshness):
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
@@ -80,11 +81,13 @@ def assess(
     states: dict[str, SourceState], sources: Sequence[FolderSource | S3Source], now: datetime
 ) -> list[SourceFreshness]:
     """Staleness and breaches at ``now`` of every configured source, then of recorded ones not configured
-    (those have no limit)."""
+    that the live build still holds documents of (those have no limit; a recorded source the live build
+    holds nothing of is history, not a source)."""
     results = []
     limits = {source.name: source.max_staleness for source in sources}
     known = {source.name: source for source in sources}
-    names = list(known) + [name for name in sorted(states) if name not in known]
+    names = list(known) + [name for name in sorted(states)
+                           if name not in known and (states[name].documents or states[name].quarantined)]
     for name in names:
         source = known.get(name)
         state = states.get(name) or SourceState(name=name, kind=source.kind, uri=source.uri)  # type: ignore[union-attr]
@@ -129,6 +132,10 @@ def record_freshness(
 ) -> list[SourceState]:
     """Update and write each source's freshness from this run's listings and the live build's table.
 
+    A recorded source this run did not list stays in the ledger while the live build holds documents of
+    it (its counts are brought up to date; it is not synced by this run), and is removed once the live
+    build holds nothing of it: a rejected ``--source`` run, or a forgotten source, leaves no phantom.
+
     Returns:
         The sources' states, as written to the alias's freshness ledger.
     """
@@ -137,7 +144,14 @@ def record_freshness(
     known = store.read_source_states(alias)
     states = [update_source_state(known.get(source.name), source, listing, live_records)
               for source, listing in zip(sources, listings)]
-    store.write_source_states(alias, states)
+    held = Counter(r.source for r in live_records.values())
+    listed = {source.name for source in sources}
+    kept = [state.model_copy(update={"documents": sum(1 for r in live_records.values() if r.source == name and r.chunks),
+                                     "quarantined": sum(1 for r in live_records.values()
+                                                        if r.source == name and r.quarantine)})
+            for name, state in known.items() if name not in listed and held[name]]
+    store.write_source_states(alias, states + kept)
+    store.forget_source_states(alias, [name for name in known if name not in listed and not held[name]])
     return states
 
 

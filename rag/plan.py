@@ -13,13 +13,16 @@ decision here is tested in milliseconds (tests/test_plan.py).
   and entries a listing could not read, keep every document as it was.
 - ``deleted_at_source`` counts the live build's documents that the listings show were deleted, which
   the gate uses to tell legitimate losses from documents lost on the way.
+- A source the base holds documents of but that this run does not list (left out of ``--source``, or
+  removed from the configuration) is *kept*, not deleted: leaving a source out says nothing about its
+  documents. Only a run told to forget it (``ragops reindex --forget-source NAME``) deletes them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Literal, Mapping, Sequence
+from typing import Collection, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -108,6 +111,13 @@ class BuildPlan(BaseModel):
         0, description="Carried documents whose listing failed or that were unreadable: kept as they were."
     )
     listed: int = Field(0, description="Documents the listings returned.")
+    unlisted_sources: dict[str, int] = Field(
+        default_factory=dict,
+        description="Sources the base holds documents of that this run did not list: documents kept, per source.",
+    )
+    forgotten_sources: dict[str, int] = Field(
+        default_factory=dict, description="Sources this run was told to forget: documents deleted, per source."
+    )
     notes: list[str] = Field(default_factory=list)
 
     @property
@@ -170,15 +180,16 @@ def choose_base(
 
 def plan_build(
     listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord], now: datetime,
-    redaction: Mapping[str, str | None] | None = None,
+    redaction: Mapping[str, str | None] | None = None, forget: Collection[str] = (),
 ) -> BuildPlan:
     """Compare listings with the base's document table: what to carry, (re)process and delete.
 
     A document is unchanged by ``unchanged``. Documents of a source whose listing failed are all
     carried. So are documents that a listing reports unreadable (by id, or under an unreadable folder):
     nothing is known about them, so they are kept exactly as the base holds them, never deleted.
-    Skipped entries are like absent ones. Both are summed up in ``notes``. Documents whose source is no
-    longer configured are deleted.
+    Skipped entries are like absent ones. Both are summed up in ``notes``. Documents of a source this
+    run does not list are kept as they were too (``unlisted_sources``), unless the source is named in
+    ``forget``: then they are deleted (``forgotten_sources``).
 
     ``redaction`` maps a source to the id of its redaction policy (``rag.redaction``; None or absent:
     none). An unchanged document held under another policy is processed again, so changing a source's
@@ -220,17 +231,31 @@ def plan_build(
         plan.kept += len(kept)
         plan.deleted.extend(r for r in unseen if not covered(r.doc_id, unreadable))
         plan.notes.extend(_listing_notes(listing, len(kept)))
-    for records in by_source.values():  # sources removed from the configuration
-        plan.deleted.extend(records)
+    for source, records in sorted(by_source.items()):  # sources this run does not list
+        if source in forget:
+            plan.deleted.extend(records)
+            plan.forgotten_sources[source] = len(records)
+            plan.notes.append(f"source {source!r} forgotten as asked (--forget-source): its {len(records)} "
+                              "documents are deleted from this build")
+        else:
+            # Leaving a source out (a --source run, an edited configuration) says nothing about its documents.
+            plan.carry.extend(records)
+            plan.kept += len(records)
+            plan.unlisted_sources[source] = len(records)
+            plan.notes.append(f"source {source!r} is not among this run's sources; kept its {len(records)} documents "
+                              f"as they were (to delete them: ragops reindex --forget-source {source})")
     return plan
 
 
-def deleted_at_source(listings: Sequence[Listing], records: dict[str, DocumentRecord], now: datetime) -> int:
+def deleted_at_source(
+    listings: Sequence[Listing], records: dict[str, DocumentRecord], now: datetime, forget: Collection[str] = ()
+) -> int:
     """How many documents a build serves that these listings show were deleted at their source.
 
-    The same rules as ``plan_build``: documents of failed listings and unreadable entries are not deletions.
+    The same rules as ``plan_build``: documents of failed listings, unreadable entries and sources this
+    run does not list are not deletions; those of a source it was told to forget are.
     """
-    plan = plan_build(listings, None, records, now)
+    plan = plan_build(listings, None, records, now, forget=forget)
     return sum(1 for record in plan.deleted if record.chunks)
 
 

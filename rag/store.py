@@ -404,6 +404,10 @@ class IndexStore(ABC):
         """Record sources' freshness in the alias's ledger (never in a build)."""
         self.put_rows(ledger_table(alias), [Row(f"source:{s.name}", s.model_dump(mode="json")) for s in states])
 
+    def forget_source_states(self, alias: str, names: Sequence[str]) -> None:
+        """Remove sources from the alias's freshness ledger (sources the live build no longer holds)."""
+        self.delete_rows(ledger_table(alias), [f"source:{name}" for name in names])
+
     def read_lock(self, alias: str) -> dict | None:
         """The alias's lease record (rag/locks.py), or None when nobody holds it."""
         found = self.get_rows(LOCKS_TABLE, [f"lock:{alias}"])

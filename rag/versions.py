@@ -317,9 +317,14 @@ def apply_retention(
 
     Never deletes: a build an alias points at, the build the live one replaced (the rollback target,
     read from the settled manifest so a promotion killed before its confirmation still counts), or
-    anything in ``protect``. These are *pinned* and take slots first; the newest other complete or
-    rejected builds fill the rest (a collection without a readable manifest counts as one of them, as
-    it always did), and older ones are deleted.
+    anything in ``protect``. These are *pinned* and take slots first; the newest other complete builds
+    fill the rest (a collection without a readable manifest counts as one of them, as it always did),
+    then rejected ones, and older ones are deleted.
+
+    A rejected build never takes a slot from a good one, not even the one a run just made (an accidental
+    run must not push the user's kept builds out). The newest rejected build made after the live one is
+    kept besides, without a slot, so that it can be re-gated (``ragops eval --version``, then
+    ``promote``) once what rejected it is fixed: at most ``keep + 1`` builds remain.
 
     A *husk* is a build in state ``building`` or ``failed`` that no running run owns: what a killed run
     (``building``) or one that stopped on an error (``failed``) left. Husks are always deleted and never
@@ -343,13 +348,21 @@ def apply_retention(
         target = _rollback_target(store, live)
         if target in builds:
             pinned.add(target)
-    husks = {c for c in builds if c not in pinned and _state(store, c) in ("building", "failed")}
+    states = {c: _state(store, c) for c in builds}
+    husks = {c for c in builds if c not in pinned and states[c] in ("building", "failed")}
+    rejected = [c for c in builds if states[c] == "rejected" and c != live]
+    # The newest rejected build since the live one: kept for re-gating, but it takes no slot.
+    regate = rejected[-1] if rejected and (live is None or rejected[-1] > live) else None
+    pinned.discard(regate)
     kept = set(pinned)
-    for collection in reversed(builds):  # newest first, into the slots left after the pinned builds
+    for collection in [c for c in reversed(builds) if c not in rejected] + rejected[::-1]:
+        # newest first, good builds before rejected ones, into the slots left after the pinned builds
         if len(kept) >= keep:
             break
-        if collection not in husks:
+        if collection not in husks and collection != regate:
             kept.add(collection)
+    if regate:
+        kept.add(regate)
     held = _recently_live(store, builds, live, (now or utc_now()) - grace) if grace > timedelta(0) else set()
     deleted = []
     for collection in builds:

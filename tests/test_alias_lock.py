@@ -167,3 +167,32 @@ def test_a_waiting_reindex_stops_at_once_on_sigterm_and_leaves_no_process_behind
             os.killpg(run.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.slow  # a real holder process and a real Prefect flow
+def test_the_freshness_check_does_not_queue_behind_a_run_holding_the_lock(tmp_path, prefect_harness) -> None:
+    """A staleness alarm must not wait for the build it watches (nor a run paused for approval)."""
+    import threading
+
+    import yaml
+
+    from flows.freshness import freshness_check
+
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    docs.mkdir()
+    config = tmp_path / "ragops.yaml"
+    config.write_text(yaml.safe_dump({"alias": "kb", "store": {"location": str(store)},
+                                      "sources": [{"path": str(docs), "name": "docs"}]}))
+    with IndexStore.open(StoreSettings(location=str(store))):
+        pass
+    holder = _holder(store, "file")
+    rows: list = []
+    try:
+        check = threading.Thread(target=lambda: rows.extend(freshness_check(config=str(config))), daemon=True)
+        check.start()
+        check.join(timeout=300)  # generous: a busy machine; without the fix it waits as long as the holder lives
+        assert not check.is_alive(), "the freshness check waited for the alias lock"
+        assert [row["source"] for row in rows] == ["docs"]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

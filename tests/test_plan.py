@@ -141,11 +141,22 @@ def test_carried_documents_were_seen_now_and_kept_ones_were_not() -> None:
     assert BASE["kb/same.md"].last_seen == EARLIER  # the base's table is not changed by planning
 
 
-def test_a_source_removed_from_the_configuration_deletes_its_documents() -> None:
+def test_a_source_left_out_of_the_run_keeps_its_documents() -> None:
+    """Leaving a source out (a --source run, an edited configuration) says nothing about its documents."""
     base = {**BASE, "old/a.md": _other("a.md"), "old/b.md": _other("b.md")}
     plan = plan_build([_listing(LISTED, unreadable=["kb/share"])], "kb__v1", base, NOW)
+    assert sorted(r.doc_id for r in plan.deleted) == ["kb/gone.md"]
+    assert sorted(r.doc_id for r in plan.carry if r.source == "old") == ["old/a.md", "old/b.md"]
+    assert plan.unlisted_sources == {"old": 2} and not plan.forgotten_sources
+    assert any("ragops reindex --forget-source old" in note for note in plan.notes)
+
+
+def test_a_source_forgotten_on_purpose_deletes_its_documents() -> None:
+    base = {**BASE, "old/a.md": _other("a.md"), "old/b.md": _other("b.md")}
+    plan = plan_build([_listing(LISTED, unreadable=["kb/share"])], "kb__v1", base, NOW, forget={"old"})
     assert sorted(r.doc_id for r in plan.deleted) == ["kb/gone.md", "old/a.md", "old/b.md"]
     assert not any(r.source == "old" for r in plan.carry)
+    assert plan.forgotten_sources == {"old": 2} and not plan.unlisted_sources
 
 
 def test_a_quarantined_document_is_retried_only_once_its_signal_moves_again() -> None:
@@ -278,9 +289,11 @@ def test_documents_the_build_never_served_are_not_counted_as_deleted() -> None:
     assert deleted_at_source([listing], {never.doc_id: never}, NOW) == 0
 
 
-def test_documents_of_a_source_no_longer_configured_are_deletions() -> None:
+def test_documents_of_a_source_left_out_are_deletions_only_when_forgotten() -> None:
+    """So the gate's document-loss check protects the documents of a source a run leaves out."""
     records = {**BASE, "old/a.md": _other("a.md")}
-    assert deleted_at_source([_listing(LISTED, unreadable=["kb/share"])], records, NOW) == 2
+    assert deleted_at_source([_listing(LISTED, unreadable=["kb/share"])], records, NOW) == 1
+    assert deleted_at_source([_listing(LISTED, unreadable=["kb/share"])], records, NOW, forget={"old"}) == 2
 
 
 # --- freshness ----------------------------------------------------------------------------------------
@@ -382,9 +395,12 @@ def test_never_synced_breaches_only_with_a_limit() -> None:
 
 
 def test_recorded_sources_no_longer_configured_come_last_without_a_limit() -> None:
-    states = {"zz": SourceState(name="zz", kind="folder", uri="file:///zz", synced_through=NOW - timedelta(days=9)),
+    states = {"zz": SourceState(name="zz", kind="folder", uri="file:///zz", synced_through=NOW - timedelta(days=9),
+                                documents=3),
+              "gone": SourceState(name="gone", kind="folder", uri="file:///gone", synced_through=NOW),
               "kb": _state(synced_through=NOW, last_listing_error="folder missing")}
     assessed = assess(states, [LIMITED], NOW)
+    # "gone": recorded, but the live build holds nothing of it (a rejected --source run): not a source
     assert [s.state.name for s in assessed] == ["kb", "zz"]
     assert assessed[0].message == "in sync as of 0s ago; last listing failed: folder missing"
     assert not assessed[1].breach and assessed[1].max_staleness_seconds is None

@@ -85,9 +85,10 @@ def test_a_build_with_nothing_indexed_is_refused_and_the_alias_stays(
     for name in ("a.md", "b.pdf"):
         (empty / name).write_bytes(b"")
 
-    # The configured source is replaced by one whose every document fails: nothing would be served.
+    # The configured source is replaced by one whose every document fails, and forgotten: nothing would
+    # be served.
     with pytest.raises(PromotionRefused, match="indexed no documents") as error:
-        reindex(config=str(write_config), sources=[str(empty)])
+        reindex(config=str(write_config), sources=[str(empty)], forget_sources=["demo"])
 
     refused = error.value.details["summary"]
     assert refused["promoted"] is False and refused["state"] == "rejected"
@@ -114,3 +115,47 @@ def test_parameters_override_the_config(tmp_path: Path, corpus: Path) -> None:
     assert summary["counts"]["documents_indexed"] == 6
     with IndexStore.open(StoreSettings(location=str(other_store))) as store:
         assert store.alias_target("override") == summary["collection"]
+
+
+def test_a_source_left_out_by_a_run_keeps_its_documents_until_forgotten(
+    write_config: Path, tmp_path: Path, store_path: Path
+) -> None:
+    """`--source <other folder>` adds to the alias; it never empties the configured sources behind the
+    user's back. Only `--forget-source` deletes a source's documents, and the freshness ledger follows."""
+    from rag.errors import ConfigError
+    from rag.freshness import read_freshness
+    from rag.models import utc_now
+
+    first = reindex(config=str(write_config))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "kettle.md").write_text("# Kettle\n\nDescale the kettle with citric acid every month.\n")
+    (other / "toaster.md").write_text("# Toaster\n\nEmpty the crumb tray of the toaster weekly.\n")
+
+    added = reindex(config=str(write_config), sources=[str(other)])
+
+    assert added["promoted"], added["reason"]
+    assert added["counts"]["documents_deleted"] == 0 and added["counts"]["documents_new"] == 2
+    assert any("--forget-source demo" in note for note in added["notes"])
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        held = store.read_records(store.alias_target("test"))
+        states = store.read_source_states("test")
+    assert sorted({r.source for r in held.values()}) == ["demo", "other"] and len(held) == 8
+    assert states["demo"].documents == 6 and states["other"].documents == 2
+
+    assert reindex(config=str(write_config))["state"] == "unchanged"  # "other" is kept, not deleted
+    with pytest.raises(ConfigError, match="no documents of a source 'typo'"):
+        reindex(config=str(write_config), forget_sources=["typo"])
+    with pytest.raises(ConfigError, match="one of this run's sources"):
+        reindex(config=str(write_config), forget_sources=["demo"])
+
+    forgot = reindex(config=str(write_config), forget_sources=["other"])
+
+    assert forgot["promoted"], forgot["reason"]
+    assert forgot["counts"]["documents_deleted"] == 2
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        held = store.read_records(store.alias_target("test"))
+        assert sorted({r.source for r in held.values()}) == ["demo"]
+        assert set(store.read_source_states("test")) == {"demo"}  # no phantom source left
+        assert [s.state.name for s in read_freshness(store, "test", [], utc_now())] == ["demo"]
+    assert first["collection"] != forgot["collection"]

@@ -393,3 +393,40 @@ def test_a_build_never_gated_is_not_promoted_by_hand_without_force(store: IndexS
     manifest = versions.promote_version(store, "kb", "20260101-000000", force=True, reason="smoke test")
     assert (manifest.promotions[-1].forced, store.alias_target("kb")) == (True, a)
     assert versions.needs_gate(store, "kb", "20260101-000000") is None  # live now: nothing to gate
+
+
+def _rejected_build(store: IndexStore, alias: str, version: str) -> str:
+    """A complete build the gate rejected."""
+    collection = _complete_build(store, alias, version)
+    store.write_manifest(store.read_manifest(collection).model_copy(update={"state": "rejected", "error": "gate"}))
+    return collection
+
+
+def test_rejected_builds_never_push_good_builds_out_of_retention(store: IndexStore) -> None:
+    """An accidental run that the gate rejects must not cost the user a build they kept."""
+    a = _complete_build(store, "kb", "20260101-000000")
+    b = _complete_build(store, "kb", "20260102-000000")
+    kept = _complete_build(store, "kb", "20260103-000000")  # built with --no-promote, kept on purpose
+    versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
+    versions.promote(store, "kb", b, expected=a, by="reindex", reason="b")
+    older_rejection = _rejected_build(store, "kb", "20260104-000000")
+    just_rejected = _rejected_build(store, "kb", "20260105-000000")  # this run's build
+
+    deleted = versions.apply_retention(store, "kb", keep=3, protect={just_rejected})
+
+    # live b and rollback target a are pinned, the third slot goes to the good build; the newest
+    # rejected build is kept besides (to be re-gated), the older one goes.
+    assert deleted == [older_rejection]
+    assert store.list_builds("kb") == [a, b, kept, just_rejected]
+    assert versions.apply_retention(store, "kb", keep=3) == []  # stable on the next run
+
+
+def test_a_rejected_build_older_than_the_live_one_takes_a_slot_only_when_one_is_free(store: IndexStore) -> None:
+    rejected = _rejected_build(store, "kb", "20260101-000000")
+    a = _complete_build(store, "kb", "20260102-000000")
+    b = _complete_build(store, "kb", "20260103-000000")
+    versions.promote(store, "kb", b, expected=None, by="reindex", reason="b")
+    assert versions.apply_retention(store, "kb", keep=3) == []  # a free slot: kept
+    c = _complete_build(store, "kb", "20260104-000000")
+    assert versions.apply_retention(store, "kb", keep=3) == [rejected]
+    assert store.list_builds("kb") == [a, b, c]

@@ -25,8 +25,13 @@ def reindex(
     *,
     source: Annotated[
         Optional[list[str]],
-        typer.Option("--source", "-s", help="Folder or s3://bucket/prefix to index (repeatable). Replaces the "
-                     "configured sources.", show_default=False),
+        typer.Option("--source", "-s", help="Folder or s3://bucket/prefix to index (repeatable), instead of the "
+                     "configured sources. Sources left out keep their documents.", show_default=False),
+    ] = None,
+    forget_source: Annotated[
+        Optional[list[str]],
+        typer.Option("--forget-source", help="Delete the documents of this source (by name, repeatable): one "
+                     "this run does not list, e.g. removed from the configuration.", show_default=False),
     ] = None,
     full: Annotated[
         bool, typer.Option("--full", help="Re-parse every document instead of starting from the live build.")
@@ -64,6 +69,7 @@ def reindex(
                     alias=common.alias,
                     promote=not no_promote,
                     golden=str(golden.resolve()) if golden else None,
+                    forget_sources=forget_source or None,
                 )
     output.emit(ReindexResponse.model_validate(summary), common.json_output, output.render_summary)
 
