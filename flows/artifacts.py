@@ -109,7 +109,9 @@ def publish_summary(summary: BuildSummary, assessed: list[SourceFreshness]) -> N
     rows = [
         f"| state | {summary.state} |",
         f"| documents | {c.documents_seen} seen: {c.documents_new} new, {c.documents_changed} changed, "
-        f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted |",
+        + (f"{c.documents_touched} touched (same text), " if c.documents_touched else "")
+        + f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted |",
+        f"| base | {summary.base or f'none, full build: {summary.full_build}'} |",
         f"| indexed / failed | {c.documents_indexed} / {c.documents_failed} |",
         f"| chunks | {c.chunks} ({c.chunks_embedded} embedded, {c.chunks_reused} reused) |",
         f"| promoted | {'yes' if summary.promoted else 'no'}: {summary.reason} |",

@@ -61,7 +61,7 @@ from rag.models import (
 )
 from rag.names import collection_name, docs_collection
 from rag.parsing import check_size
-from rag.plan import BuildPlan, Listing, WorkItem, choose_base, deleted_at_source, plan_build
+from rag.plan import BuildPlan, Listing, WorkItem, choose_base, deleted_at_source, plan_build, why_full
 from rag.redaction import Redactor
 from rag.redaction import describe as describe_redaction
 from rag.sandbox import ParseSandbox
@@ -89,6 +89,7 @@ class BatchReport(BaseModel):
     chunks: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
+    touched: int = Field(0, description="Changed documents whose parsed text was the base's: kept as they were.")
     timings: StageTimings = Field(default_factory=StageTimings)
 
 
@@ -148,6 +149,9 @@ class BuildProgress(BaseModel):
         self.counts.chunks += report.chunks
         self.counts.chunks_embedded += report.chunks_embedded
         self.counts.chunks_reused += report.chunks_reused
+        # Planned as changed (the signal moved); parsing showed the same text: a touch, not a change.
+        self.counts.documents_touched += report.touched
+        self.counts.documents_changed -= report.touched
         for record in report.records:
             if record.redacted and record.chunks:
                 self.redacted[record.doc_id] = record.redacted
@@ -210,6 +214,9 @@ def plan_against_store(
     live_records = base_records if base == live else store.read_records(live) if live and not live_damage else {}
     _check_sources(listings, base, base_records, live_records, forget)
     plan = plan_build(listings, base, base_records, now, redaction, forget)
+    if base is None:
+        plan.full = why_full(store.read_manifest(live) if live and not live_damage else None, fingerprint,
+                             chunking, full_rebuild=full_rebuild, live_damage=live_damage)
     plan.notes[:0] = notes
     return StartingPoint(
         live=live, plan=plan, base_manifest=store.read_manifest(base) if base else None,
@@ -296,6 +303,7 @@ class PreparedBatch(BaseModel):
         default_factory=list, description="Base versions carried as they are (unchanged text, or a failure)."
     )
     failures: list[Failure] = Field(default_factory=list)
+    touched: int = Field(0, description="Documents in ``keep`` because their text is the base's (not failures).")
     timings: StageTimings = Field(default_factory=StageTimings)
 
     def texts(self) -> dict[str, str]:
@@ -343,6 +351,7 @@ def prepare_batch(
                     # Only the listing signal (or a redaction policy that changes nothing here) moved: same
                     # chunks, same vectors.
                     batch.keep.append(previous.model_copy(update=_seen(ref, now) | redaction | {"quarantine": None}))
+                    batch.touched += 1
                     continue
                 with _timed(batch.timings, "chunk"):
                     chunks = chunker.chunk(ref, elements)
@@ -393,7 +402,7 @@ def write_batch(
     Args:
         embed: texts -> vectors (the model's ``Embedder.embed``, or vectors computed elsewhere).
     """
-    report = BatchReport(timings=batch.timings.model_copy())
+    report = BatchReport(timings=batch.timings.model_copy(), touched=batch.touched)
     fresh = {record.doc_id: (record, chunks) for record, chunks in batch.fresh}
     with _timed(report.timings, "embed"):
         vectors, failed = _vectors_for(fresh, embed, cache, report)
@@ -632,13 +641,15 @@ def _vectors_for(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Vectors by text hash: from the cache, else embedded (and cached before anything records them).
 
-    Returns the vectors and, per document whose embedding failed, the reason. ``chunks_embedded``
-    counts texts sent to the model (identical chunk texts are embedded once).
+    Returns the vectors and, per document whose embedding failed, the reason. Each chunk written counts
+    once, as reused (its vector came from the cache) or embedded (this run computed it; identical chunk
+    texts are sent to the model once, and every chunk of that text counts), so the two add up to the
+    chunks written.
     """
     wanted = {chunk.text_hash: chunk.text for _, chunks in fresh.values() for chunk in chunks}
     vectors = cache.get(list(wanted))
+    cached = set(vectors)
     missing = [h for h in wanted if h not in vectors]
-    report.chunks_reused += sum(1 for _, chunks in fresh.values() for c in chunks if c.text_hash in vectors)
     failed: dict[str, str] = {}
     if missing:
         try:
@@ -650,7 +661,6 @@ def _vectors_for(
             failpoint("embed")  # vectors computed, not yet cached nor written
             cache.put(missing, embedded)
             vectors.update(zip(missing, embedded))
-            report.chunks_embedded += len(missing)
         else:
             for doc_id, (_, chunks) in fresh.items():
                 todo = [c.text_hash for c in chunks if c.text_hash not in vectors]
@@ -661,7 +671,9 @@ def _vectors_for(
                     continue
                 cache.put(todo, doc_vectors)
                 vectors.update(zip(todo, doc_vectors))
-                report.chunks_embedded += len(todo)
+    written = [c.text_hash for doc_id, (_, chunks) in fresh.items() if doc_id not in failed for c in chunks]
+    report.chunks_reused += sum(1 for h in written if h in cached)
+    report.chunks_embedded += sum(1 for h in written if h not in cached)
     return vectors, failed
 
 

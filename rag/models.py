@@ -188,6 +188,10 @@ class Counts(BaseModel):
         0, description="Listed with a moved signal, or held under other redaction settings (re-parsed)."
     )
     documents_unchanged: int = Field(0, description="Carried over from the base build without parsing.")
+    documents_touched: int = Field(
+        0, description="Listed with a moved signal but parsed to the same text (a touch, an identical re-upload): "
+        "their chunks and vectors were kept. Not counted as changed.",
+    )
     documents_deleted: int = Field(0, description="In the base build but absent from a complete listing.")
     chunks: int = Field(0, description="Points in the build.")
     chunks_embedded: int = Field(0, description="Chunks embedded by this run (never embedded before).")
@@ -351,6 +355,9 @@ class BuildSummary(BaseModel):
     collection: str
     state: RunState = Field(description="'unchanged' when nothing changed and no build was made.")
     base: str | None = Field(None, description="Build whose unchanged documents were reused.")
+    full_build: str | None = Field(
+        None, description="Why the build had no base and parsed every document (None: it had one, or no build)."
+    )
     counts: Counts
     failures: list[Failure]
     sources: list[SourceState] = Field(default_factory=list, description="Freshness of each source after the run.")

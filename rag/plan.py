@@ -103,6 +103,7 @@ class BuildPlan(BaseModel):
     """What a build must do, relative to its base."""
 
     base: str | None = Field(description="Base build collection; None means everything is new.")
+    full: str | None = Field(None, description="Why the build has no base (every document is parsed): None when it has one.")
     carry: list[DocumentRecord] = Field(default_factory=list, description="Copied as they are.")
     work: list[WorkItem] = Field(default_factory=list)
     deleted: list[DocumentRecord] = Field(default_factory=list)
@@ -176,6 +177,37 @@ def choose_base(
     if live is not None and fits(by_collection.get(live)):
         return live
     return next((m.collection for m in reversed(builds) if m is not None and m.collection != live and fits(m)), None)
+
+
+def why_full(
+    live: Manifest | None, fingerprint: ModelFingerprint, chunking: dict, *, full_rebuild: bool,
+    live_damage: str | None = None,
+) -> str:
+    """Why a build starts from no base, in one line for the run summary: what differs from the live build.
+
+    Called when ``choose_base`` found no base (or none was wanted): a build of another vector space or
+    chunking policy shares no chunk or vector with this one, so every document is parsed again.
+    """
+    if full_rebuild:
+        return "a full rebuild was asked (--full)"
+    if live_damage:
+        return f"the live build is damaged ({live_damage})"
+    if live is None:
+        return "the alias has no live build yet"
+    differences = []
+    if not live.model.same_space(fingerprint):
+        keys = ("name", "weights_sha256", "dimension", "normalize", "space", "max_seq_length")
+        changed = [f"{key} {getattr(live.model, key)} -> {getattr(fingerprint, key)}"
+                   for key in keys if getattr(live.model, key) != getattr(fingerprint, key)]
+        differences.append("the model's vector space changed (" + ", ".join(changed) + ")")
+    if live.chunking != chunking:
+        keys = sorted(set(live.chunking) | set(chunking))
+        changed = [f"{key} {live.chunking.get(key)} -> {chunking.get(key)}"
+                   for key in keys if live.chunking.get(key) != chunking.get(key)]
+        differences.append("the chunking or parsing policy changed (" + ", ".join(changed) + ")")
+    if live.state != "complete":
+        differences.append(f"the live build is {live.state}")
+    return "; ".join(differences) or "no build of the alias fits as a base"
 
 
 def plan_build(

@@ -97,6 +97,7 @@ def summarize(
     live = m.collection if outcome.promoted else previous
     return BuildSummary(
         alias=alias, version=m.version, collection=m.collection, state=outcome.state, base=plan.base,
+        full_build=plan.full if outcome.built else None,
         counts=outcome.counts, failures=list(failures), timings=timings, promoted=outcome.promoted,
         reason=outcome.reason, live=live, previous=previous, deleted=list(deleted), sources=list(sources),
         notes=plan.notes, gate=outcome.gate, evaluation=outcome.evaluation, redacted=redacted or {},
@@ -111,7 +112,8 @@ def headline(summary: BuildSummary) -> str:
     verdict = "promoted" if summary.promoted else "not promoted"
     return (
         f"{summary.alias} {summary.version}: {c.documents_new} new, {c.documents_changed} changed, "
-        f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted, {c.documents_failed} failed; "
+        + (f"{c.documents_touched} touched, " if c.documents_touched else "")
+        + f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted, {c.documents_failed} failed; "
         f"{c.chunks} chunks ({c.chunks_embedded} embedded) in {summary.timings.total:.1f}s; {verdict}: {summary.reason}"
         + (f"; {sum(c.redacted.values())} values redacted in {c.documents_redacted} documents" if c.redacted else "")
     )

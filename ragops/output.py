@@ -30,9 +30,10 @@ def render_summary(s: dict[str, Any]) -> str:
     else:
         lines = [
             f"Build {s['version']} of alias {s['alias']!r} ({s['collection']}): {s['state']}"
-            + (f", based on {s['base']}" if s.get("base") else ", full build"),
+            + (f", based on {s['base']}" if s.get("base") else f", full build: {s.get('full_build') or 'no base'}"),
             f"  documents: {c['documents_seen']} seen: {c['documents_new']} new, {c['documents_changed']} changed, "
-            f"{c['documents_unchanged']} unchanged, {c['documents_deleted']} deleted",
+            + (f"{c['documents_touched']} touched (same text), " if c.get("documents_touched") else "")
+            + f"{c['documents_unchanged']} unchanged, {c['documents_deleted']} deleted",
             f"  indexed:   {c['documents_indexed']} documents, {c['documents_failed']} quarantined",
             f"  chunks:    {c['chunks']} ({c['chunks_embedded']} embedded, {c['chunks_reused']} reused)",
             "  timings:   " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if v >= 0.05 or k == "total"),

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from flows.reindex import reindex
@@ -69,7 +70,7 @@ def test_no_change_makes_no_build_and_a_touch_reembeds_nothing(corpus: Path, sto
     target = corpus / "glossary.txt"
     os.utime(target, (time.time() + 5, time.time() + 5))  # signal moves, text does not
     touched = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
-    assert touched["counts"]["documents_changed"] == 1
+    assert touched["counts"]["documents_touched"] == 1 and touched["counts"]["documents_changed"] == 0
     assert touched["counts"]["chunks_embedded"] == 0
     assert_same_index(snapshot(store_path, "kb"), points_of(store_path, first["collection"]))
 
@@ -182,3 +183,30 @@ def test_a_run_ends_failed_when_a_source_breaches(corpus: Path, store_path: Path
     summary = error.value.details["summary"]
     assert summary["state"] == "unchanged"  # nothing else changed; the live build is untouched
     assert any("could not be listed" in note for note in summary["notes"])
+
+
+def test_a_full_build_says_why_and_its_chunk_counts_add_up(corpus: Path, store_path: Path, tmp_path: Path) -> None:
+    """Embedded plus reused chunks are the build's chunks, also when texts repeat; a build with no base
+    names what differs from the live build."""
+    shutil.copy(corpus / "glossary.txt", corpus / "glossary-copy.txt")  # every chunk text twice
+    first = reindex(sources=[str(corpus)], store=str(store_path), alias="kb")
+    c = first["counts"]
+    assert c["chunks_embedded"] + c["chunks_reused"] == c["chunks"] and c["chunks_embedded"] == c["chunks"]
+    assert first["full_build"] == "the alias has no live build yet"
+
+    config = tmp_path / "smaller.yaml"
+    config.write_text(yaml.safe_dump({"alias": "kb", "store": {"location": str(store_path)},
+                                      "sources": [{"path": str(corpus), "name": "corpus"}],
+                                      "chunking": {"max_tokens": 64}}))
+    second = reindex(config=str(config))
+    assert second["base"] is None and "chunking or parsing policy changed (" in second["full_build"]
+    assert "max_tokens" in second["full_build"]
+    c = second["counts"]
+    assert c["chunks_embedded"] + c["chunks_reused"] == c["chunks"]
+    assert "full build: the chunking or parsing policy changed" in result_text(second)
+
+
+def result_text(summary: dict) -> str:
+    from ragops.output import render_summary
+
+    return render_summary(summary)

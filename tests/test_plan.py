@@ -426,3 +426,17 @@ def test_new_redaction_settings_make_a_source_work_again_and_only_that_source() 
     assert not plan_build(listed, "kb__v1", redacted, NOW, redaction={"kb": "policy-a"}).has_changes
     assert not plan_build(listed, "kb__v1", base, NOW, redaction={"other": "policy-a"}).has_changes
     assert plan_build(listed, "kb__v1", redacted, NOW).changed == 2  # turned off: unredacted text again
+
+
+def test_a_build_without_a_base_says_what_differs_from_the_live_one() -> None:
+    from rag.plan import why_full
+
+    live = Manifest(alias="kb", version="v1", collection="kb__v1", created_at=NOW, state="complete",
+                    model=FINGERPRINT, chunking={"method": "m", "max_tokens": 254}, sources=[])
+    int8 = FINGERPRINT.model_copy(update={"quantization": "int8", "backend": "onnx"})
+    assert why_full(live, int8, live.chunking, full_rebuild=False) == \
+        "the model's vector space changed (space reference -> int8)"
+    assert why_full(live, FINGERPRINT, {"method": "m", "max_tokens": 126}, full_rebuild=False) == \
+        "the chunking or parsing policy changed (max_tokens 254 -> 126)"
+    assert why_full(live, FINGERPRINT, live.chunking, full_rebuild=True) == "a full rebuild was asked (--full)"
+    assert why_full(None, FINGERPRINT, live.chunking, full_rebuild=False) == "the alias has no live build yet"
