@@ -4,7 +4,7 @@ May touch: nothing. It reads the store (the build, its document table, and the l
 comparing) and publishes the ``eval-<alias>`` artifact. It never writes a manifest or moves the alias.
 
 ``gate_for_promotion`` (a plain function, for ``ragops promote``) is the one exception: it gives a
-kept build that was never gated its verdict, through the reindex gate's own code, and records that
+kept build that was never gated (or was rejected) its verdict, through the reindex gate's own code, and records that
 verdict in the build's manifest (never the live one's). It lives here, not in rag/, because gating
 needs evals/ and rag/ must not depend on it.
 """
@@ -101,7 +101,8 @@ def evaluate(
 
 
 def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifest) -> GateResult:
-    """Gate a complete build that has no verdict, before ``ragops promote`` moves the alias to it.
+    """Gate a complete build that has no verdict, or gate a rejected one again, before ``ragops promote``
+    moves the alias to it (a rejected build passes once what rejected it is fixed, without ``--force``).
 
     The same gate as a reindex (``evals.gate.gate_candidate``): sanity checks, then, with a golden
     set, the candidate and the live build scored on it in this call, floors and largest drops. The
@@ -119,6 +120,7 @@ def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifes
         PromotionRefused: it cannot be gated (golden set unreadable, query model unavailable).
     """
     live = store.alias_target(settings.alias)
+    before = "was rejected" if candidate.state == "rejected" else "was never gated"
     deleted = candidate.counts.documents_deleted if live is not None and candidate.base == live else 0
     try:
         golden = load_golden(settings)
@@ -127,14 +129,14 @@ def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifes
                                          embedders, deleted_from_live=deleted)
     except (GoldenSetError, ModelError) as exc:
         raise PromotionRefused(
-            f"build {candidate.version} was never gated and cannot be gated now: {exc}; fix that, or pass "
+            f"build {candidate.version} {before} and cannot be gated now: {exc}; fix that, or pass "
             "--force --reason TEXT to promote it ungated (recorded in its manifest)"
         ) from None
     build.record_verdict(store, candidate, gate, report.record if report else None)
     if not gate.passed:
         raise GateFailed(
-            f"build {candidate.version} had never been gated; gated now against "
+            f"build {candidate.version} {before}; gated now against "
             f"{version_of(live) if live else 'no live build'}: {gate.reason}. The verdict is in its "
-            "manifest (now rejected); pass --force --reason TEXT to promote it anyway"
+            "manifest (rejected); pass --force --reason TEXT to promote it anyway"
         )
     return gate

@@ -132,13 +132,19 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
         if start.nothing_changed:
             outcome = result.nothing_changed(start.plan, start.base_manifest)
         else:
-            progress.counts = result.planned_counts(start.plan)
-            sandbox = _start_sandbox(settings, start.plan)
-            candidate = _build(store, settings, start.plan, embedder, chunker, policy, sandbox, progress, redactors)
+            if start.regate is not None:  # a rejected build already is what this run would build: gate it again
+                candidate = start.regate
+            else:
+                progress.counts = result.planned_counts(start.plan)
+                sandbox = _start_sandbox(settings, start.plan)
+                candidate = _build(store, settings, start.plan, embedder, chunker, policy, sandbox, progress,
+                                   redactors)
             gating = time.perf_counter()
             compared_to = None if start.live_damage else start.live  # a damaged build is no yardstick
             outcome = _gate(store, settings, candidate, compared_to, start.deleted_from_live, golden, embedder,
                             promote=promote)
+            if start.regate is not None:
+                outcome = result.regated(outcome)
             if outcome.promoted:
                 promote_build(store, settings.alias, candidate.collection, expected=start.live, by="reindex",
                               reason=outcome.reason)

@@ -171,6 +171,9 @@ class StartingPoint(BaseModel):
     base_manifest: Manifest | None = None
     deleted_from_live: int = Field(0, description="Live documents the listings show deleted at their source.")
     live_damage: str | None = Field(None, description="Why the live build cannot be trusted (IndexStore.damage).")
+    regate: Manifest | None = Field(
+        None, description="A rejected build that already is what this run would build: gated again, not rebuilt."
+    )
 
     @property
     def nothing_changed(self) -> bool:
@@ -218,10 +221,36 @@ def plan_against_store(
         plan.full = why_full(store.read_manifest(live) if live and not live_damage else None, fingerprint,
                              chunking, full_rebuild=full_rebuild, live_damage=live_damage)
     plan.notes[:0] = notes
+    regate = None
+    if plan.has_changes and not full_rebuild:
+        regate = _rejected_twin(store, alias, live, listings, fingerprint, chunking, now, redaction, forget)
+        if regate is not None:
+            plan.notes.append(f"nothing changed since build {regate.version}, which the gate rejected "
+                              f"({regate.error}); it is gated again instead of being built again")
     return StartingPoint(
         live=live, plan=plan, base_manifest=store.read_manifest(base) if base else None,
         deleted_from_live=deleted_at_source(listings, live_records, now, forget), live_damage=live_damage,
+        regate=regate,
     )
+
+
+def _rejected_twin(
+    store: IndexStore, alias: str, live: str | None, listings: Sequence[Listing], fingerprint: ModelFingerprint,
+    chunking: dict, now: datetime, redaction: Mapping[str, str | None] | None, forget: Collection[str],
+) -> Manifest | None:
+    """The newest build made after the live one, if the gate rejected it and it holds exactly what this
+    run would build (same vector space, chunking and parsing, no document changed since): rebuilding it
+    would only make one more identical build for the gate to reject again."""
+    newer = [c for c in store.list_builds(alias) if live is None or c > live]
+    if not newer:
+        return None
+    manifest = store.read_manifest(newer[-1])
+    if (manifest is None or manifest.state != "rejected" or manifest.chunking != chunking
+            or not manifest.model.same_space(fingerprint) or store.damage(manifest.collection)):
+        return None
+    records = store.read_records(manifest.collection)
+    again = plan_build(listings, manifest.collection, records, now, redaction, forget)
+    return None if again.has_changes else manifest
 
 
 def _check_sources(listings: Sequence[Listing], base: str | None, base_records: dict[str, DocumentRecord],
@@ -579,13 +608,16 @@ def fail_build(store: IndexStore, manifest: Manifest, error: str) -> None:
 def record_verdict(
     store: IndexStore, manifest: Manifest, gate: GateResult, evaluation: EvaluationRecord | None
 ) -> Manifest:
-    """Write the gate's verdict and the evaluation into the build's manifest; a failed gate rejects it.
+    """Write the gate's verdict and the evaluation into the build's manifest; a failed gate rejects it,
+    and a rejected build that passes when gated again (its golden set or gate fixed) is complete again.
 
     Only ever called on a candidate, never on the live build.
     """
     manifest.gate, manifest.evaluation = gate, evaluation
     if not gate.passed and manifest.state == "complete":
         manifest.state, manifest.error = "rejected", gate.reason
+    elif gate.passed and manifest.state == "rejected":
+        manifest.state, manifest.error = "complete", None
     store.write_manifest(manifest)
     if evaluation is not None:
         audit.record(store, manifest.alias, "evaluation", build=manifest.collection, why="gate evaluation",

@@ -7,6 +7,7 @@ checks each decision on hand-made inputs.
 - ``nothing_changed``: the outcome of a run whose listings changed nothing (no build is made);
 - ``asks_approval``: whether a person must approve a candidate the gate passed;
 - ``gated``: the outcome of a built candidate, once the gate (and any approver) has spoken;
+- ``regated``: the same for a rejected build gated again instead of being built again;
 - ``summarize``: the run summary, ``ragops reindex --json``'s shape;
 - ``refusal``: the expected failure a finished run ends with (a rejected candidate, a freshness
   breach), or None. It carries the summary, so the operator still sees what the run did.
@@ -57,6 +58,16 @@ def planned_counts(plan: BuildPlan) -> Counts:
         documents_seen=plan.listed + plan.kept, documents_new=plan.new, documents_changed=plan.changed,
         documents_unchanged=plan.unchanged, documents_deleted=len(plan.deleted),
     )
+
+
+def regated(outcome: Outcome) -> Outcome:
+    """The outcome of gating an existing build again (no build made): its contents, none of them redone."""
+    c = outcome.counts
+    counts = c.model_copy(update={
+        "documents_new": 0, "documents_changed": 0, "documents_touched": 0, "documents_deleted": 0,
+        "documents_unchanged": c.documents_seen, "chunks_embedded": 0, "chunks_reused": 0,
+    })
+    return outcome.model_copy(update={"counts": counts})
 
 
 def nothing_changed(plan: BuildPlan, base: Manifest) -> Outcome:

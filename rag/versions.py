@@ -110,14 +110,15 @@ def settle_promotions(manifest: Manifest, live: str | None) -> Manifest:
 def check_promotable(store: IndexStore, manifest: Manifest) -> str:
     """Sanity checks before a build may serve; returns a one-line reason it passed.
 
-    Checks: the build completed; it indexed at least one document and one chunk; the collection holds
-    exactly the chunks the build wrote; Qdrant reports the collection green (indexed, no errors).
+    Checks: the build completed (a rejected build did: it is being gated again); it indexed at least
+    one document and one chunk; the collection holds exactly the chunks the build wrote; Qdrant reports
+    the collection green (indexed, no errors).
 
     Raises:
         PromotionRefused: with the failed check and its figures.
     """
     counts = manifest.counts
-    if manifest.state != "complete":
+    if manifest.state not in ("complete", "rejected"):
         raise PromotionRefused(f"build {manifest.version} is {manifest.state}, not complete")
     if counts.documents_indexed == 0 or counts.chunks == 0:
         raise PromotionRefused(
@@ -257,9 +258,11 @@ def promote_version(store: IndexStore, alias: str, version: str, *, force: bool 
 
 
 def needs_gate(store: IndexStore, alias: str, version: str) -> Manifest | None:
-    """The manifest of a build that ``promote_version`` would refuse only for lacking a verdict.
+    """The manifest of a build that ``promote_version`` would refuse only for lacking a passing verdict.
 
-    That is a complete build, not live, whose manifest has no gate verdict. None for anything else
+    That is a build, not live, that is complete with no gate verdict, or rejected: a rejected build is
+    gated again (on today's golden set and gate, against today's live build), so that fixing what
+    rejected it is enough to promote it without ``--force``. None for anything else
     (``promote_version`` then promotes it or says why not).
 
     Raises:
@@ -267,7 +270,7 @@ def needs_gate(store: IndexStore, alias: str, version: str) -> Manifest | None:
     """
     collection = resolve_collection(store, alias, version)
     manifest = store.read_manifest(collection)
-    if manifest is None or manifest.state != "complete" or manifest.gate is not None:
+    if manifest is None or not (manifest.state == "rejected" or (manifest.state == "complete" and manifest.gate is None)):
         return None
     return None if store.alias_target(alias) == collection else manifest
 

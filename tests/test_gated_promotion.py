@@ -17,6 +17,7 @@ from rag.config import StoreSettings
 from rag.errors import GateFailed, PromotionRefused
 from rag.store import IndexStore
 from rag.audit import read_trail
+from rag.names import version_of
 from rag.versions import promote_version
 from ragops.cli import app
 from tests.conftest import ROOT
@@ -231,3 +232,38 @@ def test_llm_judged_metrics_are_reported_as_advisory_and_never_gate(tmp_path: Pa
     assert all(c["metric"] not in advisory for c in summary["gate"]["checks"])
     answered = [r for r in stub.requests if "response_format" not in r["body"]]
     assert len(answered) == 3  # max_queries golden queries were answered and judged
+
+
+def test_a_rejected_build_is_gated_again_not_rebuilt_and_promoted_once_its_golden_set_is_fixed(
+    tmp_path: Path, settings, corpus: Path, store_path: Path
+) -> None:
+    good = _config(tmp_path, settings)
+    first = reindex(config=str(good))
+    wrong = tmp_path / "wrong.jsonl"  # a golden set with a mistake: descaling is not about bicycle chains
+    wrong.write_text(json.dumps({"query": "how often should I descale the coffee machine?",
+                                 "relevant": ["demo/bicycle-chain.md"]}) + "\n")
+    bad = _config(tmp_path, settings, "bad.yaml", evaluation={"golden": str(wrong)})
+    (corpus / "glossary.txt").write_text((corpus / "glossary.txt").read_text() + "\nVersion: a build.\n")
+
+    with pytest.raises(GateFailed) as rejected:
+        reindex(config=str(bad))
+    candidate = rejected.value.details["summary"]["collection"]
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        builds = store.list_builds("test")
+
+    with pytest.raises(GateFailed) as again:  # nothing changed at the sources: no identical build again
+        reindex(config=str(bad))
+    summary = again.value.details["summary"]
+    assert summary["collection"] == candidate and summary["counts"]["chunks_embedded"] == 0
+    assert any("gated again instead of being built again" in note for note in summary["notes"])
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        assert store.list_builds("test") == builds
+
+    # The golden set is fixed: `ragops promote` gates the rejected build again, and it passes now.
+    promoted = runner.invoke(app, ["promote", version_of(candidate), "--config", str(good), "--json"])
+    assert promoted.exit_code == 0, promoted.output
+    response = json.loads(promoted.stdout)
+    assert response["forced"] is False and response["gated_now"] is True and response["state"] == "complete"
+    manifest, alias = _manifest(store_path, candidate)
+    assert alias == candidate and manifest.gate.passed and manifest.error is None
+    assert manifest.promotions[-1].replaced == first["collection"]

@@ -99,7 +99,7 @@ def test_promote_gates_a_build_that_never_was_and_refuses_when_it_cannot(tmp_pat
     short = _ungated_copy(settings, embedder, share=0.5)
     code, result, _ = _promote(tmp_path, config, short.version)
     assert (code, result["error"]["kind"]) == (3, "gate_failed"), result
-    assert "had never been gated" in result["error"]["message"]
+    assert "was never gated; gated now against" in result["error"]["message"]
     manifest, alias = _read(settings, short.collection)
     assert alias == live and manifest.state == "rejected" and manifest.gate.passed is False
 
