@@ -11,6 +11,7 @@ decision here is tested in milliseconds (tests/test_plan.py).
   are *carried* (points copied, nothing parsed); new or changed ones become *work*. Only a complete
   listing deletes: documents it lacks are deleted by not being carried. A source whose listing failed,
   and entries a listing could not read, keep every document as it was.
+- ``explain`` says why each document would be parsed or deleted (``ragops reindex --dry-run``).
 - ``deleted_at_source`` counts the live build's documents that the listings show were deleted, which
   the gate uses to tell legitimate losses from documents lost on the way.
 - A source the base holds documents of but that this run does not list (left out of ``--source``, or
@@ -308,3 +309,37 @@ def _examples(entries: Sequence[Skipped]) -> str:
     shown = "; ".join(f"{entry.doc_id} ({entry.reason})" for entry in entries[:NOTE_EXAMPLES])
     more = len(entries) - NOTE_EXAMPLES
     return shown + (f"; and {more} more" if more > 0 else "")
+
+
+class PlannedDocument(BaseModel):
+    """One document a run would parse or delete, and why (``ragops reindex --dry-run``)."""
+
+    doc_id: str
+    source: str
+    action: Literal["parse", "delete"]
+    why: str
+
+
+def explain(plan: BuildPlan) -> list[PlannedDocument]:
+    """Each document the plan parses or deletes, with the reason a person can check.
+
+    Parsed documents have their chunks embedded only where the embedding cache lacks their text, which
+    only parsing tells: a touched file (same text) is parsed and embeds nothing.
+    """
+    rows = []
+    for item in plan.work:
+        ref, previous = item.ref, item.previous
+        if previous is None:
+            why = "new" if plan.base else "full build (no base)"
+        elif unchanged(ref, previous):
+            why = "its source's redaction settings changed"
+        elif previous.quarantine:
+            why = f"changed since its version was quarantined ({previous.quarantine.reason})"
+        else:
+            why = f"changed: listing signal {previous.signal} -> {ref.signal}"
+        rows.append(PlannedDocument(doc_id=ref.doc_id, source=ref.source, action="parse", why=why))
+    for record in plan.deleted:
+        why = (f"source {record.source!r} forgotten (--forget-source)" if record.source in plan.forgotten_sources
+               else f"absent from the complete listing of source {record.source!r}")
+        rows.append(PlannedDocument(doc_id=record.doc_id, source=record.source, action="delete", why=why))
+    return rows

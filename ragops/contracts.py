@@ -25,9 +25,11 @@ from rag.config import Settings
 from rag.errors import RagopsError
 from rag.locks import LockHolder
 from rag.migrate import Migration
+from rag.plan import PlannedDocument
 from rag.models import (
     BuildState,
     BuildSummary,
+    Counts,
     DocumentRecord,
     EvaluationRecord,
     GateResult,
@@ -86,6 +88,22 @@ class ErrorResponse(BaseModel):
 
 #: ``ragops reindex``: the run summary, as the reindex flow returns it
 ReindexResponse = BuildSummary
+
+
+class ReindexPlanResponse(BaseModel):
+    """``ragops reindex --dry-run``: what a reindex would do now, and why; nothing is built or locked."""
+
+    alias: str
+    live: str | None = Field(description="Collection the alias points at.")
+    base: str | None = Field(description="Build whose unchanged documents would be carried.")
+    full_build: str | None = Field(description="Why there would be no base (every document parsed); None: a base.")
+    would_build: bool = Field(description="False when nothing changed (no build) or a rejected build is re-gated.")
+    regate: str | None = Field(
+        description="A rejected build that already is what this run would build: it would be gated again instead."
+    )
+    counts: Counts = Field(description="Planned document counts (chunk counts are known only after parsing).")
+    documents: list[PlannedDocument] = Field(description="Each document that would be parsed or deleted, and why.")
+    notes: list[str]
 
 
 class StatusResponse(BaseModel):

@@ -59,6 +59,30 @@ def render_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_plan(p: dict[str, Any]) -> str:
+    """Text form of ``ragops reindex --dry-run``: what a reindex would do, and why."""
+    c = p["counts"]
+    if p["regate"]:
+        verdict = f"no new build: build {p['regate']}, rejected by the gate, already is this build; it would be gated again"
+    elif not p["would_build"]:
+        verdict = "no new build: nothing changed since the live build"
+    else:
+        verdict = "a new build " + (f"based on {p['base']}" if p["base"] else f"from nothing (full build: {p['full_build']})")
+    lines = [f"Dry run for alias {p['alias']!r} (live: {p['live'] or 'nothing'}): {verdict}",
+             f"  documents: {c['documents_seen']} seen: {c['documents_new']} new, {c['documents_changed']} changed, "
+             f"{c['documents_unchanged']} unchanged, {c['documents_deleted']} deleted"]
+    parse = [d for d in p["documents"] if d["action"] == "parse"]
+    delete = [d for d in p["documents"] if d["action"] == "delete"]
+    if parse:
+        lines.append(f"  would parse {len(parse)} (their chunks embedded only where the embedding cache lacks the text):")
+        lines += [f"    {d['doc_id']}  {d['why']}" for d in parse]
+    if delete:
+        lines.append(f"  would delete {len(delete)}:")
+        lines += [f"    {d['doc_id']}  {d['why']}" for d in delete]
+    lines += [f"  note: {note}" for note in p["notes"]]
+    return "\n".join(lines)
+
+
 def render_hits(r: dict[str, Any]) -> str:
     """Text form of query results."""
     if not r["hits"]:

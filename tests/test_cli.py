@@ -26,8 +26,11 @@ def as_json(result) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
-def test_reindex_query_status_rollback_as_a_script_would(write_config: Path) -> None:
+def test_reindex_query_status_rollback_as_a_script_would(write_config: Path, store_path: Path, corpus: Path) -> None:
     config = ["--config", str(write_config)]
+    planned = as_json(run("reindex", *config, "--dry-run", "--json"))
+    assert planned["would_build"] and planned["counts"]["documents_new"] == 6 and not store_path.exists()
+    assert planned["full_build"].startswith("there is no store at")
     first = run("reindex", *config, "--json")
     assert first.exit_code == 0, first.output
     first = as_json(first)
@@ -57,6 +60,16 @@ def test_reindex_query_status_rollback_as_a_script_would(write_config: Path) -> 
     assert text.exit_code == 0 and f"-> {first['collection']}" in text.stdout
     text = run("query", "bicycle chain oil", *config)
     assert "demo/bicycle-chain.md" in text.stdout
+
+    # The plan of the next refresh, with its reasons; nothing built.
+    (corpus / "tyres.md").write_text("# Tyres\n\nRoad tyres want 6 to 8 bar.\n")
+    (corpus / "glossary.txt").unlink()
+    planned = run("reindex", *config, "--dry-run")
+    assert planned.exit_code == 0, planned.output
+    assert f"a new build based on {first['collection']}" in planned.stdout
+    assert "demo/tyres.md  new" in planned.stdout
+    assert "demo/glossary.txt  absent from the complete listing of source 'demo'" in planned.stdout
+    assert as_json(run("status", *config, "--json"))["versions"][0]["version"] == second["version"]
 
 
 def test_missing_source_folder_is_one_line_and_exit_4(tmp_path: Path) -> None:

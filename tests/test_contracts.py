@@ -140,3 +140,11 @@ def test_the_check_finds_a_field_the_docs_lack(documented: dict[str, str]) -> No
     assert mismatches({**shown, "hits": [{"score": 1.0, "rnk": 1}]}, GrownHits) == [
         "GrownHits.hits: docs show 'rnk', which GrownHit has no field for"  # ...but not show unknown ones
     ]
+
+
+def test_the_dry_run_example_has_the_models_fields(documented: dict[str, str]) -> None:
+    """`reindex --dry-run` prints another object than `reindex`: its own example, in its own subsection."""
+    from ragops.contracts import ReindexPlanResponse
+
+    dry_run = documented["reindex"].split("### `--dry-run`", 1)[1]
+    assert mismatches(first_json(dry_run), ReindexPlanResponse) == []

@@ -39,6 +39,10 @@ def reindex(
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Build and keep the version, but leave the alias where it is.")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (what would be parsed or deleted, and why) and stop: "
+                           "nothing is built, locked or written, and Prefect is not started.")
+    ] = False,
     golden: GoldenOption = None,
     common: Common,
 ) -> None:
@@ -50,6 +54,9 @@ def reindex(
     """
     settings = common.settings(sources=source, golden=golden)
     check_reindex_inputs(settings)
+    if dry_run:
+        output.emit(_plan(settings, full=full, forget=forget_source or []), common.json_output, output.render_plan)
+        return
     yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
     with early_prefect_api() as api:  # boots beside the imports and the model load below (docs/benchmarks.md)
         golden_queries = golden_set(settings)  # first: a bad golden set must leave no store behind
@@ -72,6 +79,47 @@ def reindex(
                     forget_sources=forget_source or None,
                 )
     output.emit(ReindexResponse.model_validate(summary), common.json_output, output.render_summary)
+
+
+def _plan(settings, *, full: bool, forget: list[str]):
+    """``reindex --dry-run``: list the sources and plan against the store as the flow would; read only."""
+    import connectors
+    from rag.build import StartingPoint, plan_against_store
+    from rag.chunking import Chunker
+    from rag.embedding import load_embedder
+    from rag.errors import ConfigError
+    from rag.models import utc_now
+    from rag.names import version_of
+    from rag.parsing import describe_parsing
+    from rag.plan import explain, plan_build, require_a_listing
+    from rag.redaction import redactors_for
+    from rag.result import planned_counts
+    from rag.store import IndexStore, require_store
+    from ragops.contracts import ReindexPlanResponse
+
+    redactors = redactors_for(settings.sources)
+    with stdout_to_stderr():
+        embedder = load_embedder(settings.embedding)  # the fingerprint and tokenizer decide the base
+    chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
+    policy = {**chunker.describe(), **describe_parsing(settings.pipeline.text_parser)}
+    listings = [connectors.list_source(source) for source in settings.sources]
+    require_a_listing(listings)
+    try:
+        require_store(settings.store)
+    except ConfigError:  # no store yet: everything is new, and nothing is created to find that out
+        start = StartingPoint(live=None, plan=plan_build(listings, None, {}, utc_now()))
+        start.plan.full = f"there is no store at {settings.store.location} yet"
+    else:
+        with IndexStore.open(settings.store, create=False) as store:
+            start = plan_against_store(store, settings.alias, listings, embedder.fingerprint, policy,
+                                       full_rebuild=full, now=utc_now(),
+                                       redaction={n: r.policy for n, r in redactors.items()}, forget=forget)
+    return ReindexPlanResponse(
+        alias=settings.alias, live=start.live, base=start.plan.base, full_build=start.plan.full,
+        would_build=not start.nothing_changed and start.regate is None,
+        regate=version_of(start.regate.collection) if start.regate else None,
+        counts=planned_counts(start.plan), documents=explain(start.plan), notes=start.plan.notes,
+    )
 
 
 @common_options
