@@ -183,6 +183,7 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
             logger.info("carried %d unchanged documents (%d chunks)", len(plan.carry), progress.counts.chunks)
         batches = list(build.batched(plan.work, settings.pipeline.batch_documents))
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
+        pulse = build.Pulse()
         if settings.pipeline.task_runner == "dask":
             reports = index_on_dask(store, settings, manifest, batches, embedder, chunker, cache, sandbox, redactors)
         else:
@@ -191,15 +192,20 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
                 store, manifest, batches, embedder, chunker, cache, connectors.Fetcher(settings.sources),
                 max_bytes=int(pipeline.max_file_mb * 1_000_000), sandbox=sandbox,
                 journal=ParseJournal(store, settings.alias), max_attempts=pipeline.max_parse_attempts,
-                prepare=prepare_batch, write=write_batch, redactors=redactors)
-        meter, done, chunks = build.Throughput(len(plan.work)), 0, 0
-        for items, report in zip(batches, reports):
-            progress.add(report)
-            done, chunks = done + len(items), chunks + report.chunks
-            line = meter.line(done, chunks)
-            if line is not None:
-                logger.info("%s (%d embedded, %d failed)", line, progress.counts.chunks_embedded,
-                            progress.counts.documents_failed)
+                prepare=prepare_batch, write=write_batch, redactors=redactors, pulse=pulse)
+        meter = build.Throughput(len(plan.work))
+        # Every 10 s, also inside a long batch: documents prepared and chunks embedded so far.
+        with build.reporting(meter, pulse, lambda line: logger.info("%s (%d failed)", line,
+                                                                    progress.counts.documents_failed)):
+            done = 0
+            for items, report in zip(batches, reports):
+                progress.add(report)
+                done += len(items)
+                pulse.documents = max(pulse.documents, done)  # on Dask, whole batches are the only count
+                pulse.chunks = max(pulse.chunks, progress.counts.chunks_embedded)
+        if plan.work:
+            logger.info("%s (%d failed)", meter.line(len(plan.work), progress.counts.chunks_embedded),
+                        progress.counts.documents_failed)
         return finish_build(store, manifest, progress)
 
 

@@ -117,11 +117,48 @@ class Throughput:
         elapsed = max(now - self.started, 1e-9)
         rate = documents_done / elapsed
         text = (f"{documents_done}/{self.documents} documents ({documents_done / max(self.documents, 1):.0%}), "
-                f"{chunks_done} chunks, {rate:.1f} documents/s, {chunks_done / elapsed:.1f} chunks/s")
+                f"{chunks_done} chunks embedded, {rate:.1f} documents/s, {chunks_done / elapsed:.1f} chunks/s")
         if finished:
             return f"{text}, done in {_duration(elapsed)}"
         left = (self.documents - documents_done) / rate if rate > 0 else None
         return f"{text}, about {_duration(left)} left" if left is not None else text
+
+
+class Pulse:
+    """Work done so far, counted where it happens: documents as they are prepared (on the flow's thread)
+    and chunks as they are embedded (on the encoder's thread, in slices of ``EMBED_SLICE`` texts). A
+    reporter reads it between batches too, so a long batch (one huge document, a slow parser) still
+    shows progress. Plain ints: one writer each, and a reader that only prints them."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+        self.chunks = 0
+
+
+#: texts embedded between two progress counts (the encoder still sorts each slice by length)
+EMBED_SLICE = 512
+
+
+@contextmanager
+def reporting(meter: Throughput, pulse: Pulse, report: Callable[[str], None], *, tick: float = 1.0) -> Iterator[None]:
+    """While the block runs, a thread reports ``meter``'s line for ``pulse`` at the meter's cadence."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(tick):
+            if not pulse.documents:
+                continue
+            line = meter.line(min(pulse.documents, meter.documents - 1), pulse.chunks)  # the last line is the caller's
+            if line is not None:
+                report(line)
+
+    watcher = threading.Thread(target=watch, name="ragops-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def _duration(seconds: float) -> str:
@@ -343,7 +380,7 @@ class PreparedBatch(BaseModel):
 def prepare_batch(
     items: Sequence[WorkItem], chunker: Chunker, fetch: Fetch, *, version: str, max_bytes: int, now: datetime,
     sandbox: ParseSandbox, journal: ParseJournal | None = None, max_attempts: int = 2,
-    redactors: Mapping[str, Redactor] | None = None,
+    redactors: Mapping[str, Redactor] | None = None, pulse: Pulse | None = None,
 ) -> PreparedBatch:
     """Fetch, parse and chunk new or changed documents. Touches no store without a journal, so it can
     run anywhere.
@@ -358,10 +395,13 @@ def prepare_batch(
             ``max_attempts`` runs died parsing is quarantined instead of parsed again.
         redactors: by source name, for sources that redact (rag/redaction.py): their documents' text
             is redacted right after parsing, so nothing after (hashes, chunks, vectors) sees the original.
+        pulse: counts each document prepared (progress inside a batch).
     """
     batch = PreparedBatch(items=list(items))
     with tempfile.TemporaryDirectory(prefix="ragops-fetch-") as folder:
         for item in items:
+            if pulse is not None:
+                pulse.documents += 1
             ref, previous = item.ref, item.previous
             try:
                 with _timed(batch.timings, "fetch"):
@@ -508,6 +548,7 @@ def index_batches(
     prepare: Callable[..., PreparedBatch] | None = None,
     write: Callable[..., BatchReport] | None = None,
     redactors: Mapping[str, Redactor] | None = None,
+    pulse: Pulse | None = None,
 ) -> Iterator[BatchReport]:
     """``prepare_batch`` then ``write_batch`` for each batch, with the next batch parsed while the current
     one embeds.
@@ -522,14 +563,20 @@ def index_batches(
         prepare, write: ``prepare_batch`` and ``write_batch`` (the default), or wrappers of them with
             the same signature (the flow passes its Prefect tasks, which retry transient errors).
         redactors: by source name (``prepare_batch``).
+        pulse: counts documents prepared and chunks embedded as they are (``Pulse``).
     """
     prepare, write = prepare or prepare_batch, write or write_batch
+    pulse = pulse or Pulse()
 
     def embed(batch: PreparedBatch, texts: list[str]) -> np.ndarray:
         # On the encoder thread. The batch's embed time is the encoder's own (it overlaps the next batch's
         # preparation), not the wait for it; the calling thread touches this batch again only after.
         with _timed(batch.timings, "embed"):
-            return embedder.embed(texts)
+            parts = []
+            for start in range(0, len(texts), EMBED_SLICE):
+                parts.append(embedder.embed(texts[start : start + EMBED_SLICE]))
+                pulse.chunks += len(parts[-1])
+            return np.concatenate(parts)
 
     def written(batch: PreparedBatch, texts: dict[str, str], embedding: Future | None) -> BatchReport:
         vectors = embedded_elsewhere(texts, embedding)
@@ -543,7 +590,8 @@ def index_batches(
         pending: tuple[PreparedBatch, dict[str, str], Future | None] | None = None
         for items in batches:
             batch = prepare(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=utc_now(),
-                            sandbox=sandbox, journal=journal, max_attempts=max_attempts, redactors=redactors)
+                            sandbox=sandbox, journal=journal, max_attempts=max_attempts, redactors=redactors,
+                            pulse=pulse)
             texts = uncached_texts(batch, cache)
             embedding = encoder.submit(embed, batch, list(texts.values())) if texts else None
             if pending is not None:

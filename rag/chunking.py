@@ -87,7 +87,8 @@ class Chunker:
         """Turn one document's elements into ordered chunks carrying uri, section title and page.
 
         Raises:
-            DocumentError: chunking produced no text.
+            DocumentError: chunking produced no text, or more chunks than ``max_chunks_per_document``
+                (stopped as soon as it does, so such a document never holds its chunks in memory).
         """
         from unstructured.chunking.title import chunk_by_title
 
@@ -117,6 +118,10 @@ class Chunker:
             title = _section_title(section) or title
             page = getattr(section.metadata, "page_number", None)
             for text, tokens in self._fit(section.text):
+                if len(chunks) == self.settings.max_chunks_per_document:
+                    raise DocumentError(
+                        "chunk", f"more than {len(chunks):,} chunks (chunking.max_chunks_per_document); a document "
+                        "this large is rarely meant to be searched: split it, exclude it, or raise the limit")
                 chunks.append(
                     Chunk(
                         doc_id=doc.doc_id,

@@ -346,6 +346,14 @@ class ChunkingSettings(_Section):
         le=10_000,
         description="Sections shorter than this are merged with the next one (fewer, denser chunks).",
     )
+    max_chunks_per_document: int = Field(
+        20_000,
+        ge=1,
+        le=10_000_000,
+        description="A document that makes more chunks than this is quarantined (a data dump or a log, rarely "
+        "meant to be searched: 20,000 chunks of 128 tokens is ~2.5M tokens), before they are embedded or held in "
+        "memory together. Raise it for such documents; it decides no chunk boundary, so no rebuild follows.",
+    )
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> ChunkingSettings:

@@ -91,3 +91,26 @@ def test_an_archive_is_quarantined_with_the_reason_before_any_parser_loads(tmp_p
              f"print(sorted(m for m in sys.modules if m.startswith('unstructured.partition')))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.split("\n")[:2] == ["DocumentError", "[]"], done.stdout + done.stderr
+
+
+def test_a_document_that_makes_too_many_chunks_is_refused_before_they_pile_up(embedder, tmp_path) -> None:
+    """A 47 MB Markdown dump once became 43,343 chunks and ~2.8 GB: the bound stops it at the limit."""
+    from rag.chunking import Chunker
+    from rag.config import ChunkingSettings
+    from rag.errors import DocumentError
+    from rag.models import DocumentRef
+    from rag.parsing import parse_document
+
+    path = tmp_path / "dump.md"
+    path.write_text("\n\n".join(f"# Entry {i}\n\nRecord {i} of the export, with its own words." for i in range(400)))
+    ref = DocumentRef(doc_id="t/dump.md", source="t", uri=path.as_uri(), path=path, size=path.stat().st_size,
+                      modified=0, signal="1")
+    elements = parse_document(ref, max_bytes=10**8)
+    settings = ChunkingSettings(max_tokens=32, combine_under_chars=0)
+    assert len(Chunker(settings, embedder.tokenizer, embedder.max_tokens).chunk(ref, elements)) > 100
+    bounded = Chunker(settings.model_copy(update={"max_chunks_per_document": 100}), embedder.tokenizer,
+                      embedder.max_tokens)
+    with pytest.raises(DocumentError, match="more than 100 chunks .chunking.max_chunks_per_document.") as refused:
+        bounded.chunk(ref, elements)
+    assert refused.value.stage == "chunk"
+    assert bounded.describe() == Chunker(settings, embedder.tokenizer, embedder.max_tokens).describe()
