@@ -55,7 +55,7 @@ def planned_counts(plan: BuildPlan) -> Counts:
     """The document counts of a plan; the build adds what it indexed, failed and chunked."""
     return Counts(
         documents_seen=plan.listed + plan.kept, documents_new=plan.new, documents_changed=plan.changed,
-        documents_unchanged=plan.unchanged, documents_deleted=len(plan.deleted),
+        documents_retried=plan.retried, documents_unchanged=plan.unchanged, documents_deleted=len(plan.deleted),
     )
 
 
@@ -111,7 +111,8 @@ def headline(summary: BuildSummary) -> str:
     verdict = "promoted" if summary.promoted else "not promoted"
     return (
         f"{summary.alias} {summary.version}: {c.documents_new} new, {c.documents_changed} changed, "
-        f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted, {c.documents_failed} failed; "
+        + (f"{c.documents_retried} retried, " if c.documents_retried else "")
+        + f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted, {c.documents_failed} failed; "
         f"{c.chunks} chunks ({c.chunks_embedded} embedded) in {summary.timings.total:.1f}s; {verdict}: {summary.reason}"
         + (f"; {sum(c.redacted.values())} values redacted in {c.documents_redacted} documents" if c.redacted else "")
     )
