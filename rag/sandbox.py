@@ -21,7 +21,8 @@ Each of these is a ``DocumentError`` naming the bound and its kind (``rag.models
 build quarantines the document with that reason and goes on; the next document gets a fresh child. A
 timeout or a stall is not a property of the document: a later run parses it again (rag/build.py). The
 child also dies with its parent (``PR_SET_PDEATHSIG``) and under a CPU-time limit, so a killed run
-leaves no parser spinning.
+leaves no parser spinning; it runs in a process group of its own, killed whole, so that a subprocess
+it started (pandoc) stops with it.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ class ParseSandbox:
             [sys.executable, "-m", "rag.sandbox", str(self.memory_mb), *sorted(self._warmed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             env={**os.environ, "MALLOC_ARENA_MAX": "2"},  # per-thread arenas would eat the address space
+            process_group=0,  # a group of its own, which _stop kills: its subprocesses (pandoc) go with it
         )
         self._ready = False
 
@@ -250,8 +252,10 @@ class ParseSandbox:
 
     def _stop(self) -> None:
         if self._child is not None:
-            if self._child.poll() is None:
-                self._child.kill()
+            try:  # the whole group: a pandoc it started would otherwise run on, orphaned, to its end
+                os.killpg(self._child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # gone, and nothing it started is left
             self._child.wait()
             for stream in (self._child.stdin, self._child.stdout):
                 if stream is not None:

@@ -112,6 +112,39 @@ def test_a_document_past_a_bound_is_quarantined_and_the_next_one_parses(
     assert [record.doc_id for record, _ in batch.fresh] == [text.doc_id, good.doc_id]  # a fresh child parsed it
 
 
+def test_the_cpu_time_of_a_parsers_subprocess_counts_and_it_stops_with_the_parse(tmp_path: Path) -> None:
+    """.rst is read by pandoc, a subprocess of the child: ~12 s of pandoc's CPU for this file, while the
+    child itself only waits. That CPU is the document's too, and stopping the parse stops pandoc."""
+    rst = tmp_path / "targets.rst"
+    rst.write_text("Title\n=====\n\nOne paragraph.\n\n" + "".join(
+        f".. _target-{n}: http://example.com/{n}\n.. |sub{n}| replace:: text {n} with *emphasis*\n"
+        for n in range(100_000)))
+    with ParseSandbox(PipelineSettings(parse_timeout="1s"), stall_factor=1000) as sandbox:
+        sandbox.start(groups={"builtin", "unstructured"})
+        sandbox.parse(ref_of(DEMO_CORPUS / "glossary.txt"), max_bytes=10**8)
+        group = sandbox._child.pid
+        with pytest.raises(DocumentError, match=r"parsing used \d+\.\ds of CPU time, over pipeline.parse_timeout") as over:
+            sandbox.parse(ref_of(rst), max_bytes=10**8)
+        assert over.value.failure == "timeout"
+        # Stopped near its budget, while pandoc ran: not once pandoc was done and its time became the child's.
+        assert float(re.search(r"used (\d+\.\d)s", over.value.reason)[1]) < 5
+        assert not _running_in_group(group)  # no pandoc left to spin on, orphaned
+
+
+def _running_in_group(group: int) -> list[str]:
+    """Commands of the live (not zombie) processes of a process group."""
+    running = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, NotADirectoryError):
+            continue
+        state, _, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == group and state != "Z":
+            running.append(stat.split("(", 1)[1].split(")", 1)[0])
+    return running
+
+
 def test_a_stopped_parser_is_not_the_documents_fault_and_a_later_run_parses_it(chunker) -> None:
     """Wall time is not charged to the document: a child that gets no CPU (SIGSTOP here; a loaded machine
     or a parser blocked on something alike) is stopped after 4x parse_timeout as stalled, and the plan
