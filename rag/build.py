@@ -599,7 +599,7 @@ def _quarantine(
     batch.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, stage=stage, reason=reason,  # type: ignore[arg-type]
                                   kind=kind, retry_after=retry_after))  # type: ignore[arg-type]
     log.warning("quarantined %s (%s): %s%s", ref.doc_id, stage, reason,
-                f"; parsed again by the first run after {retry_after:%Y-%m-%d %H:%M:%S} UTC" if retry_after else "")
+                f"; retried by the first run after {retry_after:%Y-%m-%d %H:%M:%S} UTC" if retry_after else "")
     quarantine = Quarantine(stage=stage, reason=reason, signal=ref.signal, since=now, kind=kind,  # type: ignore[arg-type]
                             attempts=attempts, retry_after=retry_after)
     if previous and previous.chunks:

@@ -148,8 +148,8 @@ class ParseSandbox:
             reply = _receive(child.stdout, Budget(child.pid, self.timeout, self.stall_factor))
         except OverBudget as over:
             self._stop()
-            raise DocumentError("parse", f"parsing {over.describe('pipeline.parse_timeout')}; not indexed for now: "
-                                "a later run parses it again", failure=over.kind) from None
+            raise DocumentError("parse", f"parsing {over.describe('pipeline.parse_timeout')}; not indexed for now",
+                                failure=over.kind) from None
         except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
             raise self._death() from None
         if reply[0] == "ok":

@@ -82,7 +82,7 @@ def test_a_zip_that_inflates_past_the_limit_is_refused_before_parsing(bomb: Path
     ("bounds", "kind", "reason"),
     [
         ({"parse_timeout": "2s"}, "timeout", r"parsing used [2-9]\.\ds of CPU time, over pipeline.parse_timeout "
-                                             r"\(2s\); not indexed for now: a later run parses it again"),
+                                             r"\(2s\); not indexed for now$"),
         ({"parse_memory_mb": 100}, "memory", r"parsing needed more than pipeline.parse_memory_mb \(100 MB\)"),
         ({"max_inflated_mb": 10}, "error", "likely a zip bomb"),
     ],
