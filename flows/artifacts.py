@@ -110,7 +110,7 @@ def publish_summary(summary: BuildSummary, assessed: list[SourceFreshness]) -> N
         f"| state | {summary.state} |",
         f"| documents | {c.documents_seen} seen: {c.documents_new} new, {c.documents_changed} changed, "
         + (f"{c.documents_touched} touched (same text), " if c.documents_touched else "")
-        + f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted |",
+        + f"{c.documents_retried} retried, {c.documents_unchanged} unchanged, {c.documents_deleted} deleted |",
         f"| base | {summary.base or f'none, full build: {summary.full_build}'} |",
         f"| indexed / failed | {c.documents_indexed} / {c.documents_failed} |",
         f"| chunks | {c.chunks} ({c.chunks_embedded} embedded, {c.chunks_reused} reused) |",
@@ -119,12 +119,16 @@ def publish_summary(summary: BuildSummary, assessed: list[SourceFreshness]) -> N
         f"| deleted by retention | {', '.join(summary.deleted) or '-'} |",
     ]
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.model_dump().items())
-    failures = "\n".join(f"| {f.doc_id} | {f.stage} | {f.reason.replace('|', '/')} |" for f in summary.failures)
+    failures = "\n".join(
+        f"| {f.doc_id} | {f.stage} | {f.reason.replace('|', '/')} | "
+        + (f"after {f.retry_after:%Y-%m-%d %H:%M:%S} UTC |" if f.retry_after else "once it changes |")
+        for f in summary.failures)
     markdown = "\n".join(
         [f"# Reindex {summary.alias}: {summary.version}", "", "| | |", "|---|---|", *rows, "",
          f"Timings: {timings}"]
         + [f"\n> {note}" for note in summary.notes]
-        + (["", "## Quarantined documents", "", "| document | stage | reason |", "|---|---|---|", failures]
+        + (["", "## Quarantined documents", "", "| document | stage | reason | retried |", "|---|---|---|---|",
+            failures]
            if failures else [])
         + _redaction_rows(summary)
     )

@@ -53,7 +53,8 @@ def index_on_dask(
                 runner.submit(prepare_batch, parameters={"items": list(items), "chunker": chunker, "fetch": fetch,
                                                          "version": manifest.version, "max_bytes": max_bytes,
                                                          "now": utc_now(), "sandbox": sandbox,
-                                                         "redactors": redactors})
+                                                         "redactors": redactors,
+                                                         "retry_backoff": settings.pipeline.parse_retry_backoff})
                 for items in group
             ]
             pending = []

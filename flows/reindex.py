@@ -192,7 +192,8 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
                 store, manifest, batches, embedder, chunker, cache, connectors.Fetcher(settings.sources),
                 max_bytes=int(pipeline.max_file_mb * 1_000_000), sandbox=sandbox,
                 journal=ParseJournal(store, settings.alias), max_attempts=pipeline.max_parse_attempts,
-                prepare=prepare_batch, write=write_batch, redactors=redactors, pulse=pulse)
+                prepare=prepare_batch, write=write_batch, redactors=redactors, pulse=pulse,
+                retry_backoff=pipeline.parse_retry_backoff)
         meter = build.Throughput(len(plan.work))
         # Every 10 s, also inside a long batch: documents prepared and chunks embedded so far.
         with build.reporting(meter, pulse, lambda line: logger.info("%s (%d failed)", line,
@@ -238,6 +239,6 @@ def _log_plan(plan: BuildPlan) -> None:
     logger = get_run_logger()
     for note in plan.notes:
         logger.warning(note)
-    logger.info("%d documents listed; plan against %s: %d new, %d changed, %d unchanged, %d deleted", plan.listed,
-                version_of(plan.base) if plan.base else "nothing (full build)", plan.new, plan.changed,
-                plan.unchanged, len(plan.deleted))
+    logger.info("%d documents listed; plan against %s: %d new, %d changed, %d retried, %d unchanged, %d deleted",
+                plan.listed, version_of(plan.base) if plan.base else "nothing (full build)", plan.new, plan.changed,
+                plan.retried, plan.unchanged, len(plan.deleted))

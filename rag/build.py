@@ -14,8 +14,9 @@ complete build, else nothing), and does only what changed:
    no store, so it can run on a Dask worker. ``write_batch`` takes vectors from the embedding cache,
    embeds only the misses, and writes (``index_batches`` does both steps in this process, parsing the
    next batch while the current one embeds). A document that fails is
-   *quarantined*: its previous good version stays in the build, and it is retried only when its
-   signal moves again.
+   *quarantined*: its previous good version stays in the build, and it is retried when its signal
+   moves again, or, when its parse timed out or stalled (not a property of the document), by a
+   later run after a back-off (``rag.plan.next_retry``).
 4. ``finish_build`` marks the build complete once everything is durably written.
 
 Nothing here touches the serving alias or writes to any collection but the new build's (and the cache).
@@ -30,7 +31,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Collection, Iterator, Mapping, Sequence, TypeVar
 
@@ -61,7 +62,17 @@ from rag.models import (
 )
 from rag.names import collection_name, docs_collection
 from rag.parsing import check_size
-from rag.plan import BuildPlan, Listing, WorkItem, choose_base, deleted_at_source, plan_build, why_full
+from rag.plan import (
+    RETRY_BACKOFF,
+    BuildPlan,
+    Listing,
+    WorkItem,
+    choose_base,
+    deleted_at_source,
+    next_retry,
+    plan_build,
+    why_full,
+)
 from rag.redaction import Redactor
 from rag.redaction import describe as describe_redaction
 from rag.sandbox import ParseSandbox
@@ -380,7 +391,8 @@ class PreparedBatch(BaseModel):
 def prepare_batch(
     items: Sequence[WorkItem], chunker: Chunker, fetch: Fetch, *, version: str, max_bytes: int, now: datetime,
     sandbox: ParseSandbox, journal: ParseJournal | None = None, max_attempts: int = 2,
-    redactors: Mapping[str, Redactor] | None = None, pulse: Pulse | None = None,
+    redactors: Mapping[str, Redactor] | None = None, retry_backoff: timedelta = RETRY_BACKOFF,
+    pulse: Pulse | None = None,
 ) -> PreparedBatch:
     """Fetch, parse and chunk new or changed documents. Touches no store without a journal, so it can
     run anywhere.
@@ -395,6 +407,8 @@ def prepare_batch(
             ``max_attempts`` runs died parsing is quarantined instead of parsed again.
         redactors: by source name, for sources that redact (rag/redaction.py): their documents' text
             is redacted right after parsing, so nothing after (hashes, chunks, vectors) sees the original.
+        retry_backoff: how long a document whose parse timed out or stalled waits for a later run
+            (``pipeline.parse_retry_backoff``; ``rag.plan.next_retry``).
         pulse: counts each document prepared (progress inside a batch).
     """
     batch = PreparedBatch(items=list(items))
@@ -420,7 +434,7 @@ def prepare_batch(
                     # Only the listing signal (or a redaction policy that changes nothing here) moved: same
                     # chunks, same vectors.
                     batch.keep.append(previous.model_copy(update=_seen(ref, now) | redaction | {"quarantine": None}))
-                    batch.touched += 1
+                    batch.touched += item.status == "changed"  # a retried version was not counted as changed
                     continue
                 with _timed(batch.timings, "chunk"):
                     chunks = chunker.chunk(ref, elements)
@@ -434,7 +448,7 @@ def prepare_batch(
             except DocumentError as exc:
                 redactor = (redactors or {}).get(ref.source)
                 reason = redactor.redact_text(exc.reason) if redactor else exc.reason
-                _quarantine(batch, ref, previous, exc.stage, reason, now)
+                _quarantine(batch, ref, previous, exc.stage, reason, now, kind=exc.failure, backoff=retry_backoff)
     return batch
 
 
@@ -449,7 +463,7 @@ def _parse(sandbox: ParseSandbox, journal: ParseJournal | None, ref: DocumentRef
         if deaths >= max_attempts:
             raise DocumentError(
                 "parse", f"{deaths} runs died while parsing this version (pipeline.max_parse_attempts: "
-                f"{max_attempts}); not parsed again until the file changes"
+                f"{max_attempts}); not parsed again until the file changes", failure="crash",
             )
         elements = sandbox.parse(ref, max_bytes=max_bytes)
     except DocumentError:
@@ -548,6 +562,7 @@ def index_batches(
     prepare: Callable[..., PreparedBatch] | None = None,
     write: Callable[..., BatchReport] | None = None,
     redactors: Mapping[str, Redactor] | None = None,
+    retry_backoff: timedelta = RETRY_BACKOFF,
     pulse: Pulse | None = None,
 ) -> Iterator[BatchReport]:
     """``prepare_batch`` then ``write_batch`` for each batch, with the next batch parsed while the current
@@ -562,7 +577,7 @@ def index_batches(
     Args:
         prepare, write: ``prepare_batch`` and ``write_batch`` (the default), or wrappers of them with
             the same signature (the flow passes its Prefect tasks, which retry transient errors).
-        redactors: by source name (``prepare_batch``).
+        redactors, retry_backoff: as ``prepare_batch`` takes them.
         pulse: counts documents prepared and chunks embedded as they are (``Pulse``).
     """
     prepare, write = prepare or prepare_batch, write or write_batch
@@ -591,7 +606,7 @@ def index_batches(
         for items in batches:
             batch = prepare(items, chunker, fetch, version=manifest.version, max_bytes=max_bytes, now=utc_now(),
                             sandbox=sandbox, journal=journal, max_attempts=max_attempts, redactors=redactors,
-                            pulse=pulse)
+                            retry_backoff=retry_backoff, pulse=pulse)
             texts = uncached_texts(batch, cache)
             embedding = encoder.submit(embed, batch, list(texts.values())) if texts else None
             if pending is not None:
@@ -696,12 +711,18 @@ def _seen(ref: DocumentRef, now: datetime) -> dict:
 
 
 def _quarantine(
-    batch: PreparedBatch, ref: DocumentRef, previous: DocumentRecord | None, stage: str, reason: str, now: datetime
+    batch: PreparedBatch, ref: DocumentRef, previous: DocumentRecord | None, stage: str, reason: str, now: datetime,
+    *, kind: str = "error", backoff: timedelta = RETRY_BACKOFF,
 ) -> None:
-    """Record a failed version; keep the base's good version of the document if there is one."""
-    batch.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, stage=stage, reason=reason))  # type: ignore[arg-type]
-    log.warning("quarantined %s (%s): %s", ref.doc_id, stage, reason)
-    quarantine = Quarantine(stage=stage, reason=reason, signal=ref.signal, since=now)  # type: ignore[arg-type]
+    """Record a failed version; keep the base's good version of the document if there is one. A timeout
+    or a stall is recorded with the time after which a run parses the version again."""
+    attempts, retry_after = next_retry(previous, ref, kind, now, backoff)
+    batch.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, stage=stage, reason=reason,  # type: ignore[arg-type]
+                                  kind=kind, retry_after=retry_after))  # type: ignore[arg-type]
+    log.warning("quarantined %s (%s): %s%s", ref.doc_id, stage, reason,
+                f"; retried by the first run after {retry_after:%Y-%m-%d %H:%M:%S} UTC" if retry_after else "")
+    quarantine = Quarantine(stage=stage, reason=reason, signal=ref.signal, since=now, kind=kind,  # type: ignore[arg-type]
+                            attempts=attempts, retry_after=retry_after)
     if previous and previous.chunks:
         batch.keep.append(previous.model_copy(update={"quarantine": quarantine, "last_seen": now}))
     else:

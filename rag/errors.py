@@ -162,10 +162,13 @@ class DocumentError(RagopsError):
 
     kind = "document"
 
-    def __init__(self, stage: str, reason: str) -> None:
+    def __init__(self, stage: str, reason: str, *, failure: str = "error") -> None:
         super().__init__(reason)
         self.stage = stage
         self.reason = reason
+        #: what kind of failure (``rag.models.FailureKind``): "timeout" and "stalled" are retried by a
+        #: later run, the others only once the document changes
+        self.failure = failure
 
 
 def is_transient(exc: BaseException | None) -> bool:

@@ -5,6 +5,9 @@ decision here is tested in milliseconds (tests/test_plan.py).
 
 - ``unchanged`` is the one rule for "did this document change?": planning uses it, and so does
   freshness (rag/freshness.py), so the two can never disagree.
+- ``next_retry`` and ``retry_due`` are the rule for failures that are not a property of the document
+  (a parse that timed out or stalled): the failing version is parsed again by the first run after a
+  back-off that doubles with each consecutive failure. Other failures wait until the document changes.
 - ``choose_base`` picks the build to start from: the live one if it was made with the same model and
   chunking, else the newest such complete build, else nothing (a full build).
 - ``plan_build`` compares each source's listing with the base's document table. Unchanged documents
@@ -22,17 +25,21 @@ decision here is tested in milliseconds (tests/test_plan.py).
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Collection, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
 from rag.errors import SourceError
 from rag.listing import Skipped
-from rag.models import DocumentRecord, DocumentRef, Manifest, ModelFingerprint
+from rag.models import RETRIED_FAILURES, DocumentRecord, DocumentRef, Manifest, ModelFingerprint
 
 #: entries named in a note; the rest are counted
 NOTE_EXAMPLES = 3
+#: the first wait before a timed-out or stalled document is parsed again (pipeline.parse_retry_backoff)
+RETRY_BACKOFF = timedelta(hours=1)
+#: the longest wait: a document that keeps timing out costs a parse_timeout of CPU a week at most
+MAX_RETRY_WAIT = timedelta(days=7)
 
 
 class Listing(BaseModel):
@@ -93,11 +100,12 @@ class WorkItem(BaseModel):
 
     ref: DocumentRef
     previous: DocumentRecord | None = None
+    retry: bool = Field(False, description="The same version again: its last parse timed out or stalled.")
 
     @property
-    def status(self) -> Literal["new", "changed"]:
-        """New to the index, or a changed version of a document it holds."""
-        return "changed" if self.previous else "new"
+    def status(self) -> Literal["new", "changed", "retried"]:
+        """New to the index, a changed version of a document it holds, or a version parsed again."""
+        return "retried" if self.retry else "changed" if self.previous else "new"
 
 
 class BuildPlan(BaseModel):
@@ -137,6 +145,11 @@ class BuildPlan(BaseModel):
         """Work items that replace a version the base holds."""
         return sum(1 for w in self.work if w.status == "changed")
 
+    @property
+    def retried(self) -> int:
+        """Work items whose version did not change: its last parse timed out or stalled (``retry_due``)."""
+        return sum(1 for w in self.work if w.status == "retried")
+
 
 def unchanged(ref: DocumentRef, record: DocumentRecord | None) -> bool:
     """The one rule for "did this document change?", shared by planning and freshness.
@@ -148,6 +161,31 @@ def unchanged(ref: DocumentRef, record: DocumentRecord | None) -> bool:
         return False
     failed = record.quarantine.signal if record.quarantine else None
     return ref.signal in (record.signal, failed)
+
+
+def retry_due(ref: DocumentRef, record: DocumentRecord | None, now: datetime) -> bool:
+    """The listed version is one whose parse timed out or stalled, and its wait (``next_retry``) is over."""
+    quarantine = record.quarantine if record else None
+    return (quarantine is not None and quarantine.retry_after is not None and quarantine.signal == ref.signal
+            and quarantine.retry_after <= now)
+
+
+def next_retry(
+    previous: DocumentRecord | None, ref: DocumentRef, kind: str, now: datetime, backoff: timedelta
+) -> tuple[int, datetime | None]:
+    """How many consecutive runs have now failed on this version, and when a run parses it again.
+
+    Only a timeout or a stall (``RETRIED_FAILURES``) is retried without a change: after ``backoff``,
+    twice that after a second consecutive failure of the same version, and so on up to
+    ``MAX_RETRY_WAIT``. Any other failure returns no time: the version waits until it changes.
+    """
+    if kind not in RETRIED_FAILURES:
+        return 1, None
+    before = previous.quarantine if previous else None
+    again = before is not None and before.transient and before.signal == ref.signal
+    attempts = before.attempts + 1 if again else 1
+    wait = min(backoff * 2 ** min(attempts - 1, 20), MAX_RETRY_WAIT)
+    return attempts, now + max(wait, timedelta(0))
 
 
 def covered(doc_id: str, unreadable: set[str]) -> bool:
@@ -227,6 +265,9 @@ def plan_build(
     ``redaction`` maps a source to the id of its redaction policy (``rag.redaction``; None or absent:
     none). An unchanged document held under another policy is processed again, so changing a source's
     ``redact`` settings re-processes that source's documents, and only those.
+
+    An unchanged version whose parse timed out or stalled is processed again once ``retry_due``; until
+    then it is carried, and a note says when it will be.
     """
     redaction = redaction or {}
     plan = BuildPlan(base=base, listed=sum(len(listing.refs) for listing in listings))
@@ -245,15 +286,24 @@ def plan_build(
             )
             continue
         listed, repolicied = set(), 0
+        retried: list[WorkItem] = []
+        waiting: list[DocumentRecord] = []
         for ref in listing.refs:
             listed.add(ref.doc_id)
             previous = base_records.get(ref.doc_id)
-            if unchanged(ref, previous) and previous.redaction == redaction.get(listing.source):
+            due = retry_due(ref, previous, now)
+            if unchanged(ref, previous) and previous.redaction == redaction.get(listing.source) and not due:
                 plan.carry.append(previous.model_copy(update={"last_seen": now}))
                 plan.unchanged += 1
+                if previous.quarantine and previous.quarantine.signal == ref.signal and previous.quarantine.transient:
+                    waiting.append(previous)
             else:
-                repolicied += unchanged(ref, previous)
-                plan.work.append(WorkItem(ref=ref, previous=previous))
+                repolicied += unchanged(ref, previous) and not due
+                item = WorkItem(ref=ref, previous=previous, retry=due)
+                plan.work.append(item)
+                if due:
+                    retried.append(item)
+        plan.notes.extend(_retry_notes(listing.source, retried, waiting))
         if repolicied:
             plan.notes.append(f"source {listing.source!r}: its redaction settings changed; {repolicied} unchanged "
                               "documents are processed again under them")
@@ -305,8 +355,26 @@ def _listing_notes(listing: Listing, kept: int) -> list[str]:
     return notes
 
 
-def _examples(entries: Sequence[Skipped]) -> str:
-    shown = "; ".join(f"{entry.doc_id} ({entry.reason})" for entry in entries[:NOTE_EXAMPLES])
+def _retry_notes(source: str, retried: Sequence[WorkItem], waiting: Sequence[DocumentRecord]) -> list[str]:
+    """A line for the documents parsed again this run, and one for those that wait for a later run."""
+    notes = []
+    if retried:
+        attempts = [(w.ref.doc_id, f"attempt {w.previous.quarantine.attempts + 1}")  # type: ignore[union-attr]
+                    for w in retried]
+        notes.append(f"source {source!r}: parsing {len(retried)} unchanged documents again, as their last parse "
+                     f"timed out or stalled: {_examples(attempts)}")
+    if waiting:
+        times = [(r.doc_id, f"after {r.quarantine.retry_after:%Y-%m-%d %H:%M} UTC")  # type: ignore[union-attr]
+                 for r in waiting]
+        notes.append(f"source {source!r}: {len(waiting)} documents whose parse timed out or stalled wait for a "
+                     f"later run (pipeline.parse_retry_backoff): {_examples(times)}")
+    return notes
+
+
+def _examples(entries: Sequence[Skipped | tuple[str, str]]) -> str:
+    """The first few entries as "id (why)", and how many more."""
+    pairs = [(e.doc_id, e.reason) if isinstance(e, Skipped) else e for e in entries]
+    shown = "; ".join(f"{doc_id} ({why})" for doc_id, why in pairs[:NOTE_EXAMPLES])
     more = len(entries) - NOTE_EXAMPLES
     return shown + (f"; and {more} more" if more > 0 else "")
 
@@ -331,6 +399,8 @@ def explain(plan: BuildPlan) -> list[PlannedDocument]:
         ref, previous = item.ref, item.previous
         if previous is None:
             why = "new" if plan.base else "full build (no base)"
+        elif item.retry:
+            why = f"its last parse timed out or stalled ({previous.quarantine.reason}); retried"  # type: ignore[union-attr]
         elif unchanged(ref, previous):
             why = "its source's redaction settings changed"
         elif previous.quarantine:

@@ -56,7 +56,7 @@ def planned_counts(plan: BuildPlan) -> Counts:
     """The document counts of a plan; the build adds what it indexed, failed and chunked."""
     return Counts(
         documents_seen=plan.listed + plan.kept, documents_new=plan.new, documents_changed=plan.changed,
-        documents_unchanged=plan.unchanged, documents_deleted=len(plan.deleted),
+        documents_retried=plan.retried, documents_unchanged=plan.unchanged, documents_deleted=len(plan.deleted),
     )
 
 
@@ -64,7 +64,8 @@ def regated(outcome: Outcome) -> Outcome:
     """The outcome of gating an existing build again (no build made): its contents, none of them redone."""
     c = outcome.counts
     counts = c.model_copy(update={
-        "documents_new": 0, "documents_changed": 0, "documents_touched": 0, "documents_deleted": 0,
+        "documents_new": 0, "documents_changed": 0, "documents_touched": 0, "documents_retried": 0,
+        "documents_deleted": 0,
         "documents_unchanged": c.documents_seen, "chunks_embedded": 0, "chunks_reused": 0,
     })
     return outcome.model_copy(update={"counts": counts})
@@ -124,6 +125,7 @@ def headline(summary: BuildSummary) -> str:
     return (
         f"{summary.alias} {summary.version}: {c.documents_new} new, {c.documents_changed} changed, "
         + (f"{c.documents_touched} touched, " if c.documents_touched else "")
+        + (f"{c.documents_retried} retried, " if c.documents_retried else "")
         + f"{c.documents_unchanged} unchanged, {c.documents_deleted} deleted, {c.documents_failed} failed; "
         f"{c.chunks} chunks ({c.chunks_embedded} embedded) in {summary.timings.total:.1f}s; {verdict}: {summary.reason}"
         + (f"; {sum(c.redacted.values())} values redacted in {c.documents_redacted} documents" if c.redacted else "")

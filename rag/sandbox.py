@@ -10,12 +10,19 @@ child process (``python -m rag.sandbox``), one at a time:
   ``pipeline.parse_memory_mb``: a document that needs more fails with MemoryError in the child. It
   imports a group of parsers (``rag.parsing.parser_group``) when the first document needing it comes,
   with the cap lifted meanwhile: a text-only corpus never pays unstructured's ~9 s of imports;
-- a document not parsed within ``pipeline.parse_timeout`` has its child killed;
+- a document whose parse uses more than ``pipeline.parse_timeout`` of CPU time (the child's and its
+  subprocesses', such as pandoc's) has its child killed ("timeout");
+- so does one whose parse gets less CPU than that in ``STALL_FACTOR`` times as long ("stalled"): on a
+  busy machine a parse can wait for a CPU far longer than it runs, and a stopped or blocked parser uses
+  none. Wall time alone would blame the document for the machine's load;
 - a child that crashes (a segfault in a C library) costs that document only.
 
-Each of these is a ``DocumentError`` naming the bound, so the build quarantines the document with that
-reason and goes on; the next document gets a fresh child. The child also dies with its parent
-(``PR_SET_PDEATHSIG``) and under a CPU-time limit, so a killed run leaves no parser spinning.
+Each of these is a ``DocumentError`` naming the bound and its kind (``rag.models.FailureKind``), so the
+build quarantines the document with that reason and goes on; the next document gets a fresh child. A
+timeout or a stall is not a property of the document: a later run parses it again (rag/build.py). The
+child also dies with its parent (``PR_SET_PDEATHSIG``) and under a CPU-time limit, so a killed run
+leaves no parser spinning; it runs in a process group of its own, killed whole, so that a subprocess
+it started (pandoc) stops with it.
 """
 
 from __future__ import annotations
@@ -47,8 +54,14 @@ if TYPE_CHECKING:
 
 #: file types that are zip containers (parsers inflate every entry they read)
 ZIP_SUFFIXES = {".docx", ".xlsx", ".pptx", ".docm", ".xlsm", ".pptm", ".odt", ".ods", ".odp", ".epub", ".zip"}
-#: seconds a new child may take to import its parsers before the sandbox gives up on it
+#: CPU seconds a new child may take to import its parsers before the sandbox gives up on it
 STARTUP_TIMEOUT = 180.0
+#: a parse (or start-up) given B seconds of CPU time is stopped as stalled after STALL_FACTOR * B seconds:
+#: generous, as waiting for a CPU on a loaded machine is not the document's doing; still a bound, as a
+#: parser stopped or blocked on something would otherwise hold the run for ever
+STALL_FACTOR = 4
+#: seconds between two looks at the child's CPU time while waiting for its answer
+_POLL_SECONDS = 0.5
 _FRAME = struct.Struct("!Q")
 #: a parse that failed with its peak address space this close to the cap failed for want of memory
 _NEAR_LIMIT = 64 * 1024 * 1024
@@ -82,10 +95,12 @@ class ParseSandbox:
 
     Args:
         pipeline: the bounds (``parse_timeout``, ``parse_memory_mb``, ``max_inflated_mb``).
+        stall_factor: a parse is stopped as stalled after this many times ``parse_timeout`` of wall time.
     """
 
-    def __init__(self, pipeline: PipelineSettings) -> None:
+    def __init__(self, pipeline: PipelineSettings, *, stall_factor: float = STALL_FACTOR) -> None:
         self.timeout = pipeline.parse_timeout.total_seconds()
+        self.stall_factor = stall_factor
         self.memory_mb = pipeline.parse_memory_mb
         self.max_inflated = int(pipeline.max_inflated_mb * 1_000_000)
         self.text_parser = pipeline.text_parser
@@ -130,20 +145,20 @@ class ParseSandbox:
         self._warm(child, parser_group(doc.path or doc.doc_id, self.text_parser))
         try:
             _send(child.stdin, ("parse", doc, max_bytes, self.timeout, self.text_parser))
-            reply = _receive(child.stdout, time.monotonic() + self.timeout)
-        except TimeoutError:
+            reply = _receive(child.stdout, Budget(child.pid, self.timeout, self.stall_factor))
+        except OverBudget as over:
             self._stop()
-            raise DocumentError(
-                "parse", f"parsing took longer than {self.timeout:.0f}s (pipeline.parse_timeout); not indexed"
-            ) from None
+            raise DocumentError("parse", f"parsing {over.describe('pipeline.parse_timeout')}; not indexed for now",
+                                failure=over.kind) from None
         except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
-            raise DocumentError("parse", self._death()) from None
+            raise self._death() from None
         if reply[0] == "ok":
             return reply[1]
         if reply[0] == "memory":  # its heap is in an unknown state: the next document gets a new child
             self._stop()
             raise DocumentError(
-                "parse", f"parsing needed more than pipeline.parse_memory_mb ({self.memory_mb} MB); not indexed"
+                "parse", f"parsing needed more than pipeline.parse_memory_mb ({self.memory_mb} MB); not indexed",
+                failure="memory",
             )
         raise DocumentError(reply[1], reply[2])
 
@@ -158,10 +173,9 @@ class ParseSandbox:
             return
         try:
             _send(child.stdin, ("warm", group))
-            reply = _receive(child.stdout, time.monotonic() + STARTUP_TIMEOUT)
-        except (TimeoutError, EOFError, BrokenPipeError, OSError) as exc:
-            reason = self._death() if not isinstance(exc, TimeoutError) else "it took too long"
-            self._stop()
+            reply = _receive(child.stdout, Budget(child.pid, STARTUP_TIMEOUT))
+        except (OverBudget, EOFError, BrokenPipeError, OSError) as exc:
+            reason = self._startup_failure(exc)
             raise RuntimeError(f"the parsing sandbox could not import the {group} parsers: {reason}") from None
         assert reply == ("warm",), reply
         self._warmed.add(group)
@@ -183,6 +197,7 @@ class ParseSandbox:
             [sys.executable, "-m", "rag.sandbox", str(self.memory_mb), *sorted(self._warmed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             env={**os.environ, "MALLOC_ARENA_MAX": "2"},  # per-thread arenas would eat the address space
+            process_group=0,  # a group of its own, which _stop kills: its subprocesses (pandoc) go with it
         )
         self._ready = False
 
@@ -195,27 +210,38 @@ class ParseSandbox:
         self.start()
         if not self._ready:
             try:
-                ready = _receive(self._child.stdout, time.monotonic() + STARTUP_TIMEOUT)
-            except (TimeoutError, EOFError, OSError) as exc:
-                reason = self._death() if not isinstance(exc, TimeoutError) else "it did not start in time"
-                self._stop()
+                ready = _receive(self._child.stdout, Budget(self._child.pid, STARTUP_TIMEOUT))
+            except (OverBudget, EOFError, OSError) as exc:
+                reason = self._startup_failure(exc)
                 raise RuntimeError(f"cannot start the parsing sandbox (python -m rag.sandbox): {reason}") from None
             assert ready == ("ready",), ready
             self._ready = True
         return self._child
 
-    def _death(self) -> str:
-        """Why the child stopped answering, as a quarantine reason."""
+    def _startup_failure(self, exc: Exception) -> str:
+        """Why the child did not start or import its parsers (it is stopped)."""
+        if isinstance(exc, OverBudget):
+            self._stop()
+            return f"it {exc.describe('the start-up bound')}"
+        return self._death().reason
+
+    def _death(self) -> DocumentError:
+        """Why the child stopped answering, as the document's error."""
         child = self._child
         code = child.wait(timeout=10) if child is not None else None
         tail = self._stderr_tail()
         self._stop()
+        last_words = f": {tail}" if tail else ""
         if code is not None and code < 0:
             name = signal.Signals(-code).name
-            why = {"SIGKILL": "killed (out of memory, or by someone)", "SIGXCPU": "out of CPU time"}.get(
-                name, "crashed")
-            return f"the parser {why} ({name}) on this document; not indexed" + (f": {tail}" if tail else "")
-        return f"the parser exited with code {code} on this document; not indexed" + (f": {tail}" if tail else "")
+            if name == "SIGXCPU":  # its own CPU limit (_cap_cpu) fired before this process looked
+                return DocumentError("parse", f"parsing used more CPU time than pipeline.parse_timeout "
+                                     f"({self.timeout:.0f}s) allows (SIGXCPU); not indexed for now", failure="timeout")
+            why = "killed (out of memory, or by someone)" if name == "SIGKILL" else "crashed"
+            return DocumentError("parse", f"the parser {why} ({name}) on this document; not indexed{last_words}",
+                                 failure="crash")
+        return DocumentError("parse", f"the parser exited with code {code} on this document; not indexed"
+                             f"{last_words}", failure="crash")
 
     def _stderr_tail(self) -> str:
         if self._log is None:
@@ -226,8 +252,10 @@ class ParseSandbox:
 
     def _stop(self) -> None:
         if self._child is not None:
-            if self._child.poll() is None:
-                self._child.kill()
+            try:  # the whole group: a pandoc it started would otherwise run on, orphaned, to its end
+                os.killpg(self._child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # gone, and nothing it started is left
             self._child.wait()
             for stream in (self._child.stdin, self._child.stdout):
                 if stream is not None:
@@ -261,19 +289,112 @@ def _send(stream, message: object) -> None:
     stream.flush()
 
 
-def _receive(stream, deadline: float | None) -> Any:
-    header = _read_exactly(stream, _FRAME.size, deadline)
-    return pickle.loads(_read_exactly(stream, _FRAME.unpack(header)[0], deadline))
+class OverBudget(Exception):
+    """The child used up its CPU time ("timeout") or took too long without doing so ("stalled")."""
+
+    def __init__(self, kind: str, budget: float, factor: float, cpu: float, wall: float,
+                 waited: float | None) -> None:
+        super().__init__(kind)
+        self.kind, self.budget, self.factor, self.cpu, self.wall, self.waited = kind, budget, factor, cpu, wall, waited
+
+    def describe(self, bound: str) -> str:
+        """What happened, naming the ``bound`` (a setting) that set the budget."""
+        if self.kind == "timeout":
+            return f"used {self.cpu:.1f}s of CPU time, over {bound} ({self.budget:g}s)"
+        if self.waited is None:
+            why = "a busy machine, or a stopped or blocked parser"
+        elif self.waited >= self.wall / 2:
+            why = f"the machine was busy: it waited {self.waited:.0f}s for a CPU"
+        else:
+            why = "the parser was stopped or blocked"
+        return (f"got {self.cpu:.1f}s of CPU time in {self.wall:.0f}s ({why}); stopped at {self.factor:g}x "
+                f"{bound} ({self.budget:g}s)")
 
 
-def _read_exactly(stream, size: int, deadline: float | None) -> bytes:
+class Budget:
+    """CPU seconds a child (with its subprocesses) may use from now, and ``stall_factor`` times as many
+    seconds of wall time.
+
+    Where /proc is missing, wall time stands in for CPU time (the bound is then a plain wall-clock one).
+    """
+
+    def __init__(self, pid: int, cpu_seconds: float, stall_factor: float = STALL_FACTOR) -> None:
+        self.pid, self.cpu_seconds, self.stall_factor = pid, cpu_seconds, stall_factor
+        self.wall_seconds = stall_factor * cpu_seconds
+        self.started, self.cpu_at_start, self.waited_at_start = time.monotonic(), tree_cpu_seconds(pid), _waited(pid)
+
+    def next_look(self) -> float:
+        """Seconds to wait for the child before looking again.
+
+        Raises:
+            OverBudget: it used up its CPU time, or its wall time.
+        """
+        wall = time.monotonic() - self.started
+        now = tree_cpu_seconds(self.pid)
+        cpu = wall if now is None or self.cpu_at_start is None else now - self.cpu_at_start
+        if cpu >= self.cpu_seconds or wall >= self.wall_seconds:
+            waited = _waited(self.pid)
+            waited = None if waited is None or self.waited_at_start is None else waited - self.waited_at_start
+            waited = waited if waited is None or waited >= 0 else None  # a thread that ended took its share along
+            raise OverBudget("timeout" if cpu >= self.cpu_seconds else "stalled", self.cpu_seconds, self.stall_factor,
+                             cpu, wall, waited)
+        return max(0.01, min(_POLL_SECONDS, self.cpu_seconds - cpu, self.wall_seconds - wall))
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds used by a process and its descendants, those that ended included; None without /proc.
+
+    Its own line is read before its children are listed, so a descendant ending meanwhile is counted at
+    most once (or briefly not at all), never twice.
+    """
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    seconds = ticks / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        seconds += tree_cpu_seconds(child) or 0.0
+    return seconds
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3, the state, first)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            children += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    except (OSError, ValueError):
+        pass  # gone meanwhile, or a kernel without the file: its ended descendants are still counted
+    return children
+
+
+def _waited(pid: int) -> float | None:
+    """Seconds the process's threads spent runnable, waiting for a CPU (schedstat); None when unknown."""
+    try:
+        return sum(int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+                   for task in os.listdir(f"/proc/{pid}/task")) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _receive(stream, budget: Budget | None) -> Any:
+    header = _read_exactly(stream, _FRAME.size, budget)
+    return pickle.loads(_read_exactly(stream, _FRAME.unpack(header)[0], budget))
+
+
+def _read_exactly(stream, size: int, budget: Budget | None) -> bytes:
     chunks, left = [], size
     fd = stream.fileno()
     while left:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise TimeoutError
+        while budget is not None and not select.select([fd], [], [], budget.next_look())[0]:
+            pass
         chunk = os.read(fd, min(left, 1 << 20))
         if not chunk:
             raise EOFError
@@ -353,7 +474,8 @@ def _uncap_memory() -> None:
 
 def _cap_cpu(timeout: float) -> None:
     """CPU seconds for the next document: used so far plus the timeout (SIGXCPU past it). Guards the
-    case where nobody is left to enforce the wall-clock timeout."""
+    case where nobody is left to enforce the timeout; the margin lets the parent, which counts the
+    subprocesses too, normally come first."""
     used = resource.getrusage(resource.RUSAGE_SELF)
     spent = used.ru_utime + used.ru_stime
     soft = int(spent + timeout + 5)

@@ -33,6 +33,7 @@ def render_summary(s: dict[str, Any]) -> str:
             + (f", based on {s['base']}" if s.get("base") else f", full build: {s.get('full_build') or 'no base'}"),
             f"  documents: {c['documents_seen']} seen: {c['documents_new']} new, {c['documents_changed']} changed, "
             + (f"{c['documents_touched']} touched (same text), " if c.get("documents_touched") else "")
+            + (f"{c['documents_retried']} retried, " if c.get("documents_retried") else "")
             + f"{c['documents_unchanged']} unchanged, {c['documents_deleted']} deleted",
             f"  indexed:   {c['documents_indexed']} documents, {c['documents_failed']} quarantined",
             f"  chunks:    {c['chunks']} ({c['chunks_embedded']} embedded, {c['chunks_reused']} reused)",
@@ -40,7 +41,7 @@ def render_summary(s: dict[str, Any]) -> str:
         ]
     if s["failures"]:
         lines.append("  quarantined this run:")
-        lines += [f"    {f['doc_id']}  [{f['stage']}]  {f['reason']}" for f in s["failures"]]
+        lines += [f"    {f['doc_id']}  [{f['stage']}]  {f['reason']}{_retry(f)}" for f in s["failures"]]
     lines += [f"  note: {note}" for note in s.get("notes", [])]
     if s.get("evaluation"):
         e = s["evaluation"]
@@ -133,7 +134,8 @@ def render_status(r: dict[str, Any]) -> str:
         lines.append(f"quarantined documents in the live build ({len(r['quarantined'])}):")
         for q in r["quarantined"]:
             kept = "previous version kept" if q["chunks"] else "not indexed"
-            lines.append(f"  {q['doc_id']}  [{q['quarantine']['stage']}]  {q['quarantine']['reason']}  ({kept})")
+            lines.append(f"  {q['doc_id']}  [{q['quarantine']['stage']}]  {q['quarantine']['reason']}  ({kept})"
+                         f"{_retry(q['quarantine'])}")
     return "\n".join(lines)
 
 
@@ -159,6 +161,14 @@ def _metric(manifest: dict[str, Any], name: str) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _retry(failure: dict[str, Any]) -> str:
+    """When a quarantined version is retried: a timeout or stall by a later run, anything else once it
+    changes."""
+    if failure.get("retry_after"):
+        return f"; retried by the first run after {str(failure['retry_after'])[:19].replace('T', ' ')} UTC"
+    return "; retried once it changes"
+
+
 def _gate(manifest: dict[str, Any]) -> str:
     gate = manifest.get("gate")
     return "-" if not gate else "pass" if gate["passed"] else "FAIL"
@@ -178,7 +188,8 @@ def render_freshness(r: dict[str, Any]) -> str:
         for d in r["documents"]:
             lines.append(f"  {d['doc_id']}  hash {str(d['content_hash'])[:12]}  modified {d['modified_at'][:19]}  "
                          f"indexed {str(d['indexed_at'])[:19]} in {d['indexed_in']}"
-                         + (f"  QUARANTINED: {d['quarantine']['reason']}" if d["quarantine"] else ""))
+                         + (f"  QUARANTINED: {d['quarantine']['reason']}{_retry(d['quarantine'])}"
+                            if d["quarantine"] else ""))
     return "\n".join(lines)
 
 

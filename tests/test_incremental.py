@@ -14,13 +14,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from connectors import list_source
 from flows.reindex import reindex
-from rag.config import StoreSettings
+from rag.config import FolderSource, StoreSettings
 from rag.errors import FreshnessBreach, SourceError
+from rag.journal import ParseJournal
 from rag.serving import Retriever
 from rag.store import IndexStore
 from ragops.cli import app
+from tests.conftest import DEMO_CORPUS
 from tests.helpers import assert_same_index, doc_ids, points_of, snapshot
+from tests.test_parse_bounds import inflating_docx
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -105,6 +109,87 @@ def test_a_corrupted_file_keeps_its_last_good_version_and_is_retried_only_when_i
     assert fixed["counts"]["chunks_embedded"] == 0  # its vectors were never lost
     with IndexStore.open(StoreSettings(location=str(store_path))) as store:
         assert store.read_records(fixed["collection"])["corpus/operations-handbook.pdf"].quarantine is None
+
+
+def _pass_the_back_off(store_path: Path, alias: str, doc_id: str, by: timedelta | None = None) -> None:
+    """As if the document's back-off were over (or ``by`` had passed): rewrites the times of its quarantine in
+    the live build's real document table."""
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        live = store.alias_target(alias)
+        record = store.read_records(live)[doc_id]
+        quarantine = record.quarantine
+        shift = by or quarantine.retry_after - datetime.now(timezone.utc) + timedelta(seconds=1)
+        moved = {"since": quarantine.since - shift}
+        if quarantine.retry_after:
+            moved["retry_after"] = quarantine.retry_after - shift
+        store.write_records(live, [record.model_copy(update={"quarantine": quarantine.model_copy(update=moved)})])
+
+
+def test_a_timed_out_document_is_parsed_again_after_its_back_off_and_a_crashed_one_once_it_changes(
+    tmp_path: Path, store_path: Path
+) -> None:
+    """Through the real flow: a document whose parse burns its CPU budget (a real .docx that takes minutes)
+    keeps its previous version, is not parsed by the next run, is parsed again by the first run after its
+    back-off (which then doubles), and is indexed once fixed. One that runs died parsing waits, however long,
+    until it changes."""
+    import yaml
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("bicycle-chain.md", "glossary.txt"):
+        shutil.copy(DEMO_CORPUS / name, docs / name)
+    shutil.copy(DEMO_CORPUS / "retention-policy.docx", docs / "memo.docx")
+    config = tmp_path / "ragops.yaml"
+    config.write_text(yaml.safe_dump({
+        "alias": "kb", "store": {"location": str(store_path)}, "sources": [{"path": str(docs)}],
+        "pipeline": {"parse_timeout": "3s", "parse_retry_backoff": "1h"},
+    }))
+    assert reindex(config=str(config))["counts"]["documents_indexed"] == 3
+
+    inflating_docx(docs / "memo.docx")  # minutes of CPU to parse: past parse_timeout
+    _edit(docs / "glossary.txt", "Backoff: the wait before a retry.")
+    glossary = next(r for r in list_source(FolderSource(path=str(docs))).refs if r.doc_id == "docs/glossary.txt")
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        journal = ParseJournal(store, "kb")
+        for _ in range(2):  # two runs died parsing this version (a crash)
+            journal.begin(glossary)
+    before = datetime.now(timezone.utc)
+    broken = reindex(config=str(config))
+    failures = {f["doc_id"]: f for f in broken["failures"]}
+    memo, crash = failures["docs/memo.docx"], failures["docs/glossary.txt"]
+    # On a quiet machine its CPU budget runs out; on a busy one it may be stopped as stalled first: either
+    # is a failure of the moment, not of the document.
+    assert memo["kind"] in ("timeout", "stalled") and crash["kind"] == "crash" and crash["retry_after"] is None
+    retry_at = datetime.fromisoformat(memo["retry_after"])
+    assert before + timedelta(hours=1) <= retry_at <= datetime.now(timezone.utc) + timedelta(hours=1)
+    assert broken["promoted"] and broken["counts"]["documents_indexed"] == 3  # previous versions still served
+    status = CliRunner().invoke(app, ["status", "--store", str(store_path), "--alias", "kb"])
+    assert f"retried by the first run after {retry_at:%Y-%m-%d %H:%M:%S} UTC" in status.stdout
+    assert "runs died while parsing this version" in status.stdout and "retried once it changes" in status.stdout
+
+    waiting = reindex(config=str(config))
+    assert waiting["state"] == "unchanged"  # within the back-off: not parsed again
+    assert any("wait for a later run" in note and "docs/memo.docx" in note for note in waiting["notes"])
+
+    _pass_the_back_off(store_path, "kb", "docs/memo.docx")
+    _pass_the_back_off(store_path, "kb", "docs/glossary.txt", by=timedelta(days=30))
+    before = datetime.now(timezone.utc)
+    retried = reindex(config=str(config))
+    assert (retried["counts"]["documents_retried"], retried["counts"]["documents_changed"]) == (1, 0)
+    assert [f["doc_id"] for f in retried["failures"]] == ["docs/memo.docx"]  # the crashed one was not retried
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        record = store.read_records(retried["collection"])["docs/memo.docx"]
+    assert record.quarantine.attempts == 2 and record.chunks > 0
+    assert before + timedelta(hours=2) <= record.quarantine.retry_after <= datetime.now(timezone.utc) + timedelta(hours=2)
+    assert reindex(config=str(config))["state"] == "unchanged"  # the doubled back-off holds too
+
+    shutil.copy(DEMO_CORPUS / "retention-policy.docx", docs / "memo.docx")
+    _edit(docs / "glossary.txt", "Retry: parsing a version again.")
+    fixed = reindex(config=str(config))
+    assert fixed["counts"]["documents_changed"] == 2 and fixed["failures"] == []
+    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        records = store.read_records(fixed["collection"])
+    assert all(r.quarantine is None and r.chunks for r in records.values())
 
 
 def test_a_source_that_cannot_be_listed_keeps_its_documents(corpus: Path, store_path: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from rag import result
 from rag.config import FolderSource
 from rag.errors import FreshnessBreach, SourceError
 from rag.freshness import assess, breach, update_source_state
@@ -24,6 +25,7 @@ from rag.plan import (
     choose_base,
     covered,
     deleted_at_source,
+    next_retry,
     plan_build,
     require_a_listing,
     unchanged,
@@ -169,6 +171,77 @@ def test_a_quarantined_document_is_retried_only_once_its_signal_moves_again() ->
     # back to the version the build holds: unchanged as well
     back = plan_build([_listing([_ref("failing.md", "f1")])], "kb__v1", BASE, NOW)
     assert not back.work and back.unchanged == 1
+
+
+def _timed_out(name: str, *, kind: str = "timeout", attempts: int = 1, retry_after: datetime | None = NOW,
+               chunks: int = 2) -> DocumentRecord:
+    """A record whose good version g1 is kept while version t2 failed with ``kind``."""
+    record = _record(name, "g1", failed_signal="t2", chunks=chunks)
+    quarantine = record.quarantine.model_copy(update={"kind": kind, "attempts": attempts, "retry_after": retry_after})
+    return record.model_copy(update={"quarantine": quarantine})
+
+
+def test_a_timed_out_version_is_carried_until_its_back_off_ends_then_parsed_again() -> None:
+    base = {"kb/slow.md": _timed_out("slow.md", retry_after=NOW + timedelta(minutes=30))}
+    listed = [_ref("slow.md", "t2")]  # the version that timed out, unchanged
+    waiting = plan_build([_listing(listed)], "kb__v1", base, NOW)
+    assert [r.doc_id for r in waiting.carry] == ["kb/slow.md"] and not waiting.has_changes
+    assert waiting.carry[0].quarantine == base["kb/slow.md"].quarantine  # its good version g1 stays served
+    (note,) = waiting.notes
+    assert "1 documents whose parse timed out or stalled wait for a later run" in note
+    assert "kb/slow.md (after 2026-12-02 12:30 UTC)" in note
+
+    due = plan_build([_listing(listed)], "kb__v1", base, NOW + timedelta(minutes=30))
+    (item,) = due.work
+    assert item.status == "retried" and item.previous == base["kb/slow.md"] and item.ref.signal == "t2"
+    assert (due.retried, due.changed, due.new, due.unchanged) == (1, 0, 0, 0) and due.has_changes
+    assert any("parsing 1 unchanged documents again" in n and "kb/slow.md (attempt 2)" in n for n in due.notes)
+    assert result.planned_counts(due).documents_retried == 1
+
+    moved = plan_build([_listing([_ref("slow.md", "t3")])], "kb__v1", base, NOW)  # a new version: changed, at once
+    assert [w.status for w in moved.work] == ["changed"]
+
+
+@pytest.mark.parametrize("kind", ["error", "memory", "crash"])
+def test_failures_of_the_document_itself_wait_until_it_changes(kind: str) -> None:
+    base = {"kb/bad.md": _timed_out("bad.md", kind=kind, retry_after=None)}
+    a_year_later = plan_build([_listing([_ref("bad.md", "t2")])], "kb__v1", base, NOW + timedelta(days=365))
+    assert not a_year_later.work and a_year_later.unchanged == 1 and not a_year_later.notes
+
+
+def test_the_back_off_doubles_for_each_consecutive_failure_of_a_version_up_to_a_week() -> None:
+    hour = timedelta(hours=1)
+    ref = _ref("slow.md", "t2")
+    assert next_retry(None, ref, "timeout", NOW, hour) == (1, NOW + hour)
+    assert next_retry(_timed_out("slow.md", attempts=1), ref, "stalled", NOW, hour) == (2, NOW + 2 * hour)
+    assert next_retry(_timed_out("slow.md", attempts=3), ref, "timeout", NOW, hour) == (4, NOW + 8 * hour)
+    assert next_retry(_timed_out("slow.md", attempts=40), ref, "timeout", NOW, hour) == (41, NOW + timedelta(days=7))
+    # another version starts afresh, and so does a document whose last failure was not a timeout
+    assert next_retry(_timed_out("slow.md", attempts=3), _ref("slow.md", "t3"), "timeout", NOW, hour) == (1, NOW + hour)
+    assert next_retry(_timed_out("slow.md", kind="crash", retry_after=None), ref, "timeout", NOW, hour)[0] == 1
+    for kind in ("error", "memory", "crash"):
+        assert next_retry(_timed_out("slow.md", attempts=3), ref, kind, NOW, hour) == (1, None)
+
+
+def test_a_timeout_recorded_before_failures_had_kinds_is_retried_by_the_next_run() -> None:
+    """Stores written before this rule hold timeouts as a reason only: they are due at once."""
+    old = {"stage": "parse", "reason": "parsing took longer than 300s (pipeline.parse_timeout); not indexed",
+           "signal": "t2", "since": EARLIER.isoformat()}
+    quarantine = Quarantine.model_validate(old)
+    assert quarantine.kind == "timeout" and quarantine.retry_after == EARLIER
+    corrupt = Quarantine.model_validate({**old, "reason": "PDFSyntaxError: no /Root object"})
+    assert corrupt.kind == "error" and corrupt.retry_after is None
+    record = _record("pep-0713.rst", "g1", failed_signal="t2").model_copy(update={"quarantine": quarantine})
+    plan = plan_build([_listing([_ref("pep-0713.rst", "t2")])], "kb__v1", {record.doc_id: record}, NOW)
+    assert [w.status for w in plan.work] == ["retried"]
+
+
+def test_a_document_waiting_for_its_retry_is_in_sync() -> None:
+    """Freshness shares ``unchanged``: a failed version was processed, waiting to retry it is no lag."""
+    base = {"kb/slow.md": _timed_out("slow.md", retry_after=NOW + timedelta(hours=1))}
+    listing = _listing([_ref("slow.md", "t2")])
+    state = update_source_state(None, FolderSource(path="/kb", name="kb"), listing, base)
+    assert state.unsynced == 0 and state.quarantined == 1 and state.synced_through == NOW
 
 
 def test_an_unreadable_document_id_keeps_its_record() -> None:
