@@ -25,6 +25,8 @@ shape (see ``_looks_like_title``, ``_looks_narrative``) instead of a sentence mo
 only changes a category that chunking ignores; in plain text it decides which short lines are titles.
 Front matter (YAML ``---`` or TOML ``+++`` at the top of a Markdown file) is metadata, not text: only
 its ``title`` is kept, as the document's Title, as static-site generators show it.
+
+reStructuredText (.rst) is read by docutils into the same kinds of elements (``rag.rst_text``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ from rag.text_quality import decode_utf16
 #: file suffixes parsed here (with ``pipeline.text_parser: builtin``); everything else goes to unstructured
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 TEXT_SUFFIXES = {".txt"}
-SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES
+RST_SUFFIXES = {".rst"}
+SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | RST_SUFFIXES
 
 # The extensions unstructured's partition_md uses: the same HTML, so the same blocks.
 _MARKDOWN_EXTENSIONS = ["tables", "fenced_code"]
@@ -102,7 +105,7 @@ _STRIPPED = ["del", "link", "meta", "noscript", "script", "style"]
 
 
 def parse_text_file(path: Path) -> list[Element]:
-    """The elements of a .txt, .md or .markdown file, with the metadata unstructured gives them.
+    """The elements of a .txt, .md, .markdown or .rst file, with the metadata unstructured gives them.
 
     UTF-16 (with or without a BOM) is decoded first; anything else is decoded as unstructured does
     (BOM, strict UTF-8, then character-set detection).
@@ -113,7 +116,7 @@ def parse_text_file(path: Path) -> list[Element]:
     """
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"{path.name}: not a plain-text or Markdown file")
+        raise ValueError(f"{path.name}: not a plain-text, Markdown or reStructuredText file")
     data = path.read_bytes()
     text = decode_utf16(data)
     if text is None:
@@ -121,6 +124,10 @@ def parse_text_file(path: Path) -> list[Element]:
     modified = get_last_modified_date(str(path))
     if suffix in MARKDOWN_SUFFIXES:
         return partition_markdown(text, filename=str(path), metadata_last_modified=modified)
+    if suffix in RST_SUFFIXES:
+        from rag.rst_text import partition_rst  # it builds on this module's element rules
+
+        return partition_rst(text, filename=str(path), metadata_last_modified=modified)
     return partition_plain_text(text, filename=str(path), metadata_last_modified=modified)
 
 
@@ -225,6 +232,18 @@ def _paragraph_class(text: str) -> type[Element] | None:
     if len(text) < 2:
         return None
     return NarrativeText if _looks_narrative(text) else Text
+
+
+def paragraph_elements(text: str) -> Iterator[Element]:
+    """The element of a paragraph outside headings and lists (none for one character): NarrativeText,
+    Text, or ListItem (depth 0) when it starts with a bullet character, as unstructured's HTML parser
+    makes it; its whitespace is collapsed."""
+    text = " ".join(text.split())
+    cls = _paragraph_class(text) if text else None
+    if cls is ListItem:
+        text = clean_bullets(text)
+    if cls is not None and text:
+        yield cls(text, metadata=ElementMetadata(category_depth=0 if cls is ListItem else None))
 
 
 def _looks_like_title(text: str) -> bool:
@@ -390,16 +409,10 @@ class _Run:
         self.parts = []
         if not text:
             return
-        cls = self.cls
-        if cls is None:
-            cls = _paragraph_class(text)
-            if cls is None:
-                return
-            if cls is ListItem:  # a paragraph that starts with a bullet character
-                text = clean_bullets(text)
-                if not text:
-                    return
-        yield cls(text, metadata=ElementMetadata(category_depth=self._depth(cls)))
+        if self.cls is None:
+            yield from paragraph_elements(text)
+        else:
+            yield self.cls(text, metadata=ElementMetadata(category_depth=self._depth(self.cls)))
 
     def _depth(self, cls: type[Element]) -> int | None:
         if cls is Title:
@@ -444,41 +457,54 @@ def _image(node: etree._Element) -> Iterator[Element]:
         yield Image(text=(node.get("alt") or "").strip(), metadata=ElementMetadata(image_url=source))
 
 
+#: a table's cells: (``th`` or ``td``, its text) per cell, a list of them per row
+TableRows = list[list[tuple[str, str]]]
+
+
 def _table(node: etree._Element) -> Iterator[Element]:
-    """A Table whose text is its caption and rows, cells joined by spaces, and whose ``text_as_html``
-    is the bare table (unstructured's ``TableBlock``)."""
-    import html as html_lib
+    """The Table of an HTML <table> (unstructured's ``TableBlock``): its caption and row groups."""
+    captions: list[str] = []
+    groups: list[tuple[str | None, TableRows]] = []
 
-    parts, captions, rows = ["<table>"], [], []
-
-    def cell(element: etree._Element) -> tuple[str, str]:
-        text = " ".join(t for t in (t.strip() for t in element.itertext()) if t)
-        body = " ".join("<br/>".join(html_lib.escape(text).split("\n")).split())
-        return text, f"<{element.tag}>{body}</{element.tag}>" if body else f"<{element.tag}/>"
-
-    def row(tr: etree._Element) -> None:
-        cells = [cell(c) for c in tr if _tag(c) in ("th", "td")]
-        rows.append(" ".join(text for text, _ in cells if text))
-        if cells:
-            parts.extend(("<tr>", "".join(markup for _, markup in cells), "</tr>"))
+    def row(tr: etree._Element) -> list[tuple[str, str]]:
+        return [(_tag(c), " ".join(t for t in (t.strip() for t in c.itertext()) if t))
+                for c in tr if _tag(c) in ("th", "td")]
 
     for child in node:
         tag = _tag(child)
         if tag == "caption":
-            text, markup = cell(child)
-            if text:
-                captions.append(text)
-                parts.append(markup)
+            captions.append(" ".join(t for t in (t.strip() for t in child.itertext()) if t))
         elif tag == "tr":
-            row(child)
+            groups.append((None, [row(child)]))
         elif tag in ("thead", "tbody", "tfoot"):
-            parts.append(f"<{tag}>")
-            for tr in child:
-                if _tag(tr) == "tr":
-                    row(tr)
-            parts.append(f"</{tag}>")
+            groups.append((tag, [row(tr) for tr in child if _tag(tr) == "tr"]))
+    yield from table_elements(captions, groups)
+
+
+def table_elements(captions: list[str], groups: list[tuple[str | None, TableRows]]) -> Iterator[Element]:
+    """A Table whose text is its captions and rows, cells joined by spaces, and whose ``text_as_html``
+    is the bare table (unstructured's ``TableBlock``); none for a table without text.
+
+    Args:
+        captions: the caption texts.
+        groups: the rows, each group in a ``thead``, ``tbody`` or ``tfoot`` (or None: bare rows).
+    """
+    import html as html_lib
+
+    def markup(tag: str, text: str) -> str:
+        body = " ".join("<br/>".join(html_lib.escape(text).split("\n")).split())
+        return f"<{tag}>{body}</{tag}>" if body else f"<{tag}/>"
+
+    captions = [caption for caption in captions if caption]
+    parts, rows = ["<table>", *(markup("caption", caption) for caption in captions)], []
+    for tag, group in groups:
+        parts.append(f"<{tag}>" if tag else "")
+        for cells in group:
+            rows.append(" ".join(text for _, text in cells if text))
+            if cells:
+                parts.extend(("<tr>", "".join(markup(cell, text) for cell, text in cells), "</tr>"))
+        parts.append(f"</{tag}>" if tag else "")
     if not " ".join(rows).strip():
         return
     parts.append("</table>")
     yield Table(" ".join(captions + rows).strip(), metadata=ElementMetadata(text_as_html="".join(parts)))
-
