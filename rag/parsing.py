@@ -38,7 +38,7 @@ ParserGroup = Literal["builtin", "unstructured"]
 _BUILTIN_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 # What the builtin reader makes of a file changes with this number: a build recorded with another one is no
 # base (its documents are parsed again, not carried with chunks this reader would no longer make).
-# 2: .rst read by docutils.
+# 2: .rst read by docutils; documentation sites' Markdown syntax read as the sites show it.
 BUILTIN_READER_VERSION = 2
 # Archives: their members are not read (unstructured refuses them too, after ~9 s of imports).
 _ARCHIVES = {".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".jar"}

@@ -24,7 +24,11 @@ What differs: the NarrativeText/Text/Title choice for a paragraph is made by che
 shape (see ``_looks_like_title``, ``_looks_narrative``) instead of a sentence model. In Markdown that
 only changes a category that chunking ignores; in plain text it decides which short lines are titles.
 Front matter (YAML ``---`` or TOML ``+++`` at the top of a Markdown file) is metadata, not text: only
-its ``title`` is kept, as the document's Title, as static-site generators show it.
+its ``title`` is kept, as the document's Title, as static-site generators show it. Likewise the syntax
+documentation sites add to Markdown (MkDocs, Material, pymdownx, Docusaurus, MDX) is read as those sites
+show it, not as text (``strip_site_syntax``): heading attributes (``{ #anchor }``), admonition and tab
+fences (``!!! note``, ``/// tip``, ``:::tip``) keep their title and body, include directives
+(``{* file *}``, ``{!> file !}``, ``--8<--``) and MDX ``import`` lines go.
 
 reStructuredText (.rst) is read by docutils into the same kinds of elements (``rag.rst_text``).
 """
@@ -142,7 +146,8 @@ def partition_plain_text(text: str, *, filename: str | None = None,
 def partition_markdown(text: str, *, filename: str | None = None,
                        metadata_last_modified: str | None = None) -> list[Element]:
     """Markdown as elements: headings Title (with depth), list items ListItem, code blocks CodeSnippet,
-    tables Table, paragraphs NarrativeText or Text, front matter's ``title`` a Title; languages ``["eng"]``."""
+    tables Table, paragraphs NarrativeText or Text, front matter's ``title`` a Title; languages ``["eng"]``.
+    Documentation sites' syntax is read as they show it (``strip_site_syntax``)."""
     return _markdown_elements(text, filename=filename, languages=["eng"],
                               metadata_last_modified=metadata_last_modified)
 
@@ -166,7 +171,7 @@ def _plain_text_elements(text: str, *, filename: str | None, languages: list[str
 def _markdown_elements(text: str, *, filename: str | None, languages: list[str],
                        metadata_last_modified: str | None) -> list[Element]:
     title, body = _split_front_matter(text)
-    html = markdown.markdown(body, extensions=_MARKDOWN_EXTENSIONS)
+    html = markdown.markdown(strip_site_syntax(body), extensions=_MARKDOWN_EXTENSIONS)
     elements = list(_HtmlWalker().elements(html))
     if title and not (elements and elements[0].category == "Title" and _same_words(elements[0].text, title)):
         elements.insert(0, Title(title, metadata=ElementMetadata(category_depth=0)))
@@ -304,6 +309,85 @@ def _split_front_matter(text: str) -> tuple[str | None, str]:
         title = " ".join(title.split()) if isinstance(title, str) else None
         return title or None, text[match.end():]
     return None, text
+
+
+# -- what documentation sites add to Markdown -------------------------------------------------------------
+
+_CODE_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+# {* ../docs_src/app.py hl[3] *} (FastAPI), {!> ../docs_src/app.py !} (markdown-include), --8<-- "f.md" (snippets)
+_INCLUDE = re.compile(r"^[ \t]*(?:\{\*.*\*\}|\{!.*!\}|-{2}8<-{2}.*)[ \t]*$")
+# /// tip | Title ... /// (pymdownx.blocks; //// nests), :::tip Title ... ::: and :::note[Title] (Docusaurus)
+_BLOCK_FENCE = re.compile(r"^[ \t]*(?:/{3,}|:{3,})[ \t]*(?:\{[^}]*\}|([\w-]+)?[ \t]*(?:\|[ \t]*(.*?)|\[(.*)\]|(.*?)))?[ \t]*$")
+# !!! note "Title", ??? note, ???+ note (python-markdown admonition, pymdownx.details): the body is indented
+_ADMONITION = re.compile(r"^([ \t]*)(?:!!!|\?\?\?\+?)[ \t]*([\w-]+)?(?:[ \t]+[\w-]+)*(?:[ \t]*\"(.*)\")?[ \t]*$")
+_ATTRIBUTE = r"(?:[#.][\w:-]+|[\w-]+=(?:\"[^\"]*\"|'[^']*'|[^\s}]*))"
+# { #anchor }, {: .class }, {#id} (attr_list, Docusaurus): at a line's end or right after a link or image
+_ATTRIBUTES = re.compile(
+    rf"(?:[ \t]*\{{:?[ \t]*{_ATTRIBUTE}(?:[ \t]+{_ATTRIBUTE})*[ \t]*\}}[ \t]*$|(?<=[)\]])\{{:?[ \t]*{_ATTRIBUTE}"
+    rf"(?:[ \t]+{_ATTRIBUTE})*[ \t]*\}})", re.M
+)
+# MDX: import/export lines and {/* comments */}
+_MDX_LINE = re.compile(r"^(?:import[ \t]+.*[ \t]from[ \t]+['\"].*['\"];?|import[ \t]+['\"].*['\"];?|export[ \t]+"
+                       r"(?:const|let|default|function)\b.*)[ \t]*$")
+_MDX_COMMENT = re.compile(r"\{/\*.*?\*/\}", re.S)
+
+
+def strip_site_syntax(text: str) -> str:
+    """Markdown as a documentation site shows it: MkDocs, Material, pymdownx and Docusaurus syntax read.
+
+    Heading and link attributes go; admonitions and tab blocks (``!!! note "Title"``, ``/// tip | Title``,
+    ``:::tip Title``) become their title (or type) as a paragraph followed by their body, dedented where the
+    syntax indents it; include directives and MDX imports go (their files are not read). Code blocks are
+    left alone, but for include lines in them (FastAPI puts ``{!> file !}`` in fences).
+    """
+    out: list[str] = []
+    fence: str | None = None  # the open code fence's marker
+    bodies: list[int] = []  # the indents of open admonition bodies
+    for line in _MDX_COMMENT.sub("", text).split("\n"):
+        if _INCLUDE.match(line):
+            continue
+        if bodies and line.strip():
+            while bodies and _indent(line) < bodies[-1]:
+                bodies.pop()
+        if bodies:
+            line = _dedent(line, 4 * len(bodies))
+        if fence is not None:
+            closing = line.strip()
+            if len(closing) >= len(fence) and set(closing) == {fence[0]}:
+                fence = None
+            out.append(line)
+            continue
+        if opened := _CODE_FENCE.match(line):
+            fence = opened.group(1)
+            out.append(line)
+            continue
+        if admonition := _ADMONITION.match(line):
+            out.extend(_block_title(admonition.group(3), admonition.group(2)))
+            bodies.append(4 * len(bodies) + _indent(admonition.group(1)) + 4)
+            continue
+        if block := _BLOCK_FENCE.match(line):
+            kind, *titles = block.groups()
+            out.extend(_block_title(next((t for t in titles if t), None), kind))
+            continue
+        if _MDX_LINE.match(line):
+            continue
+        out.append(_ATTRIBUTES.sub("", line))
+    return "\n".join(out)
+
+
+def _block_title(title: str | None, kind: str | None) -> list[str]:
+    """The lines standing for a block's opening fence: its title, or its type, as a paragraph."""
+    shown = (title or "").strip().strip("\"'") or (kind or "").replace("-", " ").strip().capitalize()
+    return ["", shown, ""] if shown else [""]
+
+
+def _indent(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def _dedent(line: str, columns: int) -> str:
+    expanded = line.expandtabs(4)
+    return expanded[min(columns, _indent(expanded)):]
 
 
 # -- the HTML that python-markdown writes, walked as unstructured's HTML parser walks it ----------------
