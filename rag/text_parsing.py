@@ -314,12 +314,15 @@ def _split_front_matter(text: str) -> tuple[str | None, str]:
 # -- what documentation sites add to Markdown -------------------------------------------------------------
 
 _CODE_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
-# {* ../docs_src/app.py hl[3] *} (FastAPI), {!> ../docs_src/app.py !} (markdown-include), --8<-- "f.md" (snippets)
-_INCLUDE = re.compile(r"^[ \t]*(?:\{\*.*\*\}|\{!.*!\}|-{2}8<-{2}.*)[ \t]*$")
+# {* ../docs_src/app.py hl[3] *} (FastAPI), {!> ../docs_src/app.py !} (markdown-include), --8<-- "f.md" (snippets),
+# and lines that are only a directive: [TOC], {% include "f.md" %} (Jinja: mkdocs-macros)
+_INCLUDE = re.compile(r"^[ \t]*(?:\{\*.*\*\}|\{!.*!\}|-{2}8<-{2}.*|\[TOC\]|\{%.*%\})[ \t]*$")
 # /// tip | Title ... /// (pymdownx.blocks; //// nests), :::tip Title ... ::: and :::note[Title] (Docusaurus)
 _BLOCK_FENCE = re.compile(r"^[ \t]*(?:/{3,}|:{3,})[ \t]*(?:\{[^}]*\}|([\w-]+)?[ \t]*(?:\|[ \t]*(.*?)|\[(.*)\]|(.*?)))?[ \t]*$")
 # !!! note "Title", ??? note, ???+ note (python-markdown admonition, pymdownx.details): the body is indented
-_ADMONITION = re.compile(r"^([ \t]*)(?:!!!|\?\?\?\+?)[ \t]*([\w-]+)?(?:[ \t]+[\w-]+)*(?:[ \t]*\"(.*)\")?[ \t]*$")
+# and === "Tab title" (pymdownx.tabbed; the quotes tell it from a setext heading's underline)
+_ADMONITION = re.compile(r"^([ \t]*)(?:(?:!!!|\?\?\?\+?)[ \t]*([\w-]+)?(?:[ \t]+[\w-]+)*(?:[ \t]*\"(.*)\")?"
+                         r"|===[!+]*[ \t]+\"(.*)\")[ \t]*$")
 _ATTRIBUTE = r"(?:[#.][\w:-]+|[\w-]+=(?:\"[^\"]*\"|'[^']*'|[^\s}]*))"
 # { #anchor }, {: .class }, {#id} (attr_list, Docusaurus): at a line's end or right after a link or image
 _ATTRIBUTES = re.compile(
@@ -335,10 +338,11 @@ _MDX_COMMENT = re.compile(r"\{/\*.*?\*/\}", re.S)
 def strip_site_syntax(text: str) -> str:
     """Markdown as a documentation site shows it: MkDocs, Material, pymdownx and Docusaurus syntax read.
 
-    Heading and link attributes go; admonitions and tab blocks (``!!! note "Title"``, ``/// tip | Title``,
-    ``:::tip Title``) become their title (or type) as a paragraph followed by their body, dedented where the
-    syntax indents it; include directives and MDX imports go (their files are not read). Code blocks are
-    left alone, but for include lines in them (FastAPI puts ``{!> file !}`` in fences).
+    Heading and link attributes go; admonitions and tabs (``!!! note "Title"``, ``=== "Tab"``, ``/// tip |
+    Title``, ``:::tip Title``) become their title (or type) as a paragraph followed by their body, dedented
+    where the syntax indents it; include directives (``{* file *}``, ``{!> file !}``, ``--8<--``,
+    ``{% include %}``), ``[TOC]`` and MDX imports go (their files are not read). Code blocks are left
+    alone, but for include lines in them (FastAPI puts ``{!> file !}`` in fences).
     """
     out: list[str] = []
     fence: str | None = None  # the open code fence's marker
@@ -362,7 +366,7 @@ def strip_site_syntax(text: str) -> str:
             out.append(line)
             continue
         if admonition := _ADMONITION.match(line):
-            out.extend(_block_title(admonition.group(3), admonition.group(2)))
+            out.extend(_block_title(admonition.group(3) or admonition.group(4), admonition.group(2)))
             bodies.append(4 * len(bodies) + _indent(admonition.group(1)) + 4)
             continue
         if block := _BLOCK_FENCE.match(line):

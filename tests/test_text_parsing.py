@@ -140,6 +140,15 @@ Use the dev server while you work.
 Never expose it to the internet.
 :::
 
+=== "Windows"
+
+    Use the Start menu.
+
+Setext heading
+==============
+
+[TOC]
+
 ## Stop it {#stop}
 
 Press Ctrl-C to stop it.
@@ -165,6 +174,9 @@ def test_documentation_site_markdown_is_read_as_the_site_shows_it(tmp_path: Path
         ("CodeSnippet", "uvicorn main:app"),
         ("UncategorizedText", "Warning"),
         ("NarrativeText", "Never expose it to the internet."),
+        ("UncategorizedText", "Windows"),
+        ("NarrativeText", "Use the Start menu."),
+        ("Title", "Setext heading"),
         ("Title", "Stop it"),
         ("NarrativeText", "Press Ctrl-C to stop it."),
     ]
