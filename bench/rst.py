@@ -7,7 +7,11 @@ tokenizer, default chunking settings) and prints: parse time per document each w
 often the section titles agree (the same titles in the same order), how close the texts are (words in
 common, in order), and a few differences.
 
-    .venv/bin/python bench/rst.py /tmp/peps/peps [--limit 0] [--show 5]
+    .venv/bin/python bench/rst.py /tmp/peps/peps [--limit 0] [--show 5] [--cache /tmp/rst-cache.json]
+
+``--cache`` keeps pandoc + unstructured's results (chunks, titles and parse time, per file content) in a
+JSON file, so that a second run re-parses only with docutils; the times it prints for that path are
+those measured when the cache was filled.
 
 The PEPs: ``git --git-dir=<mirror of python/peps> archive HEAD peps | tar -x -C /tmp/peps`` (never commit them).
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
+import json
 import statistics
 import sys
 import time
@@ -34,7 +40,9 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path, help=".rst files, or folders holding them.")
     parser.add_argument("--limit", type=int, default=0, help="The first N files only (0: all).")
     parser.add_argument("--show", type=int, default=5, help="Documents whose differences are printed.")
+    parser.add_argument("--cache", type=Path, help="A JSON file keeping pandoc + unstructured's results.")
     args = parser.parse_args()
+    cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
 
     from rag.runtime import configure_offline_runtime
 
@@ -58,11 +66,18 @@ def main() -> None:
     same_titles = same_text = 0
     similarity: list[float] = []
     title_pairs = [0, 0, 0]  # titles in both, only pandoc's, only docutils'
-    differing = []
+    differing, title_diffs = [], []
     for number, path in enumerate(paths, 1):
         ref = _ref(path)
         chunks, titles = {}, {}
+        key = hashlib.sha256(path.read_bytes()).hexdigest()
         for way, text_parser in WAYS.items():
+            if way in cache.get(key, {}):
+                took, chunks[way], titles[way], reason = cache[key][way]
+                chunks[way] = [tuple(chunk) for chunk in chunks[way]]
+                seconds[way].append(took)
+                failed[way] += [f"{path.name}: {reason}"] if reason else []
+                continue
             start = time.perf_counter()
             try:
                 elements = parse_document(ref, max_bytes=10**9, text_parser=text_parser)
@@ -70,10 +85,13 @@ def main() -> None:
                 seconds[way].append(time.perf_counter() - start)
                 failed[way].append(f"{path.name}: {error.reason}")
                 chunks[way], titles[way] = [], []
+                cache.setdefault(key, {})[way] = [seconds[way][-1], [], [], error.reason]
                 continue
             seconds[way].append(time.perf_counter() - start)
             titles[way] = [" ".join(e.text.split()) for e in elements if e.category == "Title"]
             chunks[way] = [(c.title, c.text) for c in chunker.chunk(ref, elements)]
+            if way == "pandoc+unstructured":
+                cache.setdefault(key, {})[way] = [seconds[way][-1], chunks[way], titles[way], None]
         for way in WAYS:
             counts[way].append(len(chunks[way]))
         ours, theirs = chunks["docutils"], chunks["pandoc+unstructured"]
@@ -87,6 +105,8 @@ def main() -> None:
         title_pairs[2] += len(set(titles["docutils"]) - both)
         if titles["docutils"] != titles["pandoc+unstructured"] or ratio < 0.98:
             differing.append((ratio, path, titles, theirs, ours))
+        if titles["docutils"] != titles["pandoc+unstructured"]:
+            title_diffs.append((path, titles))
         if number % 100 == 0:
             print(f"  {number}/{len(paths)}", flush=True)
 
@@ -107,6 +127,14 @@ def main() -> None:
     for way in WAYS:
         for line in failed[way][:5]:
             print(f"failed ({way}): {line}")
+    if args.cache:
+        args.cache.write_text(json.dumps(cache))
+    print(f"\n{len(title_diffs)} documents whose section titles differ (-pandoc+unstructured +docutils):")
+    for path, titles in title_diffs:
+        changes = [line for line in difflib.unified_diff(titles["pandoc+unstructured"], titles["docutils"],
+                                                         lineterm="", n=0) if line[:1] in "+-" and line[:3] not in ("---", "+++")]
+        print(f"  {path.name}: {'; '.join(change[:80] for change in changes[:6])}"
+              + (f"; and {len(changes) - 6} more" if len(changes) > 6 else ""))
     differing.sort(key=lambda item: item[0])
     for ratio, path, titles, theirs, ours in differing[: args.show]:
         print(f"\n--- {path.name}: word similarity {ratio:.3f}; {len(theirs)} chunks pandoc+unstructured, "
