@@ -261,3 +261,18 @@ def test_rst_is_read_in_the_light_parser_group_without_pandoc_or_a_sentence_mode
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     count, modules = done.stdout.strip().splitlines()
     assert int(count) > 10 and modules == "[]"
+
+
+@pytest.mark.requires_shared
+def test_a_real_rst_file_has_the_sections_and_words_pandoc_and_unstructured_gave() -> None:
+    """../shared/docs-corpus/README.rst read both ways: the same section titles in the same order, and the
+    same words (pandoc + unstructured is the path .rst took before; bench/rst.py does this for the PEPs)."""
+    from tests.conftest import SHARED
+
+    path = SHARED / "docs-corpus" / "README.rst"
+    ways = {parser: parse_document(_ref(path), max_bytes=10**6, text_parser=parser)
+            for parser in ("builtin", "unstructured")}
+    titles = {parser: [e.text for e in elements if e.category == "Title"] for parser, elements in ways.items()}
+    words = {parser: " ".join(e.text for e in elements).split() for parser, elements in ways.items()}
+    assert titles["builtin"] == titles["unstructured"] == ["Example Docs", "XBRL 10-K"]
+    assert words["builtin"] == words["unstructured"]
