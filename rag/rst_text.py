@@ -88,15 +88,14 @@ def _rst_elements(text: str, *, filename: str | None, languages: list[str],
         return []
     _know_extensions(text)
     try:
-        document = publish_doctree(text, settings_overrides=_SETTINGS)
+        return list(_Walker().blocks(publish_doctree(text, settings_overrides=_SETTINGS), lists=0))
     except RecursionError:
         raise DocumentError("parse", "reStructuredText nested too deeply for docutils (indentation or lists "
                             "hundreds of levels deep); not indexed: fix the markup or exclude the file") from None
     except Exception as exc:  # noqa: BLE001 - docutils' own failures on a document are this document's
-        raise DocumentError("parse", f"docutils could not read it as reStructuredText "
+        raise DocumentError("parse", f"not readable as reStructuredText "
                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); not indexed: "
                             "check the markup, or set pipeline.text_parser: unstructured") from None
-    return list(_Walker().blocks(document, lists=0))
 
 
 # -- the document tree as elements ----------------------------------------------------------------------

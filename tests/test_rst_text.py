@@ -186,6 +186,9 @@ Before the includes.
 .. csv-table:: Leak
    :file: {tmp_path / 'secret.csv'}
 
+.. csv-table:: Remote
+   :url: http://127.0.0.1:9/secret.csv
+
 .. raw:: html
    :file: {secret}
 
