@@ -81,10 +81,13 @@ class Chunker:
             "overlap_tokens": self.settings.overlap_tokens,
             "combine_under_chars": self.settings.combine_under_chars,
             "multipage_sections": False,
+            "wordless_chunks": "dropped",
         }
 
     def chunk(self, doc: DocumentRef, elements: Sequence[Element]) -> list[Chunk]:
         """Turn one document's elements into ordered chunks carrying uri, section title and page.
+
+        Chunks without a letter or digit (rules, fences, lone punctuation) are not kept.
 
         Raises:
             DocumentError: chunking produced no text, or more chunks than ``max_chunks_per_document``
@@ -118,6 +121,8 @@ class Chunker:
             title = _section_title(section) or title
             page = getattr(section.metadata, "page_number", None)
             for text, tokens in self._fit(section.text):
+                if not has_words(text):
+                    continue  # "///", "---", "| |": nothing a query matches, yet they came back as hits
                 if len(chunks) == self.settings.max_chunks_per_document:
                     raise DocumentError(
                         "chunk", f"more than {len(chunks):,} chunks (chunking.max_chunks_per_document); a document "
@@ -135,7 +140,7 @@ class Chunker:
                     )
                 )
         if not chunks:
-            raise DocumentError("chunk", "no text left after chunking")
+            raise DocumentError("chunk", "no words left after chunking (only punctuation, rules or markup)")
         return chunks
 
     def _fit(self, text: str) -> list[tuple[str, int]]:
@@ -179,6 +184,11 @@ class Chunker:
                     tokenizer=self.tokenize,
                 )
         return self._splitter
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` has a word: a letter or a digit, in any script."""
+    return any(char.isalnum() for char in text)
 
 
 def _private_copy(tokenizer: PreTrainedTokenizerBase):

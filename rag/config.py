@@ -378,9 +378,10 @@ class PipelineSettings(_Section):
     )
     text_parser: Literal["builtin", "unstructured"] = Field(
         "builtin",
-        description="Who reads .txt, .md and .markdown files: builtin (rag/text_parsing.py: the same kinds of "
-        "elements without unstructured's per-paragraph spaCy classification, ~10x faster) or unstructured "
-        "(partition, as every other format). Changing it re-parses those files on the next build.",
+        description="Who reads .txt, .md, .markdown and .rst files: builtin (rag/text_parsing.py: the same kinds "
+        "of elements without unstructured's per-paragraph spaCy classification, ~10x faster; .rst by docutils "
+        "rather than pandoc) or unstructured (partition, as every other format). Changing it re-parses every "
+        "document on the next build.",
     )
     parse_timeout: Duration = Field(
         timedelta(minutes=5), description="CPU time one document's parse may use (the parser's, its "

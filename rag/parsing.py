@@ -5,8 +5,8 @@ no text (scanned PDF, empty file, image) is a failed document with a reason, nev
 Around it: e-mail is read with the stdlib parser (``rag.email_text``), a PDF whose text the fast path
 misses is read page by page with pypdf or pdfminer (``rag.pdf_text``), UTF-16 text files are decoded
 before partitioning, and every result is checked to be text, not garbage (``rag.text_quality``).
-Plain text and Markdown are read by ``rag.text_parsing`` (no per-paragraph NLP) unless
-``pipeline.text_parser`` is ``unstructured``.
+Plain text, Markdown and reStructuredText are read by ``rag.text_parsing`` (no per-paragraph NLP; RST by
+docutils in ``rag.rst_text``, not pandoc) unless ``pipeline.text_parser`` is ``unstructured``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ _FURNITURE = {"Header", "Footer", "PageNumber"}
 #: the parsers a document needs (``parser_group``): what the sandbox imports before parsing it
 ParserGroup = Literal["builtin", "unstructured"]
 # What rag.text_parsing reads (its SUFFIXES; named here so that importing it waits for the first such file).
-_BUILTIN_SUFFIXES = {".txt", ".md", ".markdown"}
+_BUILTIN_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
+# What the builtin reader makes of a file changes with this number: a build recorded with another one is no
+# base (its documents are parsed again, not carried with chunks this reader would no longer make).
+# 2: .rst read by docutils; documentation sites' Markdown syntax read as the sites show it.
+BUILTIN_READER_VERSION = 2
 # Archives: their members are not read (unstructured refuses them too, after ~9 s of imports).
 _ARCHIVES = {".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".jar"}
 # Formats unstructured reads as text, where UTF-16 it misdetects comes out NUL-interleaved or as Latin-1.
@@ -63,6 +67,7 @@ def warm_up(group: ParserGroup | None = None) -> None:
     """Import one group's parsers now (every group's when None) rather than inside a document's parse:
     the parsing sandbox caps its memory after this (rag/sandbox.py)."""
     if group in (None, "builtin"):
+        import rag.rst_text  # noqa: F401 - docutils
         import rag.text_parsing  # noqa: F401 - markdown, lxml and unstructured's element classes
     if group in (None, "unstructured"):
         _use_packaged_spacy_model()
@@ -96,9 +101,12 @@ def describe_parsing(text_parser: Literal["builtin", "unstructured"]) -> dict:
     """What of the parsing decides chunk contents, for the build manifest (beside the chunking settings).
 
     Empty for ``unstructured``: builds made before the builtin text parser existed parsed that way and
-    recorded nothing, so they stay compatible bases for it.
+    recorded nothing, so they stay compatible bases for it. The builtin reader's version is recorded
+    with it (``BUILTIN_READER_VERSION``; absent means 1).
     """
-    return {} if text_parser == "unstructured" else {"text_parser": text_parser}
+    if text_parser == "unstructured":
+        return {}
+    return {"text_parser": text_parser, "text_parser_version": BUILTIN_READER_VERSION}
 
 
 def parse_document(
@@ -110,7 +118,7 @@ def parse_document(
     ``DocumentError`` with a one-line reason, which the build records as a failure.
 
     Args:
-        text_parser: ``pipeline.text_parser``: builtin reads .txt, .md and .markdown with
+        text_parser: ``pipeline.text_parser``: builtin reads .txt, .md, .markdown and .rst with
             ``rag.text_parsing``; unstructured sends every format through ``partition``.
 
     Raises:

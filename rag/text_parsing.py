@@ -24,7 +24,13 @@ What differs: the NarrativeText/Text/Title choice for a paragraph is made by che
 shape (see ``_looks_like_title``, ``_looks_narrative``) instead of a sentence model. In Markdown that
 only changes a category that chunking ignores; in plain text it decides which short lines are titles.
 Front matter (YAML ``---`` or TOML ``+++`` at the top of a Markdown file) is metadata, not text: only
-its ``title`` is kept, as the document's Title, as static-site generators show it.
+its ``title`` is kept, as the document's Title, as static-site generators show it. Likewise the syntax
+documentation sites add to Markdown (MkDocs, Material, pymdownx, Docusaurus, MDX) is read as those sites
+show it, not as text (``strip_site_syntax``): heading attributes (``{ #anchor }``), admonition and tab
+fences (``!!! note``, ``/// tip``, ``:::tip``) keep their title and body, include directives
+(``{* file *}``, ``{!> file !}``, ``--8<--``) and MDX ``import`` lines go.
+
+reStructuredText (.rst) is read by docutils into the same kinds of elements (``rag.rst_text``).
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ from rag.text_quality import decode_utf16
 #: file suffixes parsed here (with ``pipeline.text_parser: builtin``); everything else goes to unstructured
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 TEXT_SUFFIXES = {".txt"}
-SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES
+RST_SUFFIXES = {".rst"}
+SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | RST_SUFFIXES
 
 # The extensions unstructured's partition_md uses: the same HTML, so the same blocks.
 _MARKDOWN_EXTENSIONS = ["tables", "fenced_code"]
@@ -102,7 +109,7 @@ _STRIPPED = ["del", "link", "meta", "noscript", "script", "style"]
 
 
 def parse_text_file(path: Path) -> list[Element]:
-    """The elements of a .txt, .md or .markdown file, with the metadata unstructured gives them.
+    """The elements of a .txt, .md, .markdown or .rst file, with the metadata unstructured gives them.
 
     UTF-16 (with or without a BOM) is decoded first; anything else is decoded as unstructured does
     (BOM, strict UTF-8, then character-set detection).
@@ -113,7 +120,7 @@ def parse_text_file(path: Path) -> list[Element]:
     """
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"{path.name}: not a plain-text or Markdown file")
+        raise ValueError(f"{path.name}: not a plain-text, Markdown or reStructuredText file")
     data = path.read_bytes()
     text = decode_utf16(data)
     if text is None:
@@ -121,6 +128,10 @@ def parse_text_file(path: Path) -> list[Element]:
     modified = get_last_modified_date(str(path))
     if suffix in MARKDOWN_SUFFIXES:
         return partition_markdown(text, filename=str(path), metadata_last_modified=modified)
+    if suffix in RST_SUFFIXES:
+        from rag.rst_text import partition_rst  # it builds on this module's element rules
+
+        return partition_rst(text, filename=str(path), metadata_last_modified=modified)
     return partition_plain_text(text, filename=str(path), metadata_last_modified=modified)
 
 
@@ -135,7 +146,8 @@ def partition_plain_text(text: str, *, filename: str | None = None,
 def partition_markdown(text: str, *, filename: str | None = None,
                        metadata_last_modified: str | None = None) -> list[Element]:
     """Markdown as elements: headings Title (with depth), list items ListItem, code blocks CodeSnippet,
-    tables Table, paragraphs NarrativeText or Text, front matter's ``title`` a Title; languages ``["eng"]``."""
+    tables Table, paragraphs NarrativeText or Text, front matter's ``title`` a Title; languages ``["eng"]``.
+    Documentation sites' syntax is read as they show it (``strip_site_syntax``)."""
     return _markdown_elements(text, filename=filename, languages=["eng"],
                               metadata_last_modified=metadata_last_modified)
 
@@ -159,7 +171,7 @@ def _plain_text_elements(text: str, *, filename: str | None, languages: list[str
 def _markdown_elements(text: str, *, filename: str | None, languages: list[str],
                        metadata_last_modified: str | None) -> list[Element]:
     title, body = _split_front_matter(text)
-    html = markdown.markdown(body, extensions=_MARKDOWN_EXTENSIONS)
+    html = markdown.markdown(strip_site_syntax(body), extensions=_MARKDOWN_EXTENSIONS)
     elements = list(_HtmlWalker().elements(html))
     if title and not (elements and elements[0].category == "Title" and _same_words(elements[0].text, title)):
         elements.insert(0, Title(title, metadata=ElementMetadata(category_depth=0)))
@@ -227,6 +239,18 @@ def _paragraph_class(text: str) -> type[Element] | None:
     return NarrativeText if _looks_narrative(text) else Text
 
 
+def paragraph_elements(text: str) -> Iterator[Element]:
+    """The element of a paragraph outside headings and lists (none for one character): NarrativeText,
+    Text, or ListItem (depth 0) when it starts with a bullet character, as unstructured's HTML parser
+    makes it; its whitespace is collapsed."""
+    text = " ".join(text.split())
+    cls = _paragraph_class(text) if text else None
+    if cls is ListItem:
+        text = clean_bullets(text)
+    if cls is not None and text:
+        yield cls(text, metadata=ElementMetadata(category_depth=0 if cls is ListItem else None))
+
+
 def _looks_like_title(text: str) -> bool:
     """A line that reads as a heading: short, one sentence, capitalised, not ending like a sentence.
 
@@ -285,6 +309,89 @@ def _split_front_matter(text: str) -> tuple[str | None, str]:
         title = " ".join(title.split()) if isinstance(title, str) else None
         return title or None, text[match.end():]
     return None, text
+
+
+# -- what documentation sites add to Markdown -------------------------------------------------------------
+
+_CODE_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+# {* ../docs_src/app.py hl[3] *} (FastAPI), {!> ../docs_src/app.py !} (markdown-include), --8<-- "f.md" (snippets),
+# and lines that are only a directive: [TOC], {% include "f.md" %} (Jinja: mkdocs-macros)
+_INCLUDE = re.compile(r"^[ \t]*(?:\{\*.*\*\}|\{!.*!\}|-{2}8<-{2}.*|\[TOC\]|\{%.*%\})[ \t]*$")
+# /// tip | Title ... /// (pymdownx.blocks; //// nests), :::tip Title ... ::: and :::note[Title] (Docusaurus)
+_BLOCK_FENCE = re.compile(r"^[ \t]*(?:/{3,}|:{3,})[ \t]*(?:\{[^}]*\}|([\w-]+)?[ \t]*(?:\|[ \t]*(.*?)|\[(.*)\]|(.*?)))?[ \t]*$")
+# !!! note "Title", ??? note, ???+ note (python-markdown admonition, pymdownx.details): the body is indented
+# and === "Tab title" (pymdownx.tabbed; the quotes tell it from a setext heading's underline)
+_ADMONITION = re.compile(r"^([ \t]*)(?:(?:!!!|\?\?\?\+?)[ \t]*([\w-]+)?(?:[ \t]+[\w-]+)*(?:[ \t]*\"(.*)\")?"
+                         r"|===[!+]*[ \t]+\"(.*)\")[ \t]*$")
+_ATTRIBUTE = r"(?:[#.][\w:-]+|[\w-]+=(?:\"[^\"]*\"|'[^']*'|[^\s}]*))"
+# { #anchor }, {: .class }, {#id} (attr_list, Docusaurus): at a line's end or right after a link or image
+_ATTRIBUTES = re.compile(
+    rf"(?:[ \t]*\{{:?[ \t]*{_ATTRIBUTE}(?:[ \t]+{_ATTRIBUTE})*[ \t]*\}}[ \t]*$|(?<=[)\]])\{{:?[ \t]*{_ATTRIBUTE}"
+    rf"(?:[ \t]+{_ATTRIBUTE})*[ \t]*\}})", re.M
+)
+# MDX: import/export lines and {/* comments */}
+_MDX_LINE = re.compile(r"^(?:import[ \t]+.*[ \t]from[ \t]+['\"].*['\"];?|import[ \t]+['\"].*['\"];?|export[ \t]+"
+                       r"(?:const|let|default|function)\b.*)[ \t]*$")
+_MDX_COMMENT = re.compile(r"\{/\*.*?\*/\}", re.S)
+
+
+def strip_site_syntax(text: str) -> str:
+    """Markdown as a documentation site shows it: MkDocs, Material, pymdownx and Docusaurus syntax read.
+
+    Heading and link attributes go; admonitions and tabs (``!!! note "Title"``, ``=== "Tab"``, ``/// tip |
+    Title``, ``:::tip Title``) become their title (or type) as a paragraph followed by their body, dedented
+    where the syntax indents it; include directives (``{* file *}``, ``{!> file !}``, ``--8<--``,
+    ``{% include %}``), ``[TOC]`` and MDX imports go (their files are not read). Code blocks are left
+    alone, but for include lines in them (FastAPI puts ``{!> file !}`` in fences).
+    """
+    out: list[str] = []
+    fence: str | None = None  # the open code fence's marker
+    bodies: list[int] = []  # the indents of open admonition bodies
+    for line in _MDX_COMMENT.sub("", text).split("\n"):
+        if _INCLUDE.match(line):
+            continue
+        if bodies and line.strip():
+            while bodies and _indent(line) < bodies[-1]:
+                bodies.pop()
+        if bodies:
+            line = _dedent(line, 4 * len(bodies))
+        if fence is not None:
+            closing = line.strip()
+            if len(closing) >= len(fence) and set(closing) == {fence[0]}:
+                fence = None
+            out.append(line)
+            continue
+        if opened := _CODE_FENCE.match(line):
+            fence = opened.group(1)
+            out.append(line)
+            continue
+        if admonition := _ADMONITION.match(line):
+            out.extend(_block_title(admonition.group(3) or admonition.group(4), admonition.group(2)))
+            bodies.append(4 * len(bodies) + _indent(admonition.group(1)) + 4)
+            continue
+        if block := _BLOCK_FENCE.match(line):
+            kind, *titles = block.groups()
+            out.extend(_block_title(next((t for t in titles if t), None), kind))
+            continue
+        if _MDX_LINE.match(line):
+            continue
+        out.append(_ATTRIBUTES.sub("", line))
+    return "\n".join(out)
+
+
+def _block_title(title: str | None, kind: str | None) -> list[str]:
+    """The lines standing for a block's opening fence: its title, or its type, as a paragraph."""
+    shown = (title or "").strip().strip("\"'") or (kind or "").replace("-", " ").strip().capitalize()
+    return ["", shown, ""] if shown else [""]
+
+
+def _indent(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def _dedent(line: str, columns: int) -> str:
+    expanded = line.expandtabs(4)
+    return expanded[min(columns, _indent(expanded)):]
 
 
 # -- the HTML that python-markdown writes, walked as unstructured's HTML parser walks it ----------------
@@ -390,16 +497,10 @@ class _Run:
         self.parts = []
         if not text:
             return
-        cls = self.cls
-        if cls is None:
-            cls = _paragraph_class(text)
-            if cls is None:
-                return
-            if cls is ListItem:  # a paragraph that starts with a bullet character
-                text = clean_bullets(text)
-                if not text:
-                    return
-        yield cls(text, metadata=ElementMetadata(category_depth=self._depth(cls)))
+        if self.cls is None:
+            yield from paragraph_elements(text)
+        else:
+            yield self.cls(text, metadata=ElementMetadata(category_depth=self._depth(self.cls)))
 
     def _depth(self, cls: type[Element]) -> int | None:
         if cls is Title:
@@ -444,41 +545,54 @@ def _image(node: etree._Element) -> Iterator[Element]:
         yield Image(text=(node.get("alt") or "").strip(), metadata=ElementMetadata(image_url=source))
 
 
+#: a table's cells: (``th`` or ``td``, its text) per cell, a list of them per row
+TableRows = list[list[tuple[str, str]]]
+
+
 def _table(node: etree._Element) -> Iterator[Element]:
-    """A Table whose text is its caption and rows, cells joined by spaces, and whose ``text_as_html``
-    is the bare table (unstructured's ``TableBlock``)."""
-    import html as html_lib
+    """The Table of an HTML <table> (unstructured's ``TableBlock``): its caption and row groups."""
+    captions: list[str] = []
+    groups: list[tuple[str | None, TableRows]] = []
 
-    parts, captions, rows = ["<table>"], [], []
-
-    def cell(element: etree._Element) -> tuple[str, str]:
-        text = " ".join(t for t in (t.strip() for t in element.itertext()) if t)
-        body = " ".join("<br/>".join(html_lib.escape(text).split("\n")).split())
-        return text, f"<{element.tag}>{body}</{element.tag}>" if body else f"<{element.tag}/>"
-
-    def row(tr: etree._Element) -> None:
-        cells = [cell(c) for c in tr if _tag(c) in ("th", "td")]
-        rows.append(" ".join(text for text, _ in cells if text))
-        if cells:
-            parts.extend(("<tr>", "".join(markup for _, markup in cells), "</tr>"))
+    def row(tr: etree._Element) -> list[tuple[str, str]]:
+        return [(_tag(c), " ".join(t for t in (t.strip() for t in c.itertext()) if t))
+                for c in tr if _tag(c) in ("th", "td")]
 
     for child in node:
         tag = _tag(child)
         if tag == "caption":
-            text, markup = cell(child)
-            if text:
-                captions.append(text)
-                parts.append(markup)
+            captions.append(" ".join(t for t in (t.strip() for t in child.itertext()) if t))
         elif tag == "tr":
-            row(child)
+            groups.append((None, [row(child)]))
         elif tag in ("thead", "tbody", "tfoot"):
-            parts.append(f"<{tag}>")
-            for tr in child:
-                if _tag(tr) == "tr":
-                    row(tr)
-            parts.append(f"</{tag}>")
+            groups.append((tag, [row(tr) for tr in child if _tag(tr) == "tr"]))
+    yield from table_elements(captions, groups)
+
+
+def table_elements(captions: list[str], groups: list[tuple[str | None, TableRows]]) -> Iterator[Element]:
+    """A Table whose text is its captions and rows, cells joined by spaces, and whose ``text_as_html``
+    is the bare table (unstructured's ``TableBlock``); none for a table without text.
+
+    Args:
+        captions: the caption texts.
+        groups: the rows, each group in a ``thead``, ``tbody`` or ``tfoot`` (or None: bare rows).
+    """
+    import html as html_lib
+
+    def markup(tag: str, text: str) -> str:
+        body = " ".join("<br/>".join(html_lib.escape(text).split("\n")).split())
+        return f"<{tag}>{body}</{tag}>" if body else f"<{tag}/>"
+
+    captions = [caption for caption in captions if caption]
+    parts, rows = ["<table>", *(markup("caption", caption) for caption in captions)], []
+    for tag, group in groups:
+        parts.append(f"<{tag}>" if tag else "")
+        for cells in group:
+            rows.append(" ".join(text for _, text in cells if text))
+            if cells:
+                parts.extend(("<tr>", "".join(markup(cell, text) for cell, text in cells), "</tr>"))
+        parts.append(f"</{tag}>" if tag else "")
     if not " ".join(rows).strip():
         return
     parts.append("</table>")
     yield Table(" ".join(captions + rows).strip(), metadata=ElementMetadata(text_as_html="".join(parts)))
-

@@ -11,6 +11,7 @@ import pytest
 
 from rag.chunking import Chunker
 from rag.config import ChunkingSettings, PipelineSettings
+from rag.errors import DocumentError
 from rag.models import DocumentRef, Manifest, ModelFingerprint, utc_now
 from rag.parsing import describe_parsing, parse_document
 from rag.plan import choose_base
@@ -104,6 +105,106 @@ def test_markdown_gives_unstructured_element_kinds(tmp_path: Path) -> None:
     assert {e.metadata.filename for e in elements} == {"pump.md"}
 
 
+DOCS_SITE_MARKDOWN = """---
+title: First steps
+sidebar_position: 2
+---
+import Tabs from '@theme/Tabs';
+
+<!-- maintainers: keep this page short -->
+
+# Run the app { #run-the-app }
+
+Read the [tutorial](tutorial.md#top){.internal-link target=_blank} first.
+
+{* ../../docs_src/first_steps/tutorial001.py hl[3] *}
+
+```Python hl_lines="2"
+{!> ../../docs_src/first_steps/tutorial001.py!}
+```
+
+/// tip | Reload on change
+
+Use the dev server while you work.
+
+///
+
+!!! note "Where it listens"
+    The server listens on port 8000.
+
+    ```bash
+    uvicorn main:app
+    ```
+
+:::warning
+Never expose it to the internet.
+:::
+
+=== "Windows"
+
+    Use the Start menu.
+
+Setext heading
+==============
+
+[TOC]
+
+## Stop it {#stop}
+
+Press Ctrl-C to stop it.
+
+///
+"""
+
+
+def test_documentation_site_markdown_is_read_as_the_site_shows_it(tmp_path: Path) -> None:
+    """MkDocs/Material/pymdownx and Docusaurus syntax: no anchors, fences or include directives in the text,
+    admonitions keep their title and body (not an indented code block), comments and front matter go."""
+    path = tmp_path / "first-steps.md"
+    path.write_text(DOCS_SITE_MARKDOWN)
+    elements = parse_document(_ref(path), max_bytes=10**6, text_parser="builtin")
+    assert [(e.category, e.text) for e in elements] == [
+        ("Title", "First steps"),
+        ("Title", "Run the app"),
+        ("NarrativeText", "Read the tutorial first."),
+        ("NarrativeText", "Reload on change"),
+        ("NarrativeText", "Use the dev server while you work."),
+        ("NarrativeText", "Where it listens"),
+        ("NarrativeText", "The server listens on port 8000."),
+        ("CodeSnippet", "uvicorn main:app"),
+        ("UncategorizedText", "Warning"),
+        ("NarrativeText", "Never expose it to the internet."),
+        ("UncategorizedText", "Windows"),
+        ("NarrativeText", "Use the Start menu."),
+        ("Title", "Setext heading"),
+        ("Title", "Stop it"),
+        ("NarrativeText", "Press Ctrl-C to stop it."),
+    ]
+
+
+def test_a_chunk_without_words_is_never_kept(tmp_path: Path, embedder) -> None:
+    """A rule, a fence or a box drawing cut into a chunk of its own has nothing a query matches, yet came
+    back as a hit (a chunk whose whole text was ``///``)."""
+    chunker = Chunker(ChunkingSettings(max_tokens=32, combine_under_chars=0), embedder.tokenizer, embedder.max_tokens)
+    path = tmp_path / "layout.md"
+    path.write_text("# Layout\n\nThe panel is laid out as below.\n\n```\n" + "+------+------+\n" * 40
+                    + "```\n\n# Wiring\n\n---\n\n* * *\n\n| | |\n|-|-|\n| | |\n\nRed is live.\n")
+    ref = _ref(path)
+    chunks = chunker.chunk(ref, parse_document(ref, max_bytes=10**6, text_parser="builtin"))
+    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+    assert all(any(char.isalnum() for char in c.text) for c in chunks), [c.text for c in chunks]
+    assert {c.title for c in chunks} == {"Layout", "Wiring"}
+
+
+def test_a_document_of_no_words_is_refused_with_the_reason(tmp_path: Path, embedder) -> None:
+    chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)
+    path = tmp_path / "rule.txt"
+    path.write_text("=-=-=-=-=\n\n+++ --- +++\n")
+    ref = _ref(path)
+    with pytest.raises(DocumentError, match="no words left after chunking"):
+        chunker.chunk(ref, parse_document(ref, max_bytes=10**6, text_parser="builtin"))
+
+
 def test_plain_text_paragraphs_lists_and_titles(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("Maintenance notes\n\nThe chain wears out after about 3,000 km of riding. Replace it then.\n\n"
@@ -183,17 +284,36 @@ def test_the_parser_is_part_of_a_builds_policy() -> None:
     """A build parsed by unstructured (or made before the builtin parser, which recorded nothing) is no
     base for a builtin build: its .md and .txt documents are parsed again, not carried."""
     chunking = {"method": "m", "max_tokens": 254}
-    fingerprint = ModelFingerprint(name="m", path="/m", weights_sha256="0" * 64, dimension=4, normalize=True,
-                                   dtype="float32", max_seq_length=256)
-
-    def manifest(policy: dict) -> Manifest:
-        return Manifest(alias="a", version="v1", collection="a__v1", created_at=utc_now(), model=fingerprint,
-                        chunking=policy, sources=[], state="complete")
-
-    old = manifest(chunking)
+    fingerprint = FINGERPRINT
+    old = _manifest(chunking)
     builtin = {**chunking, **describe_parsing("builtin")}
     unstructured = {**chunking, **describe_parsing("unstructured")}
     assert PipelineSettings().text_parser == "builtin"
     assert choose_base("a__v1", [old], fingerprint, unstructured) == "a__v1"
     assert choose_base("a__v1", [old], fingerprint, builtin) is None
-    assert choose_base("a__v1", [manifest(builtin)], fingerprint, builtin) == "a__v1"
+    assert choose_base("a__v1", [_manifest(builtin)], fingerprint, builtin) == "a__v1"
+
+
+def test_a_build_by_an_earlier_builtin_reader_or_chunker_is_no_base(embedder) -> None:
+    """The builtin reader now reads .rst and documentation sites' Markdown differently, and wordless chunks
+    are dropped: a build recorded before (``text_parser: builtin`` without a version, or the chunker's
+    earlier description) carried its documents with chunks this code no longer makes; now they are parsed
+    again (their unchanged chunks' vectors still come from the embedding cache)."""
+    fingerprint, manifest = FINGERPRINT, _manifest
+    chunking = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens).describe()
+    current = {**chunking, **describe_parsing("builtin")}
+    earlier_chunker = {key: value for key, value in chunking.items() if key != "wordless_chunks"}
+    assert choose_base("a__v1", [manifest({**chunking, "text_parser": "builtin"})], fingerprint, current) is None
+    assert choose_base("a__v1", [manifest({**earlier_chunker, **describe_parsing("builtin")})], fingerprint,
+                       current) is None
+    assert choose_base("a__v1", [manifest(current)], fingerprint, current) == "a__v1"
+
+
+FINGERPRINT = ModelFingerprint(name="m", path="/m", weights_sha256="0" * 64, dimension=4, normalize=True,
+                               dtype="float32", max_seq_length=256)
+
+
+def _manifest(policy: dict) -> Manifest:
+    """A complete build of alias ``a`` recorded with this chunking and parsing policy."""
+    return Manifest(alias="a", version="v1", collection="a__v1", created_at=utc_now(), model=FINGERPRINT,
+                    chunking=policy, sources=[], state="complete")
