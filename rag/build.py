@@ -64,6 +64,7 @@ from rag.parsing import check_size
 from rag.plan import BuildPlan, Listing, WorkItem, choose_base, deleted_at_source, plan_build, why_full
 from rag.redaction import Redactor
 from rag.redaction import describe as describe_redaction
+from rag.runtime import stop_reason
 from rag.sandbox import ParseSandbox
 from rag.secrets import redact_url
 from rag.store import IndexStore
@@ -637,7 +638,7 @@ def failing_on_error(store: IndexStore, manifest: Manifest) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        fail_build(store, manifest, f"{type(exc).__name__}: {exc}")
+        fail_build(store, manifest, stop_reason(exc))  # "stopped by Ctrl-C (SIGINT)", not "KeyboardInterrupt: "
         raise
 
 
