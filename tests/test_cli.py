@@ -180,6 +180,25 @@ def test_help_and_version() -> None:
     assert "--source" in run("reindex", "--help").stdout
 
 
+HELP_COMMANDS = [[], ["reindex"], ["query"], ["serve"], ["mcp"], ["status"], ["audit"], ["freshness"], ["rollback"],
+                 ["unlock"], ["promote"], ["migrate"], ["eval"], ["drift"], ["config"], ["bench"], ["bench", "beir"]]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "ragops")
+def test_help_is_wrapped_once_and_flags_take_no_value(command: list[str]) -> None:
+    """A docstring's own line breaks are not kept inside a re-wrapped paragraph (lines ending in the middle of
+    the width, then going on), and a flag (--json, --full) shows no value type such as <bool>."""
+    result = run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output, result.output
+    lines = result.output.splitlines()
+    width = max(map(len, lines))
+    description = lines[1:next(i for i, line in enumerate(lines) if line.strip() in ("Options:", "Arguments:"))]
+    for line, following in zip(description, description[1:]):
+        if line.strip() and following.strip():  # within a paragraph: the next word did not fit on this line
+            assert len(line) + 1 + len(following.split()[0]) > width, f"ragged wrap:\n{result.output}"
+
+
 def test_config_command_shows_effective_settings(tmp_path: Path) -> None:
     result = run("config", "--store", "http://qdrant:6333", "--alias", "kb", "--json",
                  env={"RAGOPS_STORE__API_KEY": "secret-key"})

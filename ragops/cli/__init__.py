@@ -31,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's own help: paragraphs re-wrapped as one text, and flags shown without a value type. Typer's
+    # Rich panels kept each docstring line break inside the re-wrapped text and showed every flag as <bool>.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
