@@ -61,6 +61,11 @@ def test_reindex_query_status_rollback_as_a_script_would(write_config: Path, sto
     text = run("query", "bicycle chain oil", *config)
     assert "demo/bicycle-chain.md" in text.stdout
 
+    for blank in ("", "   "):  # refused as the HTTP service refuses it (422), not answered with any hits
+        refused = run("query", blank, *config)
+        assert refused.exit_code == 2 and refused.stdout == "", refused.output
+        assert "Invalid value for 'TEXT': must not be empty" in refused.stderr
+
     # The plan of the next refresh, with its reasons; nothing built.
     (corpus / "tyres.md").write_text("# Tyres\n\nRoad tyres want 6 to 8 bar.\n")
     (corpus / "glossary.txt").unlink()
@@ -233,6 +238,10 @@ def test_a_command_line_that_does_not_parse_is_one_json_object_under_json() -> N
     plain = subprocess.run([script, "query", "-k", "0", "x"], capture_output=True, text=True, timeout=120)
     assert plain.returncode == 2 and plain.stdout == ""
     assert "Usage: ragops query" in plain.stderr and "--top-k" in plain.stderr
+
+    empty = subprocess.run([script, "query", "", "--json"], capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and json.loads(empty.stdout) == {"error": {
+        "kind": "usage", "message": "Invalid value for 'TEXT': must not be empty", "exit_code": 2}}
 
     for ok in (["--help"], ["--version"], ["status", "--help", "--json"]):
         shown = subprocess.run([script, *ok], capture_output=True, text=True, timeout=120)
