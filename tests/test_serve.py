@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -289,6 +290,24 @@ def test_the_openapi_document_has_examples(served) -> None:
     spec = httpx.get(f"{served['url']}/openapi.json").json()
     assert {"/v1/search", "/v1/search/batch", "/v1/readyz", "/v1/version", "/v1/statistics"} <= set(spec["paths"])
     assert spec["components"]["schemas"]["SearchRequest"]["examples"]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_docs_load_everything_from_the_service_itself(served, page: str) -> None:
+    """ragops runs with no network: the docs pages must not load Swagger UI or ReDoc from a CDN (a blank
+    page offline). Every script, style, icon and the OpenAPI document come from the service, and the
+    metrics name each by its route rather than "unmatched"."""
+    html = httpx.get(served["url"] + page, timeout=30).text
+    assert not re.search(r"(?:https?:)?//[\w-]+\.[\w.-]+", html), html  # no other host, CDN or fonts
+    referenced = re.findall(r'(?:src|href|spec-url)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+    assert len(referenced) >= 3, html  # a script, the icon, the OpenAPI document (and Swagger UI's style)
+    for url in referenced:
+        assert url.startswith("/"), f"{page} loads {url} from elsewhere"
+        assert httpx.get(served["url"] + url, timeout=30).status_code == 200, url
+    metrics = httpx.get(f"{served['url']}/metrics").text
+    for route in (page, "/openapi.json", "/docs/assets/{path}"):
+        assert f'ragops_requests_total{{route="{route}",status="200"}}' in metrics, metrics
+    assert 'route="unmatched",status="200"' not in metrics
 
 
 def test_llamaindex_and_langchain_retrievers_return_the_alias_hits_in_process_and_over_http(served) -> None:
