@@ -40,7 +40,7 @@ from rag.audit import parse_since, read_trail
 from rag.config import Settings
 from rag.errors import ConfigError, RagopsError, StoreError, VersionError
 from rag.freshness import read_freshness
-from rag.models import ModelFingerprint, utc_now
+from rag.models import utc_now
 from rag.serving.auth import Denied, Key, KeyRing, presented_key
 from rag.serving.retriever import Answer, Retriever
 from rag.serving.schema import (
@@ -239,8 +239,9 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         check_query(body.query, "query")
         check_k(body.k)
         answer = await service.in_thread(run, [body.query], body)
-        return _json(SearchResponse(alias=settings.alias, version=answer.version, model=_model(answer.manifest.model),
-                                    query=body.query, truncated=answer.truncated[0], hits=answer.hits[0]))
+        return _json(SearchResponse(alias=settings.alias, version=answer.version,
+                                    model=ModelInfo.of(answer.manifest.model), query=body.query,
+                                    truncated=answer.truncated[0], hits=answer.hits[0]))
 
     @app.post("/v1/search", response_model=SearchResponse, tags=["search"])
     async def search(body: SearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
@@ -260,7 +261,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         results = [QueryHits(query=q, truncated=t, hits=h)
                    for q, t, h in zip(body.queries, answer.truncated, answer.hits)]
         return _json(BatchSearchResponse(alias=settings.alias, version=answer.version,
-                                         model=_model(answer.manifest.model), results=results))
+                                         model=ModelInfo.of(answer.manifest.model), results=results))
 
     @app.get("/v1/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:
@@ -285,7 +286,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         last = manifest.promotions[-1] if manifest.promotions else None
         return VersionResponse(
             alias=settings.alias, version=manifest.version, collection=manifest.collection,
-            model=_model(manifest.model), created_at=manifest.created_at,
+            model=ModelInfo.of(manifest.model), created_at=manifest.created_at,
             promoted_at=last.at if last else None, promoted_by=last.by if last else None,
             documents=manifest.counts.documents_indexed, chunks=manifest.counts.chunks,
             sources=[str(source.get("name", "")) for source in manifest.sources],
@@ -355,10 +356,6 @@ def app_from_environment() -> FastAPI:
 def _json(body) -> Response:
     """A body already built from validated parts, serialized once (FastAPI would validate it again)."""
     return Response(body.model_dump_json(), media_type="application/json")
-
-
-def _model(fingerprint: ModelFingerprint) -> ModelInfo:
-    return ModelInfo(name=fingerprint.name, weights_sha256=fingerprint.weights_sha256, dimension=fingerprint.dimension)
 
 
 def _error(status: int, kind: str, message: str) -> JSONResponse:
