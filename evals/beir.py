@@ -130,7 +130,7 @@ def evaluate_beir(
     means, rows = score_rankings(dataset.queries, dict(zip(dataset.queries, results)), dataset.qrels, settings)
     record = EvaluationRecord(
         version=version_of(collection), golden=str(dataset.path), golden_sha256="", queries=len(rows),
-        query_model=f"{embedder.fingerprint.name} ({embedder.fingerprint.weights_sha256[:12]})",
+        query_model=embedder.fingerprint.label,
         metrics=means, evaluated_at=utc_now(), seconds=round(time.perf_counter() - started, 3),
     )
     return EvaluationReport(collection=collection, record=record, per_query=rows)

@@ -6,9 +6,10 @@ Four checks, each reported with its figure and threshold (``DriftCheck``):
   query model and re-scored on the live build. Drift when a metric is more than its tolerance below
   the baseline: the live build's evaluation from its own run, else the newest one along the builds it
   replaced that used the same golden set (a build promoted without evaluation inherits it).
-- **model**: the configured embedding model is not the one the live build was embedded with. New
-  builds, and any application that embeds queries with the configured model, would be in another
-  vector space than the live documents.
+- **model**: the configured embedding model is not the one the live build was embedded with (weights,
+  dimension, dtype, quantization...: the message names each difference). New builds, and any
+  application that embeds queries with the configured model, would be in another vector space than the
+  live documents; how far apart, the compatibility check measures.
 - **compatibility**: a pre-flight for a model change. A seeded sample of stored chunks is
   re-embedded with the configured model and compared with the stored vectors. Drift when the mean
   cosine is below ``drift.min_cosine`` (0.9, as RAGFlow checks before switching models).
@@ -70,8 +71,8 @@ def check_drift(
     else:
         embedders = QueryEmbedders(settings.evaluation, settings.embedding, embedder)
         checks += check_golden(store, manifest, golden, settings, embedders)
-    checks.append(check_model(embedder.fingerprint, manifest.model))
-    checks.append(check_compatibility(store, live, embedder, settings.drift.compat_sample, settings.drift.min_cosine))
+    compatibility = check_compatibility(store, live, embedder, settings.drift.compat_sample, settings.drift.min_cosine)
+    checks += [check_model(embedder.fingerprint, manifest.model, compatibility), compatibility]
     window = settings.drift
     query_log = QueryLog(store, settings.alias, manifest.model)
     recent = query_log.read(now - window.recent_window, now, window.max_queries)
@@ -131,22 +132,30 @@ def check_golden(
     return checks
 
 
-def check_model(configured: ModelFingerprint, live: ModelFingerprint) -> DriftCheck:
-    """Is the configured model the one the live build was embedded with?"""
+def check_model(
+    configured: ModelFingerprint, live: ModelFingerprint, compatibility: DriftCheck | None = None
+) -> DriftCheck:
+    """Is the configured model the one the live build was embedded with (the same vector space)?
+
+    Args:
+        compatibility: the compatibility check's result on the same build, when it ran: the message then
+            says how far apart the two spaces measured, rather than guess.
+    """
     if configured.same_space(live):
-        return DriftCheck(name="model", status="ok", message=f"configured model {configured.name} is the live "
-                          f"build's ({live.weights_sha256[:12]})")
-    differences = [
-        f"{key} {getattr(configured, key)} != {getattr(live, key)}"
-        for key in ("weights_sha256", "dimension", "normalize", "dtype", "max_seq_length")
-        if getattr(configured, key) != getattr(live, key)
-    ]
+        return DriftCheck(name="model", status="ok", message=f"configured model {configured.label} is the live "
+                          f"build's ({live.label})")
+    differences = configured.differences(live) or ["its vector space differs"]
+    if compatibility is not None and compatibility.status == "ok" and compatibility.value is not None:
+        consequence = (f"its vectors are close to the live build's (compatibility: mean cosine "
+                       f"{compatibility.value:.4f}) but not the ones the gate measured")
+    elif compatibility is not None and compatibility.status == "drift":
+        consequence = "queries embedded with it miss the live documents (compatibility below)"
+    else:
+        consequence = "queries embedded with it are compared with vectors of another space"
     return DriftCheck(
         name="model", status="drift",
-        message=f"configured model {configured.name} is not the live build's {live.name}: "
-        + ", ".join(d if not d.startswith("weights") else
-                    f"weights {configured.weights_sha256[:12]} != {live.weights_sha256[:12]}" for d in differences)
-        + "; queries embedded with the configured model miss the live documents: rebuild",
+        message=f"configured model {configured.label} is not the live build's {live.label}: "
+        + ", ".join(differences) + f"; {consequence}: rebuild with it, or configure the live build's model",
     )
 
 

@@ -162,7 +162,7 @@ def evaluate_build(
         golden=golden.path,
         golden_sha256=golden.sha256,
         queries=len(rows),
-        query_model=f"{fingerprint.name} ({fingerprint.weights_sha256[:12]})",
+        query_model=fingerprint.label,
         metrics=means,
         advisory=advisory,
         evaluated_at=utc_now(),

@@ -75,6 +75,7 @@ from rag.plan import (
 )
 from rag.redaction import Redactor
 from rag.redaction import describe as describe_redaction
+from rag.runtime import stop_reason
 from rag.sandbox import ParseSandbox
 from rag.secrets import redact_url
 from rag.store import IndexStore
@@ -652,7 +653,7 @@ def failing_on_error(store: IndexStore, manifest: Manifest) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        fail_build(store, manifest, f"{type(exc).__name__}: {exc}")
+        fail_build(store, manifest, stop_reason(exc))  # "stopped by Ctrl-C (SIGINT)", not "KeyboardInterrupt: "
         raise
 
 

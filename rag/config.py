@@ -914,13 +914,72 @@ def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tupl
 
 
 def _describe(exc: ValidationError, origins: dict[tuple[str, ...], str]) -> str:
-    problems = []
-    for error in exc.errors():
-        loc = tuple(str(part) for part in error["loc"])
-        where = ".".join(loc) or "(top level)"
-        origin = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), "default")
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting (check the spelling; docs/configuration.md lists every setting)"
-        problems.append(f"{where}: {message} (from {origin})")
-    return "invalid configuration: " + "; ".join(problems)
+    """Every problem of a configuration, one per line (one problem: one line), each naming its setting as
+    the file spells it (``sources[0].include``), where its value came from, and the setting or value meant
+    when the one given is a near miss."""
+    problems = [_problem(error, origins) for error in exc.errors()]
+    if len(problems) == 1:
+        return f"invalid configuration: {problems[0]}"
+    return f"invalid configuration ({len(problems)} problems):\n" + "\n".join(f"  {problem}" for problem in problems)
+
+
+def _problem(error: Any, origins: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    origin = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), "default")
+    where, owner = _locate(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    kind, context = error["type"], error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        meant = _near(loc[-1], list(owner.model_fields) if owner else [])
+        message = ("unknown setting" + (f", did you mean {meant}?" if meant else
+                                        " (check the spelling; docs/configuration.md lists every setting)"))
+    elif kind in ("literal_error", "union_tag_invalid"):
+        given = error.get("input")
+        if kind == "union_tag_invalid":  # the tag's own key, which pydantic leaves out of the location
+            given, key = context.get("tag"), str(context.get("discriminator", "kind")).strip("'")
+            where = f"{where}.{key}"
+        # The allowed values, not the input (which may be a secret typed in the wrong place).
+        allowed = re.findall(r"'([^']*)'", str(context.get("expected") or context.get("expected_tags") or ""))
+        if isinstance(given, str) and (meant := _near(given, allowed)):
+            message += f"; did you mean {meant!r}?"
+    return f"{where}: {message} (from {origin})"
+
+
+def _near(word: str, candidates: list[str]) -> str | None:
+    """The candidate ``word`` is most likely a misspelling of, if any is close enough."""
+    import difflib
+
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _locate(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
+    """Where an error is, as the file spells it, and the model whose keys its last part is one of.
+
+    pydantic's location names a list item by its index and a source by its ``kind`` too
+    (``sources.0.folder.include``): shown as ``sources[0].include``, the ``kind`` being no key of the file.
+    """
+    where, owner, annotation = "", None, Settings
+    for part in loc:
+        kinds = _field_types(annotation) if annotation is not None else []
+        if isinstance(part, int):
+            where += f"[{part}]"
+            items = [typing.get_args(k) for k in kinds if typing.get_origin(k) in (list, tuple)]
+            annotation = items[0][0] if items and items[0] else None
+            continue
+        models = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        tagged = [m for m in models if _union_tag(m) == part]
+        if len(models) > 1 and tagged:  # the member of a tagged union pydantic chose
+            annotation = tagged[0]
+            continue
+        owner = models[0] if len(models) == 1 else None
+        where += f".{part}" if where else str(part)
+        field = owner.model_fields.get(part) if owner else None
+        annotation = field.annotation if field else None
+    return where or "(top level)", owner
+
+
+def _union_tag(model: type[BaseModel]) -> str | None:
+    """The tag that picks ``model`` in a tagged union (a source's ``kind``), if it has one."""
+    field = model.model_fields.get("kind")
+    return field.default if field is not None and typing.get_origin(field.annotation) is Literal else None

@@ -204,10 +204,36 @@ class ModelFingerprint(BaseModel):
             return "reference"
         return self.dtype if self.quantization == "none" else self.quantization
 
+    @property
+    def precision(self) -> str:
+        """What the weights compute in, as people name it: ``int8`` for a quantized model (its activations
+        stay float32), else the dtype (``float32``, ``bfloat16``)."""
+        return self.dtype if self.quantization == "none" else self.quantization
+
+    @property
+    def label(self) -> str:
+        """The model as every output shows it: name, precision and weights, e.g.
+        ``all-MiniLM-L6-v2 (int8, aad501698b1a)``. Two builds of one model in different vector spaces
+        (int8 and float32) must not read the same."""
+        return f"{self.name} ({self.precision}, {self.weights_sha256[:12]})"
+
     def same_space(self, other: ModelFingerprint) -> bool:
         """True when vectors from both are comparable (paths and backends may differ)."""
         keys = ("weights_sha256", "dimension", "normalize", "space", "max_seq_length")
         return all(getattr(self, key) == getattr(other, key) for key in keys)
+
+    def differences(self, other: ModelFingerprint) -> list[str]:
+        """What tells this model from ``other``, one ``"what this != other"`` phrase per field that
+        decides the vector space (weights, dimension, normalisation, dtype, quantization, sequence
+        length); empty when nothing does (the path or backend alone may differ)."""
+        found = []
+        for key in ("weights_sha256", "dimension", "normalize", "dtype", "quantization", "max_seq_length"):
+            mine, theirs = getattr(self, key), getattr(other, key)
+            if mine != theirs:
+                if key == "weights_sha256":
+                    key, mine, theirs = "weights", mine[:12], theirs[:12]
+                found.append(f"{key} {mine} != {theirs}")
+        return found
 
 
 class Counts(BaseModel):
@@ -260,7 +286,9 @@ class EvaluationRecord(BaseModel):
     golden: str = Field(description="Golden set file the queries came from.")
     golden_sha256: str = Field(description="SHA-256 of the golden set's content: equal hashes, same questions.")
     queries: int = Field(description="Golden queries scored.")
-    query_model: str = Field(description="Model the queries were embedded with (name, weights hash prefix).")
+    query_model: str = Field(
+        description="Model the queries were embedded with: name, precision, weights (ModelFingerprint.label)."
+    )
     metrics: dict[str, float] = Field(description="Mean of each metric over the scored queries.")
     advisory: dict[str, float] = Field(
         default_factory=dict, description="LLM-judged RAGAS means (never gate); empty without an endpoint."

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Literal
@@ -146,7 +147,7 @@ def parse_document(
     except DocumentError:
         raise
     except Exception as exc:  # unstructured and its format libraries raise anything; all mean "this file"
-        raise DocumentError("parse", _one_line(exc)) from None
+        raise DocumentError("parse", _reason(exc)) from None
     with_text = _with_text(elements)
     if not with_text and doc.path.suffix.lower() == ".pdf":
         with_text = _with_text(text_layer_elements(doc.path))
@@ -185,6 +186,24 @@ def _is_encrypted_pdf(doc: DocumentRef) -> bool:
         return PdfReader(str(doc.path)).is_encrypted
     except Exception:  # unreadable is a different problem; the generic reason covers it
         return False
+
+
+#: unstructured's encoding detection failing: its message tells a programmer to pass ``encoding=``
+_UNKNOWN_ENCODING = re.compile(r"Unable to determine file encoding")
+_UNDECODABLE = re.compile(r"File encoding detection failed: detected '([^']+)' but decode failed")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why parsing this file failed, as its owner can act on it: a library's advice to its caller (pass
+    ``encoding=``) becomes what to do with the file; anything else is the library's one-line message."""
+    text = " ".join(str(exc).split())
+    if _UNKNOWN_ENCODING.search(text):
+        return ("not text in any encoding that can be told (neither UTF-8 nor UTF-16, nor a recognisable "
+                "single-byte encoding): save it as UTF-8, or exclude it if it is not a text file")
+    if undecodable := _UNDECODABLE.search(text):
+        return (f"its bytes look most like {undecodable.group(1)} text but do not decode as such (mixed "
+                "encodings?): save it as UTF-8")
+    return _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -172,6 +172,38 @@ def _restore_autogroup(before: int, ours: int, watcher: subprocess.Popen | None,
             pass
 
 
+#: the signal stopping this process (SIGINT from Ctrl-C, SIGTERM), once its handler ran (``note_stop_signal``)
+_stop_signal: int | None = None
+
+
+def note_stop_signal(signum: int) -> None:
+    """Record that ``signum`` is stopping this process: the entry point's signal handlers call it before
+    they unwind, so that whatever ends the unwinding (a broken pipe to a pager that Ctrl-C stopped too)
+    is reported as the stop it is (``stop_signal``, ``stop_reason``)."""
+    global _stop_signal
+    _stop_signal = signum
+
+
+def stop_signal() -> int | None:
+    """The signal stopping this process, if one arrived (``note_stop_signal``)."""
+    return _stop_signal
+
+
+def stop_reason(exc: BaseException) -> str:
+    """Why a run stopped, as a build's error and the command show it.
+
+    A signal the process got wins over the exception the unwinding happened to carry: Ctrl-C through a
+    pipe stops the pager too, and the next log line then raises SystemExit(1) (rich) or BrokenPipeError
+    in place of the KeyboardInterrupt.
+    """
+    signum = _stop_signal or (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else None)
+    if signum == signal.SIGINT:
+        return "stopped by Ctrl-C (SIGINT)"
+    if signum is not None:
+        return f"stopped by {signal.Signals(signum).name}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies (elsewhere: nothing).
 

@@ -232,7 +232,7 @@ class BenchBackend(BaseModel):
     """One encoder backend's run of ``ragops bench beir``."""
 
     backend: str = Field(description="torch, onnx or onnx-int8.")
-    model: str = Field(description="Query model: name and weights hash prefix.")
+    model: str = Field(description="Query model: name, precision and weights hash prefix.")
     space: str = Field(description="Its vector space: reference (float32, either backend), int8 or bfloat16.")
     metrics: dict[str, float]
     seconds: BenchSeconds
@@ -248,7 +248,7 @@ class BenchResponse(BaseModel):
     split: str
     documents: int
     queries: int
-    model: str = Field(description="Query model: name and weights hash prefix.")
+    model: str = Field(description="Query model: name, precision and weights hash prefix.")
     metrics: dict[str, float]
     seconds: BenchSeconds
     store: str | None = Field(description="The kept store (--keep), else None (it was deleted).")

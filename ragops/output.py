@@ -106,20 +106,18 @@ def render_status(r: dict[str, Any]) -> str:
     if not r["versions"]:
         lines.append("no builds yet: run `ragops reindex`")
         return "\n".join(lines)
-    header = (f"  {'VERSION':<20} {'STATE':<9} {'LIVE':<4} {'DOCS':>5} {'FAILED':>6} {'CHUNKS':>6} {'POINTS':>6} "
-              f"{'NDCG@10':>7} {'R@10':>6} {'GATE':<6} MODEL  CREATED")
-    lines.append(header)
-    for v in r["versions"]:
+    models = [_model_label((v["manifest"] or {}).get("model")) for v in r["versions"]]
+    width = max(len("MODEL"), *map(len, models))
+    lines.append(f"  {'VERSION':<20} {'STATE':<9} {'LIVE':<4} {'DOCS':>5} {'FAILED':>6} {'CHUNKS':>6} {'POINTS':>6} "
+                 f"{'NDCG@10':>7} {'R@10':>6} {'GATE':<6} {'MODEL':<{width}}  CREATED")
+    for v, model in zip(r["versions"], models):
         m = v["manifest"] or {}
         counts = m.get("counts", {})
-        model = m.get("model", {})
         lines.append(
             f"  {v['version']:<20} {m.get('state', '?'):<9} {'*' if v['live'] else '':<4} "
             f"{counts.get('documents_indexed', '?'):>5} {counts.get('documents_failed', '?'):>6} "
             f"{counts.get('chunks', '?'):>6} {v['points']:>6} {_metric(m, 'ndcg@10'):>7} {_metric(m, 'recall@10'):>6} "
-            f"{_gate(m):<6} {model.get('name', '?')} "
-            f"({model.get('dtype', '?')}, {str(model.get('weights_sha256', '?'))[:8]})  "
-            f"{str(m.get('created_at', '?'))[:19].replace('T', ' ')}"
+            f"{_gate(m):<6} {model:<{width}}  {str(m.get('created_at', '?'))[:19].replace('T', ' ')}"
         )
         if v.get("damage"):
             fix = ("`ragops reindex` rebuilds it from the embedding cache" if v["live"]
@@ -154,6 +152,15 @@ def render_audit(r: dict[str, Any]) -> str:
         lines.append(f"  {str(e['at'])[:19].replace('T', ' ')}  {e['kind']:<16} {build:<20} {e['why']}")
         lines.append(f"      by {who}")
     return "\n".join(lines)
+
+
+def _model_label(model: dict[str, Any] | None) -> str:
+    """A build's model as ``ModelFingerprint.label`` shows it: name (precision, weights)."""
+    if not model:
+        return "?"
+    from rag.models import ModelFingerprint
+
+    return ModelFingerprint.model_validate(model).label
 
 
 def _metric(manifest: dict[str, Any], name: str) -> str:

@@ -61,6 +61,11 @@ def test_reindex_query_status_rollback_as_a_script_would(write_config: Path, sto
     text = run("query", "bicycle chain oil", *config)
     assert "demo/bicycle-chain.md" in text.stdout
 
+    for blank in ("", "   "):  # refused as the HTTP service refuses it (422), not answered with any hits
+        refused = run("query", blank, *config)
+        assert refused.exit_code == 2 and refused.stdout == "", refused.output
+        assert "Invalid value for 'TEXT': must not be empty" in refused.stderr
+
     # The plan of the next refresh, with its reasons; nothing built.
     (corpus / "tyres.md").write_text("# Tyres\n\nRoad tyres want 6 to 8 bar.\n")
     (corpus / "glossary.txt").unlink()
@@ -180,6 +185,25 @@ def test_help_and_version() -> None:
     assert "--source" in run("reindex", "--help").stdout
 
 
+HELP_COMMANDS = [[], ["reindex"], ["query"], ["serve"], ["mcp"], ["status"], ["audit"], ["freshness"], ["rollback"],
+                 ["unlock"], ["promote"], ["migrate"], ["eval"], ["drift"], ["config"], ["bench"], ["bench", "beir"]]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "ragops")
+def test_help_is_wrapped_once_and_flags_take_no_value(command: list[str]) -> None:
+    """A docstring's own line breaks are not kept inside a re-wrapped paragraph (lines ending in the middle of
+    the width, then going on), and a flag (--json, --full) shows no value type such as <bool>."""
+    result = run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output, result.output
+    lines = result.output.splitlines()
+    width = max(map(len, lines))
+    description = lines[1:next(i for i, line in enumerate(lines) if line.strip() in ("Options:", "Arguments:"))]
+    for line, following in zip(description, description[1:]):
+        if line.strip() and following.strip():  # within a paragraph: the next word did not fit on this line
+            assert len(line) + 1 + len(following.split()[0]) > width, f"ragged wrap:\n{result.output}"
+
+
 def test_config_command_shows_effective_settings(tmp_path: Path) -> None:
     result = run("config", "--store", "http://qdrant:6333", "--alias", "kb", "--json",
                  env={"RAGOPS_STORE__API_KEY": "secret-key"})
@@ -214,6 +238,10 @@ def test_a_command_line_that_does_not_parse_is_one_json_object_under_json() -> N
     plain = subprocess.run([script, "query", "-k", "0", "x"], capture_output=True, text=True, timeout=120)
     assert plain.returncode == 2 and plain.stdout == ""
     assert "Usage: ragops query" in plain.stderr and "--top-k" in plain.stderr
+
+    empty = subprocess.run([script, "query", "", "--json"], capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and json.loads(empty.stdout) == {"error": {
+        "kind": "usage", "message": "Invalid value for 'TEXT': must not be empty", "exit_code": 2}}
 
     for ok in (["--help"], ["--version"], ["status", "--help", "--json"]):
         shown = subprocess.run([script, *ok], capture_output=True, text=True, timeout=120)

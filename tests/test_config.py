@@ -81,7 +81,36 @@ def test_invalid_values_name_the_key_and_origin(tmp_path: Path, yaml_text: str, 
     with pytest.raises(ConfigError) as error:
         Settings.load(file, environ=env)
     assert expected in str(error.value)
-    assert "\n" not in str(error.value)  # one line for the CLI
+    assert "\n" not in str(error.value)  # one problem, one line
+
+
+def test_every_problem_on_a_line_of_its_own_with_the_setting_meant(tmp_path: Path) -> None:
+    """Several mistakes: one line each (not one line joined with "; "), each naming the setting as the file
+    spells it (no pydantic-internal `folder` segment), and the setting or value a near miss meant."""
+    file = tmp_path / "ragops.yaml"
+    file.write_text("retention: 1\nsourcse: []\nsources:\n  - path: docs\n    inclde: ['*.md']\n"
+                    "  - kind: folde\n    path: more\nembedding:\n  batch_sise: 3\n  backend: onxx\n")
+
+    with pytest.raises(ConfigError) as error:
+        Settings.load(file, environ={"RAGOPS_STORE__LOCATON": "x"})
+
+    first, *problems = str(error.value).splitlines()
+    assert first == "invalid configuration (7 problems):"
+    origin = f"(from {file})"
+    assert sorted(problems) == sorted([
+        f"  retention: Input should be greater than or equal to 2 {origin}",
+        f"  sourcse: unknown setting, did you mean sources? {origin}",
+        f"  sources[0].inclde: unknown setting, did you mean include? {origin}",
+        "  sources[1].kind: Input tag 'folde' found using 'kind' does not match any of the expected tags: 'folder', "
+        f"'s3'; did you mean 'folder'? {origin}",
+        f"  embedding.batch_sise: unknown setting, did you mean batch_size? {origin}",
+        f"  embedding.backend: Input should be 'torch' or 'onnx'; did you mean 'onnx'? {origin}",
+        "  store.locaton: unknown setting, did you mean location? (from environment variable RAGOPS_STORE__LOCATON)",
+    ])
+    far = tmp_path / "far.yaml"
+    far.write_text("embedding:\n  colour: blue\n")
+    with pytest.raises(ConfigError, match=r"embedding\.colour: unknown setting \(check the spelling; "):
+        Settings.load(far, environ={})
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from evals.drift import (
     check_queries,
     mmd_permutation_test,
 )
+from evals.models import DriftCheck
 from rag.config import StoreSettings
 from rag.models import ModelFingerprint, utc_now
 from rag.querylog import QueryLog
@@ -59,6 +60,22 @@ def test_model_check_names_what_differs() -> None:
     check = check_model(other, FINGERPRINT)
     assert check.status == "drift"
     assert "weights bbbbbbbbbbbb != aaaaaaaaaaaa" in check.message and "rebuild" in check.message
+
+
+def test_model_check_names_a_quantization_change_and_defers_to_the_compatibility_figure() -> None:
+    """The live build is int8, the configured model float32: the message said "...'s m: ;" (nothing after the
+    colon) and "miss the live documents" one line above a compatibility of 0.993."""
+    live = FINGERPRINT.model_copy(update={"backend": "onnx", "quantization": "int8"})
+    close = DriftCheck(name="compatibility", status="ok", value=0.993, threshold=0.9, message="…")
+    check = check_model(FINGERPRINT, live, close)
+    assert check.status == "drift"
+    assert check.message.startswith(f"configured model m (float32, {'a' * 12}) is not the live build's "
+                                    f"m (int8, {'a' * 12}): quantization none != int8; ")
+    assert "mean cosine 0.9930" in check.message and "miss the live documents" not in check.message
+    far = close.model_copy(update={"status": "drift", "value": 0.45})
+    assert "miss the live documents" in check_model(FINGERPRINT, live, far).message
+    bf16 = FINGERPRINT.model_copy(update={"dtype": "bfloat16"})
+    assert ": dtype bfloat16 != float32; " in check_model(bf16, FINGERPRINT).message
 
 
 def test_query_log_keeps_windows_and_prunes_old_entries(store_path: Path) -> None:

@@ -178,8 +178,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _a_build_of_its_own(built: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A config like ``built``'s on a copy of the corpus and a new store (the next reindex builds from
+    scratch), and the environment of a command with its own Prefect home under ``tmp_path``."""
+    shutil.copytree(DEMO_CORPUS, tmp_path / "corpus")
+    config = tmp_path / "ragops.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(built.read_text()), "sources": [
+        {"path": str(tmp_path / "corpus"), "name": "demo"}], "store": {"location": str(tmp_path / "store")}}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    return config, env
+
+
 def _flow_run_states(prefect_home: Path) -> list[str]:
     """The state of each flow run in the database of ``prefect_home`` (Prefect's own SQLite file)."""
+    return _read_prefect(prefect_home, "select state_type from flow_run")
+
+
+def _read_prefect(prefect_home: Path, query: str) -> list:
+    """The first column of ``query``'s rows in the database of ``prefect_home``; [] before it exists."""
     import sqlite3
 
     database = prefect_home / "prefect.db"
@@ -187,7 +204,7 @@ def _flow_run_states(prefect_home: Path) -> list[str]:
         return []
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
-            return [state for (state,) in connection.execute("select state_type from flow_run")]
+            return [value for (value, *_) in connection.execute(query)]
     except sqlite3.OperationalError:  # the server is still creating its tables
         return []
 
@@ -201,12 +218,7 @@ def test_ctrl_c_at_a_terminal_records_the_run_crashed_and_stops_the_server(built
     import signal
     import time
 
-    shutil.copytree(DEMO_CORPUS, tmp_path / "corpus")  # a build of its own: a flow that is running when stopped
-    config = tmp_path / "ragops.yaml"
-    config.write_text(yaml.safe_dump({**yaml.safe_load(built.read_text()), "sources": [
-        {"path": str(tmp_path / "corpus"), "name": "demo"}], "store": {"location": str(tmp_path / "store")}}))
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    config, env = _a_build_of_its_own(built, tmp_path)  # a flow that is running when stopped
     command = subprocess.Popen([sys.executable, "-m", "ragops", "reindex", "--config", str(config)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True,  # leads its process group, as a shell's foreground job
@@ -225,3 +237,39 @@ def test_ctrl_c_at_a_terminal_records_the_run_crashed_and_stops_the_server(built
     assert code == 128 + signal.SIGINT, command.stderr.read()[-2000:]
     assert _flow_run_states(tmp_path / "prefect") == ["CRASHED"]
     assert not [pid for pid in servers if _alive(pid)], "the server outlived the command"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_ctrl_c_through_a_pipe_exits_130_and_the_build_says_it_was_stopped(built: Path, tmp_path: Path) -> None:
+    """`ragops reindex 2>&1 | tee log`, then Ctrl-C: the terminal stops tee too, and the next log line meets a
+    broken pipe. The command exited 1 and the build's reason read "SystemExit: 1" (rich's exit on a broken
+    pipe) or "KeyboardInterrupt: "; it is a stop by Ctrl-C, whatever ends the unwinding."""
+    import signal
+    import time
+
+    config, env = _a_build_of_its_own(built, tmp_path)
+    command = subprocess.Popen([sys.executable, "-m", "ragops", "reindex", "--config", str(config)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log = tmp_path / "log"
+    with log.open("wb") as sink:  # the pipe's reader, as tee: Ctrl-C stops it too (SIGINT's default)
+        tee = subprocess.Popen(["cat"], stdin=command.stdout, stdout=sink, start_new_session=True)
+    command.stdout.close()  # tee alone holds the reading end
+    deadline = time.monotonic() + 180
+    completed = "select name from task_run where state_type = 'COMPLETED'"
+    while not any(name.startswith("begin-build") for name in _read_prefect(tmp_path / "prefect", completed)):
+        assert command.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.05)
+    os.killpg(command.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the command and tee alike
+    tee.send_signal(signal.SIGINT)
+    try:
+        code = command.wait(timeout=120)
+    finally:
+        command.kill()
+        tee.wait(timeout=30)
+    assert code == 128 + signal.SIGINT, log.read_text()[-3000:]
+    status = subprocess.run([sys.executable, "-m", "ragops", "status", "--config", str(config), "--json"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    (build,) = json.loads(status.stdout)["versions"]
+    assert (build["manifest"]["state"], build["manifest"]["error"]) == ("failed", "stopped by Ctrl-C (SIGINT)")

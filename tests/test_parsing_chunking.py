@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,18 @@ def test_bad_documents_fail_with_a_reason(tmp_path: Path) -> None:
     assert "no text could be extracted" in reasons["blank.txt"]
     assert "over pipeline.max_file_mb" in reasons["big.md"]
     assert reasons["broken.pdf"]
+
+
+@pytest.mark.parametrize("text_parser", ["builtin", "unstructured"])
+def test_a_file_in_no_known_encoding_says_what_to_do_with_it(tmp_path: Path, text_parser: str) -> None:
+    """Not the parser's advice to its caller ("Specify the source encoding with encoding=", which no ragops
+    user can do), but what to do with the file."""
+    rng = random.Random(3)  # bytes no UTF-8, UTF-16 or single-byte detector accepts
+    (tmp_path / "scrambled.txt").write_bytes(bytes(rng.choice([*range(0x80, 0x100), *range(1, 9)]) for _ in range(4000)))
+    with pytest.raises(DocumentError) as error:
+        parse_document(_refs(tmp_path)["scrambled.txt"], max_bytes=10**7, text_parser=text_parser)
+    assert error.value.reason.startswith("not text in any encoding that can be told"), error.value.reason
+    assert "save it as UTF-8" in error.value.reason and "encoding=" not in error.value.reason
 
 
 def test_an_archive_is_quarantined_with_the_reason_before_any_parser_loads(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """`ragops serve` as an application meets it: a real uvicorn server on 127.0.0.1, queried over HTTP.
 
-One store with two builds of the demo corpus (the live one and the one before it), one server process
-with two API keys, and the routes tried as a client would: search, batch, filters, a pinned version,
+One store with three builds of the demo corpus (the live one, the one before it, and one kept beside them
+that the int8 model embedded: another vector space), one server process with two API keys, and the routes tried as a client would: search, batch, filters, a pinned version,
 auth, every kind of bad input, readiness, metrics, and following a rollback made by another process.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,14 +54,14 @@ def _wait_ready(url: str, timeout: float = 120) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
-    """Two builds of the demo corpus, and `ragops serve` on them; yields what the tests need."""
+    """Three builds of the demo corpus, and `ragops serve` on them; yields what the tests need."""
     from flows.reindex import reindex
 
     root = tmp_path_factory.mktemp("serve")
     corpus = root / "corpus"
     shutil.copytree(DEMO_CORPUS, corpus)
     config = root / "ragops.yaml"
-    config.write_text(yaml.safe_dump({
+    settings = {
         "alias": "docs",
         "sources": [{"path": str(corpus), "name": "demo"}],
         "store": {"location": str(root / "store")},
@@ -69,10 +70,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
                   "api_keys": [{"id": "app", "sha256": hash_key(KEY)},
                                {"id": "other", "sha256": hash_key(OTHER_ALIAS_KEY), "aliases": ["other"]},
                                {"id": "auditor", "sha256": hash_key(AUDIT_KEY), "scopes": ["audit"]}]},
-    }))
+    }
+    config.write_text(yaml.safe_dump(settings))
     first = reindex(config=str(config))["version"]
     (corpus / "glossary.txt").write_text((corpus / "glossary.txt").read_text() + "\nRollback: the alias goes back.\n")
     second = reindex(config=str(config))["version"]
+    int8_config = root / "int8.yaml"  # the same documents in the int8 model's vector space, kept, never live
+    int8_config.write_text(yaml.safe_dump({**settings, "embedding": {"quantization": "int8"}}))
+    int8 = reindex(config=str(int8_config), promote=False)["version"]
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -85,6 +90,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
         _wait_ready(url)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
             yield {"url": url, "client": client, "config": config, "env": env, "first": first, "second": second,
+                   "int8": int8,
                    "first_readyz": first_readyz, "first_healthz": first_healthz, "process": process}
     finally:
         process.terminate()
@@ -149,6 +155,14 @@ def test_a_pinned_version_answers_from_that_build_and_an_unknown_one_is_404(serv
     client = served["client"]
     pinned = client.post("/v1/search", json={"query": QUESTION, "version": served["first"]}).json()
     assert pinned["version"] == served["first"] and all(h["version"] == served["first"] for h in pinned["hits"])
+    # Each answer names the vector space its build lives in: int8 and float32 builds of one model differ.
+    live = client.post("/v1/search", json={"query": QUESTION}).json()
+    int8 = client.post("/v1/search", json={"query": QUESTION, "version": served["int8"]}).json()
+    assert int8["version"] == served["int8"]
+    assert {k: int8["model"][k] for k in ("dtype", "quantization", "backend", "space")} == {
+        "dtype": "float32", "quantization": "int8", "backend": "onnx", "space": "int8"}
+    assert (live["model"]["quantization"], live["model"]["space"]) == ("none", "reference")
+    assert int8["model"]["weights_sha256"] == live["model"]["weights_sha256"]
     message = _error(client.post("/v1/search", json={"query": QUESTION, "version": "19990101-000000"}), 404,
                      "unknown_version")
     assert "19990101-000000" in message and "ragops status" in message
@@ -184,7 +198,8 @@ def test_the_audit_trail_needs_a_key_with_the_audit_scope(served) -> None:
                                                  headers={"X-API-Key": AUDIT_KEY}), 403, "forbidden")
     trail = httpx.get(f"{url}/v1/audit", headers={"X-API-Key": AUDIT_KEY}).json()
     builds = [e["build"] for e in trail["events"] if e["kind"] == "build"]
-    assert trail["alias"] == "docs" and [b.split("__")[-1] for b in builds] == [served["first"], served["second"]]
+    assert trail["alias"] == "docs"
+    assert [b.split("__")[-1] for b in builds] == [served["first"], served["second"], served["int8"]]
     promotions = [e for e in trail["events"] if e["kind"] == "promotion"]
     assert promotions[-1]["build"].endswith(served["second"]) and promotions[-1]["by"]["user"]
     later = httpx.get(f"{url}/v1/audit", params={"since": promotions[-1]["at"]},
@@ -241,6 +256,7 @@ def test_version_and_statistics_describe_the_live_build_and_its_sources(served) 
     version = client.get("/v1/version").json()
     assert version["version"] == served["second"] and version["promoted_by"] == "reindex"
     assert version["documents"] == 6 and version["chunks"] > 6 and version["sources"] == ["demo"]
+    assert version["model"]["name"] == "all-MiniLM-L6-v2" and version["model"]["space"] == "reference"
     statistics = client.get("/v1/statistics").json()
     (demo,) = statistics["sources"]
     assert demo["name"] == "demo" and demo["documents"] == 6 and demo["quarantined"] == 0
@@ -291,6 +307,24 @@ def test_the_openapi_document_has_examples(served) -> None:
     assert spec["components"]["schemas"]["SearchRequest"]["examples"]
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_docs_load_everything_from_the_service_itself(served, page: str) -> None:
+    """ragops runs with no network: the docs pages must not load Swagger UI or ReDoc from a CDN (a blank
+    page offline). Every script, style, icon and the OpenAPI document come from the service, and the
+    metrics name each by its route rather than "unmatched"."""
+    html = httpx.get(served["url"] + page, timeout=30).text
+    assert not re.search(r"(?:https?:)?//[\w-]+\.[\w.-]+", html), html  # no other host, CDN or fonts
+    referenced = re.findall(r'(?:src|href|spec-url)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+    assert len(referenced) >= 3, html  # a script, the icon, the OpenAPI document (and Swagger UI's style)
+    for url in referenced:
+        assert url.startswith("/"), f"{page} loads {url} from elsewhere"
+        assert httpx.get(served["url"] + url, timeout=30).status_code == 200, url
+    metrics = httpx.get(f"{served['url']}/metrics").text
+    for route in (page, "/openapi.json", "/docs/assets/{path}"):
+        assert f'ragops_requests_total{{route="{route}",status="200"}}' in metrics, metrics
+    assert 'route="unmatched",status="200"' not in metrics
+
+
 def test_llamaindex_and_langchain_retrievers_return_the_alias_hits_in_process_and_over_http(served) -> None:
     from rag.serving import Retriever
     from rag.serving.client import ServiceClient
@@ -314,7 +348,7 @@ def test_the_mcp_server_answers_search_and_status_over_stdio(served) -> None:
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    async def session_calls() -> tuple[list[str], dict, dict]:
+    async def session_calls() -> tuple[list[str], dict, dict, list]:
         params = StdioServerParameters(command=RAGOPS, args=["mcp", "--config", str(served["config"])],
                                        env=served["env"])
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
@@ -322,13 +356,38 @@ def test_the_mcp_server_answers_search_and_status_over_stdio(served) -> None:
             tools = [tool.name for tool in (await session.list_tools()).tools]
             found = await session.call_tool("search", {"query": QUESTION, "k": 2})
             status = await session.call_tool("status", {})
-            return tools, json.loads(found.content[0].text), json.loads(status.content[0].text)
+            refused = [await session.call_tool("search", arguments) for arguments in ({"query": "  "},
+                                                                                       {"query": QUESTION, "k": 0})]
+            return tools, json.loads(found.content[0].text), json.loads(status.content[0].text), refused
 
-    tools, found, status = anyio.run(session_calls)
+    tools, found, status, refused = anyio.run(session_calls)
     assert {"search", "status"} <= set(tools)
     assert found["version"] == served["second"] and len(found["hits"]) == 2
     assert found["hits"][0]["doc_id"] == "demo/operations-handbook.pdf"
     assert status["version"] == served["second"] and served["first"] in status["kept_versions"]
+    for answer in (found, status):  # the vector space, as the HTTP answers show it
+        assert answer["model"] == "all-MiniLM-L6-v2"
+        assert {"dtype": "float32", "quantization": "none", "space": "reference"}.items() <= answer["model_info"].items()
+    # A refused call tells the agent why, in the words HTTP's 422 uses (not only the server's stderr).
+    assert all(result.is_error for result in refused)
+    assert "query: must not be empty" in refused[0].content[0].text
+    assert "k: 0 is outside 1..20 (serve.max_k)" in refused[1].content[0].text
+
+
+def test_status_names_each_builds_precision_in_an_aligned_table(served) -> None:
+    """An int8 build is not shown as float32, and the MODEL column lines up with its header."""
+    done = subprocess.run([RAGOPS, "status", "--config", str(served["config"])], env=served["env"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    header, *rows = [line for line in done.stdout.splitlines() if line.startswith("  ") and "MiniLM" in line
+                     or "MODEL" in line]
+    rows = {row.split()[0]: row for row in rows}
+    assert "all-MiniLM-L6-v2 (int8, " in rows[served["int8"]], done.stdout
+    assert "all-MiniLM-L6-v2 (float32, " in rows[served["second"]] and "(float32, " in rows[served["first"]]
+    for column in ("MODEL", "CREATED"):
+        starts = {header.index(column)} | {row.index("all-MiniLM") if column == "MODEL" else
+                                            row.index(" 20", row.index(")")) + 1 for row in rows.values()}
+        assert len(starts) == 1, f"{column} is not aligned:\n{done.stdout}"
 
 
 def test_follows_a_rollback_made_by_another_process(served) -> None:

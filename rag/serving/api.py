@@ -5,7 +5,9 @@ Routes (all under ``/v1`` but ``/metrics``; OpenAPI at ``/openapi.json``, browsa
 - ``POST /v1/search``, ``POST /v1/search/batch``: hits from one build, which the answer names with its model;
 - ``GET /v1/healthz`` (the process is up), ``GET /v1/readyz`` (store reachable, alias resolved, model
   loaded and warmed: 503 until then), ``GET /v1/version``, ``GET /v1/statistics``;
-- ``GET /metrics``: Prometheus.
+- ``GET /metrics``: Prometheus;
+- ``GET /docs`` (Swagger UI) and ``GET /redoc``: the OpenAPI document, browsable, from files installed with
+  ragops (``/docs/assets``), never a CDN.
 
 The Retriever is opened by a background thread when the app starts, so the process answers health
 checks at once and reports ready only once a search would be fast. Every error, whatever the route, is
@@ -16,6 +18,7 @@ checks at once and reports ready only once a search would be fast. Every error, 
 import asyncio
 import functools
 import gc
+import importlib.util
 import logging
 import os
 import sys
@@ -23,17 +26,21 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Callable
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match
 
 from rag.audit import parse_since, read_trail
 from rag.config import Settings
 from rag.errors import ConfigError, RagopsError, StoreError, VersionError
 from rag.freshness import read_freshness
-from rag.models import ModelFingerprint, utc_now
+from rag.models import utc_now
 from rag.serving.auth import Denied, Key, KeyRing, presented_key
 from rag.serving.retriever import Answer, Retriever
 from rag.serving.schema import (
@@ -63,6 +70,8 @@ OPEN_RETRY = 2.0
 SWITCH_INTERVAL = 0.0005
 #: searches running or waiting for a forward pass at once (Starlette's thread pool also holds 40)
 SEARCH_THREADS = 40
+#: where /docs and /redoc load Swagger UI's and ReDoc's scripts, styles and icon from
+DOCS_ASSETS = "/docs/assets"
 
 
 class ServiceError(Exception):
@@ -181,6 +190,8 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         description="Every answer comes from exactly one build, named with the model that embedded it. "
         "Errors are `{\"error\": {\"kind\", \"message\"}}`.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: blank offline (_install_docs)
+        redoc_url=None,
         responses={422: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
                    503: {"model": ErrorResponse}},
     )
@@ -228,8 +239,9 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         check_query(body.query, "query")
         check_k(body.k)
         answer = await service.in_thread(run, [body.query], body)
-        return _json(SearchResponse(alias=settings.alias, version=answer.version, model=_model(answer.manifest.model),
-                                    query=body.query, truncated=answer.truncated[0], hits=answer.hits[0]))
+        return _json(SearchResponse(alias=settings.alias, version=answer.version,
+                                    model=ModelInfo.of(answer.manifest.model), query=body.query,
+                                    truncated=answer.truncated[0], hits=answer.hits[0]))
 
     @app.post("/v1/search", response_model=SearchResponse, tags=["search"])
     async def search(body: SearchRequest, key: Annotated[Key | None, Depends(authorized)]) -> Response:
@@ -249,7 +261,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         results = [QueryHits(query=q, truncated=t, hits=h)
                    for q, t, h in zip(body.queries, answer.truncated, answer.hits)]
         return _json(BatchSearchResponse(alias=settings.alias, version=answer.version,
-                                         model=_model(answer.manifest.model), results=results))
+                                         model=ModelInfo.of(answer.manifest.model), results=results))
 
     @app.get("/v1/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:
@@ -274,7 +286,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         last = manifest.promotions[-1] if manifest.promotions else None
         return VersionResponse(
             alias=settings.alias, version=manifest.version, collection=manifest.collection,
-            model=_model(manifest.model), created_at=manifest.created_at,
+            model=ModelInfo.of(manifest.model), created_at=manifest.created_at,
             promoted_at=last.at if last else None, promoted_by=last.by if last else None,
             documents=manifest.counts.documents_indexed, chunks=manifest.counts.chunks,
             sources=[str(source.get("name", "")) for source in manifest.sources],
@@ -319,6 +331,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
             service.observe(service.retriever)
         return Response(service.telemetry.exposition(), media_type="text/plain; version=0.0.4")
 
+    _install_docs(app)
     route = next(r for r in app.routes if getattr(r, "path", None) == "/v1/search")
     app.add_middleware(_SearchFastPath, service=service, answer=answer_search, route=route)
     _install_metrics(app, service)  # added last, so it is the outer one: it counts the fast path's answers too
@@ -343,10 +356,6 @@ def app_from_environment() -> FastAPI:
 def _json(body) -> Response:
     """A body already built from validated parts, serialized once (FastAPI would validate it again)."""
     return Response(body.model_dump_json(), media_type="application/json")
-
-
-def _model(fingerprint: ModelFingerprint) -> ModelInfo:
-    return ModelInfo(name=fingerprint.name, weights_sha256=fingerprint.weights_sha256, dimension=fingerprint.dimension)
 
 
 def _error(status: int, kind: str, message: str) -> JSONResponse:
@@ -396,21 +405,81 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
         return _internal_error(service, request.method, request.url.path)
 
 
+def _docs_assets() -> Path:
+    """The folder of Swagger UI's and ReDoc's files that the fastapi-offline package installs (found without
+    importing it)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        raise ConfigError("the fastapi-offline package (Swagger UI and ReDoc for /docs) is not installed: "
+                          "reinstall ragops with its dependencies (make install)")
+    return Path(spec.origin).parent / "static"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts, styles and icon served by the app itself.
+
+    FastAPI's own pages load them from cdn.jsdelivr.net and show a blank page without a network, which
+    ragops runs without. No key is needed: the pages and the OpenAPI document hold no data.
+    """
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_assets()), name="docs-assets")
+
+    def local(request: Request, path: str) -> str:
+        return request.scope.get("root_path", "").rstrip("/") + path  # behind a proxy's path prefix too
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=local(request, app.openapi_url), title=f"{app.title} - Swagger UI",
+            swagger_js_url=local(request, f"{DOCS_ASSETS}/swagger-ui-bundle.js"),
+            swagger_css_url=local(request, f"{DOCS_ASSETS}/swagger-ui.css"),
+            swagger_favicon_url=local(request, f"{DOCS_ASSETS}/favicon.png"),
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=local(request, app.openapi_url), title=f"{app.title} - ReDoc",
+            redoc_js_url=local(request, f"{DOCS_ASSETS}/redoc.standalone.js"),
+            redoc_favicon_url=local(request, f"{DOCS_ASSETS}/favicon.png"), with_google_fonts=False,
+        )
+
+
 def _install_metrics(app: FastAPI, service: Service) -> None:
-    app.add_middleware(_Metrics, service=service)
+    app.add_middleware(_Metrics, service=service, routes=app.routes)
+
+
+def _route_label(scope, routes: list) -> str:
+    """The route template a request matched, for the metrics' ``route`` label.
+
+    FastAPI's router records only its own routes in the scope; for the rest (``/openapi.json``, the docs'
+    assets under a mount) the first route matching the request's path and method is looked up here, as
+    the router found it. "unmatched": no route (a 404).
+    """
+    route = scope.get("route")
+    if route is not None:
+        return getattr(route, "path", "unmatched")
+    request = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""),
+               "method": scope["method"]}
+    for candidate in routes:
+        match, _ = candidate.matches(request)
+        if match is Match.FULL:
+            return getattr(candidate, "path_format", None) or getattr(candidate, "path", "unmatched")
+    return "unmatched"
 
 
 class _Metrics:
     """Counts and times every request by route template: a plain ASGI wrapper, no task per request."""
 
-    def __init__(self, app, service: Service) -> None:
-        self.app, self.service = app, service
+    def __init__(self, app, service: Service, routes: list) -> None:
+        self.app, self.service, self.routes = app, service, routes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started, status = time.perf_counter(), [500]
+        # The routers below rewrite the scope's path and root_path on the way into a mount: keep the request's.
+        asked = {"path": scope["path"], "root_path": scope.get("root_path", ""), "method": scope["method"]}
 
         async def sending(message) -> None:
             if message["type"] == "http.response.start":
@@ -420,7 +489,7 @@ class _Metrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            path = getattr(scope.get("route"), "path", "unmatched")  # the router records the matched route
+            path = _route_label({**asked, "route": scope.get("route")}, self.routes)
             self.service.telemetry.requests.labels(path, str(status[0])).inc()
             self.service.telemetry.latency.labels(path).observe(time.perf_counter() - started)
 

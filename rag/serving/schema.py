@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.audit import AuditEvent
 from rag.config import ServeSettings
-from rag.models import Hit
+from rag.models import Hit, ModelFingerprint
 from rag.store import FILTER_FIELDS, Between, Condition, Match, Prefix
 
 _STRINGS = str | list[str]
@@ -88,11 +88,25 @@ class BatchSearchRequest(_Query):
 
 
 class ModelInfo(BaseModel):
-    """The model a build was embedded with, which also embedded the query."""
+    """The model a build was embedded with, which also embedded the query: its weights and the vector space
+    it computes in (an int8 and a float32 build of one model give different vectors)."""
 
     name: str
     weights_sha256: str = Field(description="Hash over the model folder (the model's identity).")
     dimension: int
+    # Defaults: a client reading an older service's answers, which lacked these fields.
+    dtype: str = Field("float32", description="The weights' dtype: float32 or bfloat16.")
+    quantization: str = Field("none", description="Weight quantization: none or int8 (onnx).")
+    backend: str = Field("torch", description="What ran the model: torch (sentence-transformers) or onnx.")
+    space: str = Field("reference", description="The vector space: reference (float32, either backend), int8 or "
+                       "bfloat16. Vectors of different spaces are not comparable.")
+
+    @classmethod
+    def of(cls, fingerprint: ModelFingerprint) -> ModelInfo:
+        """What a response shows of a build's model fingerprint."""
+        return cls(name=fingerprint.name, weights_sha256=fingerprint.weights_sha256, dimension=fingerprint.dimension,
+                   dtype=fingerprint.dtype, quantization=fingerprint.quantization, backend=fingerprint.backend,
+                   space=fingerprint.space)
 
 
 class SearchResponse(BaseModel):
@@ -100,7 +114,8 @@ class SearchResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "alias": "docs", "version": "20261202-150320", "model": {"name": "all-MiniLM-L6-v2",
-        "weights_sha256": "aad50169…", "dimension": 384}, "query": "how do I undo a bad promotion?",
+        "weights_sha256": "aad50169…", "dimension": 384, "dtype": "float32", "quantization": "int8",
+        "backend": "onnx", "space": "int8"}, "query": "how do I undo a bad promotion?",
         "truncated": False, "hits": [{"score": 0.61, "doc_id": "handbook/operations.pdf", "source_uri":
         "file:///srv/handbook/operations.pdf", "chunk_index": 4, "title": "Rollback", "page": 2,
         "text": "ragops rollback moves the alias back…", "version": "20261202-150320"}]}]})

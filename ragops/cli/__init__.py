@@ -21,9 +21,9 @@ from typing import Annotated, Sequence
 
 import typer
 
-from rag.runtime import configure_offline_runtime
+from rag.runtime import configure_offline_runtime, stop_signal
 from ragops.cli import bench, config, index, quality, search, serve
-from ragops.cli.errors import print_usage_error, terminate
+from ragops.cli.errors import exit_stopped, interrupt, print_usage_error, terminate
 
 app = typer.Typer(
     name="ragops",
@@ -31,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's own help: paragraphs re-wrapped as one text, and flags shown without a value type. Typer's
+    # Rich panels kept each docstring line break inside the re-wrapped text and showed every flag as <bool>.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -77,9 +80,22 @@ def main(args: Sequence[str] | None = None) -> None:
     Under ``--json``, a command line click rejects (``-k 0``, an unknown option) prints the error object
     too, kind ``usage`` with exit code 2, so a script reads one JSON object whatever went wrong. Without
     ``--json`` click reports it as usual (usage and the error on stderr, exit 2).
+
+    Stopped by Ctrl-C or SIGTERM, the command exits 128 + the signal's number (130, 143), however the
+    unwinding ends: through a pipe, Ctrl-C stops the pager too, and the next write to it fails.
     """
     signal.signal(signal.SIGTERM, terminate)
-    args = sys.argv[1:] if args is None else list(args)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with Ctrl-C ignored
+        signal.signal(signal.SIGINT, interrupt)
+    try:
+        _main(sys.argv[1:] if args is None else list(args))
+    except BaseException:
+        if (signum := stop_signal()) is not None:
+            exit_stopped(signum)
+        raise
+
+
+def _main(args: list[str]) -> None:
     if not _wants_json(args):
         app(args)
         return

@@ -10,7 +10,8 @@ import typer
 from ragops import output
 from ragops.cli.options import Common, config_options
 
-app = typer.Typer(help="Benchmarks on public datasets, through the same pipeline and metrics.", no_args_is_help=True)
+app = typer.Typer(help="Benchmarks on public datasets, through the same pipeline and metrics.", no_args_is_help=True,
+                  rich_markup_mode=None)  # click's help, as the ragops app's (ragops/cli/__init__.py)
 
 
 #: --backend choices: the embedding settings each one sets

@@ -1,20 +1,24 @@
 """How the command line fails: expected errors as one line (or one JSON object) and their exit code.
 
 Exit codes: 0 ok, 1 bug (the traceback is printed), 2 bad input or config (a command line click rejects
-included), 3 refused, 4 source or store unavailable, 5 freshness breach, 6 drift; 130 interrupted,
-128 + N killed by signal N (SIGTERM unwinds like Ctrl-C). With ``--json``, stdout carries exactly one
-JSON object either way: the command's result, or ``{"error": {...}}`` (``ragops.contracts.ErrorResponse``).
+included), 3 refused, 4 source or store unavailable, 5 freshness breach, 6 drift; 130 stopped by Ctrl-C,
+128 + N killed by signal N (SIGTERM unwinds like Ctrl-C), however the unwinding ends (a broken pipe).
+With ``--json``, stdout carries exactly one JSON object either way: the command's result, or
+``{"error": {...}}`` (``ragops.contracts.ErrorResponse``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
 import typer
 
 from rag.errors import RagopsError
+from rag.runtime import note_stop_signal, stop_reason
 from rag.secrets import redact_tree, redact_url
 from ragops import output
 
@@ -54,8 +58,8 @@ def cli_errors(json_output: bool) -> Iterator[None]:
                 typer.echo(output.render_summary(redact_tree(exc.details["summary"])))
             typer.echo(f"error: {redact_url(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        typer.echo(stop_reason(exc), err=True)
         raise typer.Exit(130) from None
 
 
@@ -79,7 +83,32 @@ def print_usage_error(exc: typer.TyperException) -> None:
     _print_error(ErrorBody(kind="usage", message=exc.format_message(), exit_code=exc.exit_code))
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C (SIGINT): Python's KeyboardInterrupt, with the signal recorded first (``note_stop_signal``)."""
+    note_stop_signal(signum)
+    raise KeyboardInterrupt
+
+
 def terminate(signum: int, frame: object) -> None:
     """SIGTERM (systemd, Kubernetes, `kill`): unwind like Ctrl-C, so that the flow is marked crashed and
     the ephemeral Prefect server this process started is stopped, not left running on its own."""
+    note_stop_signal(signum)
+    raise SystemExit(128 + signum)
+
+
+def exit_stopped(signum: int) -> NoReturn:
+    """Exit as a command stopped by ``signum`` does: 128 + its number. A stdout or stderr whose reader is gone
+    (Ctrl-C stopped the pager too) is pointed at /dev/null first: flushing it at exit would fail again, and
+    Python would exit 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # broken pipe; or closed
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):
+                pass
+            finally:
+                os.close(devnull)
     raise SystemExit(128 + signum)

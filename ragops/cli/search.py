@@ -19,6 +19,10 @@ def query(
 ) -> None:
     """Search the live index through the alias, with the model the live build was embedded with."""
     settings = common.settings()
+    from rag.serving.schema import query_problem
+
+    if problem := query_problem(text, settings.serve):  # refused as the HTTP service and MCP refuse it
+        raise typer.BadParameter(problem, param_hint="'TEXT'")
     from rag.serving import Retriever
     from ragops.contracts import QueryResponse
 
