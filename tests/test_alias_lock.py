@@ -117,14 +117,14 @@ def test_ragops_unlock_names_a_live_holder_and_reports_a_free_lock(tmp_path) -> 
     holder = _holder(store, "file")
     command = [sys.executable, "-m", "ragops", "unlock", "--store", str(store), "--alias", "kb", "--json"]
     try:
-        held = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        held = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
         assert held.returncode == 3, held.stderr
         error = json.loads(held.stdout)["error"]
         assert error["kind"] == "lock_held" and f"kill {holder.pid}" in error["message"]
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    free = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    free = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert free.returncode == 0, free.stderr
     assert json.loads(free.stdout) == {"alias": "kb", "kind": "file", "freed": None}
 

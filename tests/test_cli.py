@@ -227,7 +227,7 @@ def test_a_malformed_golden_set_stops_a_reindex_before_any_work(corpus: Path, tm
 def test_a_command_line_that_does_not_parse_is_one_json_object_under_json() -> None:
     """The real console script: click's usage errors become the error object (kind usage, exit 2)."""
     script = str(Path(sys.executable).with_name("ragops"))
-    result = subprocess.run([script, "query", "-k", "0", "x", "--json"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([script, "query", "-k", "0", "x", "--json"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 2, result.stderr
     assert result.stdout.count("\n") == 1, result.stdout
     error = json.loads(result.stdout)["error"]
@@ -235,16 +235,16 @@ def test_a_command_line_that_does_not_parse_is_one_json_object_under_json() -> N
     assert error["kind"] == "usage" and error["exit_code"] == 2
     assert "'-k' / '--top-k'" in error["message"]
 
-    plain = subprocess.run([script, "query", "-k", "0", "x"], capture_output=True, text=True, timeout=120)
+    plain = subprocess.run([script, "query", "-k", "0", "x"], capture_output=True, text=True, timeout=900)
     assert plain.returncode == 2 and plain.stdout == ""
     assert "Usage: ragops query" in plain.stderr and "--top-k" in plain.stderr
 
-    empty = subprocess.run([script, "query", "", "--json"], capture_output=True, text=True, timeout=120)
+    empty = subprocess.run([script, "query", "", "--json"], capture_output=True, text=True, timeout=900)
     assert empty.returncode == 2 and json.loads(empty.stdout) == {"error": {
         "kind": "usage", "message": "Invalid value for 'TEXT': must not be empty", "exit_code": 2}}
 
     for ok in (["--help"], ["--version"], ["status", "--help", "--json"]):
-        shown = subprocess.run([script, *ok], capture_output=True, text=True, timeout=120)
+        shown = subprocess.run([script, *ok], capture_output=True, text=True, timeout=900)
         assert shown.returncode == 0 and shown.stdout.strip(), (ok, shown.stderr)
 
 

@@ -97,12 +97,12 @@ def test_killed_at_every_stage_each_rerun_starts_at_once_and_converges_to_a_clea
     # A rollback killed after the alias moved, before its record was confirmed: the alias is on the
     # previous build, whole; a second rollback goes back again and settles the records.
     killed = subprocess.run(RAGOPS + ["rollback", "--store", str(store), "--alias", "kb"], capture_output=True,
-                            text=True, env={**env, KILL_AT: "promote"}, timeout=300)
+                            text=True, env={**env, KILL_AT: "promote"}, timeout=900)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert_same_index(snapshot(store, "kb"), points_of(store, manifest.replaced))
     assert not damaged_complete_builds(store, "kb")
     again = subprocess.run(RAGOPS + ["rollback", "--store", str(store), "--alias", "kb", "--json"],
-                           capture_output=True, text=True, env=env, timeout=300)
+                           capture_output=True, text=True, env=env, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
     with IndexStore.open(StoreSettings(location=str(store))) as opened:
         assert opened.alias_target("kb") == live

@@ -61,7 +61,7 @@ def _promote(tmp_path: Path, config: Path, version: str, *extra: str) -> tuple[i
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-cli"), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
     done = subprocess.run([sys.executable, "-m", "ragops", "promote", version, "--config", str(config), "--json",
-                           *extra], env=env, capture_output=True, text=True, timeout=300)
+                           *extra], env=env, capture_output=True, text=True, timeout=900)
     return done.returncode, json.loads(done.stdout), done.stderr
 
 

@@ -26,7 +26,7 @@ STORE_URL = f"http://user:{SECRET}@127.0.0.1:9/"  # nothing listens on port 9: f
 
 def ragops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The real CLI in a child process, with the (RAGOPS_-free) test environment plus ``env``."""
-    return subprocess.run([sys.executable, "-m", "ragops", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "ragops", *args], capture_output=True, text=True, timeout=900,
                           env={**os.environ, **(env or {})})
 
 
