@@ -17,14 +17,14 @@ from evals.evaluate import QueryEmbedders
 from evals.gate import compare_with_live, decide, gate_candidate
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run
+from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run, yield_cpu
 from flows.steps import evaluate_one
 from rag import audit, build
 from rag.config import Settings
 from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
 from rag.models import GateResult, Manifest
 from rag.names import version_of
-from rag.runtime import configure_offline_runtime, lower_cpu_priority
+from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, require_store
 from rag.versions import resolve_collection
 
@@ -61,7 +61,7 @@ def evaluate(
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings, required=True)
-    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)  # yield to a query service
+    yield_cpu(settings)  # yield to a query service
     # The command's model (flows.runs.given) serves every build embedded in its vector space.
     embedders = QueryEmbedders(settings.evaluation, settings.embedding, given_embedder(settings.embedding))
 

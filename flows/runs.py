@@ -118,6 +118,15 @@ def load_golden(settings: Settings, *, required: bool = False) -> GoldenSet | No
     return load_golden_set(path)
 
 
+def yield_cpu(settings: Settings) -> None:
+    """Lower this run's CPU priority (``pipeline.niceness``, ``pipeline.idle_class``) as its work begins, so
+    that a query service on the machine keeps its answers fast, and say in the run's log what was done
+    (rag/runtime.py: a command typed in a shell leaves the shell's scheduling group alone)."""
+    from rag.runtime import lower_cpu_priority
+
+    get_run_logger().info("%s", lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class))
+
+
 def refusals_fail_the_run(body: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a flow function (under ``@flow``): a ``RagopsError`` it raises ends the run Failed, one line.
 

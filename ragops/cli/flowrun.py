@@ -64,12 +64,15 @@ def golden_set(settings: Settings, *, required: bool = False) -> GoldenSet | Non
 
 
 def yield_cpu(settings: Settings) -> None:
-    """Lower this command's CPU priority to ``pipeline.niceness`` and ``pipeline.idle_class`` (and so of
-    the Prefect API server it starts next, and of the parsing child): a build, an eval or a drift check
-    takes the CPU a query service on the same machine leaves idle."""
-    from rag.runtime import lower_cpu_priority
+    """Before start-up, lower this command's CPU priority (``pipeline.niceness``, ``pipeline.idle_class``)
+    when it leads its session, as a scheduler starts it (systemd, cron with setsid, bench/serve_load.py):
+    the Prefect API server and the parsing child it starts inherit it, and a query service on the machine
+    keeps the CPU while it imports and loads. A command typed in a shell starts at normal priority, since
+    someone waits for it; its flow lowers its own threads when the work begins (``rag.runtime``)."""
+    from rag.runtime import leads_its_session, lower_cpu_priority
 
-    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)
+    if leads_its_session():
+        lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)
 
 
 def load_while_api_starts(settings: Settings, *, scoring: bool) -> Embedder:
