@@ -15,11 +15,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
 from evals.models import DriftReport
+from evals.readonly import check_live_build
 from flows.artifacts import artifact_key
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run, yield_cpu
 from flows.steps import drift_checks, load_model
-from rag import audit
 from rag.config import config_file
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, require_store
@@ -57,10 +57,7 @@ def drift_check(
     embedder = load_model(settings.embedding)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
-        report = drift_checks(index_store, settings, golden_set, embedder)
-        audit.record(index_store, settings.alias, "drift", build=index_store.alias_target(settings.alias),
-                     why=report.headline, details={"drifted": report.drifted,
-                                                   "checks": [c.model_dump(mode="json") for c in report.checks]})
+        report = check_live_build(index_store, settings, golden_set, embedder, check=drift_checks)
     publish_drift(report)
     for check in report.checks:
         (logger.warning if check.status == "drift" else logger.info)("%s: %s: %s", check.name, check.status,

@@ -52,15 +52,31 @@ def check_store_free(settings: Settings) -> None:
 
 
 def golden_set(settings: Settings, *, required: bool = False) -> GoldenSet | None:
-    """The golden set ``evaluation.golden`` names (after ``--golden``), read and validated once.
+    """The golden set ``evaluation.golden`` names (after ``--golden``), read and validated once, before
+    anything starts (it imports neither prefect nor a model).
 
     Raises:
         ConfigError: ``required`` and none is configured.
         GoldenSetError: it cannot be read or is malformed (exit 2, before anything runs).
     """
-    from flows.runs import load_golden
+    from evals.golden import configured_golden_set
 
-    return load_golden(settings, required=required)
+    return configured_golden_set(settings.evaluation.golden, required=required)
+
+
+def check_build(settings: Settings, version: str | None = None) -> None:
+    """The build an eval or a drift check reads exists (``--version``'s, else the live one): a typo costs
+    a store open, before Prefect starts and a model loads, not a flow run.
+
+    Raises:
+        ConfigError: there is no store at the configured folder.
+        VersionError: no such build, or the alias has no live build yet.
+    """
+    from rag.store import IndexStore
+    from rag.versions import build_to_read
+
+    with IndexStore.open(settings.store, create=False) as store:
+        build_to_read(store, settings.alias, version)
 
 
 def yield_cpu(settings: Settings) -> None:
