@@ -6,7 +6,8 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-# Offline, quiet, and a project-local Prefect home (see ../shared/notes/stack.md).
+# Offline and quiet (see ../shared/notes/stack.md). The Prefect home is the one the ragops commands use
+# from any shell: $PREFECT_HOME, by default Prefect's own ~/.prefect; the test suite keeps one of its own.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := 1
@@ -14,7 +15,6 @@ export RAGAS_DO_NOT_TRACK := true
 export SCARF_NO_ANALYTICS := true
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_HOME ?= $(CURDIR)/.ragops/prefect
 
 .PHONY: install demo test test-long deploy server worker corpus lock clean bench-deps
 
@@ -39,6 +39,7 @@ demo: install
 # `make test-long` runs them, and CI runs both.
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+test test-long: export PREFECT_HOME = $(CURDIR)/.ragops/prefect-test
 test: install
 	$(BIN)/python -m pytest $(XDIST) -m "not long"
 

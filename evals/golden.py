@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rag.errors import GoldenSetError
+from rag.errors import ConfigError, GoldenSetError
 from rag.models import DocumentRecord
 
 
@@ -112,6 +112,20 @@ def load_golden_set(path: Path | str) -> GoldenSet:
         seen.add(query.id)
         queries.append(query)
     return GoldenSet(path=str(file), sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), queries=queries)
+
+
+def configured_golden_set(path: Path | str | None, *, required: bool = False) -> GoldenSet | None:
+    """The golden set ``evaluation.golden`` names, read and validated; None when none is configured.
+
+    Raises:
+        ConfigError: ``required`` and no golden set is configured.
+        GoldenSetError: the file cannot be read or is malformed.
+    """
+    if path is None:
+        if required:
+            raise ConfigError("no golden set: set evaluation.golden in ragops.yaml or pass --golden FILE")
+        return None
+    return load_golden_set(path)
 
 
 def resolve_qrels(

@@ -13,6 +13,7 @@ from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.settings import get_current_settings
 from prefect.states import Running
 from pydantic import Field
 
@@ -54,14 +55,17 @@ def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tupl
         as they gave it: None when nobody did).
     """
     logger = get_run_logger()
-    description = (
-        f"Promote build {manifest.version} of alias {manifest.alias!r}? {gate.reason}. "
-        "Set approve and give a reason; no answer rejects it."
-    )
-    logger.info("waiting up to %.0fs for approval in the Prefect UI (Resume on this run)", timeout)
+    ui = get_current_settings().ui_url
+    if ui:
+        logger.info("waiting up to %.0fs for approval in the Prefect UI: Resume on %s/runs/flow-run/%s", timeout,
+                    ui.rstrip("/"), get_run_context().flow_run.id)
+    else:  # Prefect's ephemeral API serves no UI, and stops with the command
+        logger.warning("waiting up to %.0fs for approval, but this run is on an ephemeral Prefect API that no UI "
+                       "shows: nobody can answer. Start a Prefect server on this Prefect home (`make server`) or "
+                       "set PREFECT_API_URL, then run again", timeout)
     try:
         answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=description),
+            wait_for_input=Approval.with_initial_data(description=approval_form(manifest, gate)),
             timeout=max(0, int(timeout)),
             poll_interval=min(POLL_SECONDS, max(1, int(timeout))),
         )
@@ -75,3 +79,29 @@ def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tupl
     if answer.approve:
         return True, "approved" + (f": {answer.reason}" if answer.reason else ""), approver
     return False, "refused by approver" + (f": {answer.reason}" if answer.reason else ""), approver
+
+
+#: the candidate's metrics shown beside the live build's in the approval form (all of them are in the manifest)
+FORM_METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "map@100", "precision@10")
+
+
+def approval_form(manifest: Manifest, gate: GateResult) -> str:
+    """The text above the approval form (Markdown): the question, the gate's checks with their figures, and
+    the candidate's main metrics beside the live build's, so the answer needs no other page."""
+    lines = [f"**Promote build {manifest.version} of alias {manifest.alias!r}?** {gate.reason}.", "",
+             "Set *approve* and give a reason; no answer rejects it.", "",
+             "| check | metric | candidate | live | threshold | passed |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c.kind} | {c.metric or ''} | {_figure(c.value)} | {_figure(c.baseline)} | {_figure(c.threshold)} | "
+              f"{'yes' if c.passed else 'NO'} |" for c in gate.checks]
+    candidate = manifest.evaluation.metrics if manifest.evaluation else {}
+    live = gate.baseline.metrics if gate.baseline else {}
+    shown = [name for name in FORM_METRICS if name in candidate or name in live]
+    if shown:
+        lines += ["", f"| metric | candidate {manifest.version} | live {gate.baseline.version if gate.baseline else '-'} |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {_figure(candidate.get(name))} | {_figure(live.get(name))} |" for name in shown]
+    return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"

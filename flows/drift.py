@@ -15,13 +15,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
 from evals.models import DriftReport
+from evals.readonly import check_live_build
 from flows.artifacts import artifact_key
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run
+from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run, yield_cpu
 from flows.steps import drift_checks, load_model
-from rag import audit
 from rag.config import config_file
-from rag.runtime import configure_offline_runtime, lower_cpu_priority
+from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, require_store
 
 #: the event a drift emits; automations match it with the resource id ``ragops.alias.<alias>``
@@ -53,14 +53,11 @@ def drift_check(
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings)
-    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)  # yield to a query service
+    yield_cpu(settings)  # yield to a query service
     embedder = load_model(settings.embedding)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
-        report = drift_checks(index_store, settings, golden_set, embedder)
-        audit.record(index_store, settings.alias, "drift", build=index_store.alias_target(settings.alias),
-                     why=report.headline, details={"drifted": report.drifted,
-                                                   "checks": [c.model_dump(mode="json") for c in report.checks]})
+        report = check_live_build(index_store, settings, golden_set, embedder, check=drift_checks)
     publish_drift(report)
     for check in report.checks:
         (logger.warning if check.status == "drift" else logger.info)("%s: %s: %s", check.name, check.status,

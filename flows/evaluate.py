@@ -14,19 +14,19 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from evals.evaluate import QueryEmbedders
-from evals.gate import compare_with_live, decide, gate_candidate
+from evals.readonly import score_build
+from evals.gate import gate_candidate
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run
+from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run, yield_cpu
 from flows.steps import evaluate_one
-from rag import audit, build
+from rag import build
 from rag.config import Settings
-from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused, VersionError
+from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused
 from rag.models import GateResult, Manifest
 from rag.names import version_of
-from rag.runtime import configure_offline_runtime, lower_cpu_priority
+from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, require_store
-from rag.versions import resolve_collection
 
 
 @flow(name="evaluate", flow_run_name=alias_run_name("evaluate"))
@@ -61,43 +61,19 @@ def evaluate(
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings, required=True)
-    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)  # yield to a query service
+    yield_cpu(settings)  # yield to a query service
     # The command's model (flows.runs.given) serves every build embedded in its vector space.
     embedders = QueryEmbedders(settings.evaluation, settings.embedding, given_embedder(settings.embedding))
 
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
-        live = index_store.alias_target(settings.alias)
-        if version is None and live is None:
-            raise VersionError(f"alias {settings.alias!r} does not exist yet; run `ragops reindex` or pass --version")
-        collection = resolve_collection(index_store, settings.alias, version) if version else live
-        manifest = index_store.read_manifest(collection)
-        report = evaluate_one(index_store, collection, golden_set, settings.evaluation,
-                              embedders.for_build(manifest), strict=False)
-        gate = None
-        if compare and live is not None and live != collection:
-            checks, baseline = compare_with_live(index_store, report, live, settings.gate, settings.evaluation,
-                                                 golden_set, embedders)
-            gate = decide(checks, live, baseline.record)
-        audit.record(index_store, settings.alias, "evaluation", build=collection, why="ragops eval" + (
-            "" if gate is None else f": {'would pass' if gate.passed else 'would fail'} the gate"),
-            details={"metrics": report.record.metrics, "queries": report.record.queries,
-                     "golden_sha256": report.record.golden_sha256})
-    for missing in report.missing:
-        logger.warning("relevant document not served by %s: %s", version_of(collection), missing)
-    verdict = "" if gate is None else ("would pass the gate" if gate.passed else "would fail: " + gate.reason)
-    publish_evaluation(settings.alias, report, verdict)
-    logger.info("%s%s", headline(report), f"; {verdict}" if verdict else "")
-    return {
-        "alias": settings.alias,
-        "version": version_of(collection),
-        "collection": collection,
-        "live": collection == live,
-        "evaluation": report.record.model_dump(mode="json"),
-        "per_query": [row.model_dump(mode="json") for row in report.per_query],
-        "missing": report.missing,
-        "gate": gate.model_dump(mode="json") if gate else None,
-    }
+        scored = score_build(index_store, settings, golden_set, embedders, version, compare=compare,
+                             evaluate=evaluate_one)
+    for missing in scored.report.missing:
+        logger.warning("relevant document not served by %s: %s", version_of(scored.collection), missing)
+    publish_evaluation(settings.alias, scored.report, scored.verdict)
+    logger.info("%s%s", headline(scored.report), f"; {scored.verdict}" if scored.verdict else "")
+    return scored.as_json()
 
 
 def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifest) -> GateResult:

@@ -1,6 +1,6 @@
 """The manual-reindex flow: a re-index by hand from the Prefect UI, through a typed form.
 
-May touch: what the reindex flow touches (it runs as a subflow). The `reindex` deployment of
+May touch: what the reindex flow touches (its body runs in this flow's run). The `reindex` deployment of
 prefect.yaml points here, so the UI shows ``ReindexRequest`` as a form.
 """
 
@@ -33,7 +33,7 @@ class ReindexRequest(BaseModel):
 
 @flow(name="manual-reindex", flow_run_name="manual-reindex")
 def manual_reindex(request: ReindexRequest = ReindexRequest(), reason: str = "") -> dict:
-    """Re-index by hand from the Prefect UI: the form's fields start the reindex flow (as a subflow).
+    """Re-index by hand from the Prefect UI: the reindex flow's work, with the form's fields, in this run.
 
     Args:
         request: what to re-index (every field optional).
@@ -43,6 +43,8 @@ def manual_reindex(request: ReindexRequest = ReindexRequest(), reason: str = "")
         The reindex run's summary; a refused run ends this one Failed with the same one-line reason.
     """
     get_run_logger().info("manual reindex: %s", reason or "no reason given")
-    return reindex(config=request.config, full_rebuild=request.full_rebuild, sources=request.sources or None,
-                   store=request.store, alias=request.alias, promote=request.promote,
-                   forget_sources=request.forget_sources or None)
+    # In this run, not as a subflow: an approval (gate.require_approval) then pauses the run the person
+    # started from the form, where they look for its Resume button (a subflow's pause left this one Running).
+    return reindex.fn(config=request.config, full_rebuild=request.full_rebuild, sources=request.sources or None,
+                      store=request.store, alias=request.alias, promote=request.promote,
+                      forget_sources=request.forget_sources or None)

@@ -22,7 +22,7 @@ from flows.approval import ask_approval
 from flows.artifacts import publish_summary, publish_verdict
 from flows.fanout import index_on_dask
 from flows.locking import alias_lock
-from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run
+from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run, yield_cpu
 from flows.steps import (
     apply_retention,
     begin_build,
@@ -51,7 +51,7 @@ from rag.names import version_of
 from rag.parsing import describe_parsing, parser_group
 from rag.plan import BuildPlan, require_a_listing
 from rag.redaction import Redactor, redactors_for
-from rag.runtime import configure_offline_runtime, lower_cpu_priority
+from rag.runtime import configure_offline_runtime
 from rag.sandbox import ParseSandbox, shared_sandbox
 from rag.store import IndexStore
 
@@ -103,7 +103,7 @@ def reindex(
     configure_offline_runtime()
     settings = load_settings(config, sources=sources, store=store, alias=alias, golden=golden)
     settings.require_sources()
-    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)  # yield to a query service
+    yield_cpu(settings)  # yield to a query service
     golden_set = load_golden(settings)  # first: a typo in it should cost milliseconds, not a build
     redactors = redactors_for(settings.sources)  # likewise a missing redaction key
     if golden_set is None:

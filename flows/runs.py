@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from prefect import get_run_logger
 from prefect.states import Failed
 
-from evals.golden import GoldenSet, load_golden_set
+from evals.golden import GoldenSet, configured_golden_set
 from rag.config import EmbeddingSettings, Settings, source_from_cli
-from rag.errors import ConfigError, RagopsError
+from rag.errors import RagopsError
 from rag.secrets import redact_url
 
 if TYPE_CHECKING:
@@ -108,14 +108,19 @@ def load_golden(settings: Settings, *, required: bool = False) -> GoldenSet | No
         GoldenSetError: the file cannot be read or is malformed.
     """
     path = settings.evaluation.golden
-    if path is None:
-        if required:
-            raise ConfigError("no golden set: set evaluation.golden in ragops.yaml or pass --golden FILE")
-        return None
     inputs = _given.get()
-    if inputs is not None and inputs.golden is not None and Path(inputs.golden.path) == Path(path):
+    if inputs is not None and inputs.golden is not None and path is not None and Path(inputs.golden.path) == Path(path):
         return inputs.golden
-    return load_golden_set(path)
+    return configured_golden_set(path, required=required)
+
+
+def yield_cpu(settings: Settings) -> None:
+    """Lower this run's CPU priority (``pipeline.niceness``, ``pipeline.idle_class``) as its work begins, so
+    that a query service on the machine keeps its answers fast, and say in the run's log what was done
+    (rag/runtime.py: a command typed in a shell leaves the shell's scheduling group alone)."""
+    from rag.runtime import lower_cpu_priority
+
+    get_run_logger().info("%s", lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class))
 
 
 def refusals_fail_the_run(body: Callable[..., Any]) -> Callable[..., Any]:

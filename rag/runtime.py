@@ -5,11 +5,9 @@ Entry points (the CLI, each flow) call ``configure_offline_runtime()`` first; no
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -43,26 +41,30 @@ def configure_offline_runtime() -> None:
         os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)
 
 
-def lower_cpu_priority(niceness: int, *, idle: bool = False) -> int:
-    """Run this process (and what it starts later) at ``niceness`` or lower priority; never raise it.
+def lower_cpu_priority(niceness: int, *, idle: bool = False) -> str:
+    """Run this process's threads (and what they start later) at ``niceness`` or lower; never raise it.
 
     Builds, evaluations and drift checks call this with ``pipeline.niceness`` so that on a shared
-    machine they take the CPU a query service leaves idle rather than slowing its answers; the
-    commands call it before they start Prefect's API server, which inherits it. On Linux it lowers the
-    session's scheduling group too (``lower_session_group_priority``). Where the platform has no
-    priorities (Windows) it does nothing. Returns the niceness the process runs at.
+    machine they take the CPU a query service leaves idle rather than slowing its answers. Only this
+    process's own threads are touched, and its session's scheduling group only when that group is its
+    own (``lower_own_group_priority``): a command typed in a shell shares the shell's group, which it
+    leaves as it is. Where the platform has no priorities (Windows) it does nothing.
 
     Args:
         idle: also move the threads to Linux's idle scheduling class (SCHED_IDLE,
-            ``pipeline.idle_class``), where a session group was lowered: a query-service thread that
-            wakes then takes the core at once instead of when a build's time slice ends, while the
-            group keeps its share of the CPU against other sessions. Without session groups an
-            idle-class process would get almost no CPU while anything else runs, so it is not applied.
+            ``pipeline.idle_class``), where this process's own group was lowered: a query-service thread
+            that wakes then takes the core at once instead of when a build's time slice ends, while the
+            group keeps its share of the CPU against other sessions. In a group shared with other work
+            (a shell's) or with no groups at all, an idle-class thread would get almost no CPU while
+            anything else in it runs, so it is not applied there.
+
+    Returns:
+        What was done, in words, for the run's log (``pipeline.niceness`` and friends named).
     """
     if not hasattr(os, "setpriority"):
-        return 0
-    grouped = lower_session_group_priority(niceness) is not None
-    idle = idle and grouped
+        return "CPU priority left as it is (no process priorities on this platform)"
+    group = lower_own_group_priority(niceness)
+    idle = idle and group is not None
     current = os.getpriority(os.PRIO_PROCESS, 0)
     # On Linux a niceness and a scheduling class belong to a thread, not to the process: set them on every
     # thread running now (threads started later inherit them from the one that starts them).
@@ -75,38 +77,50 @@ def lower_cpu_priority(niceness: int, *, idle: bool = False) -> int:
                 os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
         except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
             continue
-    return max(niceness, current)
+    said = f"CPU priority: nice {max(niceness, current)} (pipeline.niceness {niceness})"
+    if group is not None:
+        return said + f"; its own scheduling group at nice {group}" + (", idle class (pipeline.idle_class)"
+                                                                       if idle else "")
+    if leads_its_session() or _session_group_niceness() is None:
+        return said
+    return said + "; the scheduling group of the session that started it (a shell's) is left as it is"
 
 
 #: Linux's scheduling group of this process's session, and whether the scheduler uses such groups
 AUTOGROUP, AUTOGROUP_ENABLED = Path("/proc/self/autogroup"), Path("/proc/sys/kernel/sched_autogroup_enabled")
 
 
-def lower_session_group_priority(niceness: int) -> int | None:
-    """Lower the niceness of this process's session group to ``niceness``; None where there is none.
+def leads_its_session() -> bool:
+    """Whether this process leads its session, whose scheduling group (Linux autogroup) is then its own.
+
+    systemd services, Prefect's process worker (each flow run), ``setsid`` and most cron jobs start a
+    command so; a command typed in a shell is in the shell's session, with whatever else the shell runs.
+    """
+    return hasattr(os, "getsid") and os.getsid(0) == os.getpid()
+
+
+def lower_own_group_priority(niceness: int) -> int | None:
+    """Lower this process's session group to ``niceness`` when the group is its own; else None.
 
     With autogroup (on by default in most Linux kernels), the scheduler shares the CPU between sessions
     first and applies niceness only between threads of one session: a build started in a session of its
-    own (a terminal, a systemd unit, a cron job, a Prefect worker) at nice 10 still took half of the CPU
-    from a query service started in another (docs/benchmarks.md, "Session groups").
+    own (a systemd unit, a cron job, a Prefect worker's flow run) at nice 10 still took half of the CPU
+    from a query service started in another (docs/benchmarks.md, "Session groups"). A lowered group
+    also takes a small share against every other busy session (docs/operations.md, "CPU priority").
 
-    Any process may lower its group's priority. When this process does not lead its session (the group
-    is its shell's, say), the group's niceness is put back when it exits, even killed with -9.
+    Only a process that leads its session lowers the group: any other shares it with its shell (and
+    so with everything started from that terminal), which must not slow down. None too where there is
+    no such group (not Linux, autogroup off, a session with no group).
     """
-    try:
-        if AUTOGROUP_ENABLED.read_text().strip() != "1":
-            return None
-        before = _autogroup_niceness()
-    except (OSError, ValueError):  # not Linux, or a kernel without autogroup
+    if not leads_its_session():
         return None
-    if before is None:  # the kernel's root group, where threads' niceness alone already applies
+    before = _session_group_niceness()
+    if before is None:
         return None
     if before >= niceness:
         return before
     if not _set_autogroup(niceness):  # a read-only /proc (some containers): the threads' niceness still applies
         return before
-    if os.getsid(0) != os.getpid():
-        _put_the_group_back_at_exit(before, niceness)
     return niceness
 
 
@@ -122,54 +136,18 @@ def _set_autogroup(niceness: int) -> bool:
     return False
 
 
-def _autogroup_niceness() -> int | None:
-    """"/autogroup-746 nice 0"; None (an empty file) for a process in no session group: one whose session
-    never called setsid since boot, as children of a container's init or a CI runner may be."""
-    text = AUTOGROUP.read_text()
-    return int(text.split("nice")[1]) if "nice" in text else None
-
-
-#: run by a watcher in this process's session group: on "done" the process put the group back itself; at end
-#: of file it died without doing so (kill -9), and the watcher does it if nobody changed the group since
-_WATCHER = (
-    'read said; [ "$said" = done ] && exit 0; for try in 1 2 3; do case "$(cat /proc/self/autogroup)" in '
-    '*" nice {ours}") echo {before} 2>/dev/null > /proc/self/autogroup && exit 0; sleep 0.11;; *) exit 0;; '
-    'esac; done'
-)
-
-
-def _put_the_group_back_at_exit(before: int, ours: int) -> None:
-    """Put a shared session group (a shell's) back to ``before`` when this process ends, however it ends.
-
-    atexit does it on a normal exit, a signal the CLI unwinds on, or Ctrl-C. A process killed with -9 runs
-    no handler: a watcher started now, in the same session and hence the same group, waits for the end of
-    a pipe that only this process holds (the kernel closes it whatever kills it) and does it then.
-    """
-    read, write = os.pipe()  # close-on-exec: the commands this process starts do not hold the write end
+def _session_group_niceness() -> int | None:
+    """The niceness of this process's session group ("/autogroup-746 nice 0"); None where the scheduler
+    uses no such group: not Linux, autogroup off, or a process in no session group (an empty file: its
+    session never called setsid since boot, as children of a container's init or a CI runner may be;
+    the kernel's root group, where threads' niceness alone already applies)."""
     try:
-        # A process group of its own (the session, hence the scheduling group, stays ours): a terminal's
-        # Ctrl-C or hang-up, sent to the command's group, does not stop the watcher before it is needed.
-        watcher = subprocess.Popen(["/bin/sh", "-c", _WATCHER.format(before=before, ours=ours)], stdin=read,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
-    except OSError:  # no /bin/sh: atexit alone
-        os.close(write)
-        watcher = None
-    finally:
-        os.close(read)
-    atexit.register(_restore_autogroup, before, ours, watcher, write)
-
-
-def _restore_autogroup(before: int, ours: int, watcher: subprocess.Popen | None, said: int) -> None:
-    try:
-        done = _autogroup_niceness() != ours or _set_autogroup(before)  # unless somebody changed it since
+        if AUTOGROUP_ENABLED.read_text().strip() != "1":
+            return None
+        text = AUTOGROUP.read_text()
+        return int(text.split("nice")[1]) if "nice" in text else None
     except (OSError, ValueError):
-        done = False
-    if watcher is not None and done:  # otherwise the watcher tries once this process is gone
-        try:
-            os.write(said, b"done\n")
-            watcher.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        return None
 
 
 #: the signal stopping this process (SIGINT from Ctrl-C, SIGTERM), once its handler ran (``note_stop_signal``)

@@ -67,6 +67,20 @@ def resolve_collection(store: IndexStore, alias: str, version: str) -> str:
     return collection
 
 
+def build_to_read(store: IndexStore, alias: str, version: str | None) -> str:
+    """The collection an evaluation or drift check reads: ``version``'s, else the live build's.
+
+    Raises:
+        VersionError: no such build, or the alias has no live build yet.
+    """
+    if version is not None:
+        return resolve_collection(store, alias, version)
+    live = store.alias_target(alias)
+    if live is None:
+        raise VersionError(f"alias {alias!r} has no live build yet; run `ragops reindex` first")
+    return live
+
+
 def list_versions(store: IndexStore, alias: str) -> list[VersionInfo]:
     """Every build of ``alias``, newest first, with its (settled) manifest, point count, status and
     damage (``IndexStore.damage``, the quick checks)."""

@@ -22,6 +22,9 @@ import yaml
 from tests.conftest import DEMO_CORPUS
 from tests.helpers import autogroup_enabled, autogroup_niceness
 
+#: the demo's golden set (its documents are the demo corpus the fixture builds)
+DEMO_GOLDEN = DEMO_CORPUS.parent / "golden.yaml"
+
 #: what a command that only reads the store must not import
 MODEL_OR_SERVER = ("torch", "sentence_transformers", "transformers", "onnxruntime", "prefect.server.api.server")
 
@@ -62,12 +65,15 @@ def built(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Path:
     return config
 
 
-def run_cli(args: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Run ``ragops ARGS`` in a new process (its own, empty PREFECT_HOME); returns it and what it imported."""
+def run_cli(args: list[str], tmp_path: Path, watched: tuple[str, ...] = MODEL_OR_SERVER,
+            **env_extra: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run ``ragops ARGS`` in a new process (its own, empty PREFECT_HOME); returns it and what it imported
+    of ``watched``."""
     report = tmp_path / "imported.json"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    done = subprocess.run([sys.executable, "-c", PROBE, str(report), json.dumps(MODEL_OR_SERVER), *args],
+    env.update(env_extra)
+    done = subprocess.run([sys.executable, "-c", PROBE, str(report), json.dumps(watched), *args],
                           env=env, capture_output=True, text=True, timeout=600)
     assert report.exists(), done.stderr[-2000:]
     return done, json.loads(report.read_text())
@@ -98,6 +104,100 @@ def test_a_no_change_reindex_runs_its_flow_on_the_api_it_started_early(built: Pa
     assert "prefect.server.api.server" not in imported
     assert "torch" not in imported and "sentence_transformers" not in imported  # onnx backend, export cached
     assert any((tmp_path / "prefect").glob("*.db"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["eval", "--golden", str(DEMO_GOLDEN), "--version", "20990101-000000"],
+                                  ["eval", "--golden", "missing.yaml"], ["drift", "--alias", "nothing-built"]],
+                         ids=["version", "golden", "alias"])
+def test_a_wrong_argument_fails_before_prefect_or_a_model_starts(built: Path, tmp_path: Path, args: list[str]) -> None:
+    """A typo costs a store read and one line: not a Prefect API's start, a model load and a flow run."""
+    done, imported = run_cli([*args, "--config", str(built), "--json"], tmp_path, (*MODEL_OR_SERVER, "prefect"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    error = json.loads(done.stdout)["error"]
+    assert error["kind"] in ("version", "golden_set") and error["message"], error
+    assert imported == []
+    assert not any((tmp_path / "prefect").glob("*.db"))  # no Prefect API ever started
+
+
+@pytest.mark.slow
+def test_eval_and_drift_with_no_prefect_api_run_here_without_prefect(built: Path, tmp_path: Path) -> None:
+    """Read-only: with no Prefect API configured or running for this Prefect home there is nothing to report
+    to, so no ephemeral API is started (seconds of CPU); the figures are the flow's, and the audit trail has them."""
+    evaluated, imported = run_cli(["eval", "--config", str(built), "--golden", str(DEMO_GOLDEN), "--json"], tmp_path,
+                                  (*MODEL_OR_SERVER, "prefect"))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    report = json.loads(evaluated.stdout)
+    assert report["live"] is True and report["evaluation"]["queries"] == 9 and len(report["per_query"]) == 9
+    assert report["evaluation"]["metrics"]["ndcg@10"] > 0.5
+    assert {name.split(".")[0] for name in imported} == {"onnxruntime", "transformers"}  # the query model; no prefect
+    drifted, imported = run_cli(["drift", "--config", str(built), "--golden", str(DEMO_GOLDEN), "--json"], tmp_path,
+                                (*MODEL_OR_SERVER, "prefect"))
+    assert drifted.returncode == 0, drifted.stderr[-2000:]
+    assert {c["name"] for c in json.loads(drifted.stdout)["checks"]} >= {"golden", "model", "compatibility"}
+    assert "prefect" not in imported
+    assert not any((tmp_path / "prefect").glob("*.db"))
+    trail = json.loads(subprocess.run([sys.executable, "-m", "ragops", "audit", "--config", str(built), "--json"],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert [e["kind"] for e in trail["events"]][-2:] == ["evaluation", "drift"]
+
+
+@pytest.mark.slow
+def test_commands_report_to_a_prefect_server_running_for_their_prefect_home(built: Path, tmp_path: Path) -> None:
+    """`make server` and a shell that did not export PREFECT_API_URL: the runs go to that server (shown in its
+    UI while they run) when it serves the command's Prefect home; a server of another home is left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from infra.prefect_local import local_prefect
+
+    with local_prefect(tmp_path / "server") as prefect:
+        ui, port = prefect.api_url.removesuffix("/api"), prefect.api_url.rsplit(":", 1)[1].split("/")[0]
+        home = {"PREFECT_HOME": str(prefect.home), "PREFECT_SERVER_API_PORT": port}
+        # Without --json: the terminal shows the run's INFO lines, Prefect's link among them.
+        reindexed, imported = run_cli(["reindex", "--config", str(built)], tmp_path, **home)
+        evaluated, _ = run_cli(["eval", "--config", str(built), "--golden", str(DEMO_GOLDEN)], tmp_path, **home)
+        elsewhere, _ = run_cli(["eval", "--config", str(built), "--golden", str(DEMO_GOLDEN), "--json"], tmp_path,
+                               PREFECT_SERVER_API_PORT=port)  # another Prefect home: tmp_path / "prefect"
+        with temporary_settings(updates={PREFECT_API_URL: prefect.api_url}), get_client(sync_client=True) as client:
+            runs = {run.name: run.state.type.value for run in client.read_flow_runs()}
+    for done in (reindexed, evaluated, elsewhere):
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert runs == {"reindex": "COMPLETED", "evaluate-fast": "COMPLETED"}
+    assert f"View at {ui}/runs/flow-run/" in reindexed.stderr  # Prefect links the run in that server's UI
+    assert f"View at {ui}/runs/flow-run/" in evaluated.stderr
+    assert "prefect.server.api.server" not in imported and not any((tmp_path / "prefect").glob("*.db"))
+
+
+def test_an_api_named_by_the_active_prefect_profile_is_found_without_importing_prefect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prefect profile use local` or `prefect config set PREFECT_API_URL=...` configure the API in a profile:
+    the command reads it as Prefect would (~1 s cheaper than asking Prefect) and starts no API of its own."""
+    from ragops.cli.prefect_api import EarlyAPI
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_SERVER_API_PORT", "9")  # nothing runs there: no server of this home to find
+    monkeypatch.delitem(sys.modules, "prefect.settings", raising=False)  # as in a fresh command
+    (tmp_path / "profiles.toml").write_text('active = "team"\n[profiles.team]\n'
+                                            'PREFECT_API_URL = "http://prefect.internal:4200/api"\n')
+    api = EarlyAPI(ephemeral=True)
+    api.start()
+    assert (api.configured, api.process) == (True, None)
+    monkeypatch.setenv("PREFECT_PROFILE", "local")  # Prefect's own profile of that name
+    assert _configured() is True
+    monkeypatch.setenv("PREFECT_PROFILE", "ephemeral")
+    assert _configured() is False
+
+
+def _configured() -> bool:
+    from ragops.cli.prefect_api import EarlyAPI
+
+    api = EarlyAPI(ephemeral=False)
+    api.start()
+    return api.configured
 
 
 def test_the_early_api_is_the_server_prefect_starts_for_itself(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,6 +261,48 @@ def test_a_reindex_killed_with_9_leaves_no_prefect_server_running(built: Path, t
     for pid in alive:  # do not leave it to the rest of the suite
         os.kill(pid, signal.SIGKILL)
     assert not alive, "the server outlived the command"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not autogroup_enabled(), reason="the kernel here schedules without session groups")
+def test_a_reindex_typed_in_a_shell_starts_at_normal_priority_and_leaves_the_shells_group_alone(
+    built: Path, tmp_path: Path
+) -> None:
+    """Typed in a shell, the command shares the shell's scheduling group: lowering it slowed everything
+    started from that terminal, and the command's own start-up ran in the idle class inside a lowered group
+    (a minute before its flow began on a busy machine). The "shell" is a process of its own session."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    log = tmp_path / "stderr.log"
+    line = f'"{sys.executable}" -m ragops reindex --config "{built}" >/dev/null 2>"{log}"; echo "exit $?"'
+    shell = subprocess.Popen(["/bin/sh", "-c", line], env=env, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline, servers, command = time.monotonic() + 120, [], None
+    while not servers and time.monotonic() < deadline and shell.poll() is None:
+        command = command or next(iter(_children_of(shell.pid)), None)
+        servers = _servers_of(command) if command else []
+        time.sleep(0.05)
+    assert servers, "the command started no Prefect API server"
+    seen = {"shell's group": autogroup_niceness(shell.pid), "server's class": {_policy(pid) for pid in servers}}
+    out, _ = shell.communicate(timeout=600)
+    assert out.strip() == "exit 0", log.read_text()[-2000:]
+    assert seen == {"shell's group": 0, "server's class": {0}}  # untouched; SCHED_OTHER, as the shell runs it
+    assert "the scheduling group of the session that started it (a shell's) is left as it is" in log.read_text()
+
+
+def _children_of(parent: int) -> list[int]:
+    return [int(status.parent.name) for status in Path("/proc").glob("[0-9]*/status")
+            if _field(status, "PPid") == str(parent)]
+
+
+def _field(status: Path, name: str) -> str | None:
+    try:
+        return next((line.split(":", 1)[1].strip() for line in status.read_text().splitlines()
+                     if line.startswith(name + ":")), None)
+    except OSError:
+        return None  # gone meanwhile
 
 
 def _niceness(pid: int) -> int:

@@ -147,15 +147,17 @@ def test_a_golden_set_naming_documents_the_build_lacks_rejects_with_the_names(tm
         assert store.alias_target("test") is None
 
 
-def _resume_when_paused(run_name: str, answer: dict, outcome: dict, store_path: Path) -> threading.Thread:
-    """Answer the approval form of the run named ``run_name`` once it is paused (as a person would)."""
+def _resume_when_paused(run_name: str, answer: dict, outcome: dict, store_path: Path,
+                        wait: float = 240) -> threading.Thread:
+    """Answer the approval form of the run named ``run_name`` once it is paused (as a person would); the text
+    above the form goes to ``outcome["form"]``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.flow_runs import resume_flow_run
     from prefect.input import read_flow_run_input
 
     def answer_it() -> None:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + wait
         try:
             with get_client(sync_client=True) as client:
                 while time.monotonic() < deadline:
@@ -165,6 +167,7 @@ def _resume_when_paused(run_name: str, answer: dict, outcome: dict, store_path: 
                     # The schema lands just after the Paused state; resuming before it fails.
                     if keys and read_flow_run_input(keys["schema"], flow_run_id=runs[0].id) is not None:
                         outcome["paused"] = True
+                        outcome["form"] = read_flow_run_input(keys["description"], flow_run_id=runs[0].id)
                         with IndexStore.open(StoreSettings(location=str(store_path))) as store:  # not locked
                             outcome["live_while_paused"] = store.alias_target("test")
                         resume_flow_run(runs[0].id, run_input=answer)
@@ -198,6 +201,30 @@ def test_approval_pauses_the_run_and_resumes_on_input(tmp_path: Path, settings, 
         (approval,) = [e for e in read_trail(store, "test") if e.kind == "approval"]
     assert (approval.by.approver, approval.why, approval.build) == (
         "dana@example.com", "approved: looks good to me", summary["collection"])
+
+
+def test_an_approval_asked_from_the_manual_reindex_form_pauses_that_run_and_shows_the_gates_figures(
+    tmp_path: Path, settings, store_path: Path
+) -> None:
+    """The person who started a reindex from the `reindex` deployment's form looks at that run: its Resume
+    button must be there (a subflow's pause left it Running), and the form must show what the gate measured."""
+    from flows.manual import ReindexRequest, manual_reindex
+
+    config = _config(tmp_path, settings, gate={"require_approval": True, "approval_timeout": "90s"})
+    name, outcome = f"manual-approve-{uuid.uuid4().hex[:8]}", {}
+    answer = {"approve": True, "reason": "figures look right", "by": "erin@example.com"}
+    thread = _resume_when_paused(name, answer, outcome, store_path, wait=120)
+
+    summary = manual_reindex.with_options(flow_run_name=name)(request=ReindexRequest(config=str(config)),
+                                                               reason="approval test")
+
+    thread.join(10)
+    assert outcome.get("paused") and "error" not in outcome, outcome
+    assert summary["promoted"] is True and summary["reason"].endswith("; approved: figures look right")
+    form, metrics = outcome["form"], summary["evaluation"]["metrics"]
+    assert f"Promote build {summary['version']} of alias 'test'?" in form
+    assert f"| floor | ndcg@10 | {metrics['ndcg@10']:.4f} |  | 0.7000 | yes |" in form  # the gate's checks
+    assert f"| recall@10 | {metrics['recall@10']:.4f} |  |" in form  # the candidate's metrics (no live build yet)
 
 
 def test_approval_that_never_comes_rejects_the_candidate(tmp_path: Path, settings, store_path: Path) -> None:

@@ -52,24 +52,43 @@ def check_store_free(settings: Settings) -> None:
 
 
 def golden_set(settings: Settings, *, required: bool = False) -> GoldenSet | None:
-    """The golden set ``evaluation.golden`` names (after ``--golden``), read and validated once.
+    """The golden set ``evaluation.golden`` names (after ``--golden``), read and validated once, before
+    anything starts (it imports neither prefect nor a model).
 
     Raises:
         ConfigError: ``required`` and none is configured.
         GoldenSetError: it cannot be read or is malformed (exit 2, before anything runs).
     """
-    from flows.runs import load_golden
+    from evals.golden import configured_golden_set
 
-    return load_golden(settings, required=required)
+    return configured_golden_set(settings.evaluation.golden, required=required)
+
+
+def check_build(settings: Settings, version: str | None = None) -> None:
+    """The build an eval or a drift check reads exists (``--version``'s, else the live one): a typo costs
+    a store open, before Prefect starts and a model loads, not a flow run.
+
+    Raises:
+        ConfigError: there is no store at the configured folder.
+        VersionError: no such build, or the alias has no live build yet.
+    """
+    from rag.store import IndexStore
+    from rag.versions import build_to_read
+
+    with IndexStore.open(settings.store, create=False) as store:
+        build_to_read(store, settings.alias, version)
 
 
 def yield_cpu(settings: Settings) -> None:
-    """Lower this command's CPU priority to ``pipeline.niceness`` and ``pipeline.idle_class`` (and so of
-    the Prefect API server it starts next, and of the parsing child): a build, an eval or a drift check
-    takes the CPU a query service on the same machine leaves idle."""
-    from rag.runtime import lower_cpu_priority
+    """Before start-up, lower this command's CPU priority (``pipeline.niceness``, ``pipeline.idle_class``)
+    when it leads its session, as a scheduler starts it (systemd, cron with setsid, bench/serve_load.py):
+    the Prefect API server and the parsing child it starts inherit it, and a query service on the machine
+    keeps the CPU while it imports and loads. A command typed in a shell starts at normal priority, since
+    someone waits for it; its flow lowers its own threads when the work begins (``rag.runtime``)."""
+    from rag.runtime import leads_its_session, lower_cpu_priority
 
-    lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)
+    if leads_its_session():
+        lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class)
 
 
 def load_while_api_starts(settings: Settings, *, scoring: bool) -> Embedder:

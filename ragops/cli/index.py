@@ -53,14 +53,14 @@ def reindex(
     version, whether it was promoted and why, and each source's freshness. Nothing changed: no build.
     """
     settings = common.settings(sources=source, golden=golden)
-    check_reindex_inputs(settings)
+    check_reindex_inputs(settings)  # everything a person can get wrong, before anything starts
     if dry_run:
         output.emit(_plan(settings, full=full, forget=forget_source or []), common.json_output, output.render_plan)
         return
+    golden_queries = golden_set(settings)  # before the store: a bad golden set must leave no store behind
+    check_store_free(settings)
     yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
     with early_prefect_api() as api:  # boots beside the imports and the model load below (docs/benchmarks.md)
-        golden_queries = golden_set(settings)  # first: a bad golden set must leave no store behind
-        check_store_free(settings)
         from flows.reindex import reindex as reindex_flow
         from flows.runs import given
         from ragops.contracts import ReindexResponse

@@ -16,6 +16,10 @@ When an API is configured (the variable, the active profile, a test harness) or 
 nothing is started and Prefect decides as before; if the early server dies before answering, Prefect's
 own start takes over.
 
+A Prefect server already running on this machine for the same Prefect home (``make server``, ``prefect
+server start``: ``$PREFECT_HOME``, by default ``~/.prefect``) is used instead of starting one
+(``running_server``): the run then shows in its UI while it runs, and nothing starts.
+
 Measured figures and the alternatives (a server in-process, fewer migrations): docs/benchmarks.md.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import signal
@@ -56,20 +61,38 @@ def _stop_with_the_command() -> None:
 
 
 class EarlyAPI:
-    """A Prefect API subprocess started before the command needs it (or nothing, when one is configured)."""
+    """The Prefect API a command's flow will use: a configured one, a server running for this Prefect home,
+    or a subprocess started before the command needs it (Prefect's ephemeral API, started early).
 
-    def __init__(self) -> None:
+    Args:
+        ephemeral: start an ephemeral API when there is no other. Read-only commands pass False: with no
+            API to report to they run without Prefect (ragops/cli/readonly.py).
+    """
+
+    def __init__(self, *, ephemeral: bool = True) -> None:
+        self.ephemeral = ephemeral
+        self.configured = False  # an API is configured (environment, profile, test harness)
+        self.server: str | None = None  # the API of a running server of this Prefect home, used instead
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
 
     @property
     def api_url(self) -> str:
-        """The API's URL, as ``PREFECT_API_URL`` takes it."""
+        """The early server's URL, as ``PREFECT_API_URL`` takes it."""
         return f"http://127.0.0.1:{self.port}/api"
 
+    @property
+    def available(self) -> bool:
+        """Whether a flow run here reports to a Prefect API (configured, running, or started early)."""
+        return self.configured or self.server is not None or self.process is not None
+
     def start(self) -> None:
-        """Start the server now unless this process already knows that it will use another API."""
-        if _api_configured_cheaply():
+        """Find the API to use; start the early server when there is none and ``ephemeral`` allows it."""
+        self.configured = _api_configured_cheaply()
+        if self.configured:
+            return
+        self.server = running_server()
+        if self.server is not None or not self.ephemeral:
             return
         self.port = _free_port()
         # A process group of its own: a terminal's Ctrl-C reaches the command only, which then records the
@@ -81,16 +104,21 @@ class EarlyAPI:
 
     @contextmanager
     def serving(self) -> Iterator[None]:
-        """Flows in this block use the early server (after it answers), then its queued logs are sent."""
-        if self.process is None or not _ephemeral_wanted():
+        """Flows in this block use the running server found, or the early server (after it answers); then
+        their queued logs are sent."""
+        if (self.process is None and self.server is None) or not _ephemeral_wanted():
             self.stop()
             yield
             return
-        if not self._wait_healthy():
+        if self.server is not None:
+            url, ephemeral = self.server, False
+        elif self._wait_healthy():
+            url, ephemeral = self.api_url, True
+        else:
             self.stop()  # Prefect's own start takes over, and reports what goes wrong
             yield
             return
-        with _api_url_for_this_process(self.api_url):
+        with _api_url_for_this_process(url, ephemeral=ephemeral):
             try:
                 yield
             finally:
@@ -137,12 +165,13 @@ class EarlyAPI:
 
 
 @contextmanager
-def early_prefect_api() -> Iterator[EarlyAPI]:
-    """Start Prefect's ephemeral API now, in the background; stop it when the block ends.
+def early_prefect_api(*, ephemeral: bool = True) -> Iterator[EarlyAPI]:
+    """Find the Prefect API for this command, or start Prefect's ephemeral API now, in the background (with
+    ``ephemeral``); stop it when the block ends.
 
     Use ``api.serving()`` around the flow call: it waits for the server there, not here.
     """
-    api = EarlyAPI()
+    api = EarlyAPI(ephemeral=ephemeral)
     api.start()
     try:
         yield api
@@ -151,17 +180,53 @@ def early_prefect_api() -> Iterator[EarlyAPI]:
 
 
 def _api_configured_cheaply() -> bool:
-    """True when it is already clear that flows here will not use an ephemeral API.
+    """True when flows here will use a configured API rather than an ephemeral one.
 
-    Prefect's settings cost ~1 s to import in a fresh process, so this only looks at what it can see
-    for free: the environment variables, and the settings when prefect is already imported (a test
-    harness, an embedding application). ``serving`` checks the settings properly later.
+    Prefect's settings cost ~1 s to import in a fresh process, so this reads what Prefect would read
+    without it: ``$PREFECT_API_URL``, then the active profile (``_profile_api_url``), and the settings when
+    prefect is already imported (a test harness, an embedding application). Settings files in the working
+    directory (prefect.toml, .env, pyproject.toml's [tool.prefect]) are left to Prefect: with one there, its
+    settings are read. ``serving`` checks them properly later.
     """
     if os.environ.get("PREFECT_API_URL"):
         return True
-    if "prefect.settings" in sys.modules:
+    if "prefect.settings" in sys.modules or _settings_files_here():
         return not _ephemeral_wanted()
-    return False
+    return _profile_api_url() is not None
+
+
+def _settings_files_here() -> bool:
+    pyproject = Path("pyproject.toml")
+    try:
+        tool_prefect = pyproject.is_file() and "[tool.prefect" in pyproject.read_text(errors="replace")
+    except OSError:
+        tool_prefect = False
+    return Path("prefect.toml").is_file() or Path(".env").is_file() or tool_prefect
+
+
+def _profile_api_url() -> str | None:
+    """``PREFECT_API_URL`` of the active Prefect profile, read as Prefect reads it: its own profiles.toml
+    (which has a "local" profile), then the user's (``$PREFECT_PROFILES_PATH``, by default
+    ``$PREFECT_HOME/profiles.toml``), the active one named by ``$PREFECT_PROFILE`` or the user's file."""
+    import tomllib
+
+    spec = importlib.util.find_spec("prefect")
+    bundled = Path(next(iter(spec.submodule_search_locations))) / "settings" / "profiles.toml" if (
+        spec and spec.submodule_search_locations) else None
+    template = os.environ.get("PREFECT_PROFILES_PATH") or "$PREFECT_HOME/profiles.toml"
+    users = Path(template.replace("${PREFECT_HOME}", "$PREFECT_HOME").replace("$PREFECT_HOME", str(prefect_home())))
+    profiles: dict[str, dict] = {}
+    active = None
+    for file in (bundled, users.expanduser()):
+        try:
+            data = tomllib.loads(file.read_text()) if file else {}
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        for name, values in (data.get("profiles") or {}).items():
+            profiles.setdefault(name, {}).update(values or {})
+        active = data.get("active") or active
+    url = profiles.get(os.environ.get("PREFECT_PROFILE") or active or "ephemeral", {}).get("PREFECT_API_URL")
+    return str(url) if url else None
 
 
 def _ephemeral_wanted() -> bool:
@@ -172,13 +237,53 @@ def _ephemeral_wanted() -> bool:
     return not settings.api.url and bool(settings.server.ephemeral.enabled)
 
 
+#: where ``prefect server start`` (and ``make server``) listens unless told otherwise
+LOCAL_SERVER_HOST, LOCAL_SERVER_PORT = "127.0.0.1", "4200"
+
+#: longest wait for a running server to say which Prefect home it serves (nothing listening: refused at once)
+PROBE_SECONDS = 1.0
+
+
+def prefect_home() -> Path:
+    """The Prefect home this process uses: ``$PREFECT_HOME``, else Prefect's default ``~/.prefect``."""
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().resolve()
+
+
+def running_server() -> str | None:
+    """The API URL of a Prefect server running on this machine for this process's Prefect home, or None.
+
+    It is looked for where ``prefect server start`` listens (``$PREFECT_SERVER_API_HOST`` and
+    ``$PREFECT_SERVER_API_PORT``, by default 127.0.0.1:4200, as ``make server`` starts it) and used only
+    when it serves the same Prefect home: its database is the one an ephemeral API here would write, so the
+    run lands where that server's UI already shows runs. A server of another home (another checkout,
+    another user, a test's) or one that does not answer within ``PROBE_SECONDS`` is left alone.
+    """
+    import urllib.request
+
+    host = os.environ.get("PREFECT_SERVER_API_HOST") or LOCAL_SERVER_HOST
+    host = LOCAL_SERVER_HOST if host in ("0.0.0.0", "::") else host  # listening everywhere: here too
+    url = f"http://{host}:{os.environ.get('PREFECT_SERVER_API_PORT') or LOCAL_SERVER_PORT}/api"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # this machine: never a proxy
+    try:
+        with opener.open(f"{url}/admin/settings", timeout=PROBE_SECONDS) as response:
+            home = json.load(response).get("home")
+    except (OSError, ValueError, AttributeError):  # nothing there, not a Prefect server, an older one
+        return None
+    if not isinstance(home, str) or Path(home).expanduser().resolve() != prefect_home():
+        return None
+    return url
+
+
 @contextmanager
-def _api_url_for_this_process(url: str) -> Iterator[None]:
+def _api_url_for_this_process(url: str, *, ephemeral: bool) -> Iterator[None]:
     """``PREFECT_API_URL`` for every thread of this process (and the processes it starts) for the block.
 
     The variable plus Prefect's ``refresh_global_settings_context`` reach threads that start without
     the caller's context (Prefect's own comments name this case: such a thread would otherwise see no
     URL and start a second ephemeral server); ``temporary_settings`` covers this thread's context.
+
+    Args:
+        ephemeral: the server is this command's own early API (no UI, stops with the command).
     """
     import prefect.context
     from prefect.settings import (
@@ -192,10 +297,12 @@ def _api_url_for_this_process(url: str) -> Iterator[None]:
     os.environ["PREFECT_API_URL"] = url
     prefect.context.refresh_global_settings_context()
     try:
-        # No UI is served: an empty UI URL keeps Prefect from logging a "View at" link to nothing. No flow
-        # heartbeats: they let a server notice a crashed run, and this one stops with the process; a flow
-        # run's exit also waits up to 1 s for its heartbeat thread (flow_engine._send_heartbeats).
-        updates = {PREFECT_API_URL: url, PREFECT_UI_URL: "", PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        updates = {PREFECT_API_URL: url}
+        if ephemeral:
+            # No UI is served: an empty UI URL keeps Prefect from logging a "View at" link to nothing. No flow
+            # heartbeats: they let a server notice a crashed run, and this one stops with the process; a flow
+            # run's exit also waits up to 1 s for its heartbeat thread (flow_engine._send_heartbeats).
+            updates |= {PREFECT_UI_URL: "", PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         with temporary_settings(updates=updates):
             yield
     finally:

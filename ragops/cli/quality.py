@@ -8,7 +8,14 @@ import typer
 
 from ragops import output
 from ragops.cli.errors import emit_report
-from ragops.cli.flowrun import golden_set, load_while_api_starts, stdout_to_stderr, store_for_flow, yield_cpu
+from ragops.cli.flowrun import (
+    check_build,
+    golden_set,
+    load_while_api_starts,
+    stdout_to_stderr,
+    store_for_flow,
+    yield_cpu,
+)
 from ragops.cli.options import Common, GoldenOption, common_options
 from ragops.cli.prefect_api import early_prefect_api
 
@@ -67,28 +74,34 @@ def evaluate(
     """Score a build on the golden set: nDCG, recall, precision, hit rate, MRR, MAP and RAGAS context metrics.
 
     Prints the means and the worst queries (--json: every per-query row). For a build that is not
-    live, the live build is scored too and the gate's rules applied: would it pass? Reads only; runs
-    the `evaluate` Prefect flow in this process and publishes the `eval-<alias>` artifact.
+    live, the live build is scored too and the gate's rules applied: would it pass? Reads only. With a
+    Prefect API configured or a Prefect server running for this Prefect home, runs the `evaluate` flow
+    on it and publishes the `eval-<alias>` artifact; otherwise scores here, without Prefect. Either way
+    the evaluation is recorded in the alias's audit trail.
     """
     settings = common.settings(golden=golden)
-    yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
-    with early_prefect_api() as api:  # boots beside the imports below (docs/benchmarks.md)
-        golden_queries = golden_set(settings, required=True)
-        from flows.evaluate import evaluate as evaluate_flow
-        from flows.runs import given
+    golden_queries = golden_set(settings, required=True)  # what a person can get wrong, before anything starts
+    check_build(settings, version)
+    yield_cpu(settings)
+    with early_prefect_api(ephemeral=False) as api:  # a configured or running API; none is started
         from ragops.contracts import EvalResponse
 
         with stdout_to_stderr():
             embedder = load_while_api_starts(settings, scoring=True)  # used for a build made with this model
-            with api.serving(), store_for_flow(common.store) as flow_store, given(settings, golden_queries, embedder):
-                result = evaluate_flow(
-                    config=common.config_param,
-                    version=version,
-                    golden=str(golden.resolve()) if golden else None,
-                    store=flow_store,
-                    alias=settings.alias,
-                    compare=not no_compare,
-                )
+            if not api.available:
+                from ragops.cli.readonly import evaluate_here
+
+                result = evaluate_here(settings, golden_queries, embedder, version, compare=not no_compare,
+                                       quiet=common.json_output)
+            else:
+                from flows.evaluate import evaluate as evaluate_flow
+                from flows.runs import given
+
+                with api.serving(), store_for_flow(common.store) as flow_store, \
+                        given(settings, golden_queries, embedder):
+                    result = evaluate_flow(config=common.config_param, version=version,
+                                           golden=str(golden.resolve()) if golden else None, store=flow_store,
+                                           alias=settings.alias, compare=not no_compare)
     output.emit(EvalResponse.model_validate(result), common.json_output, output.render_eval)
 
 
@@ -101,24 +114,35 @@ NoEventFlag = Annotated[
 def drift(*, golden: GoldenOption = None, no_event: NoEventFlag = False, common: Common) -> None:
     """Check the live build for drift: golden re-scoring, model fingerprint, compatibility, query distribution.
 
-    Each check prints its figure and threshold. Runs the `drift-check` Prefect flow in this process
-    (artifact `drift-<alias>`); on drift it emits the event that starts the full-rebuild deployment
-    on a Prefect server. Exit code 6 when any check finds drift.
+    Each check prints its figure and threshold. Exit code 6 when any check finds drift. With a Prefect
+    API configured or a Prefect server running for this Prefect home, runs the `drift-check` flow on it
+    (artifact `drift-<alias>`), and on drift emits the event that starts the full-rebuild deployment;
+    otherwise checks here, without Prefect, and emits nothing (nothing would receive it). Either way the
+    check is recorded in the alias's audit trail.
     """
     settings = common.settings(golden=golden)
-    yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
-    with early_prefect_api() as api:  # boots beside the imports below (docs/benchmarks.md)
-        golden_queries = golden_set(settings)
-        from flows.drift import drift_check
-        from flows.runs import given
+    golden_queries = golden_set(settings)  # what a person can get wrong, before anything starts
+    check_build(settings)
+    yield_cpu(settings)
+    with early_prefect_api(ephemeral=False) as api:  # a configured or running API; none is started
         from rag.errors import DriftDetected
         from ragops.contracts import DriftResponse
 
         with stdout_to_stderr():
             embedder = load_while_api_starts(settings, scoring=golden_queries is not None)
-            with api.serving(), store_for_flow(common.store) as flow_store, given(settings, golden_queries, embedder):
-                result = drift_check(config=common.config_param, alias=settings.alias, store=flow_store,
-                                     golden=str(golden.resolve()) if golden else None, emit=not no_event)
+            if not api.available:
+                from ragops.cli.readonly import drift_here
+
+                result = drift_here(settings, golden_queries, embedder, emit=not no_event,
+                                    quiet=common.json_output).model_dump(mode="json")
+            else:
+                from flows.drift import drift_check
+                from flows.runs import given
+
+                with api.serving(), store_for_flow(common.store) as flow_store, \
+                        given(settings, golden_queries, embedder):
+                    result = drift_check(config=common.config_param, alias=settings.alias, store=flow_store,
+                                         golden=str(golden.resolve()) if golden else None, emit=not no_event)
     report = DriftResponse.model_validate(result)
     failure = DriftDetected("drift: " + "; ".join(
         c.message for c in report.checks if c.status == "drift")) if report.drifted else None
