@@ -57,9 +57,9 @@ def reindex(
     if dry_run:
         output.emit(_plan(settings, full=full, forget=forget_source or []), common.json_output, output.render_plan)
         return
+    yield_cpu(settings)  # from here on, and before the Prefect API starts: it inherits the priority
     golden_queries = golden_set(settings)  # before the store: a bad golden set must leave no store behind
     check_store_free(settings)
-    yield_cpu(settings)  # before the Prefect API starts: it inherits the priority
     with early_prefect_api() as api:  # boots beside the imports and the model load below (docs/benchmarks.md)
         from flows.reindex import reindex as reindex_flow
         from flows.runs import given

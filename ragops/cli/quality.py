@@ -80,9 +80,9 @@ def evaluate(
     the evaluation is recorded in the alias's audit trail.
     """
     settings = common.settings(golden=golden)
+    yield_cpu(settings)  # from here on (a scheduled run: the query service keeps the CPU while this loads)
     golden_queries = golden_set(settings, required=True)  # what a person can get wrong, before anything starts
     check_build(settings, version)
-    yield_cpu(settings)
     with early_prefect_api(ephemeral=False) as api:  # a configured or running API; none is started
         from ragops.contracts import EvalResponse
 
@@ -121,9 +121,9 @@ def drift(*, golden: GoldenOption = None, no_event: NoEventFlag = False, common:
     check is recorded in the alias's audit trail.
     """
     settings = common.settings(golden=golden)
+    yield_cpu(settings)  # from here on (a scheduled run: the query service keeps the CPU while this loads)
     golden_queries = golden_set(settings)  # what a person can get wrong, before anything starts
     check_build(settings)
-    yield_cpu(settings)
     with early_prefect_api(ephemeral=False) as api:  # a configured or running API; none is started
         from rag.errors import DriftDetected
         from ragops.contracts import DriftResponse

@@ -51,9 +51,9 @@ def drift_here(settings: Settings, golden: GoldenSet | None, embedder: Embedder,
     with _logged(quiet), _run_alone(settings, "drift"):
         with IndexStore.open(settings.store) as store:
             report = check_live_build(store, settings, golden, embedder)
-    if report.drifted and emit:
-        log.warning("ragops.drift.detected was not emitted: no Prefect API is configured or running for this "
-                    "Prefect home, so no automation would receive it")
+        if report.drifted and emit:
+            log.warning("ragops.drift.detected was not emitted: no Prefect API is configured or running for "
+                        "this Prefect home, so no automation would receive it")
     return report
 
 
