@@ -418,18 +418,21 @@ class PipelineSettings(_Section):
         10, ge=0, le=19,
         description="CPU priority of reindex, eval and drift runs (Unix nice): above 0 they take the CPU "
         "that a query service on the same machine leaves idle instead of slowing its answers; so do the "
-        "Prefect API server and the parsing child they start. On Linux it also lowers their session's "
-        "scheduling group (autogroup), or it would not reach a service started in another session. "
-        "0 keeps the priority they were started with.",
+        "parsing child and, for a run that leads its session, the Prefect API server they start. On Linux a "
+        "run that leads its session (systemd, a Prefect worker, cron through setsid) also lowers its "
+        "session's scheduling group (autogroup), or it would not reach a service started in another "
+        "session; a command typed in a shell leaves the shell's group alone and lowers only its own threads, "
+        "once its start-up is done. 0 keeps the priority they were started with. The trade-off on a machine "
+        "busy with other work: docs/operations.md, \"CPU priority\".",
     )
     idle_class: bool = Field(
         True,
         description="On Linux with session groups (autogroup, the kernel's default), run reindex, eval and "
-        "drift in the idle scheduling class as well: a query service's thread that wakes takes the core at "
-        "once, while their group keeps its share of the CPU (at `niceness`) against other sessions. "
-        "Without session groups, or for a run whose session has none (one started under a container's "
-        "init that never called setsid), it is not applied: an idle-class run would get almost no CPU "
-        "while anything else runs.",
+        "drift in the idle scheduling class as well when they lower their own session's group (they lead "
+        "their session): a query service's thread that wakes takes the core at once, while their group keeps "
+        "its share of the CPU (at `niceness`) against other sessions. Not applied in a group shared with "
+        "other work (a shell's), nor without session groups: an idle-class run would get almost no CPU while "
+        "anything else there runs.",
     )
 
 
