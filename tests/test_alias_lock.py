@@ -142,12 +142,12 @@ def test_a_waiting_reindex_stops_at_once_on_sigterm_and_leaves_no_process_behind
                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     try:
-        waited = []
+        seen: list[str] = []  # all of it, so that a run that ended instead of waiting says why
         for line in run.stderr:
+            seen.append(line)
             if "waiting since" in line:
-                waited.append(line)
                 break
-        assert waited and "held by holder-under-test" in waited[0]
+        assert "waiting since" in seen[-1] and "held by holder-under-test" in seen[-1], "".join(seen)[-3000:]
         rest: list[str] = []
         threading.Thread(target=lambda: rest.extend(run.stderr), daemon=True).start()
         signalled = time.monotonic()

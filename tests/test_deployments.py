@@ -16,7 +16,8 @@ from rag.locks import AliasLock
 from rag.store import IndexStore
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+# Runs go through a server and a worker's subprocesses: on a loaded machine a test takes many minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
@@ -39,7 +40,7 @@ def _write(path: Path, data: dict) -> Path:
     return path
 
 
-def _wait(flow_run_id, timeout: float = 300):
+def _wait(flow_run_id, timeout: float = 900):  # runs on a machine at load 20 took over 300 s
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + timeout

@@ -240,8 +240,9 @@ def _ephemeral_wanted() -> bool:
 #: where ``prefect server start`` (and ``make server``) listens unless told otherwise
 LOCAL_SERVER_HOST, LOCAL_SERVER_PORT = "127.0.0.1", "4200"
 
-#: longest wait for a running server to say which Prefect home it serves (nothing listening: refused at once)
-PROBE_SECONDS = 1.0
+#: longest wait for a running server to say which Prefect home it serves (nothing listening: refused at once;
+#: a server on a loaded machine took over 1 s, and the command then started an API of its own beside it)
+PROBE_SECONDS = 10.0
 
 
 def prefect_home() -> Path:
