@@ -58,6 +58,8 @@ class Catalog:
             self._db.executescript(SCHEMA)
             self._add_files_column()
         except sqlite3.Error as exc:
+            if hasattr(self, "_db"):
+                self._db.close()  # a handle left open would keep the file (and its mount) busy
             raise StoreError(f"cannot open the store catalog {path}: {exc}") from None
 
     def _add_files_column(self) -> None:
