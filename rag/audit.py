@@ -93,22 +93,34 @@ def policy_hash(policy: dict) -> str:
     return hashlib.sha256(json.dumps(policy, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def record(store: IndexStore, alias: str, kind: EventKind, *, build: str | None = None, why: str = "",
-           details: dict[str, Any] | None = None) -> AuditEvent | None:
-    """Append one event to the alias's trail, durably, and return it (secrets in URLs redacted).
+def entry(alias: str, kind: EventKind, *, build: str | None = None, why: str = "",
+          details: dict[str, Any] | None = None) -> tuple[str, Row]:
+    """One event as the (table, row) to write, by the current actor (secrets in URLs redacted).
 
-    Called once what it records is done, so a failure to write is logged as an error and returns None
-    rather than raising: raising would report as failed an operation that happened.
+    What an alias move or a build's deletion passes to the store, which writes it in the same transaction
+    as the move or the deletion (``IndexStore.atomic_records``): a kill cannot separate them.
     """
     event = AuditEvent(at=utc_now(), alias=alias, kind=kind, build=build, by=current_actor(), why=why,
                        details=redact_tree(details or {}))
     key = f"{event.at.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
+    return audit_table(alias), Row(key, event.model_dump(mode="json"))
+
+
+def record(store: IndexStore, alias: str, kind: EventKind, *, build: str | None = None, why: str = "",
+           details: dict[str, Any] | None = None) -> AuditEvent | None:
+    """Append one event to the alias's trail, durably, and return it.
+
+    For what is recorded once it is done (a build, an evaluation, a gate verdict, a drift check; on a
+    server, a move or a deletion), so a failure to write is logged as an error and returns None rather
+    than raising: raising would report as failed an operation that happened.
+    """
+    table, row = entry(alias, kind, build=build, why=why, details=details)
     try:
-        store.put_rows(audit_table(alias), [Row(key, event.model_dump(mode="json"))])
+        store.put_rows(table, [row])
     except RagopsError as exc:
         log.error("audit trail of alias %s: could not record the %s of %s: %s", alias, kind, build, exc)
         return None
-    return event
+    return AuditEvent.model_validate(row.payload)
 
 
 def read_trail(store: IndexStore, alias: str, *, since: datetime | None = None) -> list[AuditEvent]:

@@ -136,7 +136,11 @@ class AliasLock:
         path = self.path
         if not path.exists():
             return None
-        with open(path, "a+") as handle:
+        try:
+            handle = open(path)  # reading is enough to test a flock, also on a read-only store
+        except OSError as exc:
+            raise StoreError(f"cannot read the lock file {path}: {exc.strerror}") from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -28,7 +28,7 @@ import numpy as np
 
 from rag.config import StoreSettings
 from rag.errors import ConfigError, DamagedBuildError, StoreFullError, VersionError
-from rag.models import Chunk, DocumentRecord, Manifest, SourceState
+from rag.models import Chunk, DocumentRecord, Manifest, PromotionEvent, SourceState
 from rag.names import LOCKS_TABLE, build_of_table, docs_collection, is_build_of, ledger_table
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,11 @@ class IndexStore(ABC):
     #: store work: reading the alias, opening the next build)
     concurrent_searches: bool = False
 
+    #: True when ``move_alias`` and ``delete_build`` write a move's or a deletion's record in the same
+    #: transaction as the move or the deletion (the embedded store); otherwise ``rag.versions`` records a
+    #: move around ``swap_alias`` and records are written right after a deletion (a server)
+    atomic_records: bool = False
+
     #: where the store is, for messages and logs (a server URL's password redacted)
     location: str
 
@@ -188,7 +193,8 @@ class IndexStore(ABC):
 
     @abstractmethod
     def write_manifest(self, manifest: Manifest) -> None:
-        """Replace a build's manifest."""
+        """Replace a build's manifest. With ``atomic_records``, its promotion history stays as stored:
+        only ``move_alias`` writes that (a copy read before a move must not erase the move's record)."""
 
     @abstractmethod
     def read_manifest(self, collection: str) -> Manifest | None:
@@ -242,8 +248,9 @@ class IndexStore(ABC):
         """Exact number of points in a build (or rows in a table)."""
 
     @abstractmethod
-    def _remove_build(self, collection: str) -> None:
-        """Delete a build and its document table (``delete_build`` checked that nothing serves it)."""
+    def _remove_build(self, collection: str, records: Sequence[tuple[str, Row]]) -> None:
+        """Delete a build and its document table and write ``records`` (``delete_build`` checked that
+        nothing serves it)."""
 
     @abstractmethod
     def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
@@ -318,6 +325,21 @@ class IndexStore(ABC):
             VersionError: the target build does not exist.
         """
 
+    def move_alias(self, alias: str, *, expected: str | None, target: str, event: PromotionEvent,
+                   records: Sequence[tuple[str, Row]] = ()) -> Manifest:
+        """``swap_alias``, and in the same transaction: ``event`` appended to the target's promotion history
+        (any pending event it carries dropped: it is not live, so that move never happened) and
+        ``records`` (table, row) written. Only backends with ``atomic_records`` have it.
+
+        Returns:
+            The target's manifest as now stored.
+
+        Raises:
+            AliasConflictError: the alias points elsewhere; nothing was changed or written.
+            VersionError: the target build does not exist.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot record an alias move in its transaction")
+
     def prepare_reader(self, collection: str) -> Callable[[], None]:
         """Check that ``collection`` (a build or an alias) can be read here, and return the call that opens
         it for reading. That call touches no other state of this store, so a caller that serializes its
@@ -349,8 +371,10 @@ class IndexStore(ABC):
 
     # --- written once, on top of the primitives ---------------------------------------------------
 
-    def delete_build(self, collection: str) -> None:
-        """Delete a build and its document table. Refuses one an alias points at.
+    def delete_build(self, collection: str, *, records: Sequence[tuple[str, Row]] = ()) -> None:
+        """Delete a build and its document table, and write ``records`` (table, row): its audit entry, in
+        the deletion's transaction with ``atomic_records``, else right after it. Refuses a build an alias
+        points at.
 
         Raises:
             VersionError: an alias points at it (the live build is never deleted).
@@ -358,7 +382,7 @@ class IndexStore(ABC):
         aliases = self.aliases_of(collection)
         if aliases:
             raise VersionError(f"refusing to delete {collection}: alias {', '.join(aliases)} points at it")
-        self._remove_build(collection)
+        self._remove_build(collection, records)
 
     def list_builds(self, alias: str) -> list[str]:
         """Collections that are builds of ``alias``, oldest first (versions sort by time)."""

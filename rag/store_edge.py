@@ -34,7 +34,7 @@ from rag.catalog import Catalog
 from rag.config import StoreSettings
 from rag.errors import ConfigError, DamagedBuildError, StoreError, StoreFullError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
-from rag.models import Chunk, Manifest
+from rag.models import Chunk, Manifest, PromotionEvent
 from rag.names import docs_collection
 from rag.store import (
     INTEGER_FIELDS,
@@ -64,6 +64,7 @@ class EdgeStore(IndexStore):
     """Builds as Edge shards, manifests, aliases and tables in SQLite (see the module docstring)."""
 
     concurrent_searches = True  # a shard answers searches from several threads at once (Rust, read-only)
+    atomic_records = True  # moves and deletions are recorded in their catalog transaction
 
     def __init__(self, settings: StoreSettings) -> None:
         self.root = Path(settings.location)
@@ -76,7 +77,10 @@ class EdgeStore(IndexStore):
         try:
             (self.root / "builds").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
+            if not self.root.is_dir():
+                raise StoreError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
+        _require_writable(self.root)
+        _require_catalog(self.root)
         self._catalog = Catalog(self.root / "catalog.sqlite")
         self._min_free_mb = settings.min_free_mb
         self._writing: dict[str, object] = {}  # builds this process writes: collection -> open shard
@@ -175,14 +179,17 @@ class EdgeStore(IndexStore):
                 return self._writing[collection].count(edge.CountRequest(exact=True))
         return self._catalog.sealed(collection)[1]
 
-    def _remove_build(self, collection: str) -> None:
-        # The shard first, the catalog row last: killed in between, the row still lists the build.
+    def _remove_build(self, collection: str, records: Sequence[tuple[str, Row]]) -> None:
+        # The shard first, the catalog row (with the deletion's record) last: killed in between, the row
+        # still lists the build, and the next retention deletes and records it.
         shard = self._writing.pop(collection, None) or self._reading.pop(collection, None)
         if shard is not None:
             shard.close()
         shutil.rmtree(self._shard_dir(collection), ignore_errors=True)
         failpoint("retention")
-        self._catalog.delete_build(collection, [docs_collection(collection)])
+        self._catalog.delete_build(collection, [docs_collection(collection)],
+                                   [(table, row.key, row.payload) for table, row in records])
+        failpoint("deleted")
 
     def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         if len(chunks) != len(vectors):
@@ -291,6 +298,21 @@ class EdgeStore(IndexStore):
             raise VersionError(f"cannot point alias {alias!r} at {target}: no such collection")
         self._catalog.swap_alias(alias, expected=expected, target=target)
 
+    def move_alias(self, alias: str, *, expected: str | None, target: str, event: PromotionEvent,
+                   records: Sequence[tuple[str, Row]] = ()) -> Manifest:
+        """The check, the move, its promotion event and its records: one SQLite transaction."""
+        if not self._catalog.has_build(target):
+            raise VersionError(f"cannot point alias {alias!r} at {target}: no such collection")
+
+        def record(stored: dict) -> dict:  # inside the transaction: the manifest as it is now
+            manifest = Manifest.model_validate(stored)
+            history = [e for e in manifest.promotions if not e.pending] + [event]
+            return manifest.model_copy(update={"promotions": history}).model_dump(mode="json")
+
+        written = self._catalog.swap_alias(alias, expected=expected, target=target, record=record,
+                                           rows=[(table, row.key, row.payload) for table, row in records])
+        return Manifest.model_validate(written)
+
     # --- shards ------------------------------------------------------------------------------------
 
     def _shard_dir(self, collection: str) -> Path:
@@ -376,6 +398,38 @@ class EdgeStore(IndexStore):
 def is_local_mode(folder: Path) -> bool:
     """True when ``folder`` holds a store made by qdrant-client's local mode (ragops before Edge)."""
     return (folder / "meta.json").exists() and (folder / "collection").is_dir()
+
+
+def _require_writable(root: Path) -> None:
+    """Refuse a store this process cannot write, with why and what to do (SQLite's own words, "unable
+    to open database file", say neither)."""
+    if os.access(root, os.W_OK) and os.access(root / "builds", os.W_OK):
+        return
+    raise StoreError(
+        f"the store at {root} is read-only here (a read-only mount, or no write permission for this user), "
+        "and ragops writes to its store even to read it: the catalog's write-ahead log and each reader's "
+        "snapshot of a build (readers/) live in it. Make the folder writable for this user, or copy the "
+        "store to a writable folder (cp -a) and point --store at the copy"
+    )
+
+
+def _require_catalog(root: Path) -> None:
+    """Refuse a catalog emptied to 0 bytes beside builds: opening it would make an empty store and leave
+    every build's shard orphaned, with every manifest, alias and table gone unnoticed."""
+    catalog = root / "catalog.sqlite"
+    try:
+        empty = catalog.stat().st_size == 0
+        shards = sorted(p.name for p in (root / "builds").iterdir()) if empty else []
+    except OSError:  # no catalog yet: a new store
+        return
+    if shards:
+        raise StoreError(
+            f"the store's catalog {catalog} is empty (0 bytes) while builds/ holds {len(shards)} build(s) "
+            f"({', '.join(shards[:3])}{', ...' if len(shards) > 3 else ''}): it was truncated or replaced, and "
+            "with it every manifest, alias, audit entry and table. ragops will not use it as a new store. "
+            "Restore catalog.sqlite (with its -wal file) from a backup; or move the folder aside and run "
+            "`ragops reindex` to build a new store"
+        )
 
 
 def _snapshot(master: Path, target: Path) -> None:

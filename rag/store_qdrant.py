@@ -211,8 +211,10 @@ class QdrantStore(IndexStore):
         with store_errors(f"counting points in {collection}"):
             return self.client.count(collection, exact=True).count
 
-    def _remove_build(self, collection: str) -> None:
-        """Delete a build: its document table first, its collection last.
+    def _remove_build(self, collection: str, records: Sequence[tuple[str, Row]]) -> None:
+        """Delete a build: its document table first, its collection last; then write ``records`` (a server
+        has no transaction spanning them: a kill right after the deletion loses them, and a failure to
+        write them is logged, not raised, since the deletion happened).
 
         Why this order: two requests cannot be atomic, and a process killed between them must leave
         something retention finds again. A build whose table went first is still a collection named
@@ -225,6 +227,12 @@ class QdrantStore(IndexStore):
                 self.client.delete_collection(docs_collection(collection))
             failpoint("retention")
             self.client.delete_collection(collection)
+        failpoint("deleted")
+        for table, row in records:
+            try:
+                self.put_rows(table, [row])
+            except StoreError as exc:
+                log.error("deleted %s, but could not write its record to %s: %s", collection, table, exc)
 
 
 

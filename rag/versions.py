@@ -7,23 +7,32 @@ Rules kept here, whatever calls them:
 - retention deletes only builds no alias points at, and always keeps the build the live one replaced,
   so ``rollback`` has somewhere to go.
 
-A promotion is two writes around one move, and a run can be killed between any two of them:
+A move's record is what ``rollback`` and retention rely on: the promotion event on the build the alias
+moved onto says which build it replaced. On the embedded store (``IndexStore.atomic_records``) the
+event, the move and its audit entry are one catalog transaction (``IndexStore.move_alias``): a kill
+leaves all of them or none, a process that loses the compare-and-swap writes nothing, and nothing else
+writes a build's promotion history, so two racing moves (a ``promote`` and a ``rollback``) cannot erase
+each other's record.
+
+A server has no such transaction, so there a promotion is two writes around one move, and a run can be
+killed between any two of them:
 
 1. a *pending* ``PromotionEvent`` goes into the incoming build's manifest (not live yet);
 2. the alias moves (one atomic request);
-3. the event is confirmed (``pending=False``) on the build that is now live.
+3. the event is confirmed (``pending=False``) on the build that is now live, then audited.
 
 Why not write the record only after the move: killed between 2 and 3, the live build would carry no
 record of what it replaced, so ``rollback`` and retention would follow an older event and might delete
-the real rollback target. Why not write it only before (as this module once did): killed between 1 and
-2, the manifest claims a promotion that never happened. With the pending mark, the alias decides:
-``settle_promotions`` treats a pending event as done when it is the last event of the build the alias
-points at (nothing else can have moved it there: every move onto a build appends its event first, and a
-live build is never promoted again), and as never having happened on any other build. Everything that
-reads promotions (``status``, ``rollback``, retention) reads settled manifests. Confirming the event in
-3 writes to the now-live collection's metadata: that is the live build's own promotion record, not a
-build writing into it. A pending event left on the build the alias later moves away from is confirmed
-on disk then (it is no longer live, and it was live, so its last event did happen).
+the real rollback target. Why not write it only before: killed between 1 and 2, the manifest claims a
+promotion that never happened. With the pending mark, the alias decides: ``settle_promotions`` treats
+a pending event as done when it is the last event of the build the alias points at (nothing else can
+have moved it there: every move onto a build appends its event first, and a live build is never
+promoted again), and as never having happened on any other build. Everything that reads promotions
+(``status``, ``rollback``, retention) reads settled manifests. Confirming the event in 3 writes to the
+now-live collection's metadata: that is the live build's own promotion record, not a build writing into
+it. A pending event left on the build the alias later moves away from is confirmed on disk then (it is
+no longer live, and it was live, so its last event did happen). Racing moves on a server are kept apart
+by the alias's lease (one run per alias, rag/locks.py).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from rag.errors import AliasConflictError, PromotionRefused, StoreError, Version
 from rag.failpoints import failpoint
 from rag.models import Manifest, PromotionEvent, VersionInfo, utc_now
 from rag.names import collection_name, version_of
-from rag.store import IndexStore
+from rag.store import IndexStore, Row
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +172,13 @@ def promote(
     reason: str,
     forced: bool = False,
 ) -> Manifest:
-    """Move ``alias`` to ``collection`` if it still points at ``expected``; record it in the manifest.
+    """Move ``alias`` to ``collection`` if it still points at ``expected``; record it in the manifest and
+    the audit trail.
 
-    Pending record on the incoming build, the move, then the confirmation (the module docstring says
-    why). A lost race withdraws the pending record; any other interruption leaves it for
-    ``settle_promotions`` to resolve against the alias.
+    On the embedded store the move and both records are one transaction; on a server, pending record
+    on the incoming build, the move, then the confirmation (the module docstring says why). A lost race
+    writes nothing (a server's pending record is withdrawn); any other interruption leaves a server's
+    pending record for ``settle_promotions`` to resolve against the alias.
 
     Returns:
         The promoted build's manifest, its new event confirmed.
@@ -179,10 +190,25 @@ def promote(
     live = store.alias_target(alias)
     if live == collection:
         raise VersionError(f"{collection} is already live for alias {alias!r}")
+    kind = "rollback" if by == "rollback" else "forced_promotion" if forced else "promotion"
+    record = audit.entry(alias, kind, build=collection, why=reason, details={"replaced": expected, "command": by})
+    event = PromotionEvent(at=utc_now(), by=by, replaced=expected, reason=reason, forced=forced)  # type: ignore[arg-type]
+    if store.atomic_records:
+        _manifest(store, collection)  # a build ragops did not make is refused before anything moves
+        manifest = store.move_alias(alias, expected=expected, target=collection, event=event, records=[record])
+        failpoint("promote")
+    else:
+        manifest = _promote_in_steps(store, alias, collection, expected, event, record)
+    log.info("alias %s -> %s (was %s): %s", alias, collection, expected, reason)
+    return manifest
+
+
+def _promote_in_steps(store: IndexStore, alias: str, collection: str, expected: str | None,
+                      event: PromotionEvent, record: tuple[str, Row]) -> Manifest:
+    """A server's promotion: pending record, move, confirmation, audit entry (the module docstring)."""
     # Not live, so any pending event it carries never made it live: drop it before adding ours.
-    manifest = settle_promotions(_manifest(store, collection), live)
-    event = PromotionEvent(at=utc_now(), by=by, replaced=expected, reason=reason, forced=forced,  # type: ignore[arg-type]
-                           pending=True)
+    manifest = settle_promotions(_manifest(store, collection), store.alias_target(alias))
+    event.pending = True
     manifest.promotions.append(event)
     store.write_manifest(manifest)
     try:
@@ -197,9 +223,11 @@ def promote(
     except StoreError as exc:  # the move happened: a pending record on the live build says so too
         log.warning("alias %s moved to %s, but confirming its record failed: %s", alias, collection, exc)
     _confirm_outgoing(store, expected)
-    log.info("alias %s -> %s (was %s): %s", alias, collection, expected, reason)
-    kind = "rollback" if by == "rollback" else "forced_promotion" if forced else "promotion"
-    audit.record(store, alias, kind, build=collection, why=reason, details={"replaced": expected, "command": by})
+    table, row = record
+    try:
+        store.put_rows(table, [row])
+    except StoreError as exc:  # the move happened: raising would report it as failed
+        log.error("alias %s moved to %s, but its audit entry could not be written: %s", alias, collection, exc)
     return manifest
 
 
@@ -388,11 +416,10 @@ def apply_retention(
         if collection in held:
             log.info("retention: kept %s for now: it was live less than %s ago", collection, grace)
             continue
-        store.delete_build(collection)
-        deleted.append(collection)
         why = "a husk: no run owns it" if collection in husks else f"older than the {keep} builds kept (retention)"
+        store.delete_build(collection, records=[audit.entry(alias, "retention_delete", build=collection, why=why)])
+        deleted.append(collection)
         log.info("retention: deleted %s (%s)", collection, why)
-        audit.record(store, alias, "retention_delete", build=collection, why=why)
     for table in store.orphan_tables(alias):
         store.delete_orphan_table(table)
         deleted.append(table)

@@ -94,8 +94,8 @@ def test_killed_at_every_stage_each_rerun_starts_at_once_and_converges_to_a_clea
     assert manifest.replaced in builds  # rollback still has somewhere to go
     assert_same_index(points_of(store, manifest.replaced), promoted)  # the build the promote-kill made live
 
-    # A rollback killed after the alias moved, before its record was confirmed: the alias is on the
-    # previous build, whole; a second rollback goes back again and settles the records.
+    # A rollback killed right after the alias moved (with its records, in the move's transaction): the
+    # alias is on the previous build, whole; a second rollback goes back again, and no record is pending.
     killed = subprocess.run(RAGOPS + ["rollback", "--store", str(store), "--alias", "kb"], capture_output=True,
                             text=True, env={**env, KILL_AT: "promote"}, timeout=900)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

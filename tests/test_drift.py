@@ -125,7 +125,8 @@ def test_the_golden_baseline_follows_a_promotion_whose_run_died_before_confirmin
     from rag.store import IndexStore
     from tests.test_versions import _complete_build
 
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    # A server's store: the embedded one records a move in the move's transaction, never pending.
+    with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")) as store:
         old, new = _complete_build(store, "kb", "20260101-000000"), _complete_build(store, "kb", "20260102-000000")
         evaluated = store.read_manifest(old)
         evaluated.evaluation = EvaluationRecord(

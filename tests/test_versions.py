@@ -334,7 +334,11 @@ def test_a_deletion_killed_half_way_leaves_a_build_that_retention_retries(
     assert store.list_builds("kb") == [middle, live] and store.orphan_tables("kb") == []
 
 
-def test_a_promotion_killed_before_the_swap_records_nothing(store: IndexStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_promotion_killed_before_the_swap_records_nothing(
+    qdrant_store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server records a move in steps (the embedded store in the move's transaction: test_move_history.py)."""
+    store = qdrant_store
     a = _complete_build(store, "kb", "20260101-000000")
     b = _complete_build(store, "kb", "20260102-000000")
     versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
@@ -353,8 +357,9 @@ def test_a_promotion_killed_before_the_swap_records_nothing(store: IndexStore, m
 
 
 def test_a_promotion_killed_after_the_swap_still_guides_rollback_and_retention(
-    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+    qdrant_store: IndexStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = qdrant_store
     a, b, c = (_complete_build(store, "kb", f"2026010{i}-000000") for i in (1, 2, 3))
     versions.promote(store, "kb", c, expected=None, by="reindex", reason="c")
     versions.promote(store, "kb", a, expected=c, by="rollback", reason="back to a")
@@ -374,13 +379,15 @@ def test_a_promotion_killed_after_the_swap_still_guides_rollback_and_retention(
     assert [(e.replaced, e.pending) for e in store.read_manifest(b).promotions] == [(a, False)]
 
 
-def test_a_swap_that_loses_the_race_withdraws_its_pending_record(store: IndexStore) -> None:
-    a = _complete_build(store, "kb", "20260101-000000")
-    b = _complete_build(store, "kb", "20260102-000000")
-    versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
-    with pytest.raises(AliasConflictError):
-        versions.promote(store, "kb", b, expected=None, by="reindex", reason="late")
-    assert store.read_manifest(b).promotions == []
+@pytest.mark.parametrize("engine", ["edge", "qdrant"])
+def test_a_swap_that_loses_the_race_leaves_no_record(store_path: Path, engine: str) -> None:
+    with IndexStore.open(StoreSettings(location=str(store_path), engine=engine)) as store:
+        a = _complete_build(store, "kb", "20260101-000000")
+        b = _complete_build(store, "kb", "20260102-000000")
+        versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
+        with pytest.raises(AliasConflictError):
+            versions.promote(store, "kb", b, expected=None, by="reindex", reason="late")
+        assert store.read_manifest(b).promotions == []
 
 
 def test_a_build_never_gated_is_not_promoted_by_hand_without_force(store: IndexStore) -> None:
