@@ -454,7 +454,6 @@ def test_a_sandbox_that_cannot_start_is_started_again_then_fails_the_document_no
     assert len(list(starts.iterdir())) == 2
 
 
-@pytest.mark.long
 def test_a_run_whose_sandbox_cannot_start_fails_that_batch_and_indexes_the_rest(tmp_path: Path) -> None:
     """`ragops reindex --json`, its sandbox children failing their first 3 starts (an import error, say;
     180 s of CPU to import on a loaded machine did it): the first batch's documents are quarantined with
