@@ -231,7 +231,8 @@ def _start_sandbox(settings: Settings, plan: BuildPlan) -> ParseSandbox:
     sandbox = shared_sandbox(settings.pipeline)
     if settings.pipeline.task_runner == "local":
         text_parser = settings.pipeline.text_parser
-        sandbox.start(groups={parser_group(item.ref.doc_id, text_parser) for item in plan.work})
+        groups = {parser_group(item.ref.doc_id, text_parser) for item in plan.work}
+        sandbox.start(groups=groups | {"chunking"} if groups else groups)  # it cuts sections too
     return sandbox
 
 

@@ -403,75 +403,103 @@ def prepare_batch(
     identical re-upload) keeps its chunks and vectors.
 
     Args:
-        sandbox: parses each document in a child process, within time and memory bounds.
-        journal: records each document before it is parsed (rag/journal.py); a version that
-            ``max_attempts`` runs died parsing is quarantined instead of parsed again.
+        sandbox: parses each document, and cuts it into sections, in a child process within time and
+            memory bounds; a document it cannot start a child for fails (kind "sandbox"), and so does
+            the rest of the batch, untried (a later run parses them again, as after a timeout).
+        journal: records each document while it is parsed and chunked (rag/journal.py); a version
+            that ``max_attempts`` runs died on is quarantined instead of parsed again.
         redactors: by source name, for sources that redact (rag/redaction.py): their documents' text
             is redacted right after parsing, so nothing after (hashes, chunks, vectors) sees the original.
-        retry_backoff: how long a document whose parse timed out or stalled waits for a later run
-            (``pipeline.parse_retry_backoff``; ``rag.plan.next_retry``).
+        retry_backoff: how long a document whose parse timed out or stalled (or found no sandbox) waits
+            for a later run (``pipeline.parse_retry_backoff``; ``rag.plan.next_retry``).
         pulse: counts each document prepared (progress inside a batch).
     """
     batch = PreparedBatch(items=list(items))
+    unavailable: DocumentError | None = None  # the sandbox could not start: the rest of the batch is not tried
     with tempfile.TemporaryDirectory(prefix="ragops-fetch-") as folder:
         for item in items:
             if pulse is not None:
                 pulse.documents += 1
             ref, previous = item.ref, item.previous
+            redactor = (redactors or {}).get(ref.source)
             try:
+                if unavailable is not None:
+                    raise DocumentError("parse", unavailable.reason, failure="sandbox")
                 with _timed(batch.timings, "fetch"):
                     check_size(ref, max_bytes)
                     local = ref.model_copy(update={"path": fetch(ref, Path(folder))})
-                with _timed(batch.timings, "parse"):
-                    elements = _parse(sandbox, journal, local, max_bytes, max_attempts)
-                redactor = (redactors or {}).get(ref.source)
-                redaction = {"redaction": redactor.policy if redactor else None, "redacted": {}}
-                if redactor is not None:
-                    with _timed(batch.timings, "redact"):
-                        elements, found = redactor.redact(elements)
-                    redaction["redacted"] = dict(sorted(found.items()))
-                content_hash = hash_text(element.text for element in elements)
-                if previous and previous.chunks and previous.content_hash == content_hash:
-                    # Only the listing signal (or a redaction policy that changes nothing here) moved: same
-                    # chunks, same vectors.
-                    batch.keep.append(previous.model_copy(update=_seen(ref, now) | redaction | {"quarantine": None}))
-                    batch.touched += item.status == "changed"  # a retried version was not counted as changed
-                    continue
-                with _timed(batch.timings, "chunk"):
-                    chunks = chunker.chunk(ref, elements)
-                record = DocumentRecord(
-                    doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal,
-                    content_hash=content_hash, modified=ref.modified,
-                    first_seen=previous.first_seen if previous else now, last_seen=now,
-                    indexed_at=now, indexed_in=version, chunks=len(chunks), **redaction,
-                )
-                batch.fresh.append((record, chunks))
+                with _journaled(journal, local, max_attempts):
+                    _prepare_document(batch, item, local, chunker, sandbox, redactor, version=version,
+                                      max_bytes=max_bytes, now=now)
             except DocumentError as exc:
-                redactor = (redactors or {}).get(ref.source)
+                if exc.failure == "sandbox":
+                    unavailable = exc
                 reason = redactor.redact_text(exc.reason) if redactor else exc.reason
                 _quarantine(batch, ref, previous, exc.stage, reason, now, kind=exc.failure, backoff=retry_backoff)
     return batch
 
 
-def _parse(sandbox: ParseSandbox, journal: ParseJournal | None, ref: DocumentRef, max_bytes: int,
-           max_attempts: int) -> list:
-    """Parse in the sandbox, with the document journaled while it is being parsed."""
+def _prepare_document(
+    batch: PreparedBatch, item: WorkItem, local: DocumentRef, chunker: Chunker, sandbox: ParseSandbox,
+    redactor: Redactor | None, *, version: str, max_bytes: int, now: datetime,
+) -> None:
+    """Parse, redact and chunk one fetched document into ``batch`` (fresh, or kept when its text is the
+    base's). The sandbox parses it and cuts it into sections within its bounds; this process fits the
+    sections to the model's tokens (rag/chunking.py).
+
+    Raises:
+        DocumentError: it failed (the reason says where and why).
+    """
+    ref, previous = item.ref, item.previous
+    with _timed(batch.timings, "parse"):
+        elements = sandbox.parse(local, max_bytes=max_bytes)
+    redaction = {"redaction": redactor.policy if redactor else None, "redacted": {}}
+    if redactor is not None:
+        with _timed(batch.timings, "redact"):
+            elements, found = redactor.redact(elements)
+        redaction["redacted"] = dict(sorted(found.items()))
+    content_hash = hash_text(element.text for element in elements)
+    if previous and previous.chunks and previous.content_hash == content_hash:
+        # Only the listing signal (or a redaction policy that changes nothing here) moved: same chunks, same vectors.
+        batch.keep.append(previous.model_copy(update=_seen(ref, now) | redaction | {"quarantine": None}))
+        batch.touched += item.status == "changed"  # a retried version was not counted as changed
+        return
+    with _timed(batch.timings, "chunk"):
+        sections = sandbox.sections(elements, chunker.section_options)
+        failpoint("chunk")
+        chunks = chunker.fit(ref, sections)
+    record = DocumentRecord(
+        doc_id=ref.doc_id, source=ref.source, uri=ref.uri, signal=ref.signal, content_hash=content_hash,
+        modified=ref.modified, first_seen=previous.first_seen if previous else now, last_seen=now,
+        indexed_at=now, indexed_in=version, chunks=len(chunks), **redaction,
+    )
+    batch.fresh.append((record, chunks))
+
+
+@contextmanager
+def _journaled(journal: ParseJournal | None, ref: DocumentRef, max_attempts: int) -> Iterator[None]:
+    """The document journaled while the block parses and chunks it (rag/journal.py): a run that dies
+    meanwhile leaves its entry. A version that ``max_attempts`` runs died on is quarantined instead.
+
+    Raises:
+        DocumentError: that many runs died on this version (kind "crash").
+    """
     if journal is None:
-        return sandbox.parse(ref, max_bytes=max_bytes)
+        yield
+        return
     deaths = journal.begin(ref)
     failpoint("parse")
     try:
         if deaths >= max_attempts:
             raise DocumentError(
-                "parse", f"{deaths} runs died while parsing this version (pipeline.max_parse_attempts: "
+                "parse", f"{deaths} runs died while parsing or chunking this version (pipeline.max_parse_attempts: "
                 f"{max_attempts}); not parsed again until the file changes", failure="crash",
             )
-        elements = sandbox.parse(ref, max_bytes=max_bytes)
+        yield
     except DocumentError:
         journal.end(ref)
         raise
     journal.end(ref)
-    return elements
 
 
 def write_batch(

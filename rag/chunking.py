@@ -9,13 +9,23 @@ Two libraries, each for what it does best (docs/architecture.md says more):
 2. llama-index's ``SentenceSplitter``, given the model's own tokenizer, splits whatever is still over
    ``max_tokens`` (code, tables, dense text) at sentence boundaries. So no chunk is ever truncated by
    the model.
+
+The first step (``title_sections``) runs in the parsing sandbox's child process (rag/sandbox.py), under
+the same CPU-time and memory bounds as the parse: its cost grows with the document, and unstructured
+splits an oversized element by copying what is left after each cut, which is quadratic (a 45 MB one-line
+file stalled a run for 24 minutes). So an oversized element is cut here instead, in one linear pass, at
+the places unstructured's splitter would cut it. The second step
+(``Chunker.fit``) runs in the build's process with the model's tokenizer: its sections are at most a few
+thousand characters each, and their number is checked against ``max_chunks_per_document`` before any is
+tokenized, so its work is bounded whatever the document.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from rag.config import ChunkingSettings
 from rag.errors import ConfigError, DocumentError
@@ -31,6 +41,27 @@ log = logging.getLogger(__name__)
 # MiniLM's WordPiece averages ~4.5 characters per token on English prose.
 _SOFT_CHARS_PER_TOKEN = 4
 _HARD_CHARS_PER_TOKEN = 5
+#: the title chunker's text-splitting separators, in its order of preference (its default)
+_SEPARATORS = ("\n", " ")
+_NON_SPACE = re.compile(r"\S")
+
+
+class SectionOptions(NamedTuple):
+    """The title chunker's sizes, in characters (``Chunker.section_options``): what the sandbox's child
+    needs to cut a document into sections."""
+
+    max_characters: int
+    new_after_n_chars: int
+    combine_text_under_n_chars: int
+
+
+class Section(NamedTuple):
+    """A section of a document: its text (usually under ``max_characters``), the title it falls under
+    (the nearest one before it) and its page."""
+
+    text: str
+    title: str | None
+    page: int | None
 
 
 class Chunker:
@@ -67,11 +98,16 @@ class Chunker:
         self.__dict__.update(state, _splitter_lock=threading.Lock())
 
     def warm_up(self) -> None:
-        """Import and load what the first chunk would (unstructured's chunker, llama-index and its
-        sentence tokenizer: ~2-3 s), e.g. on a thread while the first documents parse."""
-        from unstructured.chunking.title import chunk_by_title  # noqa: F401
-
+        """Import and load what fitting the first sections would (llama-index and its sentence
+        tokenizer: ~2-3 s), e.g. on a thread while the first documents parse."""
         self.splitter.split_text("Warm up the sentence splitter. " * (self.max_tokens // 2))
+
+    @property
+    def section_options(self) -> SectionOptions:
+        """The title chunker's sizes for this model and these settings (``title_sections``)."""
+        soft = self.max_tokens * _SOFT_CHARS_PER_TOKEN
+        return SectionOptions(max_characters=self.max_tokens * _HARD_CHARS_PER_TOKEN, new_after_n_chars=soft,
+                              combine_text_under_n_chars=min(self.settings.combine_under_chars, soft))
 
     def describe(self) -> dict:
         """The settings that decide chunk boundaries, for the build manifest."""
@@ -85,48 +121,35 @@ class Chunker:
         }
 
     def chunk(self, doc: DocumentRef, elements: Sequence[Element]) -> list[Chunk]:
-        """Turn one document's elements into ordered chunks carrying uri, section title and page.
-
-        Chunks without a letter or digit (rules, fences, lone punctuation) are not kept.
+        """Turn one document's elements into ordered chunks carrying uri, section title and page, in this
+        process (a build cuts the sections in the parsing sandbox instead: ``title_sections``, ``fit``).
 
         Raises:
-            DocumentError: chunking produced no text, or more chunks than ``max_chunks_per_document``
-                (stopped as soon as it does, so such a document never holds its chunks in memory).
+            DocumentError: as ``title_sections`` and ``fit`` do.
         """
-        from unstructured.chunking.title import chunk_by_title
+        return self.fit(doc, title_sections(elements, self.section_options))
 
-        try:
-            # Page by page: chunk_by_title's combining of small sections ignores multipage_sections
-            # and would file page-2 text under page 1.
-            sections = [
-                section
-                for page in _page_runs(elements)
-                for section in chunk_by_title(
-                    page,
-                    max_characters=self.max_tokens * _HARD_CHARS_PER_TOKEN,
-                    new_after_n_chars=self.max_tokens * _SOFT_CHARS_PER_TOKEN,
-                    combine_text_under_n_chars=min(
-                        self.settings.combine_under_chars, self.max_tokens * _SOFT_CHARS_PER_TOKEN
-                    ),
-                    multipage_sections=False,
-                    include_orig_elements=True,
-                )
-            ]
-        except Exception as exc:  # a malformed element tree is this document's problem
-            raise DocumentError("chunk", f"{type(exc).__name__}: {exc}"[:300]) from None
+    def fit(self, doc: DocumentRef, sections: Sequence[Section]) -> list[Chunk]:
+        """The chunks of a document's sections: each section, cut to at most ``max_tokens`` tokens where
+        it is longer, in order. Chunks without a letter or digit (rules, fences, lone punctuation) are
+        not kept.
 
+        Raises:
+            DocumentError: no text is left, or the document makes more chunks than
+                ``max_chunks_per_document`` (told before anything is tokenized when its sections alone
+                are more, so such a document never holds its chunks in memory).
+        """
+        limit = self.settings.max_chunks_per_document
+        # Each section with a word makes a chunk at least: too many of them is known without tokenizing.
+        if sum(1 for section in sections if has_words(section.text)) > limit:
+            raise _too_many_chunks(limit)
         chunks: list[Chunk] = []
-        title: str | None = None
         for section in sections:
-            title = _section_title(section) or title
-            page = getattr(section.metadata, "page_number", None)
             for text, tokens in self._fit(section.text):
                 if not has_words(text):
                     continue  # "///", "---", "| |": nothing a query matches, yet they came back as hits
-                if len(chunks) == self.settings.max_chunks_per_document:
-                    raise DocumentError(
-                        "chunk", f"more than {len(chunks):,} chunks (chunking.max_chunks_per_document); a document "
-                        "this large is rarely meant to be searched: split it, exclude it, or raise the limit")
+                if len(chunks) == limit:
+                    raise _too_many_chunks(limit)
                 chunks.append(
                     Chunk(
                         doc_id=doc.doc_id,
@@ -134,8 +157,8 @@ class Chunker:
                         text=text,
                         source_uri=doc.uri,
                         source=doc.source,
-                        title=title,
-                        page=page,
+                        title=section.title,
+                        page=section.page,
                         tokens=tokens,
                     )
                 )
@@ -186,6 +209,96 @@ class Chunker:
         return self._splitter
 
 
+def title_sections(elements: Sequence[Element], options: SectionOptions) -> list[Section]:
+    """A document's sections: its elements grouped by unstructured's ``chunk_by_title`` (page by page),
+    each with the title it falls under. Linear in the document's length.
+
+    An element over ``max_characters`` (a Table excepted) is a run of sections of its own in
+    ``chunk_by_title`` too, cut by its text splitter; that splitter copies the remainder at each cut
+    (quadratic), so such an element is cut here instead, at the same places (``split_text``).
+
+    Raises:
+        DocumentError: the element tree is malformed.
+    """
+    from unstructured.chunking.title import chunk_by_title
+
+    sections: list[Section] = []
+    title: str | None = None
+    try:
+        # Page by page: chunk_by_title's combining of small sections ignores multipage_sections
+        # and would file page-2 text under page 1.
+        for page in _page_runs(elements):
+            for run, text in _oversized_apart(page, options.max_characters):
+                if text is not None:  # one oversized element, and its text as the title chunker sees it
+                    title = _section_title_of(run) or title
+                    number = getattr(run[0].metadata, "page_number", None)
+                    sections += [Section(piece, title, number) for piece in split_text(text, options.max_characters)]
+                    continue
+                for section in chunk_by_title(
+                    run,
+                    max_characters=options.max_characters,
+                    new_after_n_chars=options.new_after_n_chars,
+                    combine_text_under_n_chars=options.combine_text_under_n_chars,
+                    multipage_sections=False,
+                    include_orig_elements=True,
+                ):
+                    title = _section_title(section) or title
+                    sections.append(Section(section.text, title, getattr(section.metadata, "page_number", None)))
+    except Exception as exc:  # a malformed element tree is this document's problem
+        raise DocumentError("chunk", f"{type(exc).__name__}: {exc}"[:300]) from None
+    return sections
+
+
+def _oversized_apart(elements: Sequence[Element], max_characters: int) -> list[tuple[list[Element], str | None]]:
+    """Consecutive elements, each oversized one in a run of its own with its text as ``chunk_by_title``
+    measures and splits it (whitespace collapsed, except in code); other runs with None."""
+    from unstructured.documents.elements import CodeSnippet
+
+    runs: list[tuple[list[Element], str | None]] = [([], None)]
+    for element in elements:
+        text = element.text or ""
+        if len(text) > max_characters and element.category != "Table":  # a Table has a splitter of its own
+            text = text if isinstance(element, CodeSnippet) else " ".join(text.split())
+            if len(text) > max_characters:
+                runs += [([element], text), ([], None)]
+                continue
+        runs[-1][0].append(element)
+    return [(run, text) for run, text in runs if run]
+
+
+def split_text(text: str, max_characters: int) -> list[str]:
+    """``text`` cut into pieces of at most ``max_characters``, at the last newline within reach, else the
+    last space, else anywhere: the cuts unstructured's text splitter makes (without overlap), in one pass.
+
+    unstructured copies the remainder after every cut (quadratic); this moves a cursor along the text,
+    so each search spans at most ``max_characters`` and each character is copied once.
+    """
+    pieces: list[str] = []
+    start, end = 0, len(text)
+    while end - start > max_characters:
+        for separator in _SEPARATORS:
+            # Its splitter looks for the separator from 1 character in to max_characters (inclusive).
+            cut = text.rfind(separator, start + 1, start + max_characters + len(separator))
+            piece = text[start:cut].rstrip() if cut >= 0 else ""
+            if piece:
+                rest = cut + len(separator)
+                break
+        else:
+            piece, rest = text[start : start + max_characters].rstrip(), start + max_characters
+        if piece:
+            pieces.append(piece)
+        found = _NON_SPACE.search(text, rest)  # the remainder starts at its first non-space
+        start = found.start() if found else end
+    if start < end:
+        pieces.append(text[start:])
+    return pieces
+
+
+def _too_many_chunks(limit: int) -> DocumentError:
+    return DocumentError("chunk", f"more than {limit:,} chunks (chunking.max_chunks_per_document); a document this "
+                         "large is rarely meant to be searched: split it, exclude it, or raise the limit")
+
+
 def has_words(text: str) -> bool:
     """Whether ``text`` has a word: a letter or a digit, in any script."""
     return any(char.isalnum() for char in text)
@@ -224,7 +337,11 @@ def _page_runs(elements: Sequence[Element]) -> list[list[Element]]:
 
 
 def _section_title(section: Element) -> str | None:
-    for element in getattr(section.metadata, "orig_elements", None) or []:
+    return _section_title_of(getattr(section.metadata, "orig_elements", None) or [])
+
+
+def _section_title_of(elements: Sequence[Element]) -> str | None:
+    for element in elements:
         if element.category == "Title" and element.text.strip():
             return element.text.strip()[:200]
     return None

@@ -385,23 +385,24 @@ class PipelineSettings(_Section):
     )
     parse_timeout: Duration = Field(
         timedelta(minutes=5), description="CPU time one document's parse may use (the parser's, its "
-        "subprocesses' included); past it the parser is stopped and the document quarantined until a later "
-        "run retries it (parse_retry_backoff). A parse that gets less than this in 4 times as long (a busy "
-        "machine, a stopped parser) is stopped and retried the same way: waiting for a CPU is not the "
-        "document's doing.",
+        "subprocesses' included), and cutting it into sections as much again; past it the parser is stopped "
+        "and the document quarantined until a later run retries it (parse_retry_backoff). A parse that gets "
+        "less than this in 4 times as long (a busy machine, a stopped parser) is stopped and retried the same "
+        "way: waiting for a CPU is not the document's doing.",
     )
     parse_retry_backoff: Duration = Field(
-        timedelta(hours=1), description="How long a document whose parse timed out or stalled waits before a run "
-        "parses it again; the wait doubles with each consecutive failure of the same version, up to 7 days. "
+        timedelta(hours=1), description="How long a document whose parse timed out or stalled (or whose parsing "
+        "sandbox could not start) waits before a run parses it again; the wait doubles with each consecutive failure of the same version, up to 7 days. "
         "Documents that are unreadable, crash the parser or exceed parse_memory_mb wait until they change.",
     )
     parse_memory_mb: int = Field(
-        2048, ge=64, le=1_048_576, description="Memory one document's parse may take beyond the parser's own "
-        "(an address-space limit on the parsing process); past it the document is quarantined."
+        2048, ge=64, le=1_048_576, description="Memory one document's parse, or cutting it into sections, may "
+        "take beyond the parser's own (an address-space limit on the parsing process); past it the document "
+        "is quarantined."
     )
     max_parse_attempts: int = Field(
-        2, ge=1, le=100, description="Runs that may die while parsing the same version of a document before "
-        "the next run quarantines it instead of parsing it again."
+        2, ge=1, le=100, description="Runs that may die while parsing or chunking the same version of a "
+        "document before the next run quarantines it instead of parsing it again."
     )
     task_runner: Literal["local", "dask"] = Field(
         "local",

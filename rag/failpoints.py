@@ -7,11 +7,13 @@ second hit), in which case the process SIGKILLs itself: no cleanup, no ``finally
 The variable does not start with ``RAGOPS_`` on purpose: it is not configuration.
 
 Points, in a run's order: ``listing`` (a source about to be listed), ``parse`` (a document is journaled,
-not parsed yet), ``embed`` (a batch's vectors computed, not yet cached), ``write`` (a batch's chunks are
-written, its records not yet), ``finish`` (every batch written, the build not yet complete),
-``evaluate`` (the candidate evaluated, no verdict recorded), ``promote`` (the alias moved: with its
-records on the embedded store, its promotion not yet confirmed on a server; a rollback passes there too), ``retention`` (a build half deleted).
-``deleted``: a retention delete done, with its audit entry (bench/faults.py checks the trail after it).
+not parsed yet), ``chunk`` (a document parsed and cut into sections, still journaled), ``embed`` (a
+batch's vectors computed, not yet cached), ``write`` (a batch's chunks are written, its records not
+yet), ``finish`` (every batch written, the build not yet complete), ``evaluate`` (the candidate
+evaluated, no verdict recorded), ``promote`` (the alias moved: with its records on the embedded store,
+its promotion not yet confirmed on a server; a rollback passes there too), ``retention`` (a build half
+deleted), ``deleted`` (a retention delete done, with its audit entry: bench/faults.py checks the trail
+after it).
 """
 
 from __future__ import annotations

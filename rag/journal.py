@@ -1,14 +1,14 @@
-"""Documents being parsed, recorded before parsing: a document that a run died on is recognised.
+"""Documents being parsed and chunked, recorded before parsing: a document that a run died on is recognised.
 
 The parsing sandbox (rag/sandbox.py) contains what a document can do to its parser. What it cannot
-contain is the run itself dying while a document is parsed (the OOM killer picking the run, a kill -9
-of a run that looked stuck). Each such death leaves the document's entry here, with the version
+contain is the run itself dying while a document is parsed or chunked (the OOM killer picking the run,
+a kill -9 of a run that looked stuck). Each such death leaves the document's entry here, with the version
 (listing signal) being parsed and how many runs died on it; after ``pipeline.max_parse_attempts`` of
 them, the next run quarantines that version instead of parsing it once more. One death is forgiven:
 it is as likely the operator's kill as the document's fault.
 
 Entries live in the alias's journal table (``rag.names.journal_table``), keyed by document id, and are removed
-once the document's parse ended either way.
+once the document's parse and chunking ended either way.
 """
 
 from __future__ import annotations

@@ -27,10 +27,11 @@ FailureStage = Literal["fetch", "parse", "redact", "chunk", "embed"]
 #: why a document failed: "error" (it cannot be read: corrupt, unsupported, too large; the reason says),
 #: "memory" (past pipeline.parse_memory_mb), "crash" (the parser died on it, or runs died parsing it),
 #: "timeout" (its parse used more than pipeline.parse_timeout of CPU time), "stalled" (its parse got
-#: too little CPU for too long: a busy machine, a stopped or blocked parser)
-FailureKind = Literal["error", "memory", "crash", "timeout", "stalled"]
+#: too little CPU for too long: a busy machine, a stopped or blocked parser), "sandbox" (the parsing
+#: sandbox's child could not start, after a retry: it or a document before it in its batch)
+FailureKind = Literal["error", "memory", "crash", "timeout", "stalled", "sandbox"]
 #: failures that are not a property of the version: a later run parses it again (with a back-off)
-RETRIED_FAILURES = frozenset({"timeout", "stalled"})
+RETRIED_FAILURES = frozenset({"timeout", "stalled", "sandbox"})
 
 
 def chunk_point_id(doc_id: str, chunk_index: int) -> str:
@@ -173,7 +174,7 @@ class Failure(BaseModel):
     uri: str
     stage: FailureStage
     reason: str
-    kind: FailureKind = Field("error", description="What kind of failure (timeout and stalled are retried).")
+    kind: FailureKind = Field("error", description="What kind of failure (timeout, stalled and sandbox are retried).")
     retry_after: datetime | None = Field(
         None, description="When a later run parses it again (a timeout or stall); None: once it changes."
     )

@@ -64,9 +64,12 @@ def parser_group(name: str | Path, text_parser: Literal["builtin", "unstructured
     return "unstructured"
 
 
-def warm_up(group: ParserGroup | None = None) -> None:
+def warm_up(group: ParserGroup | Literal["chunking"] | None = None) -> None:
     """Import one group's parsers now (every group's when None) rather than inside a document's parse:
-    the parsing sandbox caps its memory after this (rag/sandbox.py)."""
+    the parsing sandbox caps its memory after this (rag/sandbox.py). ``chunking`` is unstructured's title
+    chunker, which the sandbox runs on parsed documents (``rag.chunking.title_sections``)."""
+    if group in (None, "chunking"):
+        import unstructured.chunking.title  # noqa: F401
     if group in (None, "builtin"):
         import rag.rst_text  # noqa: F401 - docutils
         import rag.text_parsing  # noqa: F401 - markdown, lxml and unstructured's element classes

@@ -1,8 +1,10 @@
-"""Parsing with bounds: each document is parsed in a child process limited in time and memory.
+"""Parsing with bounds: each document is parsed, and cut into sections, in a child process limited in
+time and memory.
 
 Parsers meet hostile input: a 1 MB .docx that inflates to 300 MB parsed for minutes past 3 GB of memory,
 and a crash in a format library takes its process with it. So documents are parsed by a long-lived
-child process (``python -m rag.sandbox``), one at a time:
+child process (``python -m rag.sandbox``), one at a time. The same child cuts each parsed document into
+sections (``rag.chunking.title_sections``), within the same bounds: that work grows with the document too.
 
 - zip-based formats (OOXML, ODF, EPUB) are refused before parsing when their entries inflate past
   ``pipeline.max_inflated_mb`` (read from the zip's directory; nothing is decompressed);
@@ -15,19 +17,25 @@ child process (``python -m rag.sandbox``), one at a time:
 - so does one whose parse gets less CPU than that in ``STALL_FACTOR`` times as long ("stalled"): on a
   busy machine a parse can wait for a CPU far longer than it runs, and a stopped or blocked parser uses
   none. Wall time alone would blame the document for the machine's load;
-- a child that crashes (a segfault in a C library) costs that document only.
+- a child that crashes (a segfault in a C library) costs that document only;
+- a child that cannot start, or cannot import a group of parsers, within ``STARTUP_TIMEOUT`` of CPU time
+  (and ``STALL_FACTOR`` times as long) is started again; when ``START_ATTEMPTS`` starts failed, the
+  document fails with kind "sandbox" (not its doing: a later run parses it again, as after a timeout),
+  and the build fails the rest of its batch the same way without trying again (rag/build.py).
 
 Each of these is a ``DocumentError`` naming the bound and its kind (``rag.models.FailureKind``), so the
 build quarantines the document with that reason and goes on; the next document gets a fresh child. A
 timeout or a stall is not a property of the document: a later run parses it again (rag/build.py). The
-child also dies with its parent (``PR_SET_PDEATHSIG``) and under a CPU-time limit, so a killed run
-leaves no parser spinning; it runs in a process group of its own, killed whole, so that a subprocess
-it started (pandoc) stops with it.
+child runs in a process group of its own, killed whole, so that a subprocess it started (pandoc) stops
+with it; when its parent dies (a killed run) it is told (``PR_SET_PDEATHSIG``, SIGTERM) and kills its
+group itself, and a CPU-time limit of its own stops it should nobody be left to. So a killed run leaves
+no parser spinning.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import pickle
 import resource
@@ -40,9 +48,11 @@ import tempfile
 import threading
 import time
 import zipfile
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from rag.chunking import Section, SectionOptions
 from rag.config import PipelineSettings
 from rag.errors import DocumentError
 from rag.models import DocumentRef
@@ -52,10 +62,14 @@ from rag.runtime import die_with_parent
 if TYPE_CHECKING:
     from unstructured.documents.elements import Element
 
+log = logging.getLogger(__name__)
+
 #: file types that are zip containers (parsers inflate every entry they read)
 ZIP_SUFFIXES = {".docx", ".xlsx", ".pptx", ".docm", ".xlsm", ".pptm", ".odt", ".ods", ".odp", ".epub", ".zip"}
 #: CPU seconds a new child may take to import its parsers before the sandbox gives up on it
 STARTUP_TIMEOUT = 180.0
+#: starts of a child (for one document) before the sandbox gives up and fails the document (kind "sandbox")
+START_ATTEMPTS = 2
 #: a parse (or start-up) given B seconds of CPU time is stopped as stalled after STALL_FACTOR * B seconds:
 #: generous, as waiting for a CPU on a loaded machine is not the document's doing; still a bound, as a
 #: parser stopped or blocked on something would otherwise hold the run for ever
@@ -65,6 +79,8 @@ _POLL_SECONDS = 0.5
 _FRAME = struct.Struct("!Q")
 #: a parse that failed with its peak address space this close to the cap failed for want of memory
 _NEAR_LIMIT = 64 * 1024 * 1024
+#: what a request does, and who does it, by its stage (in reasons)
+_WORK = {"parse": ("parsing", "parser"), "chunk": ("chunking", "title chunker")}
 
 
 def check_inflated_size(path: Path, limit_bytes: int) -> None:
@@ -90,17 +106,25 @@ def check_inflated_size(path: Path, limit_bytes: int) -> None:
         )
 
 
+class SandboxStartError(RuntimeError):
+    """The child did not start, or did not import a group of parsers (the message says why); it is stopped."""
+
+
 class ParseSandbox:
     """Parses documents in a bounded child process; use as a context manager (or call ``close``).
 
     Args:
         pipeline: the bounds (``parse_timeout``, ``parse_memory_mb``, ``max_inflated_mb``).
         stall_factor: a parse is stopped as stalled after this many times ``parse_timeout`` of wall time.
+        startup_timeout: CPU seconds a child may take to start, or to import a group of parsers
+            (``STARTUP_TIMEOUT``); it is stopped as stalled after ``STALL_FACTOR`` times as long.
     """
 
-    def __init__(self, pipeline: PipelineSettings, *, stall_factor: float = STALL_FACTOR) -> None:
+    def __init__(self, pipeline: PipelineSettings, *, stall_factor: float = STALL_FACTOR,
+                 startup_timeout: float = STARTUP_TIMEOUT) -> None:
         self.timeout = pipeline.parse_timeout.total_seconds()
         self.stall_factor = stall_factor
+        self.startup_timeout = startup_timeout
         self.memory_mb = pipeline.parse_memory_mb
         self.max_inflated = int(pipeline.max_inflated_mb * 1_000_000)
         self.text_parser = pipeline.text_parser
@@ -133,50 +157,85 @@ class ParseSandbox:
         """``rag.parsing.parse_document`` in the child, within the bounds.
 
         Raises:
-            DocumentError: the document is bad, or it broke a bound (the reason names which).
+            DocumentError: the document is bad, or it broke a bound (the reason names which), or the
+                child could not start (kind "sandbox").
         """
         if doc.path is not None:
             check_inflated_size(doc.path, self.max_inflated)
         with self._turn:
-            return self._parse(doc, max_bytes)
+            child = self._ready_child(parser_group(doc.path or doc.doc_id, self.text_parser), "parse")
+            return self._ask(child, ("parse", doc, max_bytes, self.timeout, self.text_parser), "parse")
 
-    def _parse(self, doc: DocumentRef, max_bytes: int) -> list[Element]:
-        child = self._running_child()
-        self._warm(child, parser_group(doc.path or doc.doc_id, self.text_parser))
+    def sections(self, elements: list[Element], options: SectionOptions) -> list[Section]:
+        """``rag.chunking.title_sections`` in the child, within the same bounds as a parse (its time
+        and memory grow with the document as a parse's do).
+
+        Raises:
+            DocumentError: stage chunk: the elements are malformed, or cutting them broke a bound, or the
+                child could not start (kind "sandbox").
+        """
+        with self._turn:
+            child = self._ready_child("chunking", "chunk")
+            return self._ask(child, ("sections", elements, options, self.timeout), "chunk")
+
+    def _ask(self, child: subprocess.Popen, request: tuple, stage: str) -> Any:
+        """Send a document's request to the child and wait for its answer, within the bounds."""
+        doing, _ = _WORK[stage]
         try:
-            _send(child.stdin, ("parse", doc, max_bytes, self.timeout, self.text_parser))
+            try:
+                _send(child.stdin, request)
+            except BrokenPipeError:
+                pass  # it stopped reading (a request past its memory): its answer, or its death, says why
             reply = _receive(child.stdout, Budget(child.pid, self.timeout, self.stall_factor))
         except OverBudget as over:
             self._stop()
-            raise DocumentError("parse", f"parsing {over.describe('pipeline.parse_timeout')}; not indexed for now",
+            raise DocumentError(stage, f"{doing} {over.describe('pipeline.parse_timeout')}; not indexed for now",
                                 failure=over.kind) from None
         except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
-            raise self._death() from None
+            raise self._death(stage) from None
         if reply[0] == "ok":
             return reply[1]
         if reply[0] == "memory":  # its heap is in an unknown state: the next document gets a new child
             self._stop()
             raise DocumentError(
-                "parse", f"parsing needed more than pipeline.parse_memory_mb ({self.memory_mb} MB); not indexed",
+                stage, f"{doing} needed more than pipeline.parse_memory_mb ({self.memory_mb} MB); not indexed",
                 failure="memory",
             )
         raise DocumentError(reply[1], reply[2])
+
+    def _ready_child(self, group: str, stage: str) -> subprocess.Popen:
+        """The child, started and with ``group`` imported; one that fails to is started again, up to
+        ``START_ATTEMPTS`` starts in all.
+
+        Raises:
+            DocumentError: kind "sandbox": no start succeeded (not the document's doing: retried later).
+        """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                child = self._running_child()
+                self._warm(child, group)
+                return child
+            except SandboxStartError as exc:
+                failed = exc
+                log.warning("%s (start %d of %d)", exc, attempt, START_ATTEMPTS)
+        raise DocumentError(stage, f"{failed}, at each of {START_ATTEMPTS} starts; not this document's doing: not "
+                            "indexed for now", failure="sandbox")
 
     def _warm(self, child: subprocess.Popen, group: str) -> None:
         """Have the child import a group of parsers, on the startup clock rather than a document's
         ``parse_timeout``.
 
         Raises:
-            RuntimeError: it could not (an installation problem, not a document's).
+            SandboxStartError: it could not (the machine, or the installation; not a document).
         """
         if group in self._warmed:
             return
         try:
             _send(child.stdin, ("warm", group))
-            reply = _receive(child.stdout, Budget(child.pid, STARTUP_TIMEOUT))
+            reply = _receive(child.stdout, Budget(child.pid, self.startup_timeout))
         except (OverBudget, EOFError, BrokenPipeError, OSError) as exc:
             reason = self._startup_failure(exc)
-            raise RuntimeError(f"the parsing sandbox could not import the {group} parsers: {reason}") from None
+            raise SandboxStartError(f"the parsing sandbox could not import the {group} parsers: {reason}") from None
         assert reply == ("warm",), reply
         self._warmed.add(group)
 
@@ -205,15 +264,20 @@ class ParseSandbox:
         """The child, started and ready.
 
         Raises:
-            RuntimeError: it cannot start at all (an installation problem, not a document's).
+            SandboxStartError: it did not start (the machine, or the installation; not a document).
         """
-        self.start()
+        try:
+            self.start()
+        except OSError as exc:  # no process could be made (out of memory, of processes)
+            self._stop()
+            raise SandboxStartError(f"the parsing sandbox (python -m rag.sandbox) did not start: {exc}") from None
         if not self._ready:
             try:
-                ready = _receive(self._child.stdout, Budget(self._child.pid, STARTUP_TIMEOUT))
-            except (OverBudget, EOFError, OSError) as exc:
+                ready = _receive(self._child.stdout, Budget(self._child.pid, self.startup_timeout))
+            except (OverBudget, EOFError, OSError, pickle.UnpicklingError) as exc:
                 reason = self._startup_failure(exc)
-                raise RuntimeError(f"cannot start the parsing sandbox (python -m rag.sandbox): {reason}") from None
+                raise SandboxStartError(f"the parsing sandbox (python -m rag.sandbox) did not start: {reason}") \
+                    from None
             assert ready == ("ready",), ready
             self._ready = True
         return self._child
@@ -223,25 +287,38 @@ class ParseSandbox:
         if isinstance(exc, OverBudget):
             self._stop()
             return f"it {exc.describe('the start-up bound')}"
-        return self._death().reason
+        code, tail = self._ended()
+        how = ("it stopped answering" if code is None else f"it died of {signal.Signals(-code).name}" if code < 0
+               else f"it exited with code {code}")
+        return how + (f": {tail}" if tail else "")
 
-    def _death(self) -> DocumentError:
+    def _death(self, stage: str) -> DocumentError:
         """Why the child stopped answering, as the document's error."""
-        child = self._child
-        code = child.wait(timeout=10) if child is not None else None
-        tail = self._stderr_tail()
-        self._stop()
+        doing, who = _WORK[stage]
+        code, tail = self._ended()
         last_words = f": {tail}" if tail else ""
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             if name == "SIGXCPU":  # its own CPU limit (_cap_cpu) fired before this process looked
-                return DocumentError("parse", f"parsing used more CPU time than pipeline.parse_timeout "
+                return DocumentError(stage, f"{doing} used more CPU time than pipeline.parse_timeout "
                                      f"({self.timeout:.0f}s) allows (SIGXCPU); not indexed for now", failure="timeout")
             why = "killed (out of memory, or by someone)" if name == "SIGKILL" else "crashed"
-            return DocumentError("parse", f"the parser {why} ({name}) on this document; not indexed{last_words}",
+            return DocumentError(stage, f"the {who} {why} ({name}) on this document; not indexed{last_words}",
                                  failure="crash")
-        return DocumentError("parse", f"the parser exited with code {code} on this document; not indexed"
+        return DocumentError(stage, f"the {who} exited with code {code} on this document; not indexed"
                              f"{last_words}", failure="crash")
+
+    def _ended(self) -> tuple[int | None, str]:
+        """The stopped child's exit code (None if it would not end) and the last line it wrote to stderr;
+        it and its group are gone after."""
+        child = self._child
+        try:
+            code = child.wait(timeout=10) if child is not None else None
+        except subprocess.TimeoutExpired:  # it closed its end of the pipe but lives on: stopped below
+            code = None
+        tail = self._stderr_tail()
+        self._stop()
+        return code, tail
 
     def _stderr_tail(self) -> str:
         if self._log is None:
@@ -416,12 +493,14 @@ def _starts_like_zip(path: Path) -> bool:
 
 def _child_main(memory_mb: int, groups: list[str]) -> None:
     """Serve parse requests on stdin/stdout until stdin closes."""
-    die_with_parent()
+    signal.signal(signal.SIGTERM, _end_group)
+    die_with_parent(signal.SIGTERM)  # a SIGKILL would leave a pandoc it runs orphaned
     # A terminal's Ctrl-C reaches every process of the command's group: the command decides what stops
     # (this child ends with its stdin); a child that died of it would fail the document it was parsing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
+    from rag.chunking import title_sections
     from rag.parsing import parse_document, warm_up
 
     for group in groups:  # imported before the cap, so that it is headroom for documents only
@@ -433,6 +512,9 @@ def _child_main(memory_mb: int, groups: list[str]) -> None:
             kind, *request = _receive(requests, None)
         except EOFError:
             return
+        except MemoryError:  # a document's elements, sent to be cut into sections, too large for the cap
+            _send(replies, ("memory",))
+            return
         if kind == "warm":
             _uncap_memory()  # imports are not a document's doing
             _cap_cpu(STARTUP_TIMEOUT)
@@ -440,10 +522,15 @@ def _child_main(memory_mb: int, groups: list[str]) -> None:
             limit = _cap_memory(memory_mb)
             _send(replies, ("warm",))
             continue
-        doc, max_bytes, timeout, text_parser = request
+        if kind == "sections":
+            elements, options, timeout = request
+            work = partial(title_sections, elements, options)
+        else:
+            doc, max_bytes, timeout, text_parser = request
+            work = partial(parse_document, doc, max_bytes=max_bytes, text_parser=text_parser)
         _cap_cpu(timeout)
         try:
-            _send(replies, ("ok", parse_document(doc, max_bytes=max_bytes, text_parser=text_parser)))
+            _send(replies, ("ok", work()))
         except MemoryError:
             _send(replies, ("memory",))
             return
@@ -453,6 +540,14 @@ def _child_main(memory_mb: int, groups: list[str]) -> None:
                 _send(replies, ("memory",))
                 return
             _send(replies, ("error", exc.stage, exc.reason))
+
+
+def _end_group(signum: int, frame: object) -> None:
+    """SIGTERM (its parent died, or someone asks): end the child's process group, the child with it, so
+    that a pandoc it runs does not run on, orphaned, to its end."""
+    if os.getpgrp() == os.getpid():  # started by ParseSandbox: the group is the child's own
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _cap_memory(memory_mb: int) -> int:

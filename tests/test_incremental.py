@@ -166,7 +166,8 @@ def test_a_timed_out_document_is_parsed_again_after_its_back_off_and_a_crashed_o
     assert broken["promoted"] and broken["counts"]["documents_indexed"] == 3  # previous versions still served
     status = CliRunner().invoke(app, ["status", "--store", str(store_path), "--alias", "kb"])
     assert f"retried by the first run after {retry_at:%Y-%m-%d %H:%M:%S} UTC" in status.stdout
-    assert "runs died while parsing this version" in status.stdout and "retried once it changes" in status.stdout
+    assert "runs died while parsing or chunking this version" in status.stdout
+    assert "retried once it changes" in status.stdout
 
     waiting = reindex(config=str(config))
     assert waiting["state"] == "unchanged"  # within the back-off: not parsed again
