@@ -209,7 +209,15 @@ def test_headers_over_the_bound_are_a_431(served) -> None:
 
 def test_one_client_address_holds_at_most_its_share_of_connections(served) -> None:
     """Eight kept-alive connections from 127.0.0.2 (serve.max_connections_per_client): a ninth from it is
-    answered 503 and closed, while another address is answered as usual."""
+    answered 503 and closed, while another address is answered as usual. WebSocket upgrades before them
+    (no route takes one) leave nothing counted."""
+    for _ in range(8):
+        upgrade = _connect(served["port"], "127.0.0.2")
+        upgrade.sendall(b"GET /v1/healthz HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+                        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
+        upgrade.recv(65536)
+        upgrade.close()
+    _no_connections_left(served["port"])
     held = [_connect(served["port"], "127.0.0.2") for _ in range(8)]
     try:
         for sock in held:

@@ -6,7 +6,7 @@ Two layers, because uvicorn bounds none of these:
 
 - ``LimitedHttpToolsProtocol``, uvicorn's httptools protocol with the connection-level bounds: the request
   line and headers must arrive within ``header_timeout`` and ``max_header_bytes`` (httptools buffers a
-  header however long it is: a 300 MB header took 570 MB), and connections are counted, in total and per
+  header however long it is: a 300 MB header grew uvicorn by 540 MB), and connections are counted, in total and per
   client address. At the total bound a new connection closes the connection that has waited longest on
   its client (still sending its request, or idle between requests), so clients that hold connections
   open without finishing a request cannot lock the others out, and the worker never runs out of file
@@ -70,7 +70,7 @@ def connection_limits(serve: ServeSettings) -> tuple[ConnectionLimits, str | Non
 
 def error_bytes(status: int, kind: str, message: str) -> bytes:
     """A whole HTTP response in the service's error shape that closes the connection."""
-    body = json.dumps({"error": {"kind": kind, "message": message}}).encode()
+    body = json.dumps({"error": {"kind": kind, "message": message}}, separators=(",", ":")).encode()
     return b"".join([STATUS_LINE[status], b"content-type: application/json\r\n",
                      b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body])
 

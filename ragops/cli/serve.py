@@ -64,11 +64,13 @@ def serve(
                f"http://{serve_settings.host}:{serve_settings.port} (API docs at /docs)", err=True)
     import uvicorn
 
-    # The protocol holds the connection bounds and timeouts uvicorn lacks (rag/serving/limits.py).
+    # The protocol holds the connection bounds and timeouts uvicorn lacks (rag/serving/limits.py). No
+    # WebSockets (no route takes one): an upgraded connection would leave the protocol, uncounted.
     uvicorn.run("rag.serving.api:app_from_environment", factory=True, host=serve_settings.host,
                 port=serve_settings.port, workers=serve_settings.workers, log_level="info",
                 access_log=serve_settings.access_log, timeout_keep_alive=serve_settings.keep_alive,
-                timeout_graceful_shutdown=10, http=functools.partial(LimitedHttpToolsProtocol, limits=limits))
+                timeout_graceful_shutdown=10, http=functools.partial(LimitedHttpToolsProtocol, limits=limits),
+                ws="none")
 
 
 @store_options
