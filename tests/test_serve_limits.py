@@ -308,3 +308,19 @@ def test_a_client_sending_its_body_too_slowly_is_answered_408(impatient) -> None
                  "content-length: 100\r\n\r\n{\"query\": ".encode())
     assert _status_and_kind(_response(sock)) == (408, "timeout")
     sock.close()
+
+
+def test_no_more_connections_are_promised_than_descriptors_allow() -> None:
+    """Past the open-file limit a worker could not accept at all: serve.max_connections is held under it."""
+    import resource
+
+    from rag.config import ServeSettings
+    from rag.serving.limits import RESERVED_DESCRIPTORS, connection_limits
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("no open-file limit here")
+    limits, note = connection_limits(ServeSettings(max_connections=1_000_000))
+    assert limits.max_connections == soft - RESERVED_DESCRIPTORS and "ulimit -n" in note
+    assert connection_limits(ServeSettings()) == (limits, None)
+    assert connection_limits(ServeSettings(max_connections=8))[0].max_connections == 8
