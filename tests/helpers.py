@@ -155,15 +155,16 @@ def seaweedfs(data: Path, access_key: str, secret_key: str) -> Iterator[str]:
         log.close()
 
 
-def wait_ready(port: int, server: subprocess.Popen, timeout: float = 180) -> str:
-    """Wait until a `ragops serve` on ``port`` answers /v1/readyz with 200; its base URL."""
+def wait_ready(port: int, server: subprocess.Popen, timeout: float = 180, route: str = "/v1/readyz") -> str:
+    """Wait until a `ragops serve` on ``port`` answers ``route`` (/v1/readyz: its build is loaded) with 200;
+    its base URL."""
     import httpx
 
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert server.poll() is None, f"ragops serve exited with {server.returncode}"
         try:
-            if httpx.get(f"{url}/v1/readyz", timeout=5).status_code == 200:
+            if httpx.get(url + route, timeout=5).status_code == 200:
                 return url
         except httpx.HTTPError:
             pass

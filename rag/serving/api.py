@@ -42,6 +42,7 @@ from rag.errors import ConfigError, RagopsError, StoreError, VersionError
 from rag.freshness import read_freshness
 from rag.models import utc_now
 from rag.serving.auth import Denied, Key, KeyRing, presented_key
+from rag.serving.limits import BodyGuard, replay, replay_message
 from rag.serving.retriever import Answer, Retriever
 from rag.serving.schema import (
     AuditTrailResponse,
@@ -193,7 +194,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         docs_url=None,  # FastAPI's pages load their scripts from a CDN: blank offline (_install_docs)
         redoc_url=None,
         responses={422: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
-                   503: {"model": ErrorResponse}},
+                   413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
     )
     app.state.service = service
     _install_error_handlers(app, service)
@@ -208,8 +209,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
             try:
                 return service.admit(authorization, x_api_key, scope)
             except Denied as exc:
-                kind = "unauthorized" if exc.status == 401 else "forbidden"
-                raise ServiceError(exc.status, kind, str(exc)) from None
+                raise _denied(exc) from None
 
         return authorized
 
@@ -334,6 +334,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
     _install_docs(app)
     route = next(r for r in app.routes if getattr(r, "path", None) == "/v1/search")
     app.add_middleware(_SearchFastPath, service=service, answer=answer_search, route=route)
+    _install_body_guard(app, service)
     _install_metrics(app, service)  # added last, so it is the outer one: it counts the fast path's answers too
     return app
 
@@ -371,6 +372,36 @@ def _internal_error(service: Service, method: str, path: str) -> JSONResponse:
     log.exception("internal error on %s %s", method, path)
     service.telemetry.errors.labels("internal").inc()
     return _error(500, "internal", "internal error; the service's log has the details")
+
+
+def _denied(exc: Denied) -> ServiceError:
+    return ServiceError(exc.status, "unauthorized" if exc.status == 401 else "forbidden", str(exc))
+
+
+#: the routes that read a body, and the scope their key needs: checked before the body is read
+_BODY_ROUTES = {("POST", "/v1/search"): "search", ("POST", "/v1/search/batch"): "search"}
+
+
+def _install_body_guard(app: FastAPI, service: Service) -> None:
+    """Every request body bounded (``serve.max_body_bytes``, ``serve.body_timeout``), and read only once
+    the request's key is admitted: a client without one costs the service its headers, never its body."""
+
+    def refuse_early(scope, headers: dict[bytes, bytes]) -> Response | None:
+        needs = _BODY_ROUTES.get((scope["method"], scope["path"]))
+        if needs is None:
+            return None
+        try:
+            service.admit(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")), needs)
+        except Denied as exc:
+            return _service_error(service, _denied(exc))
+        return None
+
+    def error(status: int, kind: str, message: str) -> Response:
+        return _service_error(service, ServiceError(status, kind, message))
+
+    serve = service.settings.serve
+    app.add_middleware(BodyGuard, limit=serve.body_limit, timeout=serve.body_timeout, refuse_early=refuse_early,
+                       error=error)
 
 
 def _install_error_handlers(app: FastAPI, service: Service) -> None:
@@ -520,7 +551,7 @@ class _SearchFastPath:
         body, rest = await _read_body(receive)
         request = self._admit(headers, body)
         if request is None:
-            await self.app(scope, _replay(body, rest), send)
+            await self.app(scope, replay(body, rest), send)
             return
         scope["route"] = self.route  # for the metrics' route label
         try:
@@ -547,27 +578,10 @@ async def _read_body(receive) -> tuple[bytes, Callable]:
     while True:
         message = await receive()
         if message["type"] != "http.request":  # the client went away: let the route see it
-            return b"".join(chunks), _replay_message(message, receive)
+            return b"".join(chunks), replay_message(message, receive)
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks), receive
-
-
-def _replay(body: bytes, receive) -> Callable:
-    return _replay_message({"type": "http.request", "body": body, "more_body": False}, receive)
-
-
-def _replay_message(first: dict, receive) -> Callable:
-    sent = False
-
-    async def replayed():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return first
-        return await receive()
-
-    return replayed
 
 
 def _text(value: bytes | None) -> str | None:

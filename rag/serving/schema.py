@@ -196,7 +196,7 @@ class AuditTrailResponse(BaseModel):
 
 class ErrorDetail(BaseModel):
     kind: str = Field(description="invalid_request, unauthorized, forbidden, unknown_version, not_ready, "
-                      "store, internal.")
+                      "store, internal; too_large, timeout, busy (the service's limits: docs/serving.md).")
     message: str = Field(description="What was wrong and what to do.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from typing import Annotated, Optional
@@ -54,14 +55,22 @@ def serve(
     if not KeyRing(settings.serve).enabled and not _loopback(serve_settings.host):
         typer.echo(f"warning: serving on {serve_settings.host} with no API key: anyone who can reach this address "
                    f"can query alias {settings.alias!r}; set serve.api_keys (ragops serve --new-key ID)", err=True)
+    from rag.serving.limits import LimitedHttpToolsProtocol, connection_limits
+
+    limits, note = connection_limits(serve_settings)
+    if note:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"serving alias {settings.alias!r} from {settings.store.location} on "
                f"http://{serve_settings.host}:{serve_settings.port} (API docs at /docs)", err=True)
     import uvicorn
 
+    # The protocol holds the connection bounds and timeouts uvicorn lacks (rag/serving/limits.py). No
+    # WebSockets (no route takes one): an upgraded connection would leave the protocol, uncounted.
     uvicorn.run("rag.serving.api:app_from_environment", factory=True, host=serve_settings.host,
                 port=serve_settings.port, workers=serve_settings.workers, log_level="info",
                 access_log=serve_settings.access_log, timeout_keep_alive=serve_settings.keep_alive,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, http=functools.partial(LimitedHttpToolsProtocol, limits=limits),
+                ws="none")
 
 
 @store_options
