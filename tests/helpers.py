@@ -155,20 +155,39 @@ def seaweedfs(data: Path, access_key: str, secret_key: str) -> Iterator[str]:
         log.close()
 
 
-def wait_ready(port: int, server: subprocess.Popen, timeout: float = 180) -> str:
-    """Wait until a `ragops serve` on ``port`` answers /v1/readyz with 200; its base URL."""
+def wait_ready(port: int, server: subprocess.Popen, timeout: float = 180, route: str = "/v1/readyz") -> str:
+    """Wait until a `ragops serve` on ``port`` answers ``route`` (/v1/healthz: it listens) with 200; its base URL."""
     import httpx
 
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert server.poll() is None, f"ragops serve exited with {server.returncode}"
         try:
-            if httpx.get(f"{url}/v1/readyz", timeout=5).status_code == 200:
+            if httpx.get(f"{url}{route}", timeout=5).status_code == 200:
                 return url
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     raise AssertionError(f"ragops serve was not ready within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate a child process; kill it if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def service_error(response, status: int, kind: str) -> str:
+    """The message of a query service's error answer, once its status, its shape and its kind are checked."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"kind", "message"}, body
+    assert body["error"]["kind"] == kind, body
+    return body["error"]["message"]
 
 
 def damaged_complete_builds(store: Path, alias: str) -> list[str]:
