@@ -145,15 +145,16 @@ def gate_candidate(
         elif report is not None:  # the alias's first build: floors only
             checks += metric_checks(report.record, None, rules.floors, rules.max_drop)
     failpoint("evaluate")  # evaluated, no verdict recorded yet
-    result = decide(checks, live_collection, baseline.record if baseline else None)
+    result = decide(checks, live_collection, baseline.record if baseline else None, golden=report is not None)
     log.info("gate for %s: %s", version_of(candidate.collection), result.reason)
     return result, report, baseline
 
 
-def decide(checks: list[GateCheck], live: str | None, baseline: EvaluationRecord | None) -> GateResult:
-    """The verdict: passed when every check passed."""
+def decide(checks: list[GateCheck], live: str | None, baseline: EvaluationRecord | None, *,
+           golden: bool = False) -> GateResult:
+    """The verdict: passed when every check passed. ``golden``: the candidate was scored on a golden set."""
     return GateResult(passed=all(check.passed for check in checks), checks=list(checks), live=live,
-                      baseline=baseline, decided_at=utc_now())
+                      baseline=baseline, golden=golden, decided_at=utc_now())
 
 
 def with_approval(gate: GateResult, approved: bool, why: str) -> GateResult:

@@ -75,7 +75,7 @@ def score_build(store: IndexStore, settings: Settings, golden: GoldenSet, embedd
     if compare and live is not None and live != collection:
         checks, baseline = compare_with_live(store, report, live, settings.gate, settings.evaluation, golden,
                                              embedders)
-        gate = decide(checks, live, baseline.record)
+        gate = decide(checks, live, baseline.record, golden=True)
     scored = Scored(settings.alias, collection, live, report, gate)
     why = "ragops eval" + ("" if gate is None else f": {'would pass' if gate.passed else 'would fail'} the gate")
     audit.record(store, settings.alias, "evaluation", build=collection, why=why,

@@ -621,7 +621,7 @@ class ServeSettings(_Section):
     """The query service, `ragops serve`: where it listens, its limits, its keys."""
 
     host: str = Field("127.0.0.1", description="Address to listen on. Anything but a loopback address "
-                      "without an API key set prints a warning.")
+                      "without an API key set prints a warning, and keeps /v1/audit closed.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     workers: int = Field(1, ge=1, le=64, description="Worker processes (each holds its own model and snapshot).")
     threads: int = Field(1, ge=1, le=64, description="Intra-op threads per worker for query embeddings: one keeps "
@@ -667,7 +667,8 @@ class ServeSettings(_Section):
     api_key: SecretStr | None = Field(None, description="One API key in plain text, for the environment "
                                       "(RAGOPS_SERVE__API_KEY): access to every alias, id `env`.")
     api_keys: list[ApiKey] = Field(default_factory=list, description="API keys as SHA-256 hashes, each with "
-                                   "the aliases it may query. None set (and no api_key): the service is open.")
+                                   "the aliases it may query. None set (and no api_key): the service is open "
+                                   "(/v1/audit on a loopback host only).")
 
     @property
     def body_limit(self) -> int:

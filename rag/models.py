@@ -317,6 +317,8 @@ class GateResult(BaseModel):
     checks: list[GateCheck] = Field(default_factory=list)
     live: str | None = Field(None, description="Live build the candidate was compared with (None: first build).")
     baseline: EvaluationRecord | None = Field(None, description="The live build's evaluation in the same run.")
+    golden: bool = Field(False, description="The candidate was scored on a golden set (its figures are in the "
+                         "manifest's evaluation), whether or not a metric rule applied to them.")
     decided_at: datetime
 
     @property
@@ -331,9 +333,17 @@ class GateResult(BaseModel):
         if failed:
             return "gate failed: " + "; ".join(check.message for check in failed)
         measured = [c for c in self.checks if c.kind in ("floor", "max_drop")]
-        return f"gate passed ({len(self.checks)} checks" + (
-            f", {len(measured)} on metrics)" if measured else ", sanity only: no golden set)"
-        ) + "".join(f"; {c.message}" for c in self.checks if c.kind == "approval")
+        if measured:
+            why = f"{len(measured)} on metrics"
+        elif not self.golden:
+            why = "sanity only: no golden set"
+        elif self.live is None:  # an alias's first build has no live build to compare with
+            why = ("none on metrics: the golden set was scored, but a first build meets gate.floors only, and none "
+                   "are set")
+        else:
+            why = "none on metrics: the golden set was scored, but gate.floors and gate.max_drop are empty"
+        return f"gate passed ({len(self.checks)} checks, {why})" + "".join(
+            f"; {c.message}" for c in self.checks if c.kind == "approval")
 
 
 class Manifest(BaseModel):

@@ -172,6 +172,25 @@ def wait_ready(port: int, server: subprocess.Popen, timeout: float = 180, route:
     raise AssertionError(f"ragops serve was not ready within {timeout:.0f} s")
 
 
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate a child process; kill it if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def service_error(response, status: int, kind: str) -> str:
+    """The message of a query service's error answer, once its status, its shape and its kind are checked."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"kind", "message"}, body
+    assert body["error"]["kind"] == kind, body
+    return body["error"]["message"]
+
+
 def damaged_complete_builds(store: Path, alias: str) -> list[str]:
     """The alias's complete builds that the store's deep check finds damaged."""
     with IndexStore.open(StoreSettings(location=str(store))) as opened:

@@ -224,6 +224,23 @@ def test_a_malformed_golden_set_stops_a_reindex_before_any_work(corpus: Path, tm
     assert missing.exit_code == 2 and "nope.yaml does not exist" in missing.output
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_first_build_scored_on_the_golden_set_does_not_say_there_was_none(tmp_path: Path) -> None:
+    """No floors are set (the default) and a first build has no live build for max_drop: the gate held it
+    to its sanity checks only, but it was scored on the --golden set, and the verdict must say so."""
+    from tests.helpers import write_notes
+
+    write_notes(tmp_path / "corpus", 2)
+    golden = tmp_path / "golden.yaml"
+    golden.write_text("queries:\n  - {id: q, query: 'what is note number 1?', relevant: [corpus/note-001.md]}\n")
+    result = run("reindex", "--source", str(tmp_path / "corpus"), "--alias", "g", "--store", str(tmp_path / "s"),
+                 "--golden", str(golden))
+    assert result.exit_code == 0, result.output
+    assert "no golden set" not in result.output, result.output
+    assert "none on metrics: the golden set was scored, but a first build meets gate.floors only" in result.output
+
+
 def test_a_command_line_that_does_not_parse_is_one_json_object_under_json() -> None:
     """The real console script: click's usage errors become the error object (kind usage, exit 2)."""
     script = str(Path(sys.executable).with_name("ragops"))

@@ -134,6 +134,12 @@ def test_a_failed_gate_says_every_failed_check() -> None:
 def test_a_passed_gate_says_how_many_checks_and_whether_metrics_counted() -> None:
     sanity_only = decide([_check(True), _check(True)], None, None)
     assert sanity_only.reason == "gate passed (2 checks, sanity only: no golden set)"
+    scored_first = decide([_check(True)], None, None, golden=True)  # a first build: floors only, none set
+    assert scored_first.reason == ("gate passed (1 checks, none on metrics: the golden set was scored, but a first "
+                                   "build meets gate.floors only, and none are set)")
+    scored = decide([_check(True)], "kb__old", None, golden=True)
+    assert scored.reason == ("gate passed (1 checks, none on metrics: the golden set was scored, but gate.floors "
+                             "and gate.max_drop are empty)")
     measured = decide([_check(True), _check(True, "floor"), _check(True, "max_drop")], "kb__old", None)
     assert measured.reason == "gate passed (3 checks, 2 on metrics)"
 

@@ -23,6 +23,7 @@ import yaml
 from rag.serving.auth import hash_key
 from tests.conftest import DEMO_CORPUS
 from tests.helpers import free_port
+from tests.helpers import service_error as _error
 
 pytestmark = pytest.mark.slow
 
@@ -100,14 +101,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
             process.kill()
             _, stderr = process.communicate()
         assert KEY not in stderr and OTHER_ALIAS_KEY not in stderr and AUDIT_KEY not in stderr  # never logged
-
-
-def _error(response: httpx.Response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"kind", "message"}, body
-    assert body["error"]["kind"] == kind, body
-    return body["error"]["message"]
 
 
 def test_not_ready_until_the_model_is_warm_then_ready_with_the_live_version(served) -> None:
@@ -302,7 +295,7 @@ def test_binding_beyond_loopback_without_a_key_warns(tmp_path: Path) -> None:
 
 
 def test_the_openapi_document_has_examples(served) -> None:
-    spec = httpx.get(f"{served['url']}/openapi.json").json()
+    spec = served["client"].get("/openapi.json").json()  # keys are configured: the document needs one
     assert {"/v1/search", "/v1/search/batch", "/v1/readyz", "/v1/version", "/v1/statistics"} <= set(spec["paths"])
     assert spec["components"]["schemas"]["SearchRequest"]["examples"]
 
@@ -312,13 +305,13 @@ def test_the_api_docs_load_everything_from_the_service_itself(served, page: str)
     """ragops runs with no network: the docs pages must not load Swagger UI or ReDoc from a CDN (a blank
     page offline). Every script, style, icon and the OpenAPI document come from the service, and the
     metrics name each by its route rather than "unmatched"."""
-    html = httpx.get(served["url"] + page, timeout=30).text
+    html = served["client"].get(page).text  # keys are configured: the pages need one
     assert not re.search(r"(?:https?:)?//[\w-]+\.[\w.-]+", html), html  # no other host, CDN or fonts
     referenced = re.findall(r'(?:src|href|spec-url)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
     assert len(referenced) >= 3, html  # a script, the icon, the OpenAPI document (and Swagger UI's style)
     for url in referenced:
         assert url.startswith("/"), f"{page} loads {url} from elsewhere"
-        assert httpx.get(served["url"] + url, timeout=30).status_code == 200, url
+        assert served["client"].get(url).status_code == 200, url
     metrics = httpx.get(f"{served['url']}/metrics").text
     for route in (page, "/openapi.json", "/docs/assets/{path}"):
         assert f'ragops_requests_total{{route="{route}",status="200"}}' in metrics, metrics

@@ -7,7 +7,7 @@ Routes (all under ``/v1`` but ``/metrics``; OpenAPI at ``/openapi.json``, browsa
   loaded and warmed: 503 until then), ``GET /v1/version``, ``GET /v1/statistics``;
 - ``GET /metrics``: Prometheus;
 - ``GET /docs`` (Swagger UI) and ``GET /redoc``: the OpenAPI document, browsable, from files installed with
-  ragops (``/docs/assets``), never a CDN.
+  ragops (``/docs/assets``), never a CDN; they and ``/openapi.json`` need a key when keys are configured.
 
 The Retriever is opened by a background thread when the app starts, so the process answers health
 checks at once and reports ready only once a search would be fast. Every error, whatever the route, is
@@ -34,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from rag.audit import parse_since, read_trail
@@ -73,6 +74,8 @@ SWITCH_INTERVAL = 0.0005
 SEARCH_THREADS = 40
 #: where /docs and /redoc load Swagger UI's and ReDoc's scripts, styles and icon from
 DOCS_ASSETS = "/docs/assets"
+#: the OpenAPI document (served by a route of ours, which needs a key when keys are configured)
+OPENAPI_URL = "/openapi.json"
 
 
 class ServiceError(Exception):
@@ -193,14 +196,15 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load their scripts from a CDN: blank offline (_install_docs)
         redoc_url=None,
+        openapi_url=None,  # FastAPI's route takes no key (_install_docs)
         responses={422: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
                    413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
     )
     app.state.service = service
     _install_error_handlers(app, service)
 
-    def requires(scope: str) -> Callable:
-        """The dependency that admits a request whose key may do ``scope`` on the alias."""
+    def requires(scope: str | None) -> Callable:
+        """The dependency that admits a request whose key may do ``scope`` on the alias (None: any scope)."""
 
         async def authorized(  # async: a dependency this cheap is not worth a hop to the threadpool
             authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
@@ -331,7 +335,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
             service.observe(service.retriever)
         return Response(service.telemetry.exposition(), media_type="text/plain; version=0.0.4")
 
-    _install_docs(app)
+    _install_docs(app, requires(None))
     route = next(r for r in app.routes if getattr(r, "path", None) == "/v1/search")
     app.add_middleware(_SearchFastPath, service=service, answer=answer_search, route=route)
     _install_body_guard(app, service)
@@ -423,6 +427,18 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
         service.telemetry.errors.labels("invalid_request").inc()
         return _error(422, "invalid_request", "; ".join(problems))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body that json.loads cannot read for another reason than its syntax (nested
+        # deeper than Python's recursion limit, not UTF-8) with a bare 400 {"detail"}: bad JSON, as a 422.
+        if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, UnicodeDecodeError)):
+            why = "nested too deeply" if isinstance(exc.__cause__, RecursionError) else "not UTF-8"
+            service.telemetry.errors.labels("invalid_request").inc()
+            return _error(422, "invalid_request", f"body: not valid JSON ({why})")
+        kind = "invalid_request" if exc.status_code < 500 else "internal"
+        service.telemetry.errors.labels(kind).inc()
+        return _error(exc.status_code, kind, str(exc.detail))
+
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return _error(404, "not_found", f"no route {request.method} {request.url.path}; see /docs")
@@ -446,30 +462,42 @@ def _docs_assets() -> Path:
     return Path(spec.origin).parent / "static"
 
 
-def _install_docs(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts, styles and icon served by the app itself.
+def _install_docs(app: FastAPI, authorized: Callable) -> None:
+    """``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, with the pages' scripts, styles and icon
+    served by the app itself.
 
     FastAPI's own pages load them from cdn.jsdelivr.net and show a blank page without a network, which
-    ragops runs without. No key is needed: the pages and the OpenAPI document hold no data.
+    ragops runs without. The document and the pages need a key (``authorized``, any scope) when keys are
+    configured: they name the alias and every route. The assets need none: they are the fastapi-offline
+    package's files, the same everywhere.
     """
     app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_assets()), name="docs-assets")
+    admitted = [Depends(authorized)]
 
     def local(request: Request, path: str) -> str:
         return request.scope.get("root_path", "").rstrip("/") + path  # behind a proxy's path prefix too
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get(OPENAPI_URL, include_in_schema=False, dependencies=admitted)
+    async def openapi(request: Request) -> JSONResponse:
+        root = local(request, "")
+        if root and app.root_path_in_servers and root not in {server.get("url") for server in app.servers}:
+            app.servers.insert(0, {"url": root})  # as FastAPI's own route does
+            app.openapi_schema = None
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=admitted)
     async def swagger_ui(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=local(request, app.openapi_url), title=f"{app.title} - Swagger UI",
+            openapi_url=local(request, OPENAPI_URL), title=f"{app.title} - Swagger UI",
             swagger_js_url=local(request, f"{DOCS_ASSETS}/swagger-ui-bundle.js"),
             swagger_css_url=local(request, f"{DOCS_ASSETS}/swagger-ui.css"),
             swagger_favicon_url=local(request, f"{DOCS_ASSETS}/favicon.png"),
         )
 
-    @app.get("/redoc", include_in_schema=False)
+    @app.get("/redoc", include_in_schema=False, dependencies=admitted)
     async def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=local(request, app.openapi_url), title=f"{app.title} - ReDoc",
+            openapi_url=local(request, OPENAPI_URL), title=f"{app.title} - ReDoc",
             redoc_js_url=local(request, f"{DOCS_ASSETS}/redoc.standalone.js"),
             redoc_favicon_url=local(request, f"{DOCS_ASSETS}/favicon.png"), with_google_fonts=False,
         )

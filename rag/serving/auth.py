@@ -4,14 +4,16 @@ Keys come from ``serve.api_keys`` (each an id, the key's SHA-256 and the aliases
 from ``serve.api_key`` (one plain key, typically ``RAGOPS_SERVE__API_KEY``; hashed as soon as it is
 read, with id ``env`` and access to every alias). A request carries its key as
 ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key configured: the service is open (it
-binds to 127.0.0.1 by default, and warns when bound elsewhere without a key). Keys are never logged;
-the id of the key that made a request is what logs and the audit name.
+binds to 127.0.0.1 by default, and warns when bound elsewhere without a key), but for the audit trail
+when it listens beyond loopback: who promoted what and why is for a key with the ``audit`` scope. Keys
+are never logged; the id of the key that made a request is what logs and the audit name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass
 
@@ -53,6 +55,7 @@ class KeyRing:
     """The configured keys; ``check`` finds the key a request presents."""
 
     def __init__(self, serve: ServeSettings) -> None:
+        self.host = serve.host
         keys = [Key(k.id, k.sha256.lower(), tuple(k.aliases), tuple(k.scopes)) for k in serve.api_keys]
         if serve.api_key is not None:
             keys.append(Key("env", hash_key(serve.api_key.get_secret_value()), ("*",)))
@@ -63,14 +66,20 @@ class KeyRing:
         """True when at least one key is configured: every request then needs one."""
         return bool(self.keys)
 
-    def check(self, presented: str | None, alias: str, scope: str = "search") -> Key | None:
-        """The key ``presented`` if it may do ``scope`` on ``alias``; None when no key is configured.
+    def check(self, presented: str | None, alias: str, scope: str | None = "search") -> Key | None:
+        """The key ``presented`` if it may do ``scope`` on ``alias`` (None: any scope); None when no key is
+        configured.
 
         Raises:
             Denied: no key presented, an unknown key (401), or a key without access to ``alias`` or
-                without the scope (403).
+                without the scope (403); with no key configured, the ``audit`` scope on a service that
+                listens beyond loopback (403).
         """
         if not self.keys:
+            if scope == "audit" and not is_loopback(self.host):
+                raise Denied(403, f"the audit trail is not served on {self.host} without API keys (only on a loopback "
+                                  "address): add a key with the 'audit' scope to serve.api_keys (ragops "
+                                  "serve --new-key ID), or read it with `ragops audit`")
             return None
         if not presented:
             raise Denied(401, "this service needs an API key: send `Authorization: Bearer <key>` or `X-API-Key`")
@@ -83,7 +92,7 @@ class KeyRing:
             raise Denied(401, "unknown API key")
         if not found.allows(alias):
             raise Denied(403, f"API key {found.id!r} has no access to alias {alias!r}")
-        if scope not in found.scopes:
+        if scope is not None and scope not in found.scopes:
             raise Denied(403, f"API key {found.id!r} lacks the {scope!r} scope (serve.api_keys[].scopes)")
         return found
 
@@ -95,3 +104,13 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     if authorization and authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
     return None
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (``serve.host``) is a loopback address: only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

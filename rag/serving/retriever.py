@@ -261,27 +261,55 @@ class Retriever:
             encoder.close()
 
     def _pin(self, version: str) -> _Live:
-        """The kept build ``version``, opened (and its model loaded) on first use."""
+        """The kept build ``version``, opened (and its model loaded) on first use.
+
+        Checked against the store at every use, not only the first: a build deleted since (by retention,
+        by any process) is let go and answers no more, though this process still holds a snapshot of it.
+        """
+        collection = collection_name(self.alias, version)
         with self._pin_lock:
-            if version in self._pinned:
-                self._pinned.move_to_end(version)
-                return self._pinned[version]
-            collection = collection_name(self.alias, version)
+            pinned = self._pinned.get(version)
+            if pinned is not None:
+                with self._store_lock:  # one catalog read: ~7 us (docs/serving.md, "Pinned versions")
+                    kept = self.store.exists(collection)
+                if kept:
+                    self._pinned.move_to_end(version)
+                    return pinned
+                self._let_go(version)
+                raise self._unknown(version, "it was deleted")
             with self._store_lock:
                 kept = collection in self.store.list_builds(self.alias)
                 manifest = self.store.read_manifest(collection) if kept else None
             if manifest is None or manifest.state != "complete":
-                state = f"it is {manifest.state}" if manifest else "no such build is kept"
-                raise VersionError(f"alias {self.alias!r} has no complete version {version!r} ({state}); "
-                                   "`ragops status` lists the kept builds")
+                raise self._unknown(version, f"it is {manifest.state}" if manifest else "no such build is kept")
             pinned = self._prepare(collection, previous=self._live)
             self._pinned[version] = pinned
             while len(self._pinned) > PINNED_OPEN:
-                _, dropped = self._pinned.popitem(last=False)
-                if dropped.collection != self._live.collection:
-                    with self._store_lock:
-                        self.store.release(dropped.collection)
+                self._let_go(next(iter(self._pinned)))
             return pinned
+
+    def _unknown(self, version: str, why: str) -> VersionError:
+        return VersionError(f"alias {self.alias!r} has no complete version {version!r} ({why}); "
+                            "`ragops status` lists the kept builds")
+
+    def _let_go(self, version: str) -> None:
+        """Stop holding the pinned build ``version`` open (under the pin lock): its snapshot goes, unless it
+        is the live build."""
+        dropped = self._pinned.pop(version)
+        if dropped.collection != self._live.collection:
+            with self._store_lock:
+                self.store.release(dropped.collection)
+
+    def _forget_deleted_pins(self) -> None:
+        """Let go of pinned builds deleted from the store: on Edge this process's snapshot of one still holds
+        its files (hard links), which must go with the build even when no request asks for it again."""
+        with self._pin_lock:
+            for version, pinned in list(self._pinned.items()):
+                with self._store_lock:
+                    kept = self.store.exists(pinned.collection)
+                if not kept:
+                    self._let_go(version)
+                    log.info("build %s of alias %s was deleted: no longer answering for it", version, self.alias)
 
     def _follow(self) -> None:
         retired: str | None = None
@@ -295,6 +323,7 @@ class Retriever:
                 self._drop_unused_encoders()
                 retired = None
             try:
+                self._forget_deleted_pins()
                 target = self.live_collection()
                 if target != self._live.collection:
                     noticed, previous = time.time(), self._live

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 from typing import Annotated, Optional
 
@@ -41,20 +40,24 @@ def serve(
     overrides = {"host": host, "port": port, "workers": workers, "threads": threads}
     settings = common.settings()
     serve_settings = settings.serve.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    # Each worker re-reads the settings from the same file and flags, carried in the environment.
+    # Each worker re-reads the settings from the same file and flags, carried in the environment (the host
+    # too: whether the audit trail is open without keys depends on it).
     for name, value in {"RAGOPS_CONFIG": str(common.config.resolve()) if common.config else None,
                         "RAGOPS_STORE__LOCATION": common.store, "RAGOPS_ALIAS": common.alias,
-                        "RAGOPS_SERVE__THREADS": str(serve_settings.threads)}.items():
+                        "RAGOPS_SERVE__THREADS": str(serve_settings.threads),
+                        "RAGOPS_SERVE__HOST": serve_settings.host}.items():
         if value is not None:
             os.environ[name] = value
     # Before torch is imported anywhere: one pool of `threads` per worker, no oversubscription.
     os.environ.setdefault("OMP_NUM_THREADS", str(serve_settings.threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from rag.serving.auth import KeyRing
+    from rag.serving.auth import KeyRing, is_loopback
 
-    if not KeyRing(settings.serve).enabled and not _loopback(serve_settings.host):
+    if not KeyRing(settings.serve).enabled and not is_loopback(serve_settings.host):
         typer.echo(f"warning: serving on {serve_settings.host} with no API key: anyone who can reach this address "
-                   f"can query alias {settings.alias!r}; set serve.api_keys (ragops serve --new-key ID)", err=True)
+                   f"can query alias {settings.alias!r} and read its version, statistics and API docs; the audit "
+                   "trail (/v1/audit) stays closed until a key with the 'audit' scope is set; set serve.api_keys "
+                   "(ragops serve --new-key ID)", err=True)
     from rag.serving.limits import LimitedHttpToolsProtocol, connection_limits
 
     limits, note = connection_limits(serve_settings)
@@ -102,12 +105,3 @@ def _print_new_key(key_id: str, common: Common) -> None:
     typer.echo(f"API key (shown once; give it to the client, keep it out of the config):\n  {key}\n")
     typer.echo("Add to ragops.yaml:\n  serve:\n    api_keys:\n"
                f"      - {{id: {entry.id}, sha256: {entry.sha256}, aliases: ['*']}}")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
