@@ -11,6 +11,9 @@ not parsed yet), ``embed`` (a batch's vectors computed, not yet cached), ``write
 written, its records not yet), ``finish`` (every batch written, the build not yet complete),
 ``evaluate`` (the candidate evaluated, no verdict recorded), ``promote`` (the alias moved, the
 promotion not yet confirmed; a rollback passes there too), ``retention`` (a build half deleted).
+Inside ``ragops migrate`` (rag/migrate.py): ``migrate-copy`` (a build copied, with its aliases),
+``migrate-done`` (the copy whole and recorded, the old store still in place), ``migrate-moved`` (the old
+store moved aside, the new one not yet in place).
 """
 
 from __future__ import annotations
