@@ -25,7 +25,7 @@ from rag.store import IndexStore, migration_folders
 from rag.store_edge import is_local_mode
 from tests.helpers import RAGOPS, assert_same_index, run_cli, write_notes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 SMALL = {"RAGOPS_CHUNKING__MAX_TOKENS": "64", "RAGOPS_PIPELINE__BATCH_DOCUMENTS": "3"}
 
 
