@@ -71,11 +71,6 @@ _KEYS: dict[str, Callable[[Point], str]] = {
 }
 
 
-def backup_of(folder: Path) -> Path:
-    """Where a migration keeps the old store."""
-    return migration_folders(folder)[1]
-
-
 def migrate_store(location: str) -> Migration:
     """Migrate the local-mode store at ``location`` to Qdrant Edge, in place (the old one kept beside it).
 
