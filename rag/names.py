@@ -19,6 +19,8 @@ LEDGER_PREFIX = "_ragops_ledger__"
 QUERY_LOG_PREFIX = "_ragops_queries__"
 JOURNAL_PREFIX = "_ragops_parsing__"
 AUDIT_PREFIX = "_ragops_audit__"
+#: ``ragops migrate``'s record in the store it made; its "done" row is written last (rag/migrate.py)
+MIGRATION_TABLE = "_ragops_migration"
 #: one lease record per alias (server stores; embedded stores lock a file instead, rag/locks.py)
 LOCKS_TABLE = "_ragops_locks"
 # Record ids are UUIDv5 of the record's key in this namespace.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -102,12 +103,39 @@ def parse_manifest(data: dict | None, collection: str) -> Manifest | None:
         return None
 
 
-def require_store(settings: StoreSettings) -> None:
-    """Refuse a folder that holds no store (a server is checked when connecting).
+def migration_folders(folder: Path) -> tuple[Path, Path]:
+    """Beside a store folder: where ``ragops migrate`` makes the new store, and where it keeps the old one."""
+    folder = Path(os.path.abspath(folder))  # "." and "store/" have a name to put a suffix on
+    return folder.with_name(folder.name + ".migrating"), folder.with_name(folder.name + ".local-mode")
+
+
+def refuse_unfinished_migration(settings: StoreSettings) -> None:
+    """Refuse an embedded store whose migration was stopped before its new store was put in place.
+
+    While ``<folder>.migrating`` exists the folder holds the old store, or nothing at all (the old one
+    moved, the new one not yet in place): a command opening it would see a store that looks empty, or
+    create one, and a rerun of the migration would then have to choose between that and the copy.
 
     Raises:
-        ConfigError: nothing ragops made is at ``settings.location``.
+        ConfigError: a migration of ``settings.location`` is unfinished.
     """
+    if settings.is_remote:
+        return
+    side, _ = migration_folders(Path(settings.location))
+    if side.exists():
+        raise ConfigError(
+            f"the store at {settings.location} is half migrated: a `ragops migrate` stopped before it finished "
+            f"(its new store is being made in {side}); run `ragops migrate --store {settings.location}` to finish it"
+        )
+
+
+def require_store(settings: StoreSettings) -> None:
+    """Refuse a folder that holds no store (a server is checked when connecting), or a half-migrated one.
+
+    Raises:
+        ConfigError: nothing ragops made is at ``settings.location``, or its migration is unfinished.
+    """
+    refuse_unfinished_migration(settings)
     folder = Path(settings.location)
     if settings.is_remote or (folder / "catalog.sqlite").exists() or (folder / "meta.json").exists():
         return
@@ -146,12 +174,15 @@ class IndexStore(ABC):
                 so a mistyped ``--store`` is an error rather than a new empty store.
 
         Raises:
-            ConfigError: ``create`` is False and there is no store at the folder.
+            ConfigError: ``create`` is False and there is no store at the folder; or a ``ragops migrate``
+                of the folder is unfinished (``refuse_unfinished_migration``).
             StoreLockedError: an embedded local-mode store is open in another process.
             StoreError: the server cannot be reached or refuses the credentials; the folder cannot be used.
         """
         if not create:
             require_store(settings)
+        else:
+            refuse_unfinished_migration(settings)
         if settings.engine in ("auto", "edge") and not settings.is_remote:
             from rag.store_edge import EdgeStore
 

@@ -35,7 +35,7 @@ from rag.config import StoreSettings
 from rag.errors import ConfigError, DamagedBuildError, StoreError, StoreFullError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest, PromotionEvent
-from rag.names import docs_collection
+from rag.names import MIGRATION_TABLE, docs_collection
 from rag.store import (
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -47,6 +47,7 @@ from rag.store import (
     Prefix,
     Row,
     is_disk_full,
+    migration_folders,
     parse_manifest,
     require_free_space,
 )
@@ -82,11 +83,29 @@ class EdgeStore(IndexStore):
         _require_writable(self.root)
         _require_catalog(self.root)
         self._catalog = Catalog(self.root / "catalog.sqlite")
+        self._refuse_unfinished_copy()
         self._min_free_mb = settings.min_free_mb
         self._writing: dict[str, object] = {}  # builds this process writes: collection -> open shard
         self._reading: dict[str, object] = {}  # sealed builds this process reads: collection -> snapshot
         self._readers = self.root / "readers" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         _clear_dead_readers(self.root / "readers")
+
+    def _refuse_unfinished_copy(self) -> None:
+        """Refuse a store an earlier release's ``ragops migrate`` made in place and did not finish.
+
+        That release renamed the old store to ``<folder>.local-mode`` and copied into the folder itself,
+        writing its "done" row last; killed in between, the folder held a store that looked empty, and
+        its rerun deleted it with whatever had been built in it since.
+        """
+        _, backup = migration_folders(self.root)
+        if backup.exists() and not self._catalog.get_rows(MIGRATION_TABLE, ["done"], False):
+            self._catalog.close()
+            raise ConfigError(
+                f"the store at {self.root} is half migrated: a `ragops migrate` of an earlier ragops stopped "
+                f"before it finished (the old store is kept at {backup}), and builds may have been made in it "
+                f"since. Move {self.root} away (keep it if it holds such builds), then run "
+                f"`ragops migrate --store {self.root}` to migrate {backup} again"
+            )
 
     def require_space(self) -> None:
         require_free_space(self.root, self._min_free_mb)

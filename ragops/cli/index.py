@@ -265,8 +265,9 @@ def promote(
 def migrate(*, common: Common) -> None:
     """Carry a store made by an earlier ragops (qdrant-client's local mode) over to Qdrant Edge.
 
-    Copies every build, manifest, alias, embedding cache, ledger and query log into a new store at the
-    same path; the old folder is kept beside it as <folder>.local-mode. Safe to rerun after a kill.
+    Copies every build, manifest, alias, embedding cache, ledger and query log into a new store made
+    beside it (<folder>.migrating), then renames that into place; the old folder is kept beside it as
+    <folder>.local-mode. Until then every other command refuses the store; a rerun after a kill finishes.
     """
     settings = common.settings()
     from rag.migrate import migrate_store
