@@ -12,11 +12,11 @@ and closed once more so the files Edge rewrites on a first reopen are settled); 
 shard's directory again. A reader opens its own snapshot instead: hard links to the large files
 (vectors, payload pages, the HNSW graph), which Edge only reads, and copies of the small state files,
 which it may rewrite. The copies keep the files' holes: Edge preallocates most of its small files
-(1 MB flag and tracker files, 2 MB index pages) and writes a few blocks of each, so a dense copy
-cost ~29 MB of disk per reader of a 81-point build whose shard holds 0.4 MB (docs/benchmarks.md);
-a sparse one costs what the shard's small files hold. Milliseconds, and a build deleted meanwhile
-stays readable by whoever is on it (its linked files live until the last snapshot is removed). The
-Edge API is used in this module only; its types never leave it.
+(1 MB flag and tracker files, 2 MB index pages) and writes a few pages of each, so a dense copy
+cost 29 MB of disk per reader of an 81-chunk build whose shard allocates 0.4 MB, and 66 MB at 100k
+chunks; a sparse one costs what the small files hold: 0.2 MB and 26 MB (docs/benchmarks.md). A build
+deleted meanwhile stays readable by whoever is on it (its linked files live until the last snapshot
+is removed). The Edge API is used in this module only; its types never leave it.
 """
 
 from __future__ import annotations
