@@ -22,7 +22,11 @@ gone from the redacted build's.
 names, to judge its false positives by eye: every document of ../shared/docs-corpus, parsed, and the
 titles and abstracts of the first N SciFact documents; each span it finds that spaCy did not tag PERSON.
 
+``--elements``: the named corpus's documents parsed and redacted in-process (no build), element by
+element: the planted occurrences left, in headings (Title elements) and in the other elements.
+
     .venv/bin/python bench/redaction.py [--named] [--workdir DIR] [--json]
+    .venv/bin/python bench/redaction.py --elements
     .venv/bin/python bench/redaction.py --given-names 500
 """
 
@@ -43,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.pii_corpus import (  # noqa: E402
     ENTITIES,
+    NAMED_DOCUMENTS,
     NAMED_PLANTED,
     PLANTED,
     compact,
@@ -60,7 +65,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
     parser.add_argument("--named", action="store_true", help="Names planted too: recall per entity type.")
     parser.add_argument("--given-names", type=int, metavar="N", help="Given-name spans on real text (N SciFact docs).")
+    parser.add_argument("--elements", action="store_true", help="Named corpus, element by element, no build.")
     args = parser.parse_args()
+    if args.elements:
+        _elements(args.workdir or Path(tempfile.mkdtemp(prefix="ragops-redaction-")))
+        return
     if args.given_names is not None:
         _given_names(args.given_names)
         return
@@ -113,6 +122,34 @@ def _named(work: Path, as_json: bool) -> None:
     found = builds[1]["found"]
     print(f"redacted build: {builds[1]['redacted_by_type']}; planted values found anywhere (store / PREFECT_HOME / "
           f"output): {found['store']} / {found['prefect_home']} / {found['output']} of {len(planted)}")
+
+
+def _elements(work: Path) -> None:
+    from rag.models import DocumentRef
+    from rag.parsing import parse_document
+    from rag.redaction import Redactor
+
+    folder = write_named_corpus(work / "corpus")
+    redactor = Redactor(sorted(NAMED_PLANTED), "mask")
+    planted, left = Counter(), Counter()
+    for name in NAMED_DOCUMENTS:
+        path = folder / name
+        ref = DocumentRef(doc_id=f"demo/{name}", source="demo", uri=path.as_uri(), path=path,
+                          size=path.stat().st_size, modified=0, signal="-")
+        elements = parse_document(ref, max_bytes=1 << 27)
+        before = [(e.category, e.text) for e in elements]
+        redacted, _ = redactor.redact(elements)
+        for (category, text), after in zip(before, redacted):
+            where = "heading" if category == "Title" else "text"
+            for entity, values in NAMED_PLANTED.items():
+                for value in values:
+                    planted[(entity, where)] += text.count(value)
+                    left[(entity, where)] += after.text.count(value)
+    print("| entity, where | planted | left | recall |")
+    print("|---|---|---|---|")
+    for key in sorted(planted):
+        if planted[key]:
+            print(f"| {key[0]} {key[1]} | {planted[key]} | {left[key]} | {1 - left[key] / planted[key]:.2f} |")
 
 
 def _given_names(scifact_docs: int) -> None:
