@@ -27,7 +27,7 @@ element: the planted occurrences left, in headings (Title elements) and in the o
 
     .venv/bin/python bench/redaction.py [--named] [--workdir DIR] [--json]
     .venv/bin/python bench/redaction.py --elements
-    .venv/bin/python bench/redaction.py --given-names 500
+    .venv/bin/python bench/redaction.py --given-names 500 [--shared ../shared]
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ def main() -> None:
     parser.add_argument("--named", action="store_true", help="Names planted too: recall per entity type.")
     parser.add_argument("--given-names", type=int, metavar="N", help="Given-name spans on real text (N SciFact docs).")
     parser.add_argument("--elements", action="store_true", help="Named corpus, element by element, no build.")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="--given-names: the shared folder.")
     args = parser.parse_args()
     if args.elements:
         _elements(args.workdir or Path(tempfile.mkdtemp(prefix="ragops-redaction-")))
         return
     if args.given_names is not None:
-        _given_names(args.given_names)
+        _given_names(args.given_names, args.shared)
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragops-redaction-"))
     if args.named:
@@ -152,7 +153,7 @@ def _elements(work: Path) -> None:
             print(f"| {key[0]} {key[1]} | {planted[key]} | {left[key]} | {1 - left[key] / planted[key]:.2f} |")
 
 
-def _given_names(scifact_docs: int) -> None:
+def _given_names(scifact_docs: int, shared: Path) -> None:
     import itertools
 
     from rag.errors import DocumentError
@@ -160,7 +161,6 @@ def _given_names(scifact_docs: int) -> None:
     from rag.parsing import parse_document
     from rag.redaction import Redactor
 
-    shared = ROOT.parent / "shared"
     texts = []
     for path in sorted((shared / "docs-corpus").iterdir()):
         ref = DocumentRef(doc_id=f"d/{path.name}", source="d", uri=path.as_uri(), path=path, size=path.stat().st_size,
