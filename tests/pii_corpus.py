@@ -98,3 +98,56 @@ def found_in_files(folders: list[Path], needles: list[str]) -> set[tuple[str, st
                 data = path.read_bytes()
                 hits.update((str(path), needle) for form, needle in forms.items() if form in data)
     return hits
+
+
+#: full names planted in the named corpus (``write_named_corpus``): several origins and spellings. The
+#: first is planted in every document, in a heading and in the text, as one person a corpus names often.
+NAMES = ["Karin Lindqvist", "Priya Raghunathan", "Olusegun Adebayo", "Maria Kowalska", "Siobhan O'Connell",
+         "Wei Zhang", "Hannah Becker", "Tomás Herrera", "Aiko Tanaka", "Dmitri Volkov"]
+#: every value the named corpus plants, by entity type
+NAMED_PLANTED = {"PERSON": NAMES, "EMAIL_ADDRESS": EMAILS[:3], "PHONE_NUMBER": PHONES[:4], "CREDIT_CARD": CARDS[:1],
+                 "IBAN_CODE": IBANS[:1]}
+#: the documents of the demo corpus that the named corpus plants into (the PDF is left as it is)
+NAMED_DOCUMENTS = ["bicycle-chain.md", "espresso-machine.html", "glossary.txt", "index-freshness.html",
+                   "retention-policy.docx"]
+
+
+def write_named_corpus(folder: Path) -> Path:
+    """The demo corpus with full names, e-mails, phones, a card and an IBAN planted into its documents:
+    in headings (each document's name-carrying section title) and in sentences, list items and table
+    cells. Returns ``folder``."""
+    from docx import Document
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (ROOT / "demo" / "corpus").iterdir():
+        shutil.copy(path, folder / path.name)
+    n, e, p = NAMES, EMAILS, PHONES
+    markdown = (folder / "bicycle-chain.md").read_text(encoding="utf-8")
+    (folder / "bicycle-chain.md").write_text(markdown.replace(
+        "## When to replace the chain",
+        f"## Notes from {n[0]}\n\nAsk {n[1]} at {e[0]} or on {p[0]} before replacing the cassette; "
+        f"{n[0]} keeps the spare chains in the workshop.\n\n- Chain checker lent by {n[2]}\n\n"
+        "## When to replace the chain"), encoding="utf-8")
+    html = (folder / "espresso-machine.html").read_text(encoding="utf-8")
+    (folder / "espresso-machine.html").write_text(html.replace(
+        "</body>",
+        f"<h2>{n[0]}</h2>\n<p>The machine was last serviced by {n[3]} on Friday. {n[0]} orders the descaler; "
+        f"send invoices to {e[1]} or call {p[1]}.</p>\n"
+        f"<table><tr><th>Technician</th><th>Phone</th></tr><tr><td>{n[4]}</td><td>{p[2]}</td></tr></table>\n"
+        "</body>"), encoding="utf-8")
+    glossary = (folder / "glossary.txt").read_text(encoding="utf-8")
+    (folder / "glossary.txt").write_text(glossary.replace(
+        "Glossary\n", f"Glossary\n\nMaintained by {n[0]}\n\nQuestions about these terms go to {n[5]} ({e[2]}) "
+        f"or to {n[0]}.\n", 1), encoding="utf-8")
+    html = (folder / "index-freshness.html").read_text(encoding="utf-8")
+    (folder / "index-freshness.html").write_text(html.replace(
+        "</body>",
+        f"<h2>Owner: {n[0]}</h2>\n<p>{n[0]} reviews the staleness limits every quarter with {n[6]} and "
+        f"{n[7]}. The hosting is paid with the card {CARDS[0]}; refunds go to {IBANS[0]}.</p>\n</body>"),
+        encoding="utf-8")
+    document = Document(str(folder / "retention-policy.docx"))
+    document.add_heading(f"Approved by {n[0]}", level=1)
+    document.add_paragraph(f"{n[8]} deletes old builds by hand when {n[9]} asks; {n[0]} signs off. "
+                           f"Call {p[3]} out of hours.")
+    document.save(str(folder / "retention-policy.docx"))
+    return folder
