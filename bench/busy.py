@@ -50,15 +50,15 @@ import sys
 from evals.evaluate import evaluate_build
 from evals.golden import load_golden_set
 from rag.config import Settings
-from rag.embedding import load_embedder
+from rag.embed.embedder import load_embedder
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore
+from rag.store import IndexStore, open_store
 
 configure_offline_runtime()
 settings = Settings.load(sys.argv[1])
 golden = load_golden_set(settings.evaluation.golden)
 embedder = load_embedder(settings.embedding)
-with IndexStore.open(settings.store) as store:
+with open_store(settings.store) as store:
     evaluate_build(store, store.alias_target(settings.alias), golden, settings.evaluation, embedder, strict=False)
 """
 

@@ -131,11 +131,11 @@ class Runner:
         import sqlite3
         from collections import Counter
 
-        from rag.audit import read_trail
+        from rag.index.audit import read_trail
         from rag.config import StoreSettings
-        from rag.store import IndexStore
+        from rag.store import IndexStore, open_store
 
-        with IndexStore.open(StoreSettings(location=str(self.store))) as opened:
+        with open_store(StoreSettings(location=str(self.store))) as opened:
             builds = set(opened.list_builds("kb"))
             trail = read_trail(opened, "kb")
         seen |= builds
@@ -151,7 +151,7 @@ class Runner:
         from rag.config import StoreSettings
         from rag.store import IndexStore
 
-        with IndexStore.open(StoreSettings(location=str(self.store))) as opened:
+        with open_store(StoreSettings(location=str(self.store))) as opened:
             return sum(1 for b in opened.list_builds("kb")
                        if opened.read_manifest(b).state == "complete" and opened.damage(b, deep=True))
 
@@ -221,14 +221,14 @@ def _builds(store: Path) -> list[str]:
     from rag.config import StoreSettings
     from rag.store import IndexStore
 
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         return opened.list_builds("kb")
 
 
 def _migrate_kills(work: Path, kills: int) -> dict:
     """``ragops migrate`` of a copy of one local-mode store (two builds), killed at each point ``kills`` times."""
     from rag.store import migration_folders
-    from rag.store_edge import is_local_mode
+    from rag.store.edge import is_local_mode
 
     corpus = work / "notes"
     old = Runner(work, corpus, work / "old")
@@ -286,10 +286,10 @@ def _contents(store: Path, engine: str) -> dict:
     """The alias, every build's points (id -> payload, vector) and the row count of every table that has rows
     (a migration does not make an empty table: the new store makes it when it first writes to it)."""
     from rag.config import StoreSettings
-    from rag.names import LOCKS_TABLE, MIGRATION_TABLE
+    from rag.store.names import LOCKS_TABLE, MIGRATION_TABLE
     from rag.store import IndexStore
 
-    with IndexStore.open(StoreSettings(location=str(store), engine=engine)) as opened:
+    with open_store(StoreSettings(location=str(store), engine=engine)) as opened:
         builds = opened.list_builds("kb")
         tables = [n for n in opened.collection_names() if n.startswith("_ragops_")
                   and n not in (LOCKS_TABLE, MIGRATION_TABLE)]
@@ -400,7 +400,7 @@ def _live(store: Path) -> str:
     from rag.config import StoreSettings
     from rag.store import IndexStore
 
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         return opened.alias_target("kb")
 
 

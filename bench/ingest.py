@@ -163,9 +163,9 @@ def _run_job(job: str, params: dict) -> None:
 def _dump_texts(store: str, collection: str, out: str) -> dict:
     """The chunk texts a build stored, in point order, to a JSON file."""
     from rag.config import StoreSettings
-    from rag.store import IndexStore
+    from rag.store import IndexStore, open_store
 
-    with IndexStore.open(StoreSettings(location=store), create=False) as opened:
+    with open_store(StoreSettings(location=store), create=False) as opened:
         texts = [chunk["text"] for chunk in _payloads(opened, collection)]
     Path(out).write_text(json.dumps(texts))
     return {"texts": len(texts)}
@@ -181,7 +181,7 @@ def _encode(texts: str) -> dict:
     """The baseline: sentence-transformers on torch float32 encoding the texts, model load not timed."""
     from sentence_transformers import SentenceTransformer
 
-    from rag.embedding import resolve_model_path
+    from rag.embed.embedder import resolve_model_path
 
     chunks = json.loads(Path(texts).read_text())
     model = SentenceTransformer(str(resolve_model_path(MODEL)), device="cpu")
@@ -196,12 +196,12 @@ def _score(store: str, collection: str, dataset: str) -> dict:
     from evals.beir import load_beir
     from evals.evaluate import retrieve, score_rankings
     from rag.config import EvaluationSettings, StoreSettings
-    from rag.embedding import load_embedder_for
+    from rag.embed.embedder import load_embedder_for
     from rag.store import IndexStore
 
     beir = load_beir(Path(dataset), "test")
     settings = EvaluationSettings()
-    with IndexStore.open(StoreSettings(location=store), create=False) as opened:
+    with open_store(StoreSettings(location=store), create=False) as opened:
         manifest = opened.read_manifest(collection)
         embedder = load_embedder_for(manifest.model)
         ids = {doc["doc_id"] for doc in _payloads(opened, collection)}
@@ -223,7 +223,7 @@ def _llamaindex(corpus: str, store: str, dataset: str, max_tokens: int) -> dict:
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client import QdrantClient
 
-    from rag.embedding import resolve_model_path
+    from rag.embed.embedder import resolve_model_path
 
     model = HuggingFaceEmbedding(model_name=str(resolve_model_path(MODEL)), device="cpu", embed_batch_size=BATCH)
     splitter = SentenceSplitter(chunk_size=max_tokens, chunk_overlap=0,

@@ -1,10 +1,10 @@
-"""Benchmark: cutting a large one-line text into sections, unstructured's way against rag/chunking.py's.
+"""Benchmark: cutting a large one-line text into sections, unstructured's way against rag/ingest/chunking.py's.
 
 A one-line .txt (a log or an export written without line breaks) is one element of n characters. Before,
 the build ran unstructured's ``chunk_by_title`` on it in its own process: its text splitter copies what
 is left of the element after each cut, ~n^2 / (2 x max_characters) characters in all (a 45 MB file
-stalled a run for 24 minutes). Now ``rag.chunking.title_sections`` cuts such an element itself, in one
-pass, at the same places, in the parsing sandbox's child (rag/sandbox.py).
+stalled a run for 24 minutes). Now ``rag.ingest.chunking.title_sections`` cuts such an element itself, in one
+pass, at the same places, in the parsing sandbox's child (rag/ingest/sandbox.py).
 
 For each size: the text is written to a file and parsed once with the builtin reader; then, each timed
 in CPU seconds of this process:
@@ -56,13 +56,13 @@ def main() -> None:
     configure_offline_runtime()
     from unstructured.chunking.title import chunk_by_title
 
-    from rag.chunking import Chunker, title_sections
+    from rag.ingest.chunking import Chunker, title_sections
     from rag.config import ChunkingSettings, EmbeddingSettings, PipelineSettings
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
     from rag.errors import DocumentError
     from rag.models import DocumentRef
-    from rag.sandbox import ParseSandbox
-    from rag.text_parsing import parse_text_file
+    from rag.ingest.sandbox import ParseSandbox
+    from rag.ingest.text import parse_text_file
 
     embedder = load_embedder(EmbeddingSettings())
     chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)

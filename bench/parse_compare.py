@@ -1,4 +1,4 @@
-"""Compare: plain text and Markdown parsed by rag.text_parsing (builtin) against unstructured.partition.
+"""Compare: plain text and Markdown parsed by rag.ingest.text (builtin) against unstructured.partition.
 
 Writes the first N SciFact documents as bench/refresh_scifact.py does (``# {title}\\n\\n{text}\\n``),
 parses each in this process with ``pipeline.text_parser`` builtin and unstructured, chunks both with
@@ -39,11 +39,11 @@ def main() -> None:
 
     configure_offline_runtime()
     from bench.refresh_scifact import write_corpus
-    from rag.chunking import Chunker
+    from rag.ingest.chunking import Chunker
     from rag.config import ChunkingSettings, EmbeddingSettings
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
     from rag.errors import DocumentError
-    from rag.parsing import parse_document, warm_up
+    from rag.ingest.parsing import parse_document, warm_up
 
     embedder = load_embedder(EmbeddingSettings())
     chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)

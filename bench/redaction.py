@@ -18,7 +18,7 @@ with ``PERSON`` too. Then, per entity type, the recall of redaction on what the 
 of the planted occurrences in the unredacted build's chunks (their text, and their section titles) are
 gone from the redacted build's.
 
-``--given-names N``: what the given-name recognizer (rag/redaction.py) adds on real text with no planted
+``--given-names N``: what the given-name recognizer (rag/ingest/redaction.py) adds on real text with no planted
 names, to judge its false positives by eye: every document of ../shared/docs-corpus, parsed, and the
 titles and abstracts of the first N SciFact documents; each span it finds that spaCy did not tag PERSON.
 
@@ -127,8 +127,8 @@ def _named(work: Path, as_json: bool) -> None:
 
 def _elements(work: Path) -> None:
     from rag.models import DocumentRef
-    from rag.parsing import parse_document
-    from rag.redaction import Redactor
+    from rag.ingest.parsing import parse_document
+    from rag.ingest.redaction import Redactor
 
     folder = write_named_corpus(work / "corpus")
     redactor = Redactor(sorted(NAMED_PLANTED), "mask")
@@ -158,8 +158,8 @@ def _given_names(scifact_docs: int, shared: Path) -> None:
 
     from rag.errors import DocumentError
     from rag.models import DocumentRef
-    from rag.parsing import parse_document
-    from rag.redaction import Redactor
+    from rag.ingest.parsing import parse_document
+    from rag.ingest.redaction import Redactor
 
     texts = []
     for path in sorted((shared / "docs-corpus").iterdir()):
@@ -194,11 +194,11 @@ def _given_names(scifact_docs: int, shared: Path) -> None:
 def _occurrences(store_path: Path) -> Counter:
     """(planted value, "text" or "title") -> occurrences in the live build's chunks."""
     from rag.config import StoreSettings
-    from rag.store import IndexStore
+    from rag.store import IndexStore, open_store
 
     counts: Counter = Counter()
     planted = [value for values in NAMED_PLANTED.values() for value in values]
-    with IndexStore.open(StoreSettings(location=str(store_path)), create=False) as store:
+    with open_store(StoreSettings(location=str(store_path)), create=False) as store:
         live = store.alias_target("demo")
         for point in store.scan_rows(live, fields=["text", "title"]):
             for value in planted:

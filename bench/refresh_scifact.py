@@ -57,7 +57,7 @@ def main() -> None:
     configure_offline_runtime()
     from flows.reindex import reindex
     from rag.config import StoreSettings
-    from rag.store import IndexStore
+    from rag.store import IndexStore, open_store
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragops-bench-"))
     corpus, store = work / "corpus", work / "store"
@@ -85,7 +85,7 @@ def main() -> None:
         path.write_text(f"{heading}\n\nRevised abstract ({path.stem}). {body}", encoding="utf-8")
     some_s, refreshed = timed(f"{len(changed)} changed ({args.changed:.0%}) refresh")
 
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         old = _hashes_by_doc(opened, full["collection"])
         new = _hashes_by_doc(opened, refreshed["collection"])
     old_hashes = {h for hashes in old.values() for h in hashes}

@@ -1,4 +1,4 @@
-"""Compare: reStructuredText read by docutils (rag/rst_text.py) against pandoc + unstructured (the path before it).
+"""Compare: reStructuredText read by docutils (rag/ingest/rst.py) against pandoc + unstructured (the path before it).
 
 Parses each .rst file given (or found under a folder given) in this process both ways, with
 ``pipeline.text_parser`` builtin (docutils) and unstructured (``partition``: pandoc to HTML in a subprocess,
@@ -47,11 +47,11 @@ def main() -> None:
     from rag.runtime import configure_offline_runtime
 
     configure_offline_runtime()
-    from rag.chunking import Chunker
+    from rag.ingest.chunking import Chunker
     from rag.config import ChunkingSettings, EmbeddingSettings
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
     from rag.errors import DocumentError
-    from rag.parsing import parse_document, warm_up
+    from rag.ingest.parsing import parse_document, warm_up
 
     paths = sorted(p for path in args.paths for p in ([path] if path.is_file() else path.rglob("*.rst")))
     paths = paths[: args.limit or None]

@@ -200,7 +200,7 @@ def _group_alive(pgid: int) -> bool:
 
 def make_cls_model(target: Path) -> Path:
     """all-MiniLM-L6-v2's weights with CLS pooling instead of mean pooling (tests/conftest.py ``cls_model``)."""
-    from rag.embedding import resolve_model_path
+    from rag.embed.embedder import resolve_model_path
 
     shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), target)
     pooling = target / "1_Pooling" / "config.json"
@@ -243,13 +243,13 @@ def baseline(config: Path, queries: int) -> dict[str, float]:
 
     torch.set_num_threads(1)
     from rag.config import Settings
-    from rag.embedding import load_embedder
-    from rag.store import IndexStore
+    from rag.embed.embedder import load_embedder
+    from rag.store import IndexStore, open_store
 
     settings = Settings.load(config)
     embedder = load_embedder(settings.embedding)
     figures: dict[str, float] = {"queries": queries}
-    with IndexStore.open(settings.store, create=False) as store:
+    with open_store(settings.store, create=False) as store:
         live = store.alias_target(settings.alias)
         if live is None:
             raise SetupError(f"alias {settings.alias} has no live build")

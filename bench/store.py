@@ -129,10 +129,10 @@ def bench_local(folder: Path, vectors: np.ndarray, queries: np.ndarray) -> dict:
 def bench_retriever(size: int, queries: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from rag.config import EmbeddingSettings, StoreSettings
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
     from rag.models import Chunk, Manifest, utc_now
     from rag.serving import Retriever
-    from rag.store import IndexStore
+    from rag.store import IndexStore, open_store
 
     embedder = load_embedder(EmbeddingSettings())
     vectors = synthetic(size, np.random.default_rng(0))
@@ -143,7 +143,7 @@ def bench_retriever(size: int, queries: int) -> None:
         manifest = Manifest(alias="bench", version="v1", collection="bench__v1", created_at=utc_now(),
                             model=embedder.fingerprint, chunking={}, sources=[], state="complete")
         started = time.perf_counter()
-        with IndexStore.open(settings) as store:
+        with open_store(settings) as store:
             store.create_build(manifest)
             for start in range(0, size, 5_000):
                 ids = range(start, min(size, start + 5_000))
@@ -177,7 +177,7 @@ def bench_snapshot(size: int, workdir: Path | None) -> None:
     from rag.config import StoreSettings
     from rag.models import Chunk, Manifest, ModelFingerprint, utc_now
     from rag.store import IndexStore
-    from rag.store_edge import _snapshot
+    from rag.store.edge import _snapshot
 
     root = workdir or Path(tempfile.mkdtemp(prefix="ragops-bench-snapshot-"))
     settings = StoreSettings(location=str(root), engine="edge")
@@ -188,7 +188,7 @@ def bench_snapshot(size: int, workdir: Path | None) -> None:
     if not (root / "builds" / manifest.collection).is_dir():
         vectors = synthetic(size, np.random.default_rng(0))
         started = time.perf_counter()
-        with IndexStore.open(settings) as store:
+        with open_store(settings) as store:
             store.create_build(manifest)
             for start in range(0, size, 5_000):
                 chunks = [Chunk(doc_id=f"bench/doc-{i // 5}.md", chunk_index=i % 5, text=f"chunk {i} " + "x" * 190,
@@ -204,7 +204,7 @@ def bench_snapshot(size: int, workdir: Path | None) -> None:
 
     build = [p for p in (root / "builds" / manifest.collection).rglob("*") if p.is_file()]
     print("build: %d files, %.1f MB apparent, %.2f MB allocated" % (len(build), *usage(build)))
-    with IndexStore.open(settings) as store:
+    with open_store(settings) as store:
         store.prepare_reader("bench")()
         files = [p for p in store._readers.rglob("*") if p.is_file()]
         linked = [p for p in files if p.stat().st_nlink > 1]

@@ -20,7 +20,7 @@ from rag.errors import DocumentError, SourceError
 from rag.failpoints import failpoint
 from rag.listing import Skipped, SourceListing
 from rag.models import DocumentRef, utc_now
-from rag.plan import Listing
+from rag.index.plan import Listing
 
 __all__ = ["Fetcher", "Skipped", "SourceListing", "list_documents", "list_folder", "list_s3", "list_source"]
 
@@ -29,7 +29,7 @@ def list_source(source: FolderSource | S3Source) -> Listing:
     """A source's listing for a run: complete, or failed with the reason (never raises ``SourceError``).
 
     One source's outage never stops the others: a failed listing keeps that source's documents as
-    they were (rag/plan.py). Throttling and server errors from S3 were already retried by botocore.
+    they were (rag/index/plan.py). Throttling and server errors from S3 were already retried by botocore.
     """
     listed_at = utc_now()
     failpoint("listing")

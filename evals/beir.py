@@ -29,12 +29,12 @@ from typing import Callable
 from evals.evaluate import retrieve, score_rankings
 from evals.models import EvaluationReport
 from rag.config import EvaluationSettings
-from rag.embedding import Embedder
+from rag.embed.embedder import Embedder
 from rag.errors import GoldenSetError
 from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
-from rag.names import collection_name, docs_collection, version_of
+from rag.store.names import collection_name, docs_collection, version_of
 from rag.store import IndexStore
-from rag.versions import new_version
+from rag.index.versions import new_version
 
 log = logging.getLogger(__name__)
 

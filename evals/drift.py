@@ -34,12 +34,12 @@ from evals.evaluate import QueryEmbedders, evaluate_build
 from evals.golden import GoldenSet
 from evals.models import DriftCheck, DriftReport
 from rag.config import Settings
-from rag.embedding import Embedder
+from rag.embed.embedder import Embedder
 from rag.errors import VersionError
 from rag.models import EvaluationRecord, Manifest, ModelFingerprint, utc_now
-from rag.querylog import QueryLog
+from rag.serving.querylog import QueryLog
 from rag.store import IndexStore
-from rag.versions import settle_promotions
+from rag.index.versions import settle_promotions
 
 log = logging.getLogger(__name__)
 

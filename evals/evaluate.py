@@ -26,10 +26,10 @@ from evals.golden import GoldenSet, resolve_qrels
 from evals.metrics import compute_metrics, rank
 from evals.models import EvaluationReport, QueryResult
 from rag.config import EmbeddingSettings, EvaluationSettings
-from rag.embedding import Embedder, load_embedder, load_embedder_for
+from rag.embed.embedder import Embedder, load_embedder, load_embedder_for
 from rag.errors import VersionError
 from rag.models import EvaluationRecord, Manifest, utc_now
-from rag.names import version_of
+from rag.store.names import version_of
 from rag.store import IndexStore
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A candidate passes when every check passes:
 
 - **sanity**: the build completed, indexed documents, holds exactly the chunks it wrote and is green
-  (``rag.versions.check_promotable``); and it did not lose more of the live build's documents than
+  (``rag.index.versions.check_promotable``); and it did not lose more of the live build's documents than
   deletions at the source explain (``gate.max_document_drop``);
 - **floor**: each metric in ``gate.floors`` is at least its floor;
 - **max_drop**: each metric in ``gate.max_drop`` is at most that much below the live build's figure,
@@ -24,9 +24,9 @@ from rag.config import EvaluationSettings, GateSettings
 from rag.errors import GoldenSetError, PromotionRefused
 from rag.failpoints import failpoint
 from rag.models import EvaluationRecord, GateCheck, GateResult, Manifest, utc_now
-from rag.names import version_of
+from rag.store.names import version_of
 from rag.store import IndexStore
-from rag.versions import check_promotable
+from rag.index.versions import check_promotable
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from prefect.states import Running
 from pydantic import Field
 
 from evals.gate import with_approval
-from rag import audit
+from rag.index import audit
 from rag.models import GateResult, Manifest
 from rag.store import IndexStore
 

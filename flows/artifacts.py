@@ -11,9 +11,9 @@ from __future__ import annotations
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evals.models import EvaluationReport
-from rag.freshness import SourceFreshness
+from rag.index.freshness import SourceFreshness
 from rag.models import BuildSummary, GateResult
-from rag.result import headline as summary_headline
+from rag.index.result import headline as summary_headline
 
 #: metrics shown per query in the evaluation table (all of them are in ``ragops eval --json``)
 TABLE_METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "map@100", "id_context_recall",

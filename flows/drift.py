@@ -22,7 +22,7 @@ from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail
 from flows.steps import drift_checks, load_model
 from rag.config import config_file
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore, require_store
+from rag.store import IndexStore, open_store, require_store
 
 #: the event a drift emits; automations match it with the resource id ``ragops.alias.<alias>``
 DRIFT_EVENT = "ragops.drift.detected"
@@ -56,7 +56,7 @@ def drift_check(
     yield_cpu(settings)  # yield to a query service
     embedder = load_model(settings.embedding)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
-    with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.store, settings.alias), open_store(settings.store) as index_store:
         report = check_live_build(index_store, settings, golden_set, embedder, check=drift_checks)
     publish_drift(report)
     for check in report.checks:

@@ -20,13 +20,13 @@ from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run, yield_cpu
 from flows.steps import evaluate_one
-from rag import build
+from rag.index import build
 from rag.config import Settings
 from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused
 from rag.models import GateResult, Manifest
-from rag.names import version_of
+from rag.store.names import version_of
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore, require_store
+from rag.store import IndexStore, open_store, require_store
 
 
 @flow(name="evaluate", flow_run_name=alias_run_name("evaluate"))
@@ -66,7 +66,7 @@ def evaluate(
     embedders = QueryEmbedders(settings.evaluation, settings.embedding, given_embedder(settings.embedding))
 
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
-    with alias_lock(settings.store, settings.alias), IndexStore.open(settings.store) as index_store:
+    with alias_lock(settings.store, settings.alias), open_store(settings.store) as index_store:
         scored = score_build(index_store, settings, golden_set, embedders, version, compare=compare,
                              evaluate=evaluate_one)
     for missing in scored.report.missing:
@@ -82,7 +82,7 @@ def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifes
 
     The same gate as a reindex (``evals.gate.gate_candidate``): sanity checks, then, with a golden
     set, the candidate and the live build scored on it in this call, floors and largest drops. The
-    verdict and the evaluation go into the candidate's manifest (``rag.build.record_verdict``; a fail
+    verdict and the evaluation go into the candidate's manifest (``rag.index.build.record_verdict``; a fail
     marks it rejected). No approval is asked: whoever runs ``ragops promote`` is approving.
 
     Live documents the candidate lacks are explained by the deletions its own build recorded when it

@@ -7,7 +7,7 @@ as the local path does, so a distributed build is the same build (tests/test_fan
 
 Workers need ragops and the model installed and, for folder sources, the same files at the same paths
 (S3 sources are fetched by the workers themselves). Each batch is parsed in a sandbox child process of
-its worker (rag/sandbox.py), started per batch. Up to twice ``pipeline.workers`` batches are in
+its worker (rag/ingest/sandbox.py), started per batch. Up to twice ``pipeline.workers`` batches are in
 flight at once, which bounds memory.
 """
 
@@ -17,15 +17,15 @@ from typing import Iterator, Mapping, Sequence
 
 import connectors
 from flows.steps import embed_batch, prepare_batch, write_batch
-from rag import build
-from rag.cache import EmbeddingCache
-from rag.chunking import Chunker
+from rag.index import build
+from rag.index.cache import EmbeddingCache
+from rag.ingest.chunking import Chunker
 from rag.config import PipelineSettings, Settings
-from rag.embedding import Embedder
+from rag.embed.embedder import Embedder
 from rag.models import Manifest, utc_now
-from rag.plan import WorkItem
-from rag.redaction import Redactor
-from rag.sandbox import ParseSandbox
+from rag.index.plan import WorkItem
+from rag.ingest.redaction import Redactor
+from rag.ingest.sandbox import ParseSandbox
 from rag.store import IndexStore
 
 

@@ -16,10 +16,10 @@ from prefect import flow, get_run_logger
 from flows.artifacts import publish_freshness
 from flows.runs import alias_run_name, load_settings, refusals_fail_the_run
 from flows.steps import read_freshness
-from rag.freshness import breach
+from rag.index.freshness import breach
 from rag.models import utc_now
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore, require_store
+from rag.store import IndexStore, open_store, require_store
 
 
 @flow(name="freshness-check", flow_run_name=alias_run_name("freshness-check"))
@@ -42,7 +42,7 @@ def freshness_check(config: str | None = None, alias: str | None = None, store: 
     logger = get_run_logger()
     settings = load_settings(config, store=store, alias=alias)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
-    with IndexStore.open(settings.store) as index_store:
+    with open_store(settings.store) as index_store:
         assessed = read_freshness(index_store, settings.alias, settings.sources, utc_now())
     rows = publish_freshness(settings.alias, assessed)
     for s in assessed:

@@ -1,6 +1,6 @@
 """One run per alias at a time: every flow that opens an alias's store holds the alias's lock.
 
-The lock is kept with the store, not by Prefect (rag/locks.py says why and how): an OS file lock for
+The lock is kept with the store, not by Prefect (rag/store/locks.py says why and how): an OS file lock for
 an embedded store, a renewed lease record for a Qdrant server. Two runs on the same alias (a
 scheduled refresh and a manual reindex, a drift-triggered rebuild and a drift check) never overlap:
 **the second waits**, logging what it waits for and since when, then runs against what the first
@@ -16,7 +16,7 @@ from typing import Iterator
 from prefect import get_run_logger
 
 from rag.config import StoreSettings
-from rag.locks import AliasLock
+from rag.store.locks import AliasLock
 
 
 def run_label() -> str:

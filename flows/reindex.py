@@ -5,7 +5,7 @@ and its document table, deletes old unaliased builds by retention), its embeddin
 ledger; and the alias (one compare-and-swap move). Never writes to or deletes the live collection.
 
 The flow only orchestrates: each line is a step (flows/steps.py), and every decision is a plain
-function of rag/ or evals/ (planning in rag/plan.py, the run's result in rag/result.py, the gate in
+function of rag/ or evals/ (planning in rag/index/plan.py, the run's result in rag/index/result.py, the gate in
 evals/gate.py). ``manual_reindex`` (flows/manual.py) starts it from a form in the Prefect UI.
 """
 
@@ -39,21 +39,21 @@ from flows.steps import (
     record_verdict,
     write_batch,
 )
-from rag import build, result
-from rag.cache import EmbeddingCache
-from rag.chunking import Chunker
+from rag.index import build, result
+from rag.index.cache import EmbeddingCache
+from rag.ingest.chunking import Chunker
 from rag.config import Settings
-from rag.embedding import Embedder
-from rag.freshness import assess
-from rag.journal import ParseJournal
+from rag.embed.embedder import Embedder
+from rag.index.freshness import assess
+from rag.index.journal import ParseJournal
 from rag.models import BuildSummary, Manifest, utc_now
-from rag.names import version_of
-from rag.parsing import describe_parsing, parser_group
-from rag.plan import BuildPlan, require_a_listing
-from rag.redaction import Redactor, best_effort_notes, redactors_for
+from rag.store.names import version_of
+from rag.ingest.parsing import describe_parsing, parser_group
+from rag.index.plan import BuildPlan, require_a_listing
+from rag.ingest.redaction import Redactor, best_effort_notes, redactors_for
 from rag.runtime import configure_offline_runtime
-from rag.sandbox import ParseSandbox, shared_sandbox
-from rag.store import IndexStore
+from rag.ingest.sandbox import ParseSandbox, shared_sandbox
+from rag.store import IndexStore, open_store
 
 #: documents per copy batch when carrying unchanged documents (no parsing: large batches are cheap)
 CARRY_BATCH = 256
@@ -121,7 +121,7 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
     policy = {**chunker.describe(), **describe_parsing(settings.pipeline.text_parser)}  # what decides chunks
     progress = build.BuildProgress()
-    with IndexStore.open(settings.store) as store:
+    with open_store(settings.store) as store:
         listings = [list_source(source) for source in settings.sources]
         require_a_listing(listings)
         progress.timings.list = time.perf_counter() - started

@@ -32,7 +32,7 @@ from rag.errors import RagopsError
 from rag.secrets import redact_url
 
 if TYPE_CHECKING:
-    from rag.embedding import Embedder
+    from rag.embed.embedder import Embedder
 
 
 @dataclass(frozen=True)

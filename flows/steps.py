@@ -23,10 +23,10 @@ import connectors
 from evals.drift import check_drift
 from evals.evaluate import evaluate_build
 from evals.gate import gate_candidate
-from rag import build, freshness, versions
-from rag.cache import prune_caches as prune_unused_vectors
+from rag.index import build, freshness, versions
+from rag.index.cache import prune_caches as prune_unused_vectors
 from rag.config import EmbeddingSettings
-from rag.embedding import Embedder, embed_in_worker, load_embedder
+from rag.embed.embedder import Embedder, embed_in_worker, load_embedder
 from rag.errors import is_transient
 
 #: seconds before each retry of a repeatable step
@@ -67,7 +67,7 @@ promote_build = step(versions.promote, "promote", repeatable=False)
 apply_retention = step(versions.apply_retention, "apply-retention")
 prune_caches = step(prune_unused_vectors, "prune-caches")
 record_freshness = step(freshness.record_freshness, "record-freshness")
-# a batch's two halves (rag.build.index_batches on the local runner; flows/fanout.py on Dask)
+# a batch's two halves (rag.index.build.index_batches on the local runner; flows/fanout.py on Dask)
 prepare_batch = step(build.prepare_batch, "prepare-batch")
 write_batch = step(build.write_batch, "write-batch")
 embed_batch = step(embed_in_worker, "embed-batch")

@@ -14,7 +14,7 @@ evaluated, no verdict recorded), ``promote`` (the alias moved: with its records 
 its promotion not yet confirmed on a server; a rollback passes there too), ``retention`` (a build half
 deleted), ``deleted`` (a retention delete done, with its audit entry: bench/faults.py checks the trail
 after it).
-Inside ``ragops migrate`` (rag/migrate.py): ``migrate-copy`` (a build copied, with its aliases),
+Inside ``ragops migrate`` (rag/store/migrate.py): ``migrate-copy`` (a build copied, with its aliases),
 ``migrate-done`` (the copy whole and recorded, the old store still in place), ``migrate-moved`` (the old
 store moved aside, the new one not yet in place).
 """

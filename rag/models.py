@@ -105,7 +105,7 @@ class DocumentRecord(BaseModel):
     chunks: int = Field(0, description="Chunks of the document in the build (0 if it never indexed).")
     quarantine: Quarantine | None = None
     redaction: str | None = Field(
-        None, description="Id of the redaction policy its chunks were made under (rag.redaction); None: unredacted."
+        None, description="Id of the redaction policy its chunks were made under (rag.ingest.redaction); None: unredacted."
     )
     redacted: dict[str, int] = Field(
         default_factory=dict, description="Values redacted from it, by entity type (counts, never values)."
@@ -199,7 +199,7 @@ class ModelFingerprint(BaseModel):
     @property
     def space(self) -> str:
         """Which vector space the vectors live in: ``reference`` for torch float32 and every backend that
-        agrees with it on the probe set (onnx float32, checked at each load, rag.onnx_encoder), otherwise
+        agrees with it on the probe set (onnx float32, checked at each load, rag.embed.onnx), otherwise
         the variant (``bfloat16``, ``int8``), comparable only with itself."""
         if self.dtype == "float32" and self.quantization == "none":
             return "reference"
@@ -276,7 +276,7 @@ class PromotionEvent(BaseModel):
     pending: bool = Field(
         False,
         description="Written just before the alias move and not yet confirmed after it: true only when the "
-        "run died in between. The alias tells whether it happened (rag.versions.settle_promotions).",
+        "run died in between. The alias tells whether it happened (rag.index.versions.settle_promotions).",
     )
 
 
@@ -372,7 +372,7 @@ class Manifest(BaseModel):
         """The collection that was live before this build was last promoted (confirmed events only).
 
         A pending event is ignored: this manifest alone cannot tell whether its alias move happened.
-        ``rag.versions.settle_promotions`` resolves pending events against the alias first (rollback and
+        ``rag.index.versions.settle_promotions`` resolves pending events against the alias first (rollback and
         retention read the settled manifest).
         """
         confirmed = [event for event in self.promotions if not event.pending]

@@ -20,12 +20,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SerializerFunctionWrapHandler, model_serializer
 
 from evals.models import DriftReport, QueryResult
-from rag.audit import AuditEvent
+from rag.index.audit import AuditEvent
 from rag.config import Settings
 from rag.errors import RagopsError
-from rag.locks import LockHolder
-from rag.migrate import Migration
-from rag.plan import PlannedDocument
+from rag.store.locks import LockHolder
+from rag.store.migrate import Migration
+from rag.index.plan import PlannedDocument
 from rag.models import (
     BuildState,
     BuildSummary,

@@ -56,7 +56,7 @@ def prefect_harness() -> Iterator[None]:
 def embedder():
     """The real default model (all-MiniLM-L6-v2 from its PyPI package), loaded once."""
     from rag.config import EmbeddingSettings
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
 
     return load_embedder(EmbeddingSettings())
 
@@ -67,7 +67,7 @@ def cls_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (the same text lands at cosine 0.3-0.65 from its mean-pooled vector, ../shared/notes/stack.md)."""
     import json
 
-    from rag.embedding import resolve_model_path
+    from rag.embed.embedder import resolve_model_path
 
     target = tmp_path_factory.mktemp("models") / "minilm-cls"
     shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), target)
@@ -81,7 +81,7 @@ def cls_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cls_embedder(cls_model: Path):
     """The CLS-pooling model, loaded once."""
     from rag.config import EmbeddingSettings
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
 
     return load_embedder(EmbeddingSettings(model=str(cls_model)))
 

@@ -19,15 +19,15 @@ import numpy as np
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
-from rag.names import DOCS_SUFFIX, journal_table
-from rag.store import IndexStore
+from rag.store.names import DOCS_SUFFIX, journal_table
+from rag.store import IndexStore, open_store
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus"
 
 
 def snapshot(store_path: Path, alias: str) -> dict[str, tuple[dict, np.ndarray]]:
     """Every point of the live build: id -> (payload, vector)."""
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         live = store.alias_target(alias)
         assert live is not None, f"alias {alias} has no live build"
     return points_of(store_path, live)
@@ -35,7 +35,7 @@ def snapshot(store_path: Path, alias: str) -> dict[str, tuple[dict, np.ndarray]]
 
 def points_of(store_path: Path, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
     """Every point of one collection: id -> (payload, vector)."""
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         return {p.id: (p.payload, p.vector) for p in store.scan_rows(collection, vectors=True)}
 
 
@@ -104,7 +104,7 @@ def run_reindex(args: list[str], env: dict, kill_at: str | None = None) -> tuple
 
 def husks_and_orphans(store: Path, alias: str) -> tuple[list[str], list[str], int]:
     """Builds not complete/rejected, document tables without a build, and journal entries left."""
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         builds = opened.list_builds(alias)
         husks = [b for b in builds if opened.read_manifest(b).state not in ("complete", "rejected")]
         names = opened.collection_names()
@@ -194,7 +194,7 @@ def service_error(response, status: int, kind: str) -> str:
 
 def damaged_complete_builds(store: Path, alias: str) -> list[str]:
     """The alias's complete builds that the store's deep check finds damaged."""
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         return [b for b in opened.list_builds(alias)
                 if opened.read_manifest(b).state == "complete" and opened.damage(b, deep=True)]
 

@@ -1,4 +1,4 @@
-"""The alias lock (rag/locks.py): a live holder makes others wait and names itself; a dead one never blocks.
+"""The alias lock (rag/store/locks.py): a live holder makes others wait and names itself; a dead one never blocks.
 
 Holders are real processes killed with SIGKILL; the lease (a server store's lock) runs through the same
 qdrant-client API on an embedded store.
@@ -18,9 +18,9 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.errors import LockHeld, LockTimeout
-from rag.locks import AliasLock, LockHolder
+from rag.store.locks import AliasLock, LockHolder
 from rag.models import utc_now
-from rag.store import IndexStore
+from rag.store import IndexStore, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 RAGOPS_REINDEX = [sys.executable, "-m", "ragops", "reindex"]
@@ -28,7 +28,7 @@ RAGOPS_REINDEX = [sys.executable, "-m", "ragops", "reindex"]
 HOLD = """
 import sys, time
 from rag.config import StoreSettings
-from rag.locks import AliasLock
+from rag.store.locks import AliasLock
 lock = AliasLock(StoreSettings(location=sys.argv[1]), "kb", kind=sys.argv[2], ttl=3, settle=0.2, poll=0.2)
 with lock.held(run="holder-under-test"):
     print("held", flush=True)
@@ -78,7 +78,7 @@ def test_a_lease_of_another_host_is_taken_over_only_once_it_expired(tmp_path) ->
     lock = AliasLock(settings, "kb", kind="lease", ttl=3, settle=0.1, poll=0.1)
     elsewhere = LockHolder(token="t-other", alias="kb", run="flow run on worker-2", host="worker-2", boot_id="b",
                            pid=4242, pid_started="1", expires_at=utc_now() + timedelta(seconds=30))
-    with IndexStore.open(settings) as store:
+    with open_store(settings) as store:
         store.write_lock("kb", elsewhere.model_dump(mode="json"))
     with pytest.raises(LockTimeout, match="worker-2"):
         with lock.held(timeout=0.5):
@@ -87,7 +87,7 @@ def test_a_lease_of_another_host_is_taken_over_only_once_it_expired(tmp_path) ->
         lock.break_stale()
 
     expired = elsewhere.model_copy(update={"expires_at": utc_now() - timedelta(seconds=1)})
-    with IndexStore.open(settings) as store:
+    with open_store(settings) as store:
         store.write_lock("kb", expired.model_dump(mode="json"))
     lines: list[str] = []
     with lock.held(report=lines.append, timeout=5):
@@ -105,7 +105,7 @@ def test_a_held_lease_is_renewed_and_released(tmp_path) -> None:
         assert lock.current().token == mine.token and lock.current().expires_at > first
         time.sleep(1.0)  # past the first expiry: still ours
         assert lock.current().token == mine.token
-    with IndexStore.open(settings) as store:
+    with open_store(settings) as store:
         assert store.read_lock("kb") is None
 
 
@@ -183,7 +183,7 @@ def test_the_freshness_check_does_not_queue_behind_a_run_holding_the_lock(tmp_pa
     config = tmp_path / "ragops.yaml"
     config.write_text(yaml.safe_dump({"alias": "kb", "store": {"location": str(store)},
                                       "sources": [{"path": str(docs), "name": "docs"}]}))
-    with IndexStore.open(StoreSettings(location=str(store))):
+    with open_store(StoreSettings(location=str(store))):
         pass
     holder = _holder(store, "file")
     rows: list = []

@@ -1,4 +1,4 @@
-"""The audit trail (rag/audit.py, `ragops audit`): a build, a failed gate, a forced promotion and a
+"""The audit trail (rag/index/audit.py, `ragops audit`): a build, a failed gate, a forced promotion and a
 rollback on the demo corpus are all there, in order, with who and why; entries are only ever added."""
 
 from __future__ import annotations

@@ -99,9 +99,9 @@ def test_invalid_config_names_the_key(tmp_path: Path) -> None:
 
 def _empty_store(path: Path) -> Path:
     from rag.config import StoreSettings
-    from rag.store import IndexStore
+    from rag.store import IndexStore, open_store
 
-    with IndexStore.open(StoreSettings(location=str(path))):
+    with open_store(StoreSettings(location=str(path))):
         pass
     return path
 

@@ -19,8 +19,8 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
-from rag.locks import AliasLock
-from rag.store import IndexStore
+from rag.store.locks import AliasLock
+from rag.store import IndexStore, open_store
 from tests.helpers import (
     RAGOPS,
     STARTS_WITHIN,
@@ -86,7 +86,7 @@ def test_killed_at_every_stage_each_rerun_starts_at_once_and_converges_to_a_clea
     assert_same_index(snapshot(store, "kb"), snapshot(clean_store, "kb"))
     husks, orphans, journal = husks_and_orphans(store, "kb")
     assert (husks, orphans, journal) == ([], [], 0)
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         builds = opened.list_builds("kb")
         live = opened.alias_target("kb")
         manifest = opened.read_manifest(live)
@@ -104,7 +104,7 @@ def test_killed_at_every_stage_each_rerun_starts_at_once_and_converges_to_a_clea
     again = subprocess.run(RAGOPS + ["rollback", "--store", str(store), "--alias", "kb", "--json"],
                            capture_output=True, text=True, env=env, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         assert opened.alias_target("kb") == live
         records = [p for b in opened.list_builds("kb") for p in opened.read_manifest(b).promotions]
     assert records and not [p for p in records if p.pending]

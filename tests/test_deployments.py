@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from rag.config import StoreSettings
-from rag.locks import AliasLock
-from rag.store import IndexStore
+from rag.store.locks import AliasLock
+from rag.store import IndexStore, open_store
 from tests.conftest import ROOT
 
 # Runs go through a server and a worker's subprocesses: on a loaded machine a test takes many minutes.
@@ -90,7 +90,7 @@ def test_deployments_run_on_a_server_one_run_per_alias_and_drift_starts_a_rebuil
         assert (manual.state.type.value, refresh.state.type.value) == ("COMPLETED", "COMPLETED"), (
             manual.state.message, refresh.state.message)
 
-        with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        with open_store(StoreSettings(location=str(store_path))) as store:
             builds = store.list_builds("test")
             live = store.alias_target("test")
         # Had they overlapped, the embedded store would have refused the second, or both would have
@@ -113,7 +113,7 @@ def test_deployments_run_on_a_server_one_run_per_alias_and_drift_starts_a_rebuil
     assert drift is not None and "DRIFT" in (drift.description or "")
     for key in ("reindex-test", "gate-test", "eval-test", "freshness-test"):
         assert Artifact.get(key) is not None, key
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         rebuilt = store.alias_target("test")
         manifest = store.read_manifest(rebuilt)
     assert rebuilt != live and manifest.base is None  # a full rebuild, promoted through the gate
@@ -157,7 +157,7 @@ def test_expected_refusals_end_deployment_runs_failed_with_one_line_and_no_trace
     stale = _write(tmp_path / "stale.yaml", {**data, "alias": "never-built",
                                              "sources": [{**data["sources"][0], "max_staleness": "1s"}]})
 
-    with IndexStore.open(StoreSettings(location=data["store"]["location"])):
+    with open_store(StoreSettings(location=data["store"]["location"])):
         pass  # the store exists; its alias "never-built" does not
     with prefect_server.worker():
         gate = run_deployment("reindex/refresh", timeout=0, parameters={"config": str(strict)})

@@ -8,7 +8,7 @@ import pytest
 
 from flows.reindex import reindex
 from rag.config import StoreSettings
-from rag.store import IndexStore
+from rag.store import IndexStore, open_store
 from tests.conftest import SHARED
 
 pytestmark = [pytest.mark.slow, pytest.mark.requires_shared, pytest.mark.usefixtures("prefect_harness")]
@@ -35,7 +35,7 @@ def test_every_file_is_indexed_or_failed_with_a_reason_and_the_good_ones_promote
     assert counts["documents_indexed"] >= 45
     assert summary["promoted"], summary["reason"]
 
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         payloads = list(opened.scan_rows(summary["collection"]))
     indexed = {p.payload["doc_id"].removeprefix("docs-corpus/") for p in payloads}
     assert indexed == set(files) - set(failed)

@@ -17,8 +17,8 @@ from evals.drift import (
 from evals.models import DriftCheck
 from rag.config import StoreSettings
 from rag.models import ModelFingerprint, utc_now
-from rag.querylog import QueryLog
-from rag.store import IndexStore
+from rag.serving.querylog import QueryLog
+from rag.store import IndexStore, open_store
 
 FINGERPRINT = ModelFingerprint(name="m", path="/x", weights_sha256="a" * 64, dimension=8, normalize=True,
                                dtype="float32", max_seq_length=16)
@@ -80,7 +80,7 @@ def test_model_check_names_a_quantization_change_and_defers_to_the_compatibility
 
 def test_query_log_keeps_windows_and_prunes_old_entries(store_path: Path) -> None:
     now = utc_now()
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         log = QueryLog(store, "kb", FINGERPRINT)
         assert log.read().shape == (0, 8)
         log.record(_queries(1, 5), at=now - timedelta(days=40))
@@ -100,7 +100,7 @@ def test_compatibility_preflight_tells_a_different_vector_space(store_path: Path
              "An alias points at one collection.", "Tides follow the moon."]
     chunks = [Chunk(doc_id=f"kb/{i}", chunk_index=0, text=t, source_uri="file:///x", source="kb")
               for i, t in enumerate(texts)]
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         from rag.models import Manifest
 
         manifest = Manifest(alias="kb", version="v1", collection="kb__v1", created_at=utc_now(),
@@ -126,7 +126,7 @@ def test_the_golden_baseline_follows_a_promotion_whose_run_died_before_confirmin
     from tests.test_versions import _complete_build
 
     # A server's store: the embedded one records a move in the move's transaction, never pending.
-    with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")) as store:
+    with open_store(StoreSettings(location=str(store_path), engine="qdrant")) as store:
         old, new = _complete_build(store, "kb", "20260101-000000"), _complete_build(store, "kb", "20260102-000000")
         evaluated = store.read_manifest(old)
         evaluated.evaluation = EvaluationRecord(

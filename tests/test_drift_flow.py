@@ -16,8 +16,8 @@ from flows.drift import drift_check
 from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.models import utc_now
-from rag.querylog import QueryLog
-from rag.store import IndexStore
+from rag.serving.querylog import QueryLog
+from rag.store import IndexStore, open_store
 from ragops.cli import app
 from tests.conftest import ROOT
 
@@ -48,7 +48,7 @@ def _statuses(report: dict) -> dict[str, str]:
 
 
 def _log_queries(store_path: Path, embedder, texts: list[str], days_ago: float) -> None:
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         QueryLog(store, "test", embedder.fingerprint).record(embedder.embed(texts), at=utc_now() - timedelta(days=days_ago))
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from rag.errors import DocumentError
 from rag.models import DocumentRef
-from rag.parsing import parse_document
+from rag.ingest.parsing import parse_document
 from tests.conftest import SHARED
 
 pytestmark = pytest.mark.slow
@@ -350,7 +350,7 @@ def test_text_that_is_mostly_garbage_is_quarantined_with_what_is_wrong(tmp_path:
 def test_check_text_strips_rare_noise_and_rejects_garbage() -> None:
     from unstructured.documents.elements import NarrativeText
 
-    from rag.text_quality import check_text
+    from rag.ingest.quality import check_text
 
     readable = [NarrativeText(text="The \ufb01rst (cid:12)valve was re\x00placed."), NarrativeText(text="(cid:3)")]
     kept = check_text(readable + [NarrativeText(text="Pressure readings stayed within the normal range. " * 3)])

@@ -10,12 +10,12 @@ import pytest
 
 from evals.evaluate import Retrieved, score_rankings
 from evals.gate import metric_checks, sanity_checks
-from rag import build
+from rag.index import build
 from rag.config import EvaluationSettings, Settings, StoreSettings
 from rag.errors import ConfigError
 from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
-from rag.names import collection_name
-from rag.store import IndexStore
+from rag.store.names import collection_name
+from rag.store import IndexStore, open_store
 from tests.test_versions import FINGERPRINT
 
 
@@ -78,7 +78,7 @@ def _build(store: IndexStore, version: str, documents: int, deleted: int = 0) ->
 
 
 def test_documents_lost_without_a_deletion_at_the_source_fail_the_sanity_check(store_path: Path) -> None:
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         live = _build(store, "20260101-000000", 10)
         candidate = _build(store, "20260102-000000", 7)
         lost = sanity_checks(store, candidate, live, 0.0, deleted_from_live=2)

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import GateFailed, PromotionRefused
-from rag.store import IndexStore
-from rag.audit import read_trail
-from rag.names import version_of
-from rag.versions import promote_version
+from rag.store import IndexStore, open_store
+from rag.index.audit import read_trail
+from rag.store.names import version_of
+from rag.index.versions import promote_version
 from ragops.cli import app
 from tests.conftest import ROOT
 
@@ -40,7 +40,7 @@ def _config(tmp_path: Path, settings, name: str = "ragops.yaml", **sections) -> 
 
 
 def _manifest(store_path: Path, collection: str):
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         return store.read_manifest(collection), store.alias_target("test")
 
 
@@ -118,7 +118,7 @@ def test_a_candidate_embedded_with_another_model_than_its_queries_is_rejected_th
     assert candidate.gate.passed is False and candidate.evaluation.queries == 9
     assert candidate.evaluation.metrics["ndcg@10"] < live["evaluation"]["metrics"]["ndcg@10"] - 0.02
 
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         with pytest.raises(PromotionRefused, match="was rejected: gate failed.*--force --reason"):
             promote_version(store, "test", candidate.version)
     forced = runner.invoke(app, ["promote", candidate.version, "--force", "--reason", "accepted: new model rollout",
@@ -143,7 +143,7 @@ def test_a_golden_set_naming_documents_the_build_lacks_rejects_with_the_names(tm
 
     with pytest.raises(GateFailed, match=r"demo/removed-page.md \(query old: not in the index\)"):
         reindex(config=str(config))
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         assert store.alias_target("test") is None
 
 
@@ -168,7 +168,7 @@ def _resume_when_paused(run_name: str, answer: dict, outcome: dict, store_path: 
                     if keys and read_flow_run_input(keys["schema"], flow_run_id=runs[0].id) is not None:
                         outcome["paused"] = True
                         outcome["form"] = read_flow_run_input(keys["description"], flow_run_id=runs[0].id)
-                        with IndexStore.open(StoreSettings(location=str(store_path))) as store:  # not locked
+                        with open_store(StoreSettings(location=str(store_path))) as store:  # not locked
                             outcome["live_while_paused"] = store.alias_target("test")
                         resume_flow_run(runs[0].id, run_input=answer)
                         return
@@ -197,7 +197,7 @@ def test_approval_pauses_the_run_and_resumes_on_input(tmp_path: Path, settings, 
     assert alias == summary["collection"]
     assert manifest.promotions[-1].reason.endswith("; approved: looks good to me")
     assert manifest.gate.checks[-1].kind == "approval" and manifest.gate.checks[-1].passed
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         (approval,) = [e for e in read_trail(store, "test") if e.kind == "approval"]
     assert (approval.by.approver, approval.why, approval.build) == (
         "dana@example.com", "approved: looks good to me", summary["collection"])
@@ -275,7 +275,7 @@ def test_a_rejected_build_is_gated_again_not_rebuilt_and_promoted_once_its_golde
     with pytest.raises(GateFailed) as rejected:
         reindex(config=str(bad))
     candidate = rejected.value.details["summary"]["collection"]
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         builds = store.list_builds("test")
 
     with pytest.raises(GateFailed) as again:  # nothing changed at the sources: no identical build again
@@ -283,7 +283,7 @@ def test_a_rejected_build_is_gated_again_not_rebuilt_and_promoted_once_its_golde
     summary = again.value.details["summary"]
     assert summary["collection"] == candidate and summary["counts"]["chunks_embedded"] == 0
     assert any("gated again instead of being built again" in note for note in summary["notes"])
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         assert store.list_builds("test") == builds
 
     # The golden set is fixed: `ragops promote` gates the rejected build again, and it passes now.

@@ -18,9 +18,9 @@ from connectors import list_source
 from flows.reindex import reindex
 from rag.config import FolderSource, StoreSettings
 from rag.errors import FreshnessBreach, SourceError
-from rag.journal import ParseJournal
+from rag.index.journal import ParseJournal
 from rag.serving import Retriever
-from rag.store import IndexStore
+from rag.store import IndexStore, open_store
 from ragops.cli import app
 from tests.conftest import DEMO_CORPUS
 from tests.helpers import assert_same_index, doc_ids, points_of, snapshot
@@ -93,7 +93,7 @@ def test_a_corrupted_file_keeps_its_last_good_version_and_is_retried_only_when_i
     with Retriever(alias="kb", store=str(store_path)) as retriever:
         hit = retriever.search("how do I undo a bad promotion?", k=1)[0]
     assert hit.doc_id == "corpus/operations-handbook.pdf" and hit.version == broken["version"]
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         record = store.read_records(broken["collection"])["corpus/operations-handbook.pdf"]
     assert record.quarantine is not None and record.quarantine.stage == "parse" and record.chunks > 0
     status = CliRunner().invoke(app, ["status", "--store", str(store_path), "--alias", "kb", "--json"])
@@ -108,14 +108,14 @@ def test_a_corrupted_file_keeps_its_last_good_version_and_is_retried_only_when_i
     # Back to the text of the version still served: a touch, nothing re-chunked or embedded.
     assert fixed["counts"]["documents_touched"] == 1 and fixed["failures"] == []
     assert fixed["counts"]["chunks_embedded"] == 0  # its vectors were never lost
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         assert store.read_records(fixed["collection"])["corpus/operations-handbook.pdf"].quarantine is None
 
 
 def _pass_the_back_off(store_path: Path, alias: str, doc_id: str, by: timedelta | None = None) -> None:
     """As if the document's back-off were over (or ``by`` had passed): rewrites the times of its quarantine in
     the live build's real document table."""
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         live = store.alias_target(alias)
         record = store.read_records(live)[doc_id]
         quarantine = record.quarantine
@@ -150,7 +150,7 @@ def test_a_timed_out_document_is_parsed_again_after_its_back_off_and_a_crashed_o
     inflating_docx(docs / "memo.docx")  # minutes of CPU to parse: past parse_timeout
     _edit(docs / "glossary.txt", "Backoff: the wait before a retry.")
     glossary = next(r for r in list_source(FolderSource(path=str(docs))).refs if r.doc_id == "docs/glossary.txt")
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         journal = ParseJournal(store, "kb")
         for _ in range(2):  # two runs died parsing this version (a crash)
             journal.begin(glossary)
@@ -179,7 +179,7 @@ def test_a_timed_out_document_is_parsed_again_after_its_back_off_and_a_crashed_o
     retried = reindex(config=str(config))
     assert (retried["counts"]["documents_retried"], retried["counts"]["documents_changed"]) == (1, 0)
     assert [f["doc_id"] for f in retried["failures"]] == ["docs/memo.docx"]  # the crashed one was not retried
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         record = store.read_records(retried["collection"])["docs/memo.docx"]
     assert record.quarantine.attempts == 2 and record.chunks > 0
     assert before + timedelta(hours=2) <= record.quarantine.retry_after <= datetime.now(timezone.utc) + timedelta(hours=2)
@@ -190,7 +190,7 @@ def test_a_timed_out_document_is_parsed_again_after_its_back_off_and_a_crashed_o
     fixed = reindex(config=str(config))
     counts = fixed["counts"]  # memo.docx is back to the text still served: touched, not changed
     assert counts["documents_changed"] + counts["documents_touched"] == 2 and fixed["failures"] == []
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         records = store.read_records(fixed["collection"])
     assert all(r.quarantine is None and r.chunks for r in records.values())
 
@@ -216,7 +216,7 @@ def test_a_source_that_cannot_be_listed_keeps_its_documents(corpus: Path, store_
 
 def _age_ledger(store_path: Path, alias: str, source: str, hours: float) -> None:
     """Pretend the source was last synced ``hours`` ago (rewrites its recorded times in the real ledger)."""
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         state = store.read_source_states(alias)[source]
         past = datetime.now(timezone.utc) - timedelta(hours=hours)
         state.last_listing_at = state.last_complete_listing_at = state.last_sync_at = state.synced_through = past

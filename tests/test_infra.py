@@ -124,7 +124,7 @@ def test_the_query_service_listens_where_it_is_published_probed_on_real_routes_w
     """`ragops serve` in compose and Kubernetes: bound to 0.0.0.0 on the port published (compose) or
     served (the Service); readiness on /v1/readyz, liveness on /v1/healthz, both routes of the app as
     built here; the API key from the environment or a Secret, never written in the file."""
-    from rag.serving.api import create_app
+    from rag.serving.app import create_app
 
     routes = {route.path for route in create_app(Settings()).routes}  # starts nothing until served
     assert {"/v1/readyz", "/v1/healthz", "/metrics"} <= routes

@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from flows.reindex import reindex
-from rag import build
-from rag.chunking import Chunker
+from rag.index import build
+from rag.ingest.chunking import Chunker
 from rag.models import Counts, Manifest
-from rag.names import docs_collection, version_of
-from rag.store import IndexStore
+from rag.store.names import docs_collection, version_of
+from rag.store import IndexStore, open_store
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -46,7 +46,7 @@ def _begin(store: IndexStore, settings, embedder, base: str | None) -> Manifest:
 def _ungated_copy(settings, embedder, share: float = 1.0) -> Manifest:
     """A complete build whose run was killed before its gate: the live build's documents (``share``
     of them), carried into a new build and finished, with no verdict recorded."""
-    with IndexStore.open(settings.store) as store:
+    with open_store(settings.store) as store:
         live = store.alias_target(settings.alias)
         manifest = _begin(store, settings, embedder, base=live)
         records = sorted(store.read_records(live).values(), key=lambda r: r.doc_id)
@@ -66,14 +66,14 @@ def _promote(tmp_path: Path, config: Path, version: str, *extra: str) -> tuple[i
 
 
 def _read(settings, collection: str) -> tuple[Manifest, str | None]:
-    with IndexStore.open(settings.store) as store:
+    with open_store(settings.store) as store:
         return store.read_manifest(collection), store.alias_target(settings.alias)
 
 
 def test_husks_of_killed_and_failed_runs_are_cleaned_by_the_next_run(tmp_path: Path, settings, corpus: Path,
                                                                       embedder) -> None:
     first = reindex(config=str(_config(tmp_path, settings)))
-    with IndexStore.open(settings.store) as store:
+    with open_store(settings.store) as store:
         killed = _begin(store, settings, embedder, base=first["collection"])  # kill -9 mid-build: "building"
         stopped = _begin(store, settings, embedder, base=first["collection"])
         build.fail_build(store, stopped, "StoreError: the server went away")  # a run that stopped: "failed"
@@ -83,7 +83,7 @@ def test_husks_of_killed_and_failed_runs_are_cleaned_by_the_next_run(tmp_path: P
 
     # retention 3: the new build, the live one it replaced, and no slot for either husk.
     assert second["promoted"] and second["deleted"] == [killed.collection, stopped.collection]
-    with IndexStore.open(settings.store) as store:
+    with open_store(settings.store) as store:
         assert store.list_builds(settings.alias) == [first["collection"], second["collection"]]
         assert not store.exists(docs_collection(killed.collection))
         assert store.orphan_tables(settings.alias) == []

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rag.config import StoreSettings
-from rag.names import ledger_table
-from rag.store import IndexStore
+from rag.store.names import ledger_table
+from rag.store import IndexStore, open_store
 from ragops.cli import app
 from tests.helpers import assert_same_index, points_of
 
@@ -27,7 +27,7 @@ def _run(*args: str, env: dict | None = None) -> dict:
 
 
 def _everything(location: Path, engine: str) -> dict:
-    with IndexStore.open(StoreSettings(location=str(location), engine=engine)) as store:
+    with open_store(StoreSettings(location=str(location), engine=engine)) as store:
         builds = store.list_builds("test")
         return {
             "live": store.alias_target("test"),
@@ -67,5 +67,5 @@ def test_migrate_carries_every_build_alias_and_table_and_is_safe_to_rerun(write_
 
 
 def points_of_engine(location: Path, collection: str, engine: str) -> dict:
-    with IndexStore.open(StoreSettings(location=str(location), engine=engine)) as store:
+    with open_store(StoreSettings(location=str(location), engine=engine)) as store:
         return {p.id: (p.payload, p.vector) for p in store.scan_rows(collection, vectors=True)}

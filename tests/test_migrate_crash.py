@@ -20,9 +20,9 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
-from rag.locks import AliasLock
-from rag.store import IndexStore, migration_folders
-from rag.store_edge import is_local_mode
+from rag.store.locks import AliasLock
+from rag.store import IndexStore, migration_folders, open_store
+from rag.store.edge import is_local_mode
 from tests.helpers import RAGOPS, assert_same_index, run_cli, write_notes
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
@@ -61,7 +61,7 @@ def _env(tmp_path: Path, **extra: str) -> dict:
 
 def _everything(location: Path, engine: str) -> dict:
     """Aliases, builds with their manifests, records and points (ids, payloads, vectors)."""
-    with IndexStore.open(StoreSettings(location=str(location), engine=engine)) as store:
+    with open_store(StoreSettings(location=str(location), engine=engine)) as store:
         builds = store.list_builds("kb")
         return {
             "live": store.alias_target("kb"),

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from rag import audit, versions
+from rag.index import audit, versions
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, StoreError, VersionError
 from rag.failpoints import KILL_AT
-from rag.names import collection_name, version_of
-from rag.store import IndexStore
+from rag.store.names import collection_name, version_of
+from rag.store import IndexStore, open_store
 from tests.conftest import ROOT
 from tests.helpers import RAGOPS
 from tests.test_versions import _complete_build
@@ -56,7 +56,7 @@ def _check_history(store: IndexStore, store_path: Path) -> None:
 
 def _racer(store_path: str, role: str, rounds: int, start, end, outcomes) -> None:
     """One racing process: at each round, `ragops promote` of the raced build or `ragops rollback`."""
-    with IndexStore.open(StoreSettings(location=store_path)) as store:
+    with open_store(StoreSettings(location=store_path)) as store:
         for _ in range(rounds):
             start.wait()
             try:
@@ -74,7 +74,7 @@ def test_racing_promote_and_rollback_never_lose_a_move_s_record(store_path: Path
     """`promote X` against `rollback` (whose target is X too), 50 rounds, in two processes: one wins each
     round, and the winner's record survives the loser (the loser once wrote back its stale copy of X's
     manifest, and rollback then went to the build before last)."""
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         for build in (BEFORE, RACED, LIVE):
             _complete_build(store, "kb", version_of(build))
         versions.promote(store, "kb", BEFORE, expected=None, by="reindex", reason="first")
@@ -89,7 +89,7 @@ def test_racing_promote_and_rollback_never_lose_a_move_s_record(store_path: Path
         racer.start()
     won = {"promote": 0, "rollback": 0}
     try:
-        with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+        with open_store(StoreSettings(location=str(store_path))) as store:
             for _ in range(ROUNDS):
                 start.wait(timeout=120)
                 end.wait(timeout=120)
@@ -109,7 +109,7 @@ def test_racing_promote_and_rollback_never_lose_a_move_s_record(store_path: Path
 
 
 def _two_builds(store_path: Path) -> tuple[str, str]:
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         a = _complete_build(store, "kb", "20260101-000000")
         b = _complete_build(store, "kb", "20260102-000000")
         versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")
@@ -126,7 +126,7 @@ def test_a_rollback_killed_right_after_its_move_has_its_audit_entry(tmp_path: Pa
     killed = subprocess.run(RAGOPS + ["rollback", "--store", str(store_path), "--alias", "kb"], capture_output=True,
                             text=True, env=_env(tmp_path, "promote"), timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         assert store.alias_target("kb") == a
         trail = [(e.kind, e.build, e.details["replaced"]) for e in audit.read_trail(store, "kb") if e.kind in MOVES]
         assert trail == [("promotion", a, None), ("promotion", b, a), ("rollback", a, b)]
@@ -135,22 +135,22 @@ def test_a_rollback_killed_right_after_its_move_has_its_audit_entry(tmp_path: Pa
 
 RETENTION = """
 import sys
-from rag import versions
+from rag.index import versions
 from rag.config import StoreSettings
 from rag.store import IndexStore
-with IndexStore.open(StoreSettings(location=sys.argv[1])) as store:
+with open_store(StoreSettings(location=sys.argv[1])) as store:
     versions.apply_retention(store, "kb", keep=2)
 """
 
 
 def test_a_retention_killed_right_after_a_deletion_has_its_audit_entry(tmp_path: Path, store_path: Path) -> None:
     a, b = _two_builds(store_path)
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         old = _complete_build(store, "kb", "20251231-000000")  # older than both: past retention
     killed = subprocess.run([sys.executable, "-c", RETENTION, str(store_path)], capture_output=True, text=True,
                             env=_env(tmp_path, "deleted"), timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         assert store.list_builds("kb") == [a, b]
         deletions = [e.build for e in audit.read_trail(store, "kb") if e.kind == "retention_delete"]
     assert deletions == [old]
@@ -165,10 +165,10 @@ def _failing_audit(store_path: Path) -> None:
 
 def test_a_move_or_a_deletion_that_cannot_be_recorded_does_not_happen(store_path: Path) -> None:
     a, b = _two_builds(store_path)
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         old = _complete_build(store, "kb", "20251231-000000")
     _failing_audit(store_path)
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         with pytest.raises(StoreError, match="the audit table cannot be written"):
             versions.rollback(store, "kb")
         assert store.alias_target("kb") == b and [e.replaced for e in store.read_manifest(a).promotions] == [None]

@@ -82,7 +82,7 @@ def test_reindex_eval_drift_and_serve_make_no_outbound_connection(tmp_path: Path
         server.wait(timeout=30)
 
     guarded = " ".join(" ".join(r["argv"]) for r in _records(log) if r["what"] == "guarded")
-    for process in ("reindex", "eval", "drift", "serve", "rag.sandbox", "uvicorn"):  # the CLI, parser, Prefect API
+    for process in ("reindex", "eval", "drift", "serve", "rag.ingest.sandbox", "uvicorn"):  # the CLI, parser, Prefect API
         assert process in guarded, f"no {process} process ran under the guard: {guarded}"
     attempts = _attempts(log)
     assert attempts == [], "\n".join(f"{a['what']} {a['target']} (pid {a['pid']}):\n{''.join(a['stack'])}"

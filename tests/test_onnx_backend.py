@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from rag.config import EmbeddingSettings, Settings
-from rag.embedding import load_embedder, load_embedder_for
+from rag.embed.embedder import load_embedder, load_embedder_for
 from rag.errors import ModelError
-from rag.names import cache_table, fingerprint_key
-from rag.onnx_encoder import PROBE_TEXTS, SAME_SPACE_COSINE, export_folder
+from rag.store.names import cache_table, fingerprint_key
+from rag.embed.onnx import PROBE_TEXTS, SAME_SPACE_COSINE, export_folder
 
 TEXTS = [
     "How do I undo a bad promotion?",
@@ -98,7 +98,7 @@ def test_an_export_that_disagrees_with_torch_is_refused(onnx_embedder, onnx_cach
 
 
 def test_a_model_the_onnx_path_cannot_run_says_so(tmp_path: Path) -> None:
-    from rag.embedding import resolve_model_path
+    from rag.embed.embedder import resolve_model_path
 
     model = tmp_path / "with-dense"
     shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), model)

@@ -1,4 +1,4 @@
-"""Parsing and chunking are bounded (rag/sandbox.py) and journaled (rag/journal.py): a hostile document
+"""Parsing and chunking are bounded (rag/ingest/sandbox.py) and journaled (rag/index/journal.py): a hostile document
 costs itself only, and a sandbox that cannot start costs its batch, not the run.
 
 Real .docx files that inflate to 17 MB from 0.6 MB (over 10 minutes of CPU to parse), one-line texts of
@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from rag import build
+from rag.index import build
 from rag.config import PipelineSettings, StoreSettings
 from rag.errors import DocumentError
 from rag.failpoints import KILL_AT
-from rag.journal import ParseJournal
+from rag.index.journal import ParseJournal
 from rag.models import DocumentRef, utc_now
-from rag.plan import Listing, plan_build
-from rag.sandbox import ParseSandbox, check_inflated_size
-from rag.store import IndexStore
+from rag.index.plan import Listing, plan_build
+from rag.ingest.sandbox import ParseSandbox, check_inflated_size
+from rag.store import IndexStore, open_store
 from tests.conftest import DEMO_CORPUS
 from tests.helpers import run_cli, write_notes
 
@@ -64,7 +64,7 @@ def ref_of(path: Path, doc_id: str | None = None) -> DocumentRef:
 
 @pytest.fixture
 def chunker(embedder):
-    from rag.chunking import Chunker
+    from rag.ingest.chunking import Chunker
     from rag.config import ChunkingSettings
 
     return Chunker(ChunkingSettings(max_tokens=96), embedder.tokenizer, embedder.max_tokens)
@@ -212,7 +212,7 @@ def test_a_ctrl_c_meant_for_the_command_does_not_stop_the_parser() -> None:
 
 def test_a_version_that_runs_died_parsing_is_quarantined_not_parsed_again(tmp_path: Path, chunker) -> None:
     doc = ref_of(DEMO_CORPUS / "glossary.txt")
-    with IndexStore.open(StoreSettings(location=str(tmp_path / "store"))) as store:
+    with open_store(StoreSettings(location=str(tmp_path / "store"))) as store:
         journal = ParseJournal(store, "kb")
         assert journal.begin(doc) == 0  # a run starts parsing it ... and dies (no end)
         with ParseSandbox(PipelineSettings()) as sandbox:
@@ -279,7 +279,7 @@ def test_a_one_line_text_is_cut_into_sections_in_one_pass_as_unstructured_would_
     assert len(chunks) > len(text) / 480 and all(chunk.tokens <= 96 for chunk in chunks)
     assert " ".join(chunk.text for chunk in chunks).split() == text.split()  # every word, once, in order
 
-    from rag.chunking import title_sections
+    from rag.ingest.chunking import title_sections
 
     elements = [Title("Export"), NarrativeText(_one_line(30_000)), NarrativeText("A closing line.")]
     options = chunker.section_options
@@ -301,7 +301,7 @@ def test_cutting_a_document_into_sections_is_bounded_as_its_parse_is(chunker, bo
     The next document gets a fresh child."""
     from unstructured.documents.elements import NarrativeText
 
-    from rag.chunking import title_sections
+    from rag.ingest.chunking import title_sections
 
     if kind == "timeout":
         elements = [NarrativeText(f"Paragraph {n} of a long and repetitive memo.") for n in range(100_000)]
@@ -322,25 +322,25 @@ def test_cutting_a_document_into_sections_is_bounded_as_its_parse_is(chunker, bo
 def test_a_run_killed_while_chunking_leaves_the_document_journaled(tmp_path: Path) -> None:
     """Chunking is journaled as parsing is: a run killed while it chunks a document (kill -9 at the
     ``chunk`` failpoint, a real process) leaves its entry, so that a document runs keep dying on is
-    quarantined (rag/journal.py) rather than a poison pill."""
+    quarantined (rag/index/journal.py) rather than a poison pill."""
     path = tmp_path / "export.txt"
     path.write_text(_one_line(200_000) + "\n")
     doc = ref_of(path, "kb/export.txt")
     store = tmp_path / "store"
     script = (
         "from datetime import timedelta\n"
-        "from rag import build\n"
-        "from rag.chunking import Chunker\n"
+        "from rag.index import build\n"
+        "from rag.ingest.chunking import Chunker\n"
         "from rag.config import ChunkingSettings, EmbeddingSettings, PipelineSettings, StoreSettings\n"
-        "from rag.embedding import load_embedder\n"
-        "from rag.journal import ParseJournal\n"
+        "from rag.embed.embedder import load_embedder\n"
+        "from rag.index.journal import ParseJournal\n"
         "from rag.models import DocumentRef, utc_now\n"
-        "from rag.sandbox import ParseSandbox\n"
+        "from rag.ingest.sandbox import ParseSandbox\n"
         "from rag.store import IndexStore\n"
         "embedder = load_embedder(EmbeddingSettings())\n"
         "chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)\n"
         f"doc = DocumentRef.model_validate_json({doc.model_dump_json()!r})\n"
-        f"with IndexStore.open(StoreSettings(location={str(store)!r})) as store, "
+        f"with open_store(StoreSettings(location={str(store)!r})) as store, "
         "ParseSandbox(PipelineSettings()) as sandbox:\n"
         "    batch = build.prepare_batch([build.WorkItem(ref=doc)], chunker, lambda ref, folder: ref.path,\n"
         "                                version='v1', max_bytes=10**8, now=utc_now(), sandbox=sandbox,\n"
@@ -350,7 +350,7 @@ def test_a_run_killed_while_chunking_leaves_the_document_journaled(tmp_path: Pat
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, KILL_AT: "chunk"},
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr[-3000:]
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         assert ParseJournal(opened, "kb").begin(doc) == 1  # one run died on this version
 
 
@@ -369,7 +369,7 @@ def test_a_killed_run_leaves_no_pandoc_behind(tmp_path: Path) -> None:
     script = (
         "from rag.config import PipelineSettings\n"
         "from rag.models import DocumentRef\n"
-        "from rag.sandbox import ParseSandbox\n"
+        "from rag.ingest.sandbox import ParseSandbox\n"
         "sandbox = ParseSandbox(PipelineSettings(text_parser='unstructured', parse_timeout='1h'), stall_factor=1000)\n"
         "sandbox.start(groups={'unstructured'})\n"
         "print(sandbox._child.pid, flush=True)\n"
@@ -401,7 +401,7 @@ def test_a_killed_run_leaves_no_pandoc_behind(tmp_path: Path) -> None:
 #: an import error would) or hang (no CPU, as a blocked import), counting starts in SANDBOX_HOOK
 START_HOOK = '''
 import os, sys
-if "rag.sandbox" in sys.orig_argv:
+if "rag.ingest.sandbox" in sys.orig_argv:
     n = 1
     while True:
         try:
@@ -448,7 +448,7 @@ def test_a_sandbox_that_cannot_start_is_started_again_then_fails_the_document_no
             with pytest.raises(DocumentError) as failed:
                 sandbox.parse(glossary, max_bytes=10**8)
             assert failed.value.failure == "sandbox" and failed.value.stage == "parse"
-            assert re.search(r"the parsing sandbox \(python -m rag.sandbox\) did not start: it exited with code 3: "
+            assert re.search(r"the parsing sandbox \(python -m rag.ingest.sandbox\) did not start: it exited with code 3: "
                              r"ImportError: start 2 of the parsing child failed \(a test's hook\), at each of 2 "
                              r"starts; not this document's doing: not indexed for now$", failed.value.reason)
     assert len(list(starts.iterdir())) == 2
@@ -473,7 +473,7 @@ def test_a_run_whose_sandbox_cannot_start_fails_that_batch_and_indexes_the_rest(
     assert sorted(failures) == ["corpus/note-000.md", "corpus/note-001.md"], failures
     for failure in failures.values():
         assert failure["kind"] == "sandbox" and failure["stage"] == "parse"
-        assert "the parsing sandbox (python -m rag.sandbox) did not start: it exited with code 3" in failure["reason"]
+        assert "the parsing sandbox (python -m rag.ingest.sandbox) did not start: it exited with code 3" in failure["reason"]
         assert datetime.fromisoformat(failure["retry_after"]) >= before + timedelta(hours=1)
     assert summary["counts"]["documents_indexed"] == 2 and summary["promoted"]
     assert len(list(starts.iterdir())) == 4

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from rag.errors import VersionError
-from rag.names import collection_name
+from rag.store.names import collection_name
 from rag.serving import Retriever
 from tests.helpers import free_port, service_error, stop, wait_ready, write_notes
 

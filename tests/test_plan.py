@@ -1,4 +1,4 @@
-"""Planning and freshness share one "did this document change?" rule (rag.plan.unchanged): pure, fast
+"""Planning and freshness share one "did this document change?" rule (rag.index.plan.unchanged): pure, fast
 tests with no model, no store and no Prefect."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from rag import result
+from rag.index import result
 from rag.config import FolderSource
 from rag.errors import FreshnessBreach, SourceError
-from rag.freshness import assess, breach, update_source_state
+from rag.index.freshness import assess, breach, update_source_state
 from rag.listing import Skipped
 from rag.models import (
     DocumentRecord,
@@ -20,7 +20,7 @@ from rag.models import (
     Quarantine,
     SourceState,
 )
-from rag.plan import (
+from rag.index.plan import (
     Listing,
     choose_base,
     covered,
@@ -502,7 +502,7 @@ def test_new_redaction_settings_make_a_source_work_again_and_only_that_source() 
 
 
 def test_a_build_without_a_base_says_what_differs_from_the_live_one() -> None:
-    from rag.plan import why_full
+    from rag.index.plan import why_full
 
     live = Manifest(alias="kb", version="v1", collection="kb__v1", created_at=NOW, state="complete",
                     model=FINGERPRINT, chunking={"method": "m", "max_tokens": 254}, sources=[])

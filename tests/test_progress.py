@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from connectors import Fetcher, list_documents
-from rag import build
-from rag.cache import EmbeddingCache
-from rag.chunking import Chunker
-from rag.sandbox import ParseSandbox
-from rag.store import IndexStore
+from rag.index import build
+from rag.index.cache import EmbeddingCache
+from rag.ingest.chunking import Chunker
+from rag.ingest.sandbox import ParseSandbox
+from rag.store import IndexStore, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_documents_and_chunks_are_counted_inside_one_batch(settings, embedder, m
         seen_at_fetch.append(pulse.documents)  # what a reporter would print while this document is worked on
         return fetcher(ref, folder)
 
-    with IndexStore.open(settings.store) as store:
+    with open_store(settings.store) as store:
         manifest = build.begin_build(store, settings.alias, settings.sources, embedder.fingerprint, chunker.describe())
         work = [build.WorkItem(ref=ref) for ref in list_documents(settings.sources[0]).refs]
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)

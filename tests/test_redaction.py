@@ -1,4 +1,4 @@
-"""PII redaction (rag/redaction.py) on real Presidio, real spaCy, real parsers and the real CLI: planted
+"""PII redaction (rag/ingest/redaction.py) on real Presidio, real spaCy, real parsers and the real CLI: planted
 e-mails, phones, card numbers and IBANs never reach the store, the run's outputs or Prefect's records."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from rag.config import RedactSettings
 from rag.errors import ConfigError
-from rag.redaction import Redactor, redactors_for
+from rag.ingest.redaction import Redactor, redactors_for
 from tests.pii_corpus import (
     ENTITIES,
     NAMED_DOCUMENTS,
@@ -91,7 +91,7 @@ def test_the_tokenizer_only_pipeline_finds_what_the_whole_model_finds() -> None:
 
 def _parsed(folder: Path, name: str) -> list:
     from rag.models import DocumentRef
-    from rag.parsing import parse_document
+    from rag.ingest.parsing import parse_document
 
     path = folder / name
     ref = DocumentRef(doc_id=f"demo/{name}", source="demo", uri=path.as_uri(), path=path, size=path.stat().st_size,

@@ -10,7 +10,7 @@ from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import PromotionRefused
 from rag.serving import Retriever
-from rag.store import IndexStore
+from rag.store import IndexStore, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -36,7 +36,7 @@ def test_reindex_builds_promotes_and_answers_through_the_alias(write_config: Pat
     assert espresso[0].version == summary["version"]
     assert espresso[0].score > espresso[1].score
 
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:  # the run released its lock
+    with open_store(StoreSettings(location=str(store_path))) as store:  # the run released its lock
         manifest = store.read_manifest(summary["collection"])
     assert manifest.state == "complete"
     assert manifest.counts.chunks == summary["counts"]["chunks"]
@@ -93,7 +93,7 @@ def test_a_build_with_nothing_indexed_is_refused_and_the_alias_stays(
     refused = error.value.details["summary"]
     assert refused["promoted"] is False and refused["state"] == "rejected"
     assert refused["counts"]["documents_deleted"] == 6 and refused["counts"]["documents_failed"] == 2
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:  # lock released on failure too
+    with open_store(StoreSettings(location=str(store_path))) as store:  # lock released on failure too
         assert store.alias_target("test") == first["collection"]
         assert store.read_manifest(refused["collection"]).state == "rejected"
 
@@ -104,7 +104,7 @@ def test_no_promote_builds_but_leaves_the_alias(write_config: Path, store_path: 
 
     assert second["promoted"] is False and second["state"] == "complete"
     assert second["live"] == first["collection"]
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         assert store.exists(second["collection"])
 
 
@@ -113,7 +113,7 @@ def test_parameters_override_the_config(tmp_path: Path, corpus: Path) -> None:
     summary = reindex(sources=[str(corpus)], store=str(other_store), alias="override")
     assert summary["alias"] == "override" and summary["promoted"]
     assert summary["counts"]["documents_indexed"] == 6
-    with IndexStore.open(StoreSettings(location=str(other_store))) as store:
+    with open_store(StoreSettings(location=str(other_store))) as store:
         assert store.alias_target("override") == summary["collection"]
 
 
@@ -123,7 +123,7 @@ def test_a_source_left_out_by_a_run_keeps_its_documents_until_forgotten(
     """`--source <other folder>` adds to the alias; it never empties the configured sources behind the
     user's back. Only `--forget-source` deletes a source's documents, and the freshness ledger follows."""
     from rag.errors import ConfigError
-    from rag.freshness import read_freshness
+    from rag.index.freshness import read_freshness
     from rag.models import utc_now
 
     first = reindex(config=str(write_config))
@@ -137,7 +137,7 @@ def test_a_source_left_out_by_a_run_keeps_its_documents_until_forgotten(
     assert added["promoted"], added["reason"]
     assert added["counts"]["documents_deleted"] == 0 and added["counts"]["documents_new"] == 2
     assert any("--forget-source demo" in note for note in added["notes"])
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         held = store.read_records(store.alias_target("test"))
         states = store.read_source_states("test")
     assert sorted({r.source for r in held.values()}) == ["demo", "other"] and len(held) == 8
@@ -153,7 +153,7 @@ def test_a_source_left_out_by_a_run_keeps_its_documents_until_forgotten(
 
     assert forgot["promoted"], forgot["reason"]
     assert forgot["counts"]["documents_deleted"] == 2
-    with IndexStore.open(StoreSettings(location=str(store_path))) as store:
+    with open_store(StoreSettings(location=str(store_path))) as store:
         held = store.read_records(store.alias_target("test"))
         assert sorted({r.source for r in held.values()}) == ["demo"]
         assert set(store.read_source_states("test")) == {"demo"}  # no phantom source left

@@ -1,4 +1,4 @@
-"""A reindex run's result, decided by pure functions (rag.result) on hand-made plans, manifests and verdicts.
+"""A reindex run's result, decided by pure functions (rag.index.result) on hand-made plans, manifests and verdicts.
 
 No store, no model, no Prefect: each decision the reindex flow makes at its end, one test each.
 """
@@ -11,7 +11,7 @@ import pytest
 
 from rag.config import FolderSource
 from rag.errors import FreshnessBreach, GateFailed, PromotionRefused
-from rag.freshness import assess
+from rag.index.freshness import assess
 from rag.models import (
     Counts,
     DocumentRecord,
@@ -25,8 +25,8 @@ from rag.models import (
     SourceState,
     StageTimings,
 )
-from rag.plan import BuildPlan, WorkItem
-from rag.result import asks_approval, gated, headline, nothing_changed, planned_counts, refusal, summarize
+from rag.index.plan import BuildPlan, WorkItem
+from rag.index.result import asks_approval, gated, headline, nothing_changed, planned_counts, refusal, summarize
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 EARLIER = NOW - timedelta(hours=1)

@@ -8,8 +8,8 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag.config import StoreSettings
 from rag.errors import SourceError, StoreError, is_transient
-from rag.store import IndexStore
-from rag.store_qdrant import store_errors
+from rag.store import IndexStore, open_store
+from rag.store.qdrant import store_errors
 
 
 def _raised(exc: BaseException) -> StoreError:
@@ -34,6 +34,6 @@ def test_network_failures_are_transient_and_bugs_are_not() -> None:
 
 
 def test_an_unreachable_server_is_transient() -> None:
-    with pytest.raises(StoreError) as error, IndexStore.open(StoreSettings(location="http://127.0.0.1:9", timeout=2)):
+    with pytest.raises(StoreError) as error, open_store(StoreSettings(location="http://127.0.0.1:9", timeout=2)):
         pass
     assert is_transient(error.value)

@@ -1,4 +1,4 @@
-"""reStructuredText read by docutils (rag/rst_text.py): the elements the Markdown reader gives, Sphinx's
+"""reStructuredText read by docutils (rag/ingest/rst.py): the elements the Markdown reader gives, Sphinx's
 markup kept as text, no other file read, and malformed markup read leniently or refused with a reason."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.chunking import Chunker
+from rag.ingest.chunking import Chunker
 from rag.config import ChunkingSettings
 from rag.errors import DocumentError
 from rag.models import DocumentRef
-from rag.parsing import parse_document, parser_group
+from rag.ingest.parsing import parse_document, parser_group
 
 GUIDE = """\
 =============
@@ -257,7 +257,7 @@ def test_rst_is_read_in_the_light_parser_group_without_pandoc_or_a_sentence_mode
     path = tmp_path / "guide.rst"
     path.write_text(GUIDE)
     assert parser_group(path, "builtin") == "builtin" and parser_group(path, "unstructured") == "unstructured"
-    code = ("import sys; from rag.models import DocumentRef; import rag.parsing as p; p.warm_up('builtin')\n"
+    code = ("import sys; from rag.models import DocumentRef; import rag.ingest.parsing as p; p.warm_up('builtin')\n"
             f"ref = DocumentRef.model_validate_json({_ref(path).model_dump_json()!r})\n"
             "print(len(p.parse_document(ref, max_bytes=10**6)))\n"
             "print(sorted(m for m in ('spacy', 'torch', 'pypandoc', 'unstructured.partition.auto') if m in sys.modules))")

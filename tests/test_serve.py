@@ -233,7 +233,7 @@ def test_bad_batches_and_a_query_the_model_reads_only_in_part(served) -> None:
 
 
 def test_the_search_fast_path_answers_as_the_route_does(served) -> None:
-    """A plain JSON search skips FastAPI's routing (rag.serving.api._SearchFastPath); other content types
+    """A plain JSON search skips FastAPI's routing (rag.serving.app._SearchFastPath); other content types
     reach the route. Both give the same answer, and what the route refuses stays refused."""
     client, body = served["client"], {"query": QUESTION, "k": 3, "filter": {"source": "demo"}}
     fast = client.post("/v1/search", json=body)
@@ -266,15 +266,15 @@ def test_metrics_count_requests_and_name_the_live_version(served) -> None:
 
 def test_queries_reach_the_query_log_the_drift_check_reads(served) -> None:
     from rag.config import StoreSettings
-    from rag.querylog import QueryLog
-    from rag.store import IndexStore
+    from rag.serving.querylog import QueryLog
+    from rag.store import IndexStore, open_store
 
     for question in ("query log one", "query log two", "query log three"):
         served["client"].post("/v1/search", json={"query": question})
     location = yaml.safe_load(served["config"].read_text())["store"]["location"]
     deadline = time.monotonic() + 10
     while True:  # written by the service's background thread, a moment after the answers
-        with IndexStore.open(StoreSettings(location=location), create=False) as store:
+        with open_store(StoreSettings(location=location), create=False) as store:
             manifest = store.read_manifest(store.alias_target("docs"))
             logged = len(QueryLog(store, "docs", manifest.model).read())
         if logged >= 3 or time.monotonic() > deadline:
@@ -398,7 +398,7 @@ def test_follows_a_rollback_made_by_another_process(served) -> None:
 
 
 def test_no_prefect_on_the_serving_path() -> None:
-    code = ("import sys; from rag.config import Settings; from rag.serving.api import create_app; "
+    code = ("import sys; from rag.config import Settings; from rag.serving.app import create_app; "
             "create_app(Settings()); import rag.serving.mcp, rag.serving.client; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

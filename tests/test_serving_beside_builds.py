@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from rag.config import StoreSettings
-from rag.names import collection_name
+from rag.store.names import collection_name
 from rag.serving import Retriever
-from rag.store import IndexStore
+from rag.store import IndexStore, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ print(json.dumps(third), flush=True)
 
 def _moved_at(location: str, alias: str, version: str) -> float:
     """When the alias last moved onto ``version``, from that build's promotion record."""
-    with IndexStore.open(StoreSettings(location=location)) as store:
+    with open_store(StoreSettings(location=location)) as store:
         manifest = store.read_manifest(collection_name(alias, version))
     return manifest.promotions[-1].at.timestamp()
 

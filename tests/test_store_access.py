@@ -13,10 +13,10 @@ from typing import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from rag import versions
+from rag.index import versions
 from rag.config import StoreSettings
-from rag.locks import AliasLock
-from rag.store import IndexStore
+from rag.store.locks import AliasLock
+from rag.store import IndexStore, open_store
 from ragops.cli import app
 from tests.test_versions import _complete_build
 
@@ -26,7 +26,7 @@ runner = CliRunner()
 @pytest.fixture
 def store(store_path: Path) -> Path:
     """A store with two builds, the second live, and the alias's lock file (a run held it once)."""
-    with IndexStore.open(StoreSettings(location=str(store_path))) as opened:
+    with open_store(StoreSettings(location=str(store_path))) as opened:
         a = _complete_build(opened, "kb", "20260101-000000")
         b = _complete_build(opened, "kb", "20260102-000000")
         versions.promote(opened, "kb", a, expected=None, by="reindex", reason="a")
@@ -45,7 +45,7 @@ def _json_error(args: list[str]) -> tuple[int, dict]:
 def test_a_catalog_locked_past_the_busy_timeout_is_a_store_error_with_json(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("rag.catalog.BUSY_TIMEOUT_MS", 200)  # the real wait is 30 s
+    monkeypatch.setattr("rag.store.catalog.BUSY_TIMEOUT_MS", 200)  # the real wait is 30 s
     holder = sqlite3.connect(store / "catalog.sqlite", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process's write, never ending
     try:
@@ -55,7 +55,7 @@ def test_a_catalog_locked_past_the_busy_timeout_is_a_store_error_with_json(
         holder.close()
     assert code == 4 and error["kind"] == "store_locked"
     assert "stayed locked by another process's write" in error["message"] and "nothing was changed" in error["message"]
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         assert opened.alias_target("kb").endswith("20260102-000000")
 
 

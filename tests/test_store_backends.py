@@ -14,12 +14,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from rag import versions
-from rag.cache import EmbeddingCache, prune_caches
+from rag.index import versions
+from rag.index.cache import EmbeddingCache, prune_caches
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, VersionError
 from rag.models import Chunk, Manifest, ModelFingerprint, utc_now
-from rag.store import Between, IndexStore, Match, Prefix, Row
+from rag.store import Between, IndexStore, Match, open_store, Prefix, Row
 
 DIMENSION = 16
 FINGERPRINT = ModelFingerprint(name="test", path="/m", weights_sha256="a" * 64, dimension=DIMENSION,
@@ -175,14 +175,14 @@ SCENARIOS: dict[str, Callable[[IndexStore], dict]] = {
 def test_both_backends_observe_the_same(scenario: str, tmp_path: Path) -> None:
     observed = {}
     for engine in ("edge", "qdrant"):
-        with IndexStore.open(StoreSettings(location=str(tmp_path / engine), engine=engine)) as store:
+        with open_store(StoreSettings(location=str(tmp_path / engine), engine=engine)) as store:
             observed[engine] = SCENARIOS[scenario](store)
     assert observed["edge"] == observed["qdrant"]
     assert observed["edge"]  # and something was observed
 
 
 def _hold_and_search(location: str, collection: str, ready, done) -> None:
-    with IndexStore.open(StoreSettings(location=location, engine="edge")) as store:
+    with open_store(StoreSettings(location=location, engine="edge")) as store:
         store.search_many(collection, _vectors(1), 3)
         ready.set()
         done.wait(60)
@@ -190,7 +190,7 @@ def _hold_and_search(location: str, collection: str, ready, done) -> None:
 
 def test_edge_builds_while_another_process_reads_and_sealed_files_never_change(tmp_path: Path) -> None:
     settings = StoreSettings(location=str(tmp_path / "edge"), engine="edge")
-    with IndexStore.open(settings) as store:
+    with open_store(settings) as store:
         live = _build(store, "v1", _chunks(30), _vectors(30))
         store.swap_alias("kb", expected=None, target=live)
     before = _digest(tmp_path / "edge" / "builds" / live)
@@ -200,7 +200,7 @@ def test_edge_builds_while_another_process_reads_and_sealed_files_never_change(t
     reader.start()
     try:
         assert ready.wait(60)
-        with IndexStore.open(settings) as store:  # while the reader holds its snapshot of the live build
+        with open_store(settings) as store:  # while the reader holds its snapshot of the live build
             candidate = _build(store, "v2", _chunks(30), _vectors(30, seed=3))
             assert store.count(live) == 30 and len(store.search_many(live, _vectors(2), 4)[1]) == 4
             store.swap_alias("kb", expected=live, target=candidate)
@@ -224,7 +224,7 @@ def test_an_edge_reader_snapshot_takes_no_more_disk_than_the_build_holds(tmp_pat
     preallocates (1 MB flag files, 2 MB index pages) and fills a few pages of: the copies keep those
     holes. Dense copies took ~29 MB per reader of an 81-point build whose shard allocates ~0.4 MB."""
     settings = StoreSettings(location=str(tmp_path / "edge"), engine="edge")
-    with IndexStore.open(settings) as store:
+    with open_store(settings) as store:
         live = _build(store, "v1", _chunks(81), _vectors(81))
         store.swap_alias("kb", expected=None, target=live)
     shard = tmp_path / "edge" / "builds" / live
@@ -232,7 +232,7 @@ def test_an_edge_reader_snapshot_takes_no_more_disk_than_the_build_holds(tmp_pat
     def allocated(paths) -> int:
         return sum(path.stat().st_blocks * 512 for path in paths)
 
-    with IndexStore.open(settings) as store:
+    with open_store(settings) as store:
         expected = store.search_many(live, _vectors(2, seed=5), 5)
         [snapshot] = (tmp_path / "edge" / "readers").glob(f"*/{live}")
         copies = [path for path in snapshot.rglob("*") if path.is_file() and path.stat().st_nlink == 1]
@@ -241,6 +241,6 @@ def test_an_edge_reader_snapshot_takes_no_more_disk_than_the_build_holds(tmp_pat
         apparent = sum(copy.stat().st_size for copy in copies)
         assert allocated(originals) < apparent / 4  # Edge's small files are mostly holes on this disk
         assert allocated(copies) <= allocated(originals), (allocated(copies), allocated(originals), apparent)
-    with IndexStore.open(settings) as store:  # a second reader, on its own snapshot, reads the same
+    with open_store(settings) as store:  # a second reader, on its own snapshot, reads the same
         assert [[p.id for p in hits] for hits in store.search_many(live, _vectors(2, seed=5), 5)] == \
             [[p.id for p in hits] for hits in expected]

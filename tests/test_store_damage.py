@@ -17,10 +17,10 @@ import pytest
 from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import VersionError
-from rag.names import docs_collection
+from rag.store.names import docs_collection
 from rag.serving import Retriever
-from rag.store import IndexStore
-from rag.versions import rollback
+from rag.store import IndexStore, open_store
+from rag.index.versions import rollback
 from tests.helpers import assert_same_index, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -114,7 +114,7 @@ def test_a_damaged_live_build_is_not_trusted_and_a_reindex_rebuilds_it_from_the_
     assert summary["counts"]["chunks_embedded"] == 0  # every vector came from the embedding cache
     assert_same_index(snapshot(store, ALIAS), before)
     assert _status(store)[summary["collection"]] is None
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:  # the damaged build is no way back
+    with open_store(StoreSettings(location=str(store))) as opened:  # the damaged build is no way back
         with pytest.raises(VersionError, match=f"cannot roll back to {live.split('__')[1]}: it is damaged"):
             rollback(opened, ALIAS)
 
@@ -130,7 +130,7 @@ def test_an_alias_pointing_at_no_build_is_named_and_a_reindex_repoints_it(damage
     summary = reindex(sources=[str(corpus)], store=str(store), alias=ALIAS)
     assert summary["promoted"] and summary["counts"]["chunks_embedded"] == 0
     assert_same_index(snapshot(store, ALIAS), before)
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         assert opened.alias_target(ALIAS) == summary["collection"]
 
 
@@ -142,5 +142,5 @@ def test_a_rollback_onto_a_build_whose_document_table_is_damaged_is_refused_nami
     assert rolled.returncode == 2 and "Traceback" not in rolled.stderr, rolled.stderr[-2000:]
     assert f"cannot roll back to {old.split('__')[1]}: it is damaged (row " in rolled.stderr
     assert "is damaged (not JSON" in rolled.stderr
-    with IndexStore.open(StoreSettings(location=str(store))) as opened:
+    with open_store(StoreSettings(location=str(store))) as opened:
         assert opened.alias_target(ALIAS) == live

@@ -1,4 +1,4 @@
-"""Plain text and Markdown without per-paragraph NLP (rag/text_parsing.py): the same chunks as unstructured
+"""Plain text and Markdown without per-paragraph NLP (rag/ingest/text.py): the same chunks as unstructured
 where it matters, the same kinds of elements, and no sentence model run."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.chunking import Chunker
+from rag.ingest.chunking import Chunker
 from rag.config import ChunkingSettings, PipelineSettings
 from rag.errors import DocumentError
 from rag.models import DocumentRef, Manifest, ModelFingerprint, utc_now
-from rag.parsing import describe_parsing, parse_document
-from rag.plan import choose_base
+from rag.ingest.parsing import describe_parsing, parse_document
+from rag.index.plan import choose_base
 from tests.conftest import DEMO_CORPUS, SHARED
 
 DOCS_CORPUS = SHARED / "docs-corpus"
@@ -235,7 +235,7 @@ def test_builtin_runs_no_sentence_model(tmp_path: Path) -> None:
 
 def test_builtin_parser_imports_no_sentence_model() -> None:
     """The parsing child imports only what a text-only corpus needs: neither spaCy nor torch (~3 s)."""
-    code = ("import sys, rag.parsing as p; p.warm_up('builtin'); "
+    code = ("import sys, rag.ingest.parsing as p; p.warm_up('builtin'); "
             "print(sorted(m for m in ('spacy', 'torch', 'unstructured.partition.auto') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -256,7 +256,7 @@ def _paragraphs(folder: Path) -> list[str]:
 def _assert_paragraph_tests_agree(samples: list[str]) -> None:
     from unstructured.partition import text_type
 
-    from rag import text_parsing
+    from rag.ingest import text as text_parsing
 
     for name in ("is_bulleted_text", "is_email_address", "is_us_city_state_zip", "is_possible_numbered_list",
                  "under_non_alpha_ratio"):
@@ -265,7 +265,7 @@ def _assert_paragraph_tests_agree(samples: list[str]) -> None:
 
 
 def test_paragraph_tests_agree_with_unstructured() -> None:
-    """The regex tests restated in rag.text_parsing (to skip text_type's spaCy import) decide as
+    """The regex tests restated in rag.ingest.text (to skip text_type's spaCy import) decide as
     unstructured's own do, on edge cases and every paragraph of the demo corpus's text files."""
     samples = EDGE_CASES + _paragraphs(DEMO_CORPUS)
     assert len(samples) > 40

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from connectors import Fetcher, list_documents
-from rag import build, versions
-from rag.cache import EmbeddingCache
-from rag.chunking import Chunker
+from rag.index import build, versions
+from rag.index.cache import EmbeddingCache
+from rag.ingest.chunking import Chunker
 from rag.config import Settings, StoreSettings
 from rag.errors import AliasConflictError, PromotionRefused, StoreLockedError, VersionError
 from rag.models import Chunk, Counts, Manifest, ModelFingerprint, utc_now
-from rag.names import collection_name, docs_collection
-from rag.sandbox import ParseSandbox
-from rag.store import IndexStore
+from rag.store.names import collection_name, docs_collection
+from rag.ingest.sandbox import ParseSandbox
+from rag.store import IndexStore, open_store
 
 FINGERPRINT = ModelFingerprint(
     name="test", path="/nowhere", weights_sha256="0" * 64, dimension=4, normalize=True, dtype="float32",
@@ -76,14 +76,14 @@ def _kill_at(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, call: in
 
 @pytest.fixture
 def store(store_path: Path):
-    with IndexStore.open(StoreSettings(location=str(store_path))) as opened:
+    with open_store(StoreSettings(location=str(store_path))) as opened:
         yield opened
 
 
 @pytest.fixture
 def qdrant_store(store_path: Path):
     """The qdrant-client backend (local mode, the server API's stand-in): deletions take two requests."""
-    with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")) as opened:
+    with open_store(StoreSettings(location=str(store_path), engine="qdrant")) as opened:
         yield opened
 
 
@@ -218,12 +218,12 @@ def test_an_embedded_store_held_by_another_process_is_a_clear_error(store_path: 
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLockedError, match="in use by another ragops process"):
-            with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")):
+            with open_store(StoreSettings(location=str(store_path), engine="qdrant")):
                 pass
     finally:
         holder.kill()
         holder.wait()
-    with IndexStore.open(StoreSettings(location=str(store_path), engine="qdrant")) as store:  # free again
+    with open_store(StoreSettings(location=str(store_path), engine="qdrant")) as store:  # free again
         assert store.list_builds("kb") == []
 
 
@@ -231,7 +231,7 @@ def test_an_embedded_store_held_by_another_process_is_a_clear_error(store_path: 
 def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder) -> None:
     """The reindex flow's own steps, with a competing promotion between build start and swap."""
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
-    with IndexStore.open(settings.store) as store:
+    with open_store(settings.store) as store:
         a = _complete_build(store, settings.alias, "20260101-000000")
         b = _complete_build(store, settings.alias, "20260102-000000")
         versions.promote(store, settings.alias, a, expected=None, by="reindex", reason="a")
@@ -255,7 +255,7 @@ def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder)
 
 
 def test_cache_pruning_keeps_only_vectors_that_remaining_builds_use(store: IndexStore) -> None:
-    from rag.cache import EmbeddingCache, prune_caches
+    from rag.index.cache import EmbeddingCache, prune_caches
     from rag.models import Chunk as ChunkModel
 
     build_a = _complete_build(store, "kb", "20260101-000000", chunks=2)  # texts "text 0", "text 1"
@@ -381,7 +381,7 @@ def test_a_promotion_killed_after_the_swap_still_guides_rollback_and_retention(
 
 @pytest.mark.parametrize("engine", ["edge", "qdrant"])
 def test_a_swap_that_loses_the_race_leaves_no_record(store_path: Path, engine: str) -> None:
-    with IndexStore.open(StoreSettings(location=str(store_path), engine=engine)) as store:
+    with open_store(StoreSettings(location=str(store_path), engine=engine)) as store:
         a = _complete_build(store, "kb", "20260101-000000")
         b = _complete_build(store, "kb", "20260102-000000")
         versions.promote(store, "kb", a, expected=None, by="reindex", reason="a")

@@ -1,7 +1,7 @@
 """Serving: the live build of an alias, to applications and agents.
 
 - ``Retriever`` (``rag.serving.retriever``): in-process search that follows the alias;
-- ``rag.serving.api``: the HTTP service ``ragops serve`` runs (FastAPI under uvicorn);
+- ``rag.serving.app``: the HTTP service ``ragops serve`` runs (FastAPI under uvicorn);
 - ``rag.serving.mcp``: the MCP tools ``ragops mcp`` serves over stdio;
 - ``rag.serving.client``: an HTTP client for the service;
 - ``rag.serving.llamaindex`` and ``rag.serving.langchain``: framework retrievers over either.

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rag.embedding import Embedder
+from rag.embed.embedder import Embedder
 
 #: most queries embedded in one forward pass
 MAX_BATCH = 64

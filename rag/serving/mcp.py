@@ -15,7 +15,7 @@ from typing import Callable
 
 from rag.config import Settings
 from rag.errors import RagopsError
-from rag.names import version_of
+from rag.store.names import version_of
 from rag.serving.retriever import Retriever
 from rag.serving.schema import ModelInfo, SearchFilter, k_problem, query_problem
 

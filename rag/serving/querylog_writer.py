@@ -1,7 +1,7 @@
 """Query logging off the request path: a bounded queue and one writer thread.
 
 A search hands its query vectors to ``QueryLogWriter.offer`` and goes on: the writer thread appends
-them to the alias's query log (``rag.querylog``) in the background, through a store connection of its
+them to the alias's query log (``rag.serving.querylog``) in the background, through a store connection of its
 own, so its writes (and the log's periodic pruning) never hold up a search. A store that allows one
 connection per process (qdrant-client's local mode) is shared with the searches instead. When the queue is full the new
 vectors are dropped and counted, never waited for: logging feeds the drift check's query-distribution
@@ -26,9 +26,9 @@ import numpy as np
 from rag.config import StoreSettings
 from rag.errors import RagopsError, StoreLockedError
 from rag.models import ModelFingerprint
-from rag.names import query_log_table
-from rag.querylog import QueryLog
-from rag.store import IndexStore
+from rag.store.names import query_log_table
+from rag.serving.querylog import QueryLog
+from rag.store import IndexStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class QueryLogWriter:
     def _run(self) -> None:
         opened = None
         try:
-            opened = IndexStore.open(self.settings, create=False)
+            opened = open_store(self.settings, create=False)
             store, lock = opened.__enter__(), nullcontext()
         except StoreLockedError:  # one connection per process: share the searches' one
             store, lock = self._shared, self._shared_lock

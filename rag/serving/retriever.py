@@ -20,13 +20,13 @@ from datetime import timedelta
 from typing import Iterator, Sequence
 
 from rag.config import EmbeddingSettings, StoreSettings
-from rag.embedding import Embedder, load_embedder_for
+from rag.embed.embedder import Embedder, load_embedder_for
 from rag.errors import RagopsError, VersionError
 from rag.models import Hit, Manifest
-from rag.names import collection_name, version_of
+from rag.store.names import collection_name, version_of
 from rag.serving.batcher import EncodeBatcher
 from rag.serving.querylog_writer import QueryLogWriter
-from rag.store import Condition, IndexStore
+from rag.store import Condition, IndexStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Retriever:
             device: torch device for query embeddings.
             batch_size: queries embedded per forward pass in ``search_many``.
             log_queries: record query embeddings (never their text) in the alias's query log, so
-                ``ragops drift`` can tell when what users ask moves (``rag.querylog``). Written by a
+                ``ragops drift`` can tell when what users ask moves (``rag.serving.querylog``). Written by a
                 background thread: a search never waits for it.
             query_log_max_age: logged embeddings older than this are deleted as new ones arrive.
             query_log_sample: the share of queries logged (0 to 1).
@@ -128,7 +128,7 @@ class Retriever:
         self.embedding = embedding or EmbeddingSettings()
         self.threads = threads
         self.passes = max(1, passes)
-        self._opened = IndexStore.open(settings, create=False)
+        self._opened = open_store(settings, create=False)
         self.store = self._opened.__enter__()
         self._store_lock = threading.Lock()  # one store, used by searches and the background threads
         self._pin_lock = threading.Lock()

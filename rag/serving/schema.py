@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.audit import AuditEvent
+from rag.index.audit import AuditEvent
 from rag.config import ServeSettings
 from rag.models import Hit, ModelFingerprint
 from rag.store import FILTER_FIELDS, Between, Condition, Match, Prefix
@@ -187,7 +187,7 @@ class StatisticsResponse(BaseModel):
 
 
 class AuditTrailResponse(BaseModel):
-    """The alias's audit trail (rag/audit.py), oldest first: what ``ragops audit --json`` prints."""
+    """The alias's audit trail (rag/index/audit.py), oldest first: what ``ragops audit --json`` prints."""
 
     alias: str
     since: str | None = Field(None, description="Only events at or after this time, as asked.")

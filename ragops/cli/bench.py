@@ -49,9 +49,9 @@ def bench_beir(
 
     from evals.beir import evaluate_beir, index_beir, load_beir
     from rag.config import EmbeddingSettings, StoreSettings
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
     from rag.errors import ConfigError
-    from rag.store import IndexStore
+    from rag.store import IndexStore, open_store
     from ragops.contracts import BenchBackend, BenchResponse, BenchSeconds
 
     unknown = [name for name in backend or [] if name not in BACKENDS]
@@ -65,7 +65,7 @@ def bench_beir(
     folder = keep or Path(tempfile.mkdtemp(prefix="ragops-bench-"))
     base = "bench-" + (re.sub(r"[^a-z0-9]+", "-", dataset.name.lower()).strip("-") or "beir")
     runs = []
-    with IndexStore.open(StoreSettings(location=str(folder))) as index_store:
+    with open_store(StoreSettings(location=str(folder))) as index_store:
         for name, embedding in embeddings.items():
             began = time.perf_counter()
             embedder = load_embedder(embedding)

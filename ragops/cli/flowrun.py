@@ -17,7 +17,7 @@ from rag.secrets import redact_url
 if TYPE_CHECKING:
     from evals.golden import GoldenSet
     from rag.config import Settings
-    from rag.embedding import Embedder
+    from rag.embed.embedder import Embedder
 
 
 def check_reindex_inputs(settings: Settings) -> None:
@@ -28,7 +28,7 @@ def check_reindex_inputs(settings: Settings) -> None:
         SourceError: a source folder does not exist.
         ModelError: the embedding model's folder does not exist.
     """
-    from rag.embedding import resolve_model_path
+    from rag.embed.embedder import resolve_model_path
     from rag.errors import SourceError
 
     settings.require_sources()
@@ -44,10 +44,10 @@ def check_store_free(settings: Settings) -> None:
     Raises:
         StoreLockedError: another process holds the embedded store.
     """
-    from rag.store import IndexStore
+    from rag.store import IndexStore, open_store
 
     if not settings.store.is_remote:
-        with IndexStore.open(settings.store):
+        with open_store(settings.store):
             pass
 
 
@@ -73,9 +73,9 @@ def check_build(settings: Settings, version: str | None = None) -> None:
         VersionError: no such build, or the alias has no live build yet.
     """
     from rag.store import IndexStore
-    from rag.versions import build_to_read
+    from rag.index.versions import build_to_read
 
-    with IndexStore.open(settings.store, create=False) as store:
+    with open_store(settings.store, create=False) as store:
         build_to_read(store, settings.alias, version)
 
 
@@ -102,7 +102,7 @@ def load_while_api_starts(settings: Settings, *, scoring: bool) -> Embedder:
     """
     import importlib
 
-    from rag.embedding import load_embedder
+    from rag.embed.embedder import load_embedder
 
     embedder = load_embedder(settings.embedding)
     if scoring:

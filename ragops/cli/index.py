@@ -84,17 +84,17 @@ def reindex(
 def _plan(settings, *, full: bool, forget: list[str]):
     """``reindex --dry-run``: list the sources and plan against the store as the flow would; read only."""
     import connectors
-    from rag.build import StartingPoint, plan_against_store
-    from rag.chunking import Chunker
-    from rag.embedding import load_embedder
+    from rag.index.build import StartingPoint, plan_against_store
+    from rag.ingest.chunking import Chunker
+    from rag.embed.embedder import load_embedder
     from rag.errors import ConfigError
     from rag.models import utc_now
-    from rag.names import version_of
-    from rag.parsing import describe_parsing
-    from rag.plan import explain, plan_build, require_a_listing
-    from rag.redaction import redactors_for
-    from rag.result import planned_counts
-    from rag.store import IndexStore, require_store
+    from rag.store.names import version_of
+    from rag.ingest.parsing import describe_parsing
+    from rag.index.plan import explain, plan_build, require_a_listing
+    from rag.ingest.redaction import redactors_for
+    from rag.index.result import planned_counts
+    from rag.store import IndexStore, open_store, require_store
     from ragops.contracts import ReindexPlanResponse
 
     redactors = redactors_for(settings.sources)
@@ -110,7 +110,7 @@ def _plan(settings, *, full: bool, forget: list[str]):
         start = StartingPoint(live=None, plan=plan_build(listings, None, {}, utc_now()))
         start.plan.full = f"there is no store at {settings.store.location} yet"
     else:
-        with IndexStore.open(settings.store, create=False) as store:
+        with open_store(settings.store, create=False) as store:
             start = plan_against_store(store, settings.alias, listings, embedder.fingerprint, policy,
                                        full_rebuild=full, now=utc_now(),
                                        redaction={n: r.policy for n, r in redactors.items()}, forget=forget)
@@ -129,10 +129,10 @@ def status(*, common: Common) -> None:
     from rag.errors import DamagedBuildError
     from rag.secrets import redact_url
     from rag.store import IndexStore
-    from rag.versions import list_versions
+    from rag.index.versions import list_versions
     from ragops.contracts import StatusResponse
 
-    with IndexStore.open(settings.store, create=False) as index_store:
+    with open_store(settings.store, create=False) as index_store:
         live = index_store.alias_target(settings.alias)
         builds = list_versions(index_store, settings.alias)
         try:
@@ -161,12 +161,12 @@ def audit(*, since: SinceOption = None, common: Common) -> None:
     """The alias's audit trail: every build, evaluation, gate verdict, approval, promotion, rollback,
     retention delete and drift check, with when, by whom and why (oldest first)."""
     settings = common.settings()
-    from rag.audit import parse_since, read_trail
+    from rag.index.audit import parse_since, read_trail
     from rag.store import IndexStore
     from ragops.contracts import AuditResponse
 
     start = parse_since(since) if since else None
-    with IndexStore.open(settings.store, create=False) as index_store:
+    with open_store(settings.store, create=False) as index_store:
         events = read_trail(index_store, settings.alias, since=start)
     response = AuditResponse(alias=settings.alias, since=start.isoformat() if start else None, events=events)
     output.emit(response, common.json_output, output.render_audit)
@@ -184,12 +184,12 @@ def rollback(
 ) -> None:
     """Point the alias back at the previous build (compare-and-swap; nothing is deleted)."""
     settings = common.settings()
-    from rag.names import version_of
+    from rag.store.names import version_of
     from rag.store import IndexStore
-    from rag.versions import rollback as rollback_alias
+    from rag.index.versions import rollback as rollback_alias
     from ragops.contracts import RollbackResponse
 
-    with IndexStore.open(settings.store, create=False) as index_store:
+    with open_store(settings.store, create=False) as index_store:
         before, after = rollback_alias(index_store, settings.alias, to)
     response = RollbackResponse(alias=settings.alias, from_=before, to=after, from_version=version_of(before),
                                 to_version=version_of(after))
@@ -210,7 +210,7 @@ def unlock(*, force: BreakLeaseFlag = False, common: Common) -> None:
     freed when its holder's process is gone (same host) or its lease expired; `--force` frees it anyway.
     """
     settings = common.settings()
-    from rag.locks import AliasLock
+    from rag.store.locks import AliasLock
     from ragops.contracts import UnlockResponse
 
     lock = AliasLock(settings.store, settings.alias)
@@ -241,10 +241,10 @@ def promote(
     """
     settings = common.settings()
     from rag.store import IndexStore
-    from rag.versions import needs_gate, promote_version
+    from rag.index.versions import needs_gate, promote_version
     from ragops.contracts import PromoteResponse
 
-    with IndexStore.open(settings.store, create=False) as index_store:
+    with open_store(settings.store, create=False) as index_store:
         ungated = None if force else needs_gate(index_store, settings.alias, version)
         if ungated is not None:
             from flows.evaluate import gate_for_promotion  # loads evals and the model: only when needed
@@ -270,7 +270,7 @@ def migrate(*, common: Common) -> None:
     <folder>.local-mode. Until then every other command refuses the store; a rerun after a kill finishes.
     """
     settings = common.settings()
-    from rag.migrate import migrate_store
+    from rag.store.migrate import migrate_store
     from ragops.contracts import MigrateResponse
 
     report = migrate_store(settings.store.location)

@@ -32,13 +32,13 @@ def freshness(*, documents: DocumentsFlag = False, common: Common) -> None:
     settings = common.settings()
     from datetime import datetime, timezone
 
-    from rag.freshness import breach, read_freshness
+    from rag.index.freshness import breach, read_freshness
     from rag.models import utc_now
-    from rag.names import version_of
-    from rag.store import IndexStore
+    from rag.store.names import version_of
+    from rag.store import IndexStore, open_store
     from ragops.contracts import DocumentRow, FreshnessResponse, SourceFreshnessRow
 
-    with IndexStore.open(settings.store, create=False) as index_store:
+    with open_store(settings.store, create=False) as index_store:
         live = index_store.alias_target(settings.alias)
         assessed = read_freshness(index_store, settings.alias, settings.sources, utc_now())
         records = index_store.read_records(live) if live and documents else {}

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from evals.golden import GoldenSet
     from evals.models import DriftReport
     from rag.config import Settings
-    from rag.embedding import Embedder
+    from rag.embed.embedder import Embedder
 
 log = logging.getLogger("ragops")
 
@@ -29,12 +29,12 @@ def evaluate_here(settings: Settings, golden: GoldenSet, embedder: Embedder, ver
     """What the ``evaluate`` flow returns, computed in this process (``quiet``: warnings only on stderr)."""
     from evals.evaluate import QueryEmbedders
     from evals.readonly import score_build
-    from rag.names import version_of
-    from rag.store import IndexStore
+    from rag.store.names import version_of
+    from rag.store import IndexStore, open_store
 
     with _logged(quiet), _run_alone(settings, "eval"):
         embedders = QueryEmbedders(settings.evaluation, settings.embedding, embedder)
-        with IndexStore.open(settings.store) as store:
+        with open_store(settings.store) as store:
             scored = score_build(store, settings, golden, embedders, version, compare=compare)
         for missing in scored.report.missing:
             log.warning("relevant document not served by %s: %s", version_of(scored.collection), missing)
@@ -49,7 +49,7 @@ def drift_here(settings: Settings, golden: GoldenSet | None, embedder: Embedder,
     from rag.store import IndexStore
 
     with _logged(quiet), _run_alone(settings, "drift"):
-        with IndexStore.open(settings.store) as store:
+        with open_store(settings.store) as store:
             report = check_live_build(store, settings, golden, embedder)
         if report.drifted and emit:
             log.warning("ragops.drift.detected was not emitted: no Prefect API is configured or running for "
@@ -60,7 +60,7 @@ def drift_here(settings: Settings, golden: GoldenSet | None, embedder: Embedder,
 @contextmanager
 def _run_alone(settings: Settings, command: str) -> Iterator[None]:
     """As the flows do: the CPU yielded as the work begins, one run per alias (the alias's lock)."""
-    from rag.locks import AliasLock
+    from rag.store.locks import AliasLock
     from rag.runtime import lower_cpu_priority
     from rag.store import require_store
 

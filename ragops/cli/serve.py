@@ -69,7 +69,7 @@ def serve(
 
     # The protocol holds the connection bounds and timeouts uvicorn lacks (rag/serving/limits.py). No
     # WebSockets (no route takes one): an upgraded connection would leave the protocol, uncounted.
-    uvicorn.run("rag.serving.api:app_from_environment", factory=True, host=serve_settings.host,
+    uvicorn.run("rag.serving.app:app_from_environment", factory=True, host=serve_settings.host,
                 port=serve_settings.port, workers=serve_settings.workers, log_level="info",
                 access_log=serve_settings.access_log, timeout_keep_alive=serve_settings.keep_alive,
                 timeout_graceful_shutdown=10, http=functools.partial(LimitedHttpToolsProtocol, limits=limits),
