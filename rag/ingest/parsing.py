@@ -141,9 +141,7 @@ def parse_document(
                 _use_packaged_spacy_model()
                 elements = parse_email(doc.path)
             elif parser_group(doc.path, text_parser) == "builtin":
-                from rag.ingest.text import parse_text_file
-
-                elements = parse_text_file(doc.path)
+                elements = _parse_builtin(doc.path)
             else:
                 _use_packaged_spacy_model()
                 elements = _partition(doc.path)
@@ -174,6 +172,17 @@ def _partition(path: Path) -> list[Element]:
             data = io.BytesIO(text.encode("utf-8"))
             return partition(file=data, metadata_filename=str(path), strategy="fast", languages=["eng"])
     return partition(filename=str(path), strategy="fast", languages=["eng"])
+
+
+def _parse_builtin(path: Path) -> list:
+    """A .txt, .md, .markdown or .rst file read by the builtin readers (imported on first use)."""
+    if path.suffix.lower() == ".rst":
+        from rag.ingest.rst import parse_rst_file
+
+        return parse_rst_file(path)
+    from rag.ingest.text import parse_text_file
+
+    return parse_text_file(path)
 
 
 def _with_text(elements: list[Element]) -> list[Element]:

@@ -22,6 +22,7 @@ only point at other files, are dropped), their roles their text as Sphinx shows 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from collections.abc import Iterator
 
 from docutils import frontend, nodes, utils
@@ -33,7 +34,7 @@ from unstructured.file_utils.model import FileType
 from unstructured.partition.common.metadata import apply_metadata
 
 from rag.errors import DocumentError
-from rag.ingest.text import TableRows, paragraph_elements, table_elements
+from rag.ingest.text import TableRows, paragraph_elements, read_text_file, table_elements
 
 _SETTINGS = {
     # Hostile documents: no other file, URL or raw output is read or passed through.
@@ -372,3 +373,13 @@ def _know_extensions(text: str) -> None:
         if roles.role(name, en, 0, probe.reporter)[0] is None:
             roles.register_local_role(name, _sphinx_role)
     _known.update(names | role_names)
+
+
+def parse_rst_file(path: Path) -> list[Element]:
+    """The elements of a .rst file, decoded as ``rag.ingest.text`` decodes text, with unstructured's metadata.
+
+    Raises:
+        UnprocessableEntityError: the bytes decode in no known encoding (not text).
+    """
+    text, modified = read_text_file(path)
+    return partition_rst(text, filename=str(path), metadata_last_modified=modified)

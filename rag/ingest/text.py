@@ -108,30 +108,37 @@ _REMOVED_PHRASING = {"button", "label", "audio", "canvas", "datalist", "dialog",
 _STRIPPED = ["del", "link", "meta", "noscript", "script", "style"]
 
 
-def parse_text_file(path: Path) -> list[Element]:
-    """The elements of a .txt, .md, .markdown or .rst file, with the metadata unstructured gives them.
+def read_text_file(path: Path) -> tuple[str, str | None]:
+    """A text file's content and last-modified time, decoded as unstructured decodes it.
 
     UTF-16 (with or without a BOM) is decoded first; anything else is decoded as unstructured does
-    (BOM, strict UTF-8, then character-set detection).
+    (BOM, strict UTF-8, then character-set detection). ``rag.ingest.rst`` reads .rst files with it.
 
     Raises:
-        ValueError: the suffix is not one of ``SUFFIXES``.
         UnprocessableEntityError: the bytes decode in no known encoding (not text).
     """
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ValueError(f"{path.name}: not a plain-text, Markdown or reStructuredText file")
     data = path.read_bytes()
     text = decode_utf16(data)
     if text is None:
         text = detect_file_encoding(file=data)[1]
-    modified = get_last_modified_date(str(path))
+    return text, get_last_modified_date(str(path))
+
+
+def parse_text_file(path: Path) -> list[Element]:
+    """The elements of a .txt, .md or .markdown file, with the metadata unstructured gives them.
+
+    (.rst files are read by ``rag.ingest.rst.parse_rst_file``, which builds on this module's rules.)
+
+    Raises:
+        ValueError: the suffix is not one of ``MARKDOWN_SUFFIXES`` or ``TEXT_SUFFIXES``.
+        UnprocessableEntityError: the bytes decode in no known encoding (not text).
+    """
+    suffix = path.suffix.lower()
+    if suffix not in MARKDOWN_SUFFIXES | TEXT_SUFFIXES:
+        raise ValueError(f"{path.name}: not a plain-text or Markdown file")
+    text, modified = read_text_file(path)
     if suffix in MARKDOWN_SUFFIXES:
         return partition_markdown(text, filename=str(path), metadata_last_modified=modified)
-    if suffix in RST_SUFFIXES:
-        from rag.ingest.rst import partition_rst  # it builds on this module's element rules
-
-        return partition_rst(text, filename=str(path), metadata_last_modified=modified)
     return partition_plain_text(text, filename=str(path), metadata_last_modified=modified)
 
 
