@@ -149,7 +149,7 @@ class Runner:
 
     def damaged(self) -> int:
         from rag.config import StoreSettings
-        from rag.store import IndexStore
+        from rag.store import open_store
 
         with open_store(StoreSettings(location=str(self.store))) as opened:
             return sum(1 for b in opened.list_builds("kb")
@@ -219,7 +219,7 @@ def _points_lost(store: Path, clean: Path) -> int:
 
 def _builds(store: Path) -> list[str]:
     from rag.config import StoreSettings
-    from rag.store import IndexStore
+    from rag.store import open_store
 
     with open_store(StoreSettings(location=str(store))) as opened:
         return opened.list_builds("kb")
@@ -287,7 +287,7 @@ def _contents(store: Path, engine: str) -> dict:
     (a migration does not make an empty table: the new store makes it when it first writes to it)."""
     from rag.config import StoreSettings
     from rag.store.names import LOCKS_TABLE, MIGRATION_TABLE
-    from rag.store import IndexStore
+    from rag.store import open_store
 
     with open_store(StoreSettings(location=str(store), engine=engine)) as opened:
         builds = opened.list_builds("kb")
@@ -398,7 +398,7 @@ def _fill_the_disk(work: Path, mount: Path) -> dict:
 
 def _live(store: Path) -> str:
     from rag.config import StoreSettings
-    from rag.store import IndexStore
+    from rag.store import open_store
 
     with open_store(StoreSettings(location=str(store))) as opened:
         return opened.alias_target("kb")

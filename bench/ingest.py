@@ -197,7 +197,7 @@ def _score(store: str, collection: str, dataset: str) -> dict:
     from evals.evaluate import retrieve, score_rankings
     from rag.config import EvaluationSettings, StoreSettings
     from rag.embed.embedder import load_embedder_for
-    from rag.store import IndexStore
+    from rag.store import open_store
 
     beir = load_beir(Path(dataset), "test")
     settings = EvaluationSettings()

@@ -176,7 +176,7 @@ def bench_snapshot(size: int, workdir: Path | None) -> None:
 
     from rag.config import StoreSettings
     from rag.models import Chunk, Manifest, ModelFingerprint, utc_now
-    from rag.store import IndexStore
+    from rag.store import open_store
     from rag.store.edge import _snapshot
 
     root = workdir or Path(tempfile.mkdtemp(prefix="ragops-bench-snapshot-"))

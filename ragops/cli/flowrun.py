@@ -72,7 +72,7 @@ def check_build(settings: Settings, version: str | None = None) -> None:
         ConfigError: there is no store at the configured folder.
         VersionError: no such build, or the alias has no live build yet.
     """
-    from rag.store import IndexStore
+    from rag.store import open_store
     from rag.index.versions import build_to_read
 
     with open_store(settings.store, create=False) as store:

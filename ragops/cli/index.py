@@ -128,7 +128,7 @@ def status(*, common: Common) -> None:
     settings = common.settings()
     from rag.errors import DamagedBuildError
     from rag.secrets import redact_url
-    from rag.store import IndexStore
+    from rag.store import open_store
     from rag.index.versions import list_versions
     from ragops.contracts import StatusResponse
 
@@ -162,7 +162,7 @@ def audit(*, since: SinceOption = None, common: Common) -> None:
     retention delete and drift check, with when, by whom and why (oldest first)."""
     settings = common.settings()
     from rag.index.audit import parse_since, read_trail
-    from rag.store import IndexStore
+    from rag.store import open_store
     from ragops.contracts import AuditResponse
 
     start = parse_since(since) if since else None
@@ -185,7 +185,7 @@ def rollback(
     """Point the alias back at the previous build (compare-and-swap; nothing is deleted)."""
     settings = common.settings()
     from rag.store.names import version_of
-    from rag.store import IndexStore
+    from rag.store import open_store
     from rag.index.versions import rollback as rollback_alias
     from ragops.contracts import RollbackResponse
 
@@ -240,7 +240,7 @@ def promote(
     in the build's manifest (`ragops status` shows it); `ragops rollback` undoes it.
     """
     settings = common.settings()
-    from rag.store import IndexStore
+    from rag.store import open_store
     from rag.index.versions import needs_gate, promote_version
     from ragops.contracts import PromoteResponse
 

@@ -46,7 +46,7 @@ def drift_here(settings: Settings, golden: GoldenSet | None, embedder: Embedder,
     """What the ``drift-check`` flow returns, computed in this process. No event is emitted: nothing
     listens for it without a Prefect server (a scheduled ``drift-check`` on one does emit it)."""
     from evals.readonly import check_live_build
-    from rag.store import IndexStore
+    from rag.store import open_store
 
     with _logged(quiet), _run_alone(settings, "drift"):
         with open_store(settings.store) as store:
