@@ -250,20 +250,34 @@ class AliasLock:
         """Push the lease's expiry forward every ttl/3 until stopped; note it if someone took it over."""
         while not stop.wait(self.ttl / 3):
             try:
-                current = self._read_lease()
+                current = self._extend_lease(holder)
                 if current is None or current.token != holder.token:
                     log.error("the lock of alias %r was taken over by %s; this run no longer holds it",
                               self.alias, current.describe() if current else "nobody")
                     lost.set()
                     return
-                self._write_lease(holder)
             except StoreError as exc:  # a blip: the lease outlives a few missed renewals
                 log.warning("renewing the lock of alias %r failed: %s", self.alias, exc)
 
-    def _write_lease(self, holder: LockHolder) -> None:
-        holder.expires_at = utc_now() + timedelta(seconds=self.ttl)
+    def _extend_lease(self, holder: LockHolder) -> LockHolder | None:
+        """Push the expiry of ``holder``'s lease forward if the lease is still its own; returns the holder
+        found. One opening of the store for the read and the write: opening a store is the cost of a
+        renewal (a connection to a server, or the catalog and a readers folder of an embedded store)."""
         with self._open() as store:
-            store.write_lock(self.alias, holder.model_dump(mode="json"))
+            data = store.read_lock(self.alias)
+            current = LockHolder.model_validate(data) if data else None
+            if current is not None and current.token == holder.token:
+                store.write_lock(self.alias, self._stamped(holder))
+        return current
+
+    def _write_lease(self, holder: LockHolder) -> None:
+        with self._open() as store:
+            store.write_lock(self.alias, self._stamped(holder))
+
+    def _stamped(self, holder: LockHolder) -> dict:
+        """The lease record of ``holder``, expiring ``ttl`` from now."""
+        holder.expires_at = utc_now() + timedelta(seconds=self.ttl)
+        return holder.model_dump(mode="json")
 
     def _read_lease(self) -> LockHolder | None:
         with self._open() as store:
