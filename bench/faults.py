@@ -228,7 +228,7 @@ def _builds(store: Path) -> list[str]:
 def _migrate_kills(work: Path, kills: int) -> dict:
     """``ragops migrate`` of a copy of one local-mode store (two builds), killed at each point ``kills`` times."""
     from rag.store import migration_folders
-    from rag.store.edge import is_local_mode
+    from rag.store import is_local_mode
 
     corpus = work / "notes"
     old = Runner(work, corpus, work / "old")

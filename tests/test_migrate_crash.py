@@ -20,9 +20,8 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
+from rag.store import IndexStore, is_local_mode, migration_folders, open_store
 from rag.store.locks import AliasLock
-from rag.store import IndexStore, migration_folders, open_store
-from rag.store.edge import is_local_mode
 from tests.helpers import RAGOPS, assert_same_index, run_cli, write_notes
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]

@@ -10,7 +10,10 @@
 
 ``open_store`` picks the backend from the settings and imports it only then, so ``import rag.store``
 stays light (``ragops --help`` loads no engine). A new backend is a module here implementing
-``IndexStore`` plus a branch in ``open_store``.
+``IndexStore`` (importing ``rag.store.base``, never this package) plus a branch in ``open_store``; nothing
+else imports a backend's module. ``locks`` and ``migrate`` open stores with ``open_store``, so they are
+imported by their own names (``rag.store.locks.AliasLock``, ``rag.store.migrate.migrate_store``), not
+re-exported here: that would make a circle.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rag.store.base import (
     Point,
     Prefix,
     Row,
+    is_local_mode,
     migration_folders,
     refuse_unfinished_migration,
     require_store,
@@ -35,17 +39,19 @@ from rag.store.base import (
 
 __all__ = [
     "FILTER_FIELDS", "Between", "Condition", "IndexStore", "Match", "Point", "Prefix", "Row",
-    "migration_folders", "open_store", "refuse_unfinished_migration", "require_store",
+    "is_local_mode", "migration_folders", "open_store", "refuse_unfinished_migration", "require_store",
 ]
 
 
 @contextmanager
-def open_store(settings: StoreSettings, *, create: bool = True) -> Iterator[IndexStore]:
+def open_store(settings: StoreSettings, *, create: bool = True, migrating: bool = False) -> Iterator[IndexStore]:
     """Open the store for the length of a ``with`` block, and always close it.
 
     Args:
         create: make an embedded store that does not exist yet. Commands that only read pass False,
             so a mistyped ``--store`` is an error rather than a new empty store.
+        migrating: the caller is ``ragops migrate`` (rag/store/migrate.py) opening the store it carries
+            over, which it must reach while that migration is unfinished; every other caller is refused then.
 
     Raises:
         ConfigError: ``create`` is False and there is no store at the folder; or a ``ragops migrate``
@@ -55,7 +61,7 @@ def open_store(settings: StoreSettings, *, create: bool = True) -> Iterator[Inde
     """
     if not create:
         require_store(settings)
-    else:
+    elif not migrating:
         refuse_unfinished_migration(settings)
     if settings.engine in ("auto", "edge") and not settings.is_remote:
         from rag.store.edge import EdgeStore

@@ -109,6 +109,12 @@ def migration_folders(folder: Path) -> tuple[Path, Path]:
     return folder.with_name(folder.name + ".migrating"), folder.with_name(folder.name + ".local-mode")
 
 
+def is_local_mode(folder: Path) -> bool:
+    """True when ``folder`` holds a store made by qdrant-client's local mode (ragops before Edge): what
+    ``ragops migrate`` carries over, and what the embedded store refuses to open."""
+    return (folder / "meta.json").exists() and (folder / "collection").is_dir()
+
+
 def refuse_unfinished_migration(settings: StoreSettings) -> None:
     """Refuse an embedded store whose migration was stopped before its new store was put in place.
 

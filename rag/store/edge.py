@@ -34,12 +34,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from rag.store.catalog import Catalog
 from rag.config import StoreSettings
 from rag.errors import ConfigError, DamagedBuildError, StoreError, StoreFullError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest, PromotionEvent
-from rag.store.names import MIGRATION_TABLE, docs_collection
 from rag.store.base import (
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -51,10 +49,13 @@ from rag.store.base import (
     Prefix,
     Row,
     is_disk_full,
+    is_local_mode,
     migration_folders,
     parse_manifest,
     require_free_space,
 )
+from rag.store.catalog import Catalog
+from rag.store.names import MIGRATION_TABLE, docs_collection
 
 log = logging.getLogger(__name__)
 
@@ -416,11 +417,6 @@ class EdgeStore(IndexStore):
             yield from (_point(r) for r in page)
             if offset is None:
                 return
-
-
-def is_local_mode(folder: Path) -> bool:
-    """True when ``folder`` holds a store made by qdrant-client's local mode (ragops before Edge)."""
-    return (folder / "meta.json").exists() and (folder / "collection").is_dir()
 
 
 def _require_writable(root: Path) -> None:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from rag.config import StoreSettings
 from rag.errors import ConfigError
 from rag.failpoints import failpoint
+from rag.store import IndexStore, Point, Row, is_local_mode, migration_folders, open_store
 from rag.store.locks import LOCK_FOLDER, AliasLock
 from rag.store.names import (
     AUDIT_PREFIX,
@@ -39,8 +40,6 @@ from rag.store.names import (
     QUERY_LOG_PREFIX,
     docs_collection,
 )
-from rag.store import IndexStore, Point, Row, migration_folders, open_store
-from rag.store.edge import is_local_mode
 
 log = logging.getLogger(__name__)
 
@@ -140,22 +139,11 @@ def _holding(old: Path) -> Iterator[IndexStore]:
                 locked.add(alias)
 
         lock({path.stem for path in (old / LOCK_FOLDER).glob("*.lock")})
-        source = held.enter_context(_open_old(settings))
+        # open_store would refuse the folder while its copy is unfinished: the migration is what finishes it
+        source = held.enter_context(open_store(settings, migrating=True))
         lock({alias for name in source.collection_names() if not name.startswith("_ragops_")
               for alias in source.aliases_of(name)})
         yield source
-
-
-@contextmanager
-def _open_old(settings: StoreSettings) -> Iterator[IndexStore]:
-    """The local-mode store, opened directly: ``open_store`` refuses it while its copy is unfinished."""
-    from rag.store.qdrant import QdrantStore, connect
-
-    store = QdrantStore(connect(settings), settings.location, settings)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _migrate(folder: Path, old: Path, source: IndexStore) -> Migration:
