@@ -68,9 +68,9 @@ def open_store(settings: StoreSettings, *, create: bool = True, migrating: bool 
 
         store: IndexStore = EdgeStore(settings)
     else:
-        from rag.store.qdrant import QdrantStore, connect
+        from rag.store.qdrant import QdrantStore
 
-        store = QdrantStore(connect(settings), settings.location, settings)
+        store = QdrantStore(settings)
     try:
         yield store
     finally:

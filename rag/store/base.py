@@ -462,15 +462,6 @@ class IndexStore(ABC):
         """Text hashes of every chunk in a build (what its vectors were embedded from)."""
         return {p.payload.get("text_hash", "") for p in self.scan_rows(collection, fields=["text_hash"])}
 
-    def search(self, collection: str, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Point]:
-        """Nearest chunks to ``vector`` in a collection (or alias), best first, with payloads.
-
-        Args:
-            exact: compare with every vector instead of the HNSW graph: what evaluation uses, so metrics
-                never depend on the approximation.
-        """
-        return self.search_many(collection, vector[None, :], limit, exact=exact)[0]
-
 
 def is_disk_full(exc: BaseException) -> bool:
     """An OSError or SQLite error that says the disk (or a quota) is full."""

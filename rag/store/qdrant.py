@@ -22,7 +22,6 @@ from rag.config import StoreSettings
 from rag.errors import AliasConflictError, StoreError, StoreLockedError, VersionError
 from rag.failpoints import failpoint
 from rag.models import Chunk, Manifest
-from rag.store.names import docs_collection, record_id
 from rag.secrets import mask, redact_url
 from rag.store.base import (
     INTEGER_FIELDS,
@@ -36,6 +35,7 @@ from rag.store.base import (
     Row,
     parse_manifest,
 )
+from rag.store.names import docs_collection, record_id
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,13 @@ class QdrantStore(IndexStore):
     (one process at a time; the server API's stand-in in tests).
     """
 
-    def __init__(self, client: QdrantClient, location: str, settings: StoreSettings | None = None) -> None:
-        self.client = client
+    def __init__(self, settings: StoreSettings) -> None:
+        """Connect to the server or open the local-mode folder of ``settings`` (see ``connect``)."""
+        self.client = connect(settings)
         # A server's client is thread-safe (HTTP); qdrant-client's local mode is not.
-        self.concurrent_searches = settings is not None and settings.is_remote
+        self.concurrent_searches = settings.is_remote
         #: where the store is, for messages and logs: a server URL's password is redacted
-        self.location = redact_url(location)
+        self.location = redact_url(settings.location)
         self._settings = settings
         self._tuned: set[int] = set()
         self.tune_embedded()
@@ -102,7 +103,7 @@ class QdrantStore(IndexStore):
 
     def layout(self) -> dict:
         """Sharding and replication for every collection ragops creates (``create_collection`` kwargs)."""
-        settings = self._settings or StoreSettings(location=self.location)
+        settings = self._settings
         return {"replication_factor": settings.replication_factor, "shard_number": settings.shard_number,
                 "write_consistency_factor": settings.write_consistency_factor}
 
@@ -116,7 +117,7 @@ class QdrantStore(IndexStore):
         Raises:
             StoreLockedError: the store is still held by someone else when the block ends.
         """
-        if self._settings is None or self._settings.is_remote:
+        if self._settings.is_remote:
             yield
             return
         self.close()
@@ -128,7 +129,6 @@ class QdrantStore(IndexStore):
             self.tune_embedded()
 
     # --- collections -------------------------------------------------------------------------------
-
 
     def collection_names(self) -> list[str]:
         """Every collection in the store."""
@@ -161,7 +161,7 @@ class QdrantStore(IndexStore):
                 **self.layout(),
             )
             self._create_table(docs_collection(manifest.collection))
-            if self._settings is not None and self._settings.is_remote:  # local mode has no payload indexes
+            if self._settings.is_remote:  # local mode has no payload indexes
                 for field in KEYWORD_FIELDS:
                     schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, prefix=field == "doc_id")
                     self.client.create_payload_index(manifest.collection, field, field_schema=schema)
@@ -234,8 +234,6 @@ class QdrantStore(IndexStore):
             except StoreError as exc:
                 log.error("deleted %s, but could not write its record to %s: %s", collection, table, exc)
 
-
-
     def upsert_chunks(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Write chunks and their vectors; idempotent (point ids derive from document id + position)."""
         if len(chunks) != len(vectors):
@@ -266,15 +264,6 @@ class QdrantStore(IndexStore):
                 self.client.upload_points(target, points, batch_size=256, max_retries=3, wait=True)
             copied += len(points)
         return copied
-
-    # --- document tables, ledger and cache: vectorless or small side collections -----------------
-
-
-
-
-
-
-
 
     # --- tables: rows keyed by a string, with a payload and (in vector tables) a vector -------------
     # The embedding cache, query log, parse journal, ledger, locks and document tables are tables.
@@ -332,7 +321,6 @@ class QdrantStore(IndexStore):
             if offset is None:
                 return
 
-
     def drop_table(self, table: str) -> int:
         """Delete a whole table; returns how many rows it held (0 when it did not exist)."""
         if not self.exists(table):
@@ -362,20 +350,17 @@ class QdrantStore(IndexStore):
                 self.client.create_collection(name, vectors_config={}, **self.layout())
         self.tune_embedded()
 
-
-
     def read_points(self, collection: str, point_ids: Sequence[str], *, fields: bool | list[str] = True) -> list[Point]:
         """Points of a build by id, with their vectors and payload ``fields`` (missing ids are skipped)."""
         with store_errors(f"reading {len(point_ids)} points of {collection}"):
             records = self.client.retrieve(collection, list(point_ids), with_payload=fields, with_vectors=True)
         return [_point(r) for r in records]
 
-
     def search_many(
         self, collection: str, vectors: np.ndarray, limit: int, *, payload: bool | list[str] = True,
         exact: bool = False, where: Sequence[Condition] = (),
     ) -> list[list[Point]]:
-        """``search`` for many vectors, in batched requests; one list of hits per vector, best first."""
+        """Nearest points to each vector, in batched requests; one list of hits per vector, best first."""
         params = models.SearchParams(exact=True) if exact else None
         conditions = _qdrant_filter(where)
         results: list[list[Point]] = []
