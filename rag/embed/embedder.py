@@ -2,7 +2,7 @@
 
 ``load_embedder`` resolves the configured model to a folder (a packaged model name or a path), loads it
 with the configured backend (onnxruntime on a local ONNX export, ``rag.embed.onnx``, or
-sentence-transformers on torch), and fingerprints it. The fingerprint goes into every build's manifest
+sentence-transformers on torch, ``rag.embed.torch_backend``), and fingerprints it. The fingerprint goes into every build's manifest
 so that queries are embedded in the same vector space as the documents they search; which backends
 share a space is ``ModelFingerprint.space``.
 """
@@ -13,18 +13,13 @@ import hashlib
 import importlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from rag.config import EmbeddingSettings
 from rag.errors import ModelError
 from rag.models import ModelFingerprint
-
-if TYPE_CHECKING:  # importing torch/transformers costs seconds: only when a model is loaded
-    from sentence_transformers import SentenceTransformer
-
-    from rag.embed.onnx import OnnxEncoder
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +77,23 @@ def hash_model_folder(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _TorchEncoder:
-    """sentence-transformers on torch: the reference encoder, for any model and device."""
+class Encoder(Protocol):
+    """What a backend's encoder offers the ``Embedder`` (``rag.embed.torch_backend.TorchEncoder``,
+    ``rag.embed.onnx.OnnxEncoder``)."""
 
-    def __init__(self, model: SentenceTransformer) -> None:
-        self.model = model
-        self.tokenizer = model.tokenizer
+    #: the model's Hugging Face tokenizer
+    tokenizer: object
+    #: whether ``encode`` may run on several threads at once
+    reentrant: bool
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=False, show_progress_bar=False)
+        """The model's vectors for ``texts``, one row each, in order."""
 
 
 class Embedder:
     """A loaded model plus its fingerprint; turns texts into float32, optionally unit-length, vectors."""
 
-    def __init__(self, encoder: _TorchEncoder | OnnxEncoder, fingerprint: ModelFingerprint, batch_size: int) -> None:
+    def __init__(self, encoder: Encoder, fingerprint: ModelFingerprint, batch_size: int) -> None:
         self.encoder = encoder
         self.fingerprint = fingerprint
         self.batch_size = batch_size
@@ -112,7 +108,7 @@ class Embedder:
     def reentrant(self) -> bool:
         """Whether ``embed`` may run on several threads at once (onnxruntime: yes; sentence-transformers
         shares one tokenizer between calls, which two threads must not use at once)."""
-        return not isinstance(self.encoder, _TorchEncoder)
+        return self.encoder.reentrant
 
     @property
     def tokenizer(self):
@@ -147,31 +143,15 @@ def load_embedder(settings: EmbeddingSettings, *, threads: int | None = None) ->
     weights = hash_model_folder(path)
     if settings.backend == "onnx":
         return _load_onnx(settings, path, weights, threads)
-    try:
-        import torch
-        import transformers
-        from sentence_transformers import SentenceTransformer
+    from rag.embed.torch_backend import load_torch_encoder
 
-        transformers.utils.logging.disable_progress_bar()  # a bar per load would clutter run logs
-        if threads:
-            torch.set_num_threads(threads)
-        model_kwargs = {"dtype": torch.bfloat16} if settings.dtype == "bfloat16" else {}
-        model = SentenceTransformer(
-            str(path), device=settings.device, local_files_only=True, model_kwargs=model_kwargs
-        )
-    except ModelError:
-        raise
-    except Exception as exc:  # sentence-transformers raises many types for "not a model here"
-        raise _not_a_model(path, exc) from None
-    dimension = model.get_embedding_dimension()
-    if not dimension or not model.max_seq_length:
-        raise ModelError(f"model at {path} does not declare its embedding dimension and max_seq_length")
+    encoder = load_torch_encoder(path, device=settings.device, dtype=settings.dtype, threads=threads)
     fingerprint = ModelFingerprint(
-        name=settings.model, path=str(path), weights_sha256=weights, dimension=int(dimension),
-        normalize=settings.normalize, dtype=settings.dtype, max_seq_length=int(model.max_seq_length),
+        name=settings.model, path=str(path), weights_sha256=weights, dimension=encoder.dimension,
+        normalize=settings.normalize, dtype=settings.dtype, max_seq_length=encoder.max_seq_length,
         backend="torch",
     )
-    return Embedder(_TorchEncoder(model), fingerprint, settings.batch_size)
+    return Embedder(encoder, fingerprint, settings.batch_size)
 
 
 def _load_onnx(settings: EmbeddingSettings, path: Path, weights: str, threads: int | None) -> Embedder:
@@ -200,14 +180,6 @@ def _load_onnx(settings: EmbeddingSettings, path: Path, weights: str, threads: i
         backend="onnx", quantization=settings.quantization, probe_cosine=round(cosine, 6),
     )
     return Embedder(encoder, fingerprint, settings.batch_size)
-
-
-def _not_a_model(path: Path, exc: Exception) -> ModelError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelError(
-        f"cannot load a sentence-transformers model from {path}: {first_line[:300]}; "
-        "point embedding.model at a folder saved with SentenceTransformer.save()"
-    )
 
 
 def load_embedder_for(

@@ -294,6 +294,9 @@ class OnnxEncoder:
     once (the query batcher runs ``serve.passes`` of them), since onnxruntime's ``run`` is thread-safe.
     """
 
+    #: onnxruntime's ``run`` is thread-safe, and ``encode`` tokenizes under its own lock
+    reentrant = True
+
     def __init__(self, model_path: Path, export: Path, *, threads: int | None = None) -> None:
         import onnxruntime
 
