@@ -60,8 +60,8 @@ def _error_kinds(cls: type[RagopsError]) -> set[str]:
 
 
 #: every ``error.kind`` a command can print: each expected failure (rag.errors; a ``document`` error is
-#: recorded in the run, never printed) and ``usage``, a command line click rejected
-ERROR_KINDS: frozenset[str] = frozenset(_error_kinds(RagopsError) - {"document"} | {"usage"})
+#: recorded in the run, never printed), ``usage``, a command line click rejected, and ``internal``, a bug
+ERROR_KINDS: frozenset[str] = frozenset(_error_kinds(RagopsError) - {"document"} | {"usage", "internal"})
 
 
 class ErrorBody(OmitWhenNone):

@@ -23,7 +23,7 @@ import typer
 
 from rag.runtime import configure_offline_runtime, stop_signal
 from ragops.cli import bench, config, index, quality, search, serve
-from ragops.cli.errors import exit_stopped, interrupt, print_usage_error, terminate
+from ragops.cli.errors import exit_stopped, interrupt, print_bug, print_usage_error, terminate
 
 app = typer.Typer(
     name="ragops",
@@ -78,8 +78,9 @@ def main(args: Sequence[str] | None = None) -> None:
     """Console-script entry point.
 
     Under ``--json``, a command line click rejects (``-k 0``, an unknown option) prints the error object
-    too, kind ``usage`` with exit code 2, so a script reads one JSON object whatever went wrong. Without
-    ``--json`` click reports it as usual (usage and the error on stderr, exit 2).
+    too, kind ``usage`` with exit code 2, and so does a bug, kind ``internal`` with exit code 1 (its
+    traceback on stderr), so a script reads one JSON object whatever went wrong. Without ``--json`` click
+    reports a usage error as usual (usage and the error on stderr, exit 2), and a bug prints its traceback.
 
     Stopped by Ctrl-C or SIGTERM, the command exits 128 + the signal's number (130, 143), however the
     unwinding ends: through a pipe, Ctrl-C stops the pager too, and the next write to it fails.
@@ -113,4 +114,8 @@ def _main(args: list[str]) -> None:
     except typer.Abort:
         typer.echo("Aborted!", err=True)
         code = 1
+    except Exception as exc:  # a bug: still one JSON object, as the script was promised
+        if stop_signal() is not None:  # raised while Ctrl-C or SIGTERM unwinds: main() exits as stopped
+            raise
+        code = print_bug(exc)
     sys.exit(code if isinstance(code, int) else 0)

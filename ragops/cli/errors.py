@@ -1,10 +1,10 @@
 """How the command line fails: expected errors as one line (or one JSON object) and their exit code.
 
-Exit codes: 0 ok, 1 bug (the traceback is printed), 2 bad input or config (a command line click rejects
+Exit codes: 0 ok, 1 bug (the traceback is printed on stderr), 2 bad input or config (a command line click rejects
 included), 3 refused, 4 source or store unavailable, 5 freshness breach, 6 drift; 130 stopped by Ctrl-C,
 128 + N killed by signal N (SIGTERM unwinds like Ctrl-C), however the unwinding ends (a broken pipe).
 With ``--json``, stdout carries exactly one JSON object either way: the command's result, or
-``{"error": {...}}`` (``ragops.contracts.ErrorResponse``).
+``{"error": {...}}`` (``ragops.contracts.ErrorResponse``), a bug's included (kind ``internal``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
@@ -81,6 +82,17 @@ def print_usage_error(exc: typer.TyperException) -> None:
     from ragops.contracts import ErrorBody
 
     _print_error(ErrorBody(kind="usage", message=exc.format_message(), exit_code=exc.exit_code))
+
+
+def print_bug(exc: Exception) -> int:
+    """A bug (an exception no command expects) under ``--json``: its traceback on stderr, as without
+    ``--json``, and the error object on stdout, kind ``internal``. Returns the exit code a bug has: 1."""
+    from ragops.contracts import ErrorBody
+
+    traceback.print_exception(exc, file=sys.stderr)
+    message = f"internal error (a bug): {type(exc).__name__}: {exc}; its traceback is on stderr; please report it"
+    _print_error(ErrorBody(kind="internal", message=redact_url(message), exit_code=1))
+    return 1
 
 
 def interrupt(signum: int, frame: object) -> None:
