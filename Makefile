@@ -16,7 +16,7 @@ export SCARF_NO_ANALYTICS := true
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-long deploy server worker corpus lock clean bench-deps
+.PHONY: install demo lint test test-long deploy server worker corpus lock clean bench-deps
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/ragops reindex --config demo/ragops.yaml
 	$(BIN)/ragops query --config demo/ragops.yaml -k 3 "How do I undo a bad promotion?"
+
+# ruff with the rules in pyproject.toml ([tool.ruff]); .ci/run runs it before the tests.
+lint: install
+	$(BIN)/ruff check .
 
 # Two pytest workers (pytest-xdist), one test file per worker at a time: most of the suite's time is
 # process starts and waits, so two workers on 2 cores take ~10 min instead of ~16. PYTEST_WORKERS=0: serial.
@@ -75,4 +79,4 @@ lock: install
 	$(BIN)/python -m pip freeze --exclude-editable | grep -vE '^(torch|unstructured-inference)==' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .ragops .pytest_cache
+	rm -rf $(VENV) .ragops .pytest_cache .ruff_cache

@@ -80,7 +80,7 @@ def main() -> None:
             if mb <= args.before_up_to:
                 counted = [0]
 
-                def watch(frame, event, arg) -> None:
+                def watch(frame, event, arg, counted=counted) -> None:
                     if event == "call" and frame.f_code.co_name == "_split_from_maxlen":
                         counted[0] += len(frame.f_locals["s"])
 

@@ -536,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load at least (longer if the "
                         "moves take longer)")
-    parser.add_argument("--think", type=float, default=0.0, help="mean seconds each client pauses between requests (exponentially distributed)")
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="mean seconds each client pauses between requests (exponentially distributed)")
     parser.add_argument("--threads", type=int, default=1, help="ragops serve --threads")
     parser.add_argument("--workers", type=int, default=1, help="ragops serve --workers")
     parser.add_argument("--lead", type=float, default=10.0, help="seconds of load before the first move")

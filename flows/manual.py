@@ -32,7 +32,10 @@ class ReindexRequest(BaseModel):
 
 
 @flow(name="manual-reindex", flow_run_name="manual-reindex")
-def manual_reindex(request: ReindexRequest = ReindexRequest(), reason: str = "") -> dict:
+def manual_reindex(
+    request: ReindexRequest = ReindexRequest(),  # noqa: B008 - the UI form shows its defaults; only read, never mutated
+    reason: str = "",
+) -> dict:
     """Re-index by hand from the Prefect UI: the reindex flow's work, with the form's fields, in this run.
 
     Args:

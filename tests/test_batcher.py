@@ -67,8 +67,8 @@ def test_concurrent_queries_share_passes_and_each_gets_its_own_vector(embedder, 
 
 def test_a_failing_pass_raises_to_its_caller_and_the_next_caller_is_served(embedder) -> None:
     batcher = EncodeBatcher(embedder)
-    with pytest.raises(Exception):
-        batcher.embed(["\ud800 a lone surrogate is not text"])  # the tokenizer refuses it
+    with pytest.raises(TypeError):  # the tokenizer refuses it
+        batcher.embed(["\ud800 a lone surrogate is not text"])
 
     vectors, _ = batcher.embed(["how do I roll back?"])  # nobody is left leading a dead pass
 

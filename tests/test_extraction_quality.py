@@ -173,7 +173,8 @@ def _png() -> bytes:
     )
 
 
-_LATIN_HEADERS = "From: Jos\xe9 Garc\xeda <jose@example.com>\r\nTo: team@example.com\r\nSubject: Caf\xe9 menu\r\nMIME-Version: 1.0\r\n"
+_LATIN_HEADERS = ("From: Jos\xe9 Garc\xeda <jose@example.com>\r\nTo: team@example.com\r\nSubject: Caf\xe9 menu\r\n"
+                  "MIME-Version: 1.0\r\n")
 _LATIN_BODY = "Bonjour \xe0 tous,\r\n\r\nLe caf\xe9 cr\xe8me co\xfbte deux euros. Les cr\xeapes sont d\xe9licieuses.\r\n"
 
 
@@ -258,7 +259,8 @@ def test_an_html_only_email_is_turned_into_text(tmp_path: Path) -> None:
     assert "Le café crème coûte deux euros." in _text(elements) and "<p>" not in _text(elements)
 
 
-_PGP = "-----BEGIN PGP MESSAGE-----\n\nhQEMA8ZW3Jq0bAbkAQf/Yx6Y+u6pQ7k0aW1vZ3JhbSBmb28gYmFyIGJheg==\n=abcd\n-----END PGP MESSAGE-----\n"
+_PGP = ("-----BEGIN PGP MESSAGE-----\n\nhQEMA8ZW3Jq0bAbkAQf/Yx6Y+u6pQ7k0aW1vZ3JhbSBmb28gYmFyIGJheg==\n=abcd\n"
+        "-----END PGP MESSAGE-----\n")
 _PGP_HEADERS = "From: a@example.com\nTo: b@example.com\nSubject: Board minutes\nMIME-Version: 1.0\n"
 
 

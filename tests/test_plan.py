@@ -84,7 +84,8 @@ def test_a_run_needs_one_listed_source_and_names_why_none_was() -> None:
 def test_sources_that_list_no_document_build_nothing_and_say_why() -> None:
     empty = _listing([])
     only_skipped = _listing([]).model_copy(update={"source": "docs", "skipped": [
-        Skipped(doc_id="docs/a.exe", reason="unsupported file type"), Skipped(doc_id="docs/b.exe", reason="unsupported file type")]})
+        Skipped(doc_id="docs/a.exe", reason="unsupported file type"),
+        Skipped(doc_id="docs/b.exe", reason="unsupported file type")]})
     with pytest.raises(SourceError, match=r"no documents in any source: kb \(file:///kb\) is empty; docs "
                                           r"\(file:///kb\) has 2 entries, none indexed \(2 unsupported file type\)"
                                           r"\. Nothing was built and the live build is unchanged"):

@@ -1,8 +1,9 @@
 """`ragops serve` as an application meets it: a real uvicorn server on 127.0.0.1, queried over HTTP.
 
 One store with three builds of the demo corpus (the live one, the one before it, and one kept beside them
-that the int8 model embedded: another vector space), one server process with two API keys, and the routes tried as a client would: search, batch, filters, a pinned version,
-auth, every kind of bad input, readiness, metrics, and following a rollback made by another process.
+that the int8 model embedded: another vector space), one server process with two API keys, and the routes
+tried as a client would: search, batch, filters, a pinned version, auth, every kind of bad input,
+readiness, metrics, and following a rollback made by another process.
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ def _filtered_search(store: IndexStore) -> dict:
             rows = store.search_many(build, queries, 6, where=where, exact=exact)
             assert all(_meets(h.payload, where) for row in rows for h in row), name
             observed[name, exact] = [[(h.id, round(h.score, 5)) for h in row] for row in rows]
-    assert observed["nothing matches", False] == [[]] * 4 and all(len(r) == 6 for r in observed["doc ids", True])  # two documents, 3 chunks each
+    assert observed["nothing matches", False] == [[]] * 4
+    assert all(len(r) == 6 for r in observed["doc ids", True])  # two documents, 3 chunks each
     return observed
 
 

@@ -3,8 +3,8 @@
 Why: onnxruntime runs all-MiniLM-L6-v2 faster than sentence-transformers' torch float32 with the same
 vectors (cosine 1.00000; ~2.6x on short sentences, ../shared/notes/serving-and-speed.md; on 256-token
 texts only once its attention is fused, see ``_fuse``), and it needs no torch at query time, so a
-command or a serving process that only queries starts in a fraction of the time. sentence-transformers' own ``backend="onnx"`` needs optimum,
-which cannot be installed beside transformers 5, so the export is ours and small.
+command or a serving process that only queries starts in a fraction of the time. sentence-transformers' own
+``backend="onnx"`` needs optimum, which cannot be installed beside transformers 5, so the export is ours and small.
 
 The export is made from the local model folder the first time it is used, into a cache folder keyed
 by the folder's weights hash (``rag.embed.embedder.hash_model_folder``) and the quantisation: never

@@ -163,6 +163,8 @@ def breach(assessed: Sequence[SourceFreshness], details: dict | None = None) -> 
     return FreshnessBreach("freshness limit breached: " + " | ".join(over), details=details)
 
 
-def read_freshness(store: IndexStore, alias: str, sources: Sequence[FolderSource | S3Source], now: datetime) -> list[SourceFreshness]:
+def read_freshness(
+    store: IndexStore, alias: str, sources: Sequence[FolderSource | S3Source], now: datetime
+) -> list[SourceFreshness]:
     """Each source's freshness at ``now``, from the ledger the last reindex wrote (no listing is done)."""
     return assess(store.read_source_states(alias), sources, now)

@@ -3,9 +3,9 @@
 Two libraries, each for what it does best (docs/architecture.md says more):
 
 1. unstructured's ``chunk_by_title`` groups elements into sections (a heading and what follows it),
-   one page at a time, merging tiny sections. It keeps each element's page number and type. It measures in characters: its token mode only knows tiktoken encodings,
-   not the embedding model's tokenizer, so we aim it at ~4 characters per token, which fits most
-   English prose under the limit.
+   one page at a time, merging tiny sections. It keeps each element's page number and type. It measures
+   in characters: its token mode only knows tiktoken encodings, not the embedding model's tokenizer, so
+   we aim it at ~4 characters per token, which fits most English prose under the limit.
 2. llama-index's ``SentenceSplitter``, given the model's own tokenizer, splits whatever is still over
    ``max_tokens`` (code, tables, dense text) at sentence boundaries. So no chunk is ever truncated by
    the model.
