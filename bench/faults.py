@@ -41,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag.failpoints import KILL_AT  # noqa: E402
-from tests.helpers import husks_and_orphans, points_of, snapshot, write_notes  # noqa: E402
+from rag.failpoints import KILL_AT  # noqa: E402 - after sys.path gets the repo (run as a script)
+from tests.helpers import husks_and_orphans, points_of, snapshot, write_notes  # noqa: E402 - as above
 
 RAGOPS = [str(ROOT / ".venv" / "bin" / "ragops")]
 #: reindex stages, in a run's order (and "rollback": a `ragops rollback` killed inside its alias move).
@@ -80,7 +80,7 @@ def main() -> None:
     for name, part in parts:  # each part's figures are kept (results.json) even if a later one fails
         try:
             results[name] = part()
-        except Exception as exc:  # noqa: BLE001 - a broken part is reported, the others still run
+        except Exception as exc:  # a broken part is reported, the others still run
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         (work / "results.json").write_text(json.dumps(results, indent=1))
     if args.json:

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.parse_compare import _ref  # noqa: E402
+from bench.parse_compare import _ref  # noqa: E402 - after sys.path gets the repo (run as a script)
 
 WAYS = {"docutils": "builtin", "pandoc+unstructured": "unstructured"}
 

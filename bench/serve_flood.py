@@ -52,7 +52,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.serve_load import (  # noqa: E402
+from bench.serve_load import (  # noqa: E402 - after sys.path gets the repo (run as a script)
     QUERIES,
     READY_TIMEOUT,
     SetupError,

@@ -19,7 +19,7 @@ import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 CONTEXT_METRICS = ("id_context_recall", "id_context_precision", "nonllm_context_recall", "nonllm_context_precision")
 
@@ -76,14 +76,14 @@ def score_contexts(samples: list[ContextSample]) -> list[dict[str, float | None]
     return run_async(every)
 
 
-def run_async(make: Callable[[], Awaitable[T]]) -> T:
+def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())  # type: ignore[arg-type]
+        return asyncio.run(make())
     with ThreadPoolExecutor(max_workers=1) as pool:  # a loop is running here (Prefect, notebooks)
-        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 def _number(value: Any) -> float | None:

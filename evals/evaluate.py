@@ -108,9 +108,9 @@ def mean_metrics(rows: Sequence[QueryResult]) -> dict[str, float]:
     names = dict.fromkeys(name for row in rows for name in row.metrics)
     means = {}
     for name in names:
-        values = [row.metrics[name] for row in rows if row.metrics.get(name) is not None]
+        values = [value for row in rows if (value := row.metrics.get(name)) is not None]
         if values:
-            means[name] = sum(values) / len(values)  # type: ignore[arg-type]
+            means[name] = sum(values) / len(values)
     return means
 
 

@@ -166,5 +166,6 @@ def with_approval(gate: GateResult, approved: bool, why: str) -> GateResult:
 def _unmeasured(kind: str, metric: str, threshold: float) -> GateCheck:
     hint = (" (the golden set has no reference_contexts)" if metric.startswith("nonllm_")
             else f" (add {metric.split('@')[-1]} to evaluation.k_values)" if "@" in metric else "")
-    return GateCheck(kind=kind, metric=metric, threshold=threshold, passed=False,  # type: ignore[arg-type]
+    return GateCheck(kind=kind,  # type: ignore[arg-type]  # a str, validated against its Literal
+                     metric=metric, threshold=threshold, passed=False,
                      message=f"{metric} was not measured{hint}")

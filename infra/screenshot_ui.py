@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.prefect_local import ROOT, local_prefect  # noqa: E402
+from infra.prefect_local import ROOT, local_prefect
 
 # Without the background-networking flags Chromium keeps dialling Google on this closed network.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -76,7 +76,7 @@ class FaultProxy:
                     self.wfile.write(data)
                 upstream.close()
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any  # noqa: N815
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
 
             def log_message(self, *args) -> None:
                 pass

@@ -46,7 +46,7 @@ def test_concurrent_queries_share_passes_and_each_gets_its_own_vector(embedder, 
         try:
             vectors, tokens = batcher.embed([text])
             results[text] = (vectors, tokens)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=ask, args=(text,), daemon=True) for text in QUERIES]

@@ -200,11 +200,11 @@ def load_embedder_for(
     use = fingerprint.backend if backend is None or fingerprint.space != "reference" else backend
     settings = EmbeddingSettings(
         model=fingerprint.path if Path(fingerprint.path).exists() else fingerprint.name,
-        backend=use,  # type: ignore[arg-type]
+        backend=use,  # type: ignore[arg-type]  # a str in the fingerprint; the settings check it against their Literal
         batch_size=batch_size,
         device=device if use == "torch" else "cpu",
-        dtype=fingerprint.dtype,  # type: ignore[arg-type]
-        quantization=fingerprint.quantization,  # type: ignore[arg-type]
+        dtype=fingerprint.dtype,  # type: ignore[arg-type]  # as backend
+        quantization=fingerprint.quantization,  # type: ignore[arg-type]  # as backend
         normalize=fingerprint.normalize,
         onnx_cache=onnx_cache,
     )

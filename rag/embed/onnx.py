@@ -254,7 +254,7 @@ def _fuse(model: Path, config) -> None:
                                    hidden_size=config.hidden_size)
         fused = model.with_name("model.fused.onnx")
         optimized.save_model_to_file(str(fused))
-    except Exception as exc:  # noqa: BLE001 - an optimisation, never a reason to fail the export
+    except Exception as exc:  # an optimisation, never a reason to fail the export
         log.warning("could not fuse the ONNX export (%s); using it unfused", exc)
         return
     os.replace(fused, model)

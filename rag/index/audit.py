@@ -133,7 +133,7 @@ def read_trail(store: IndexStore, alias: str, *, since: datetime | None = None) 
 def _os_user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name (a container's numeric user)
+    except Exception:  # no login name (a container's numeric user)
         return str(os.getuid())
 
 

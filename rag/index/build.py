@@ -558,7 +558,7 @@ def embedded_elsewhere(texts: dict[str, str], embedding) -> dict[str, np.ndarray
         return {}
     try:
         return dict(zip(texts.values(), embedding.result()))
-    except Exception as exc:  # noqa: BLE001 - embedded again by write_batch
+    except Exception as exc:  # embedded again by write_batch
         log.warning("embedding a batch elsewhere failed (%s); embedding it here, document by document", exc)
         return {}
 
@@ -746,12 +746,13 @@ def _quarantine(
     """Record a failed version; keep the base's good version of the document if there is one. A timeout
     or a stall is recorded with the time after which a run parses the version again."""
     attempts, retry_after = next_retry(previous, ref, kind, now, backoff)
-    batch.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, stage=stage, reason=reason,  # type: ignore[arg-type]
-                                  kind=kind, retry_after=retry_after))  # type: ignore[arg-type]
+    batch.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, reason=reason, retry_after=retry_after,
+                                  stage=stage,  # type: ignore[arg-type]  # a str, validated against its Literal
+                                  kind=kind))  # type: ignore[arg-type]  # likewise
     log.warning("quarantined %s (%s): %s%s", ref.doc_id, stage, reason,
                 f"; retried by the first run after {retry_after:%Y-%m-%d %H:%M:%S} UTC" if retry_after else "")
-    quarantine = Quarantine(stage=stage, reason=reason, signal=ref.signal, since=now, kind=kind,  # type: ignore[arg-type]
-                            attempts=attempts, retry_after=retry_after)
+    quarantine = Quarantine(reason=reason, signal=ref.signal, since=now, attempts=attempts, retry_after=retry_after,
+                            stage=stage, kind=kind)  # type: ignore[arg-type]  # as above
     if previous and previous.chunks:
         batch.keep.append(previous.model_copy(update={"quarantine": quarantine, "last_seen": now}))
     else:
@@ -784,7 +785,7 @@ def _vectors_for(
     if missing:
         try:
             embedded = embed([wanted[h] for h in missing])
-        except Exception as exc:  # noqa: BLE001 - narrowed below, document by document
+        except Exception as exc:  # narrowed below, document by document
             log.warning("embedding a batch failed (%s); retrying document by document", exc)
             embedded = None
         if embedded is not None:
@@ -796,7 +797,7 @@ def _vectors_for(
                 todo = [c.text_hash for c in chunks if c.text_hash not in vectors]
                 try:
                     doc_vectors = embed([wanted[h] for h in todo])
-                except Exception as exc:  # noqa: BLE001 - this document's failure
+                except Exception as exc:  # this document's failure
                     failed[doc_id] = f"{type(exc).__name__}: {exc}"[:300]
                     continue
                 cache.put(todo, doc_vectors)
@@ -811,7 +812,7 @@ def _warm_up(parts: Sequence[Chunker | Redactor]) -> None:
     for part in parts:
         try:
             part.warm_up()
-        except Exception as exc:  # noqa: BLE001 - the first real document meets the same problem and reports it
+        except Exception as exc:  # the first real document meets the same problem and reports it
             log.debug("warming up %s failed: %s", type(part).__name__, exc)
 
 

@@ -90,7 +90,9 @@ def assess(
                            if name not in known and (states[name].documents or states[name].quarantined)]
     for name in names:
         source = known.get(name)
-        state = states.get(name) or SourceState(name=name, kind=source.kind, uri=source.uri)  # type: ignore[union-attr]
+        state = states.get(name) or SourceState(
+            name=name, kind=source.kind, uri=source.uri  # type: ignore[union-attr]  # no state: a configured source
+        )
         limit: timedelta | None = limits.get(name)
         staleness = (now - state.synced_through).total_seconds() if state.synced_through else None
         breach = limit is not None and (staleness is None or staleness > limit.total_seconds())
@@ -103,7 +105,8 @@ def assess(
         if state.last_listing_error:
             message += f"; last listing failed: {state.last_listing_error}"
         if breach:
-            message += f"; BREACH: over max_staleness {_human(limit.total_seconds())}"  # type: ignore[union-attr]
+            over = _human(limit.total_seconds())  # type: ignore[union-attr]  # a breach has a limit
+            message += f"; BREACH: over max_staleness {over}"
         results.append(
             SourceFreshness(
                 state=state,

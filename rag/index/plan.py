@@ -359,12 +359,14 @@ def _retry_notes(source: str, retried: Sequence[WorkItem], waiting: Sequence[Doc
     """A line for the documents parsed again this run, and one for those that wait for a later run."""
     notes = []
     if retried:
-        attempts = [(w.ref.doc_id, f"attempt {w.previous.quarantine.attempts + 1}")  # type: ignore[union-attr]
+        attempts = [(w.ref.doc_id,
+                     f"attempt {w.previous.quarantine.attempts + 1}")  # type: ignore[union-attr]  # all quarantined
                     for w in retried]
         notes.append(f"source {source!r}: parsing {len(retried)} unchanged documents again, as their last parse "
                      f"timed out or stalled: {_examples(attempts)}")
     if waiting:
-        times = [(r.doc_id, f"after {r.quarantine.retry_after:%Y-%m-%d %H:%M} UTC")  # type: ignore[union-attr]
+        times = [(r.doc_id,
+                  f"after {r.quarantine.retry_after:%Y-%m-%d %H:%M} UTC")  # type: ignore[union-attr]  # all quarantined
                  for r in waiting]
         notes.append(f"source {source!r}: {len(waiting)} documents whose parse timed out or stalled wait for a "
                      f"later run (pipeline.parse_retry_backoff): {_examples(times)}")
@@ -400,7 +402,8 @@ def explain(plan: BuildPlan) -> list[PlannedDocument]:
         if previous is None:
             why = "new" if plan.base else "full build (no base)"
         elif item.retry:
-            why = f"its last parse timed out or stalled ({previous.quarantine.reason}); retried"  # type: ignore[union-attr]
+            reason = previous.quarantine.reason  # type: ignore[union-attr]  # a retried item's previous is quarantined
+            why = f"its last parse timed out or stalled ({reason}); retried"
         elif unchanged(ref, previous):
             why = "its source's redaction settings changed"
         elif previous.quarantine:

@@ -192,7 +192,8 @@ def promote(
         raise VersionError(f"{collection} is already live for alias {alias!r}")
     kind = "rollback" if by == "rollback" else "forced_promotion" if forced else "promotion"
     record = audit.entry(alias, kind, build=collection, why=reason, details={"replaced": expected, "command": by})
-    event = PromotionEvent(at=utc_now(), by=by, replaced=expected, reason=reason, forced=forced)  # type: ignore[arg-type]
+    event = PromotionEvent(by=by,  # type: ignore[arg-type]  # a str, validated against its Literal
+                           at=utc_now(), replaced=expected, reason=reason, forced=forced)
     if store.atomic_records:
         _manifest(store, collection)  # a build ragops did not make is refused before anything moves
         manifest = store.move_alias(alias, expected=expected, target=collection, event=event, records=[record])

@@ -69,18 +69,18 @@ def warm_up(group: ParserGroup | Literal["chunking"] | None = None) -> None:
     the parsing sandbox caps its memory after this (rag/ingest/sandbox.py). ``chunking`` is unstructured's title
     chunker, which the sandbox runs on parsed documents (``rag.ingest.chunking.title_sections``)."""
     if group in (None, "chunking"):
-        import unstructured.chunking.title  # noqa: F401
+        import unstructured.chunking.title  # warm-up: imported before the sandbox caps memory
     if group in (None, "builtin"):
-        import rag.ingest.rst  # noqa: F401 - docutils
-        import rag.ingest.text  # noqa: F401 - markdown, lxml and unstructured's element classes
+        import rag.ingest.rst  # warm-up: docutils
+        import rag.ingest.text  # noqa: F401 - warm-up: markdown, lxml, unstructured's elements
     if group in (None, "unstructured"):
         _use_packaged_spacy_model()
-        import pypdf  # noqa: F401 - the text-layer fallback (rag/ingest/pdf.py)
-        import unstructured.partition.auto  # noqa: F401
-        import unstructured.partition.docx  # noqa: F401
-        import unstructured.partition.html  # noqa: F401
-        import unstructured.partition.pdf  # noqa: F401
-        import unstructured.partition.pptx  # noqa: F401
+        import pypdf  # noqa: F401 - warm-up: the text-layer fallback (rag/ingest/pdf.py)
+        import unstructured.partition.auto
+        import unstructured.partition.docx
+        import unstructured.partition.html
+        import unstructured.partition.pdf
+        import unstructured.partition.pptx  # noqa: F401 - warm-up, with the partitioners above
         from unstructured.partition.text import partition_text
 
         partition_text(text="Warm up the sentence model. It loads on first use.", languages=["eng"])

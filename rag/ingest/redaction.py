@@ -159,7 +159,7 @@ class Redactor:
                     element.text = redacted.text
                 _drop_text_metadata(element)
                 out.append(element)
-        except Exception as exc:  # noqa: BLE001 - any failure quarantines the document, with no text quoted
+        except Exception as exc:  # any failure quarantines the document, with no text quoted
             raise DocumentError("redact", f"redaction failed ({type(exc).__name__}); not indexed unredacted") from None
         left = _still_there(out, {text[r.start:r.end] for text, spans in zip(texts, results) for r in spans})
         if left:

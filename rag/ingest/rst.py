@@ -93,7 +93,7 @@ def _rst_elements(text: str, *, filename: str | None, languages: list[str],
     except RecursionError:
         raise DocumentError("parse", "reStructuredText nested too deeply for docutils (indentation or lists "
                             "hundreds of levels deep); not indexed: fix the markup or exclude the file") from None
-    except Exception as exc:  # noqa: BLE001 - docutils' own failures on a document are this document's
+    except Exception as exc:  # docutils' own failures on a document are this document's
         raise DocumentError("parse", f"not readable as reStructuredText "
                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); not indexed: "
                             "check the markup, or set pipeline.text_parser: unstructured") from None

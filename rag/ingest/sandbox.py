@@ -144,7 +144,7 @@ class ParseSandbox:
     def __del__(self) -> None:
         try:
             self._stop()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:  # interpreter shutdown
             pass
 
     def __enter__(self) -> ParseSandbox:

@@ -110,7 +110,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def address(self) -> str:
         return self.client[0] if self.client else ""
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         limits, state = self.limits, self.state
         per_client = limits.max_connections_per_client

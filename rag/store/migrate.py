@@ -173,7 +173,7 @@ def _finished_copy(side: Path) -> Migration | None:
     try:
         with open_store(StoreSettings(location=str(side), engine="edge"), create=False) as new:
             done = new.get_rows(MIGRATION_TABLE, ["done"]).get("done")
-    except Exception as exc:  # noqa: BLE001 - a copy that cannot be read is made again
+    except Exception as exc:  # a copy that cannot be read is made again
         log.warning("the unfinished copy in %s cannot be read (%s): copying again", side, exc)
         return None
     return Migration.model_validate(done.payload) if done else None

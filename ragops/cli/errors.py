@@ -70,7 +70,7 @@ def emit_report(
     """Print a report that may also be a failure (a breach, drift): the report either way, then the
     failure's exit code; with ``--json`` the failure rides along as ``error`` in the same object."""
     if failure is not None:
-        report.error = error_body(failure, details=False)  # type: ignore[attr-defined]
+        report.error = error_body(failure, details=False)  # type: ignore[attr-defined]  # reports that can fail have it
     output.emit(report, json_output, render)
     if failure is not None:
         raise typer.Exit(failure.exit_code)

@@ -107,7 +107,9 @@ def _with_options(names: tuple[str, ...]) -> Callable[[Callable[..., None]], Cal
                 command(*args, common=common, **kwargs)
 
         # typer builds the command line from these two, not from the wrapped function's own.
-        run.__signature__ = signature.replace(parameters=own + shared, return_annotation=None)  # type: ignore[attr-defined]
+        run.__signature__ = signature.replace(  # type: ignore[attr-defined]  # inspect reads it; typeshed lacks it
+            parameters=own + shared, return_annotation=None
+        )
         run.__annotations__ = {p.name: p.annotation for p in own + shared}
         return run
 
