@@ -2,9 +2,9 @@
 
 ``load_embedder`` resolves the configured model to a folder (a packaged model name or a path), loads it
 with the configured backend (onnxruntime on a local ONNX export, ``rag.embed.onnx``, or
-sentence-transformers on torch, ``rag.embed.torch_backend``), and fingerprints it. The fingerprint goes into every build's manifest
-so that queries are embedded in the same vector space as the documents they search; which backends
-share a space is ``ModelFingerprint.space``.
+sentence-transformers on torch, ``rag.embed.torch_backend``), and fingerprints it. The fingerprint goes
+into every build's manifest so that queries are embedded in the same vector space as the documents they
+search; which backends share a space is ``ModelFingerprint.space``.
 """
 
 from __future__ import annotations
