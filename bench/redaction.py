@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.pii_corpus import (  # noqa: E402
+from testkit.pii_corpus import (  # noqa: E402
     ENTITIES,
     NAMED_DOCUMENTS,
     NAMED_PLANTED,
