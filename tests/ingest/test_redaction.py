@@ -164,6 +164,7 @@ def _ragops(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           env={**os.environ, **env})
 
 
+@pytest.mark.slow  # a full `ragops reindex` in a process of its own: the real model, a real Prefect flow
 def test_a_redacted_build_holds_no_planted_value_anywhere(tmp_path: Path) -> None:
     """The user's path: `ragops reindex` of a corpus with planted PII (text, Markdown, HTML table and
     mailto links, e-mail headers, a Word table) in hash mode, then a byte search of every file of the
@@ -200,6 +201,7 @@ def test_a_redacted_build_holds_no_planted_value_anywhere(tmp_path: Path) -> Non
     assert build["details"]["policy"]["sources"][0]["redact"]["mode"] == "hash"
 
 
+@pytest.mark.slow  # a full `ragops reindex` in a process of its own: the real model, a real Prefect flow
 def test_a_build_redacting_person_holds_no_trace_of_a_name_the_model_misses(tmp_path: Path) -> None:
     """The user's path: `ragops reindex` of the demo corpus with names planted in its documents'
     headings and text, PERSON requested. The name planted in all five documents (which spaCy's small
