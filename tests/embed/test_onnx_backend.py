@@ -47,6 +47,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+@pytest.mark.slow  # the real model, on torch and exported to onnx
 def test_onnx_float32_embeds_as_torch_float32(torch_embedder, onnx_embedder, onnx_cache: Path) -> None:
     ours, reference = onnx_embedder.embed(TEXTS), torch_embedder.embed(TEXTS)
 
@@ -64,6 +65,7 @@ def test_onnx_float32_embeds_as_torch_float32(torch_embedder, onnx_embedder, onn
     assert not [p for p in onnx_cache.iterdir() if p.name.startswith(".")]  # no half-written export left
 
 
+@pytest.mark.slow  # the real model's weights, on torch and exported to onnx
 def test_cls_pooling_is_read_from_the_model_folder(cls_model: Path, cls_embedder, onnx_cache: Path) -> None:
     onnx_cls = load_embedder(EmbeddingSettings(model=str(cls_model), backend="onnx", onnx_cache=str(onnx_cache)))
 
@@ -71,6 +73,7 @@ def test_cls_pooling_is_read_from_the_model_folder(cls_model: Path, cls_embedder
     assert onnx_cls.fingerprint.same_space(cls_embedder.fingerprint)
 
 
+@pytest.mark.slow  # the real model, exported to onnx and quantized
 def test_int8_is_its_own_vector_space(torch_embedder, onnx_cache: Path) -> None:
     int8 = load_embedder(EmbeddingSettings(backend="onnx", quantization="int8", onnx_cache=str(onnx_cache)))
 
@@ -84,6 +87,7 @@ def test_int8_is_its_own_vector_space(torch_embedder, onnx_cache: Path) -> None:
     assert again.fingerprint.backend == "onnx" and again.fingerprint.same_space(int8.fingerprint)
 
 
+@pytest.mark.slow  # the real model, on torch and exported to onnx
 def test_an_export_that_disagrees_with_torch_is_refused(onnx_embedder, onnx_cache: Path, tmp_path: Path) -> None:
     damaged = tmp_path / "cache"
     shutil.copytree(onnx_cache, damaged)
@@ -155,6 +159,7 @@ def test_a_torch_build_is_reused_and_served_by_the_onnx_backend(
     assert [h.score for h in served] == pytest.approx([h.score for h in reference], abs=1e-4)
 
 
+@pytest.mark.slow  # the real model, exported to onnx
 def test_passes_of_any_length_come_back_in_input_order_in_both_thread_modes(onnx_cache: Path) -> None:
     """Texts are sorted by length into passes of at most PASS_TOKENS tokens and run in parallel (builds) or
     one at a time on N threads (serving): either way each row is that text's own vector."""

@@ -109,6 +109,7 @@ def test_sections_lists_code_and_tables_become_the_markdown_readers_elements(tmp
     assert {e.metadata.filename for e in elements} == {"doc.rst"}
 
 
+@pytest.mark.slow  # the real model (its tokenizer)
 def test_chunks_carry_their_section_title(tmp_path: Path, embedder) -> None:
     path = tmp_path / "guide.rst"
     path.write_text(GUIDE)

@@ -39,6 +39,7 @@ def _text_files(folder: Path) -> list[Path]:
                   and p.read_bytes().strip())
 
 
+@pytest.mark.slow  # the real model (its tokenizer)
 def test_demo_text_files_chunk_exactly_as_with_unstructured(embedder) -> None:
     chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)
     files = _text_files(DEMO_CORPUS)
@@ -47,6 +48,7 @@ def test_demo_text_files_chunk_exactly_as_with_unstructured(embedder) -> None:
         assert _chunks(chunker, path, "builtin") == _chunks(chunker, path, "unstructured"), path.name
 
 
+@pytest.mark.slow  # the real model (its tokenizer)
 @pytest.mark.skipif(not DOCS_CORPUS.is_dir(), reason="needs ../shared/docs-corpus")
 def test_shared_corpus_text_files_chunk_as_with_unstructured(embedder) -> None:
     chunker = Chunker(ChunkingSettings(max_tokens=96), embedder.tokenizer, embedder.max_tokens)
@@ -182,6 +184,7 @@ def test_documentation_site_markdown_is_read_as_the_site_shows_it(tmp_path: Path
     ]
 
 
+@pytest.mark.slow  # the real model (its tokenizer)
 def test_a_chunk_without_words_is_never_kept(tmp_path: Path, embedder) -> None:
     """A rule, a fence or a box drawing cut into a chunk of its own has nothing a query matches, yet came
     back as a hit (a chunk whose whole text was ``///``)."""
@@ -196,6 +199,7 @@ def test_a_chunk_without_words_is_never_kept(tmp_path: Path, embedder) -> None:
     assert {c.title for c in chunks} == {"Layout", "Wiring"}
 
 
+@pytest.mark.slow  # the real model (its tokenizer)
 def test_a_document_of_no_words_is_refused_with_the_reason(tmp_path: Path, embedder) -> None:
     chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)
     path = tmp_path / "rule.txt"
@@ -294,6 +298,7 @@ def test_the_parser_is_part_of_a_builds_policy() -> None:
     assert choose_base("a__v1", [_manifest(builtin)], fingerprint, builtin) == "a__v1"
 
 
+@pytest.mark.slow  # the real model (its tokenizer)
 def test_a_build_by_an_earlier_builtin_reader_or_chunker_is_no_base(embedder) -> None:
     """The builtin reader now reads .rst and documentation sites' Markdown differently, and wordless chunks
     are dropped: a build recorded before (``text_parser: builtin`` without a version, or the chunker's

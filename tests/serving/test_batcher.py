@@ -34,6 +34,7 @@ class _Overlap:
                 self.running -= 1
 
 
+@pytest.mark.slow  # the real model
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_concurrent_queries_share_passes_and_each_gets_its_own_vector(embedder, lanes: int) -> None:
     counted = _Overlap(embedder)
@@ -65,6 +66,7 @@ def test_concurrent_queries_share_passes_and_each_gets_its_own_vector(embedder, 
     assert counted.most == lanes  # passes ran side by side, never more than the lanes
 
 
+@pytest.mark.slow  # the real model
 def test_a_failing_pass_raises_to_its_caller_and_the_next_caller_is_served(embedder) -> None:
     batcher = EncodeBatcher(embedder)
     with pytest.raises(Exception):
