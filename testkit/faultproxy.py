@@ -1,5 +1,5 @@
 """An HTTP proxy in front of a real S3 server that injects faults on a script: 503 SlowDown, 500
-InternalError, or no answer at all (a read timeout). Shared by tests/test_faults.py and bench/faults.py."""
+InternalError, or no answer at all (a read timeout). Shared by tests/scenarios/test_faults.py and bench/faults.py."""
 
 from __future__ import annotations
 

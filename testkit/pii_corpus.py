@@ -1,6 +1,6 @@
 """A corpus with planted personal data: the demo corpus plus documents in several formats that carry
 e-mail addresses, phone numbers, card numbers and IBANs written in several ways, in text, tables, links
-and e-mail headers. Shared by tests/test_redaction.py and bench/redaction.py.
+and e-mail headers. Shared by tests/ingest/test_redaction.py and bench/redaction.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ startup): each connection or name lookup that leaves the machine is refused and 
 per attempt with the process and a short stack, to the file named by ``SOCKET_GUARD_LOG``.
 
 Loopback (127.0.0.0/8, ::1, localhost) and Unix sockets pass: the Prefect API, the query service and
-the S3 test server listen there. tests/test_offline.py reads the file.
+the S3 test server listen there. tests/scenarios/test_offline.py reads the file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The gate's pure rules: metric floors and largest drops, the verdict, and a person's approval.
 
-No store, no model: hand-made evaluation records (the store-bound sanity checks are in tests/test_gate.py).
+No store, no model: hand-made evaluation records (the store-bound sanity checks are in tests/evals/test_gate.py).
 """
 
 from __future__ import annotations

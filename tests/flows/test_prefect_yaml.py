@@ -1,4 +1,4 @@
-"""prefect.yaml stays in step with the flows it names (tests/test_deployments.py registers it on a server)."""
+"""prefect.yaml stays in step with the flows it names (tests/scenarios/test_deployments.py registers it on a server)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A run killed mid-build leaves a ``building`` husk; one killed after its build completed but before its
 gate leaves a complete build with no verdict. Both are made here with the build's own steps (what the
 killed run had done by then), then a real reindex flow or a real ``ragops promote`` process meets them.
-Store-level kills (half-done deletions and promotions) are in tests/test_versions.py.
+Store-level kills (half-done deletions and promotions) are in tests/index/test_versions.py.
 """
 
 from __future__ import annotations

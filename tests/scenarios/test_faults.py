@@ -1,6 +1,6 @@
 """S3 faults on the user's path (the CLI): the server answering 503 SlowDown, 500 or nothing at all, through
-a proxy in front of a real S3 server. The kills are in tests/test_crash_safety.py, the full disk in
-tests/test_disk_full.py; bench/faults.py runs the long loop and prints the figures."""
+a proxy in front of a real S3 server. The kills are in tests/scenarios/test_crash_safety.py, the full disk in
+tests/scenarios/test_disk_full.py; bench/faults.py runs the long loop and prints the figures."""
 
 from __future__ import annotations
 
