@@ -16,7 +16,7 @@ export SCARF_NO_ANALYTICS := true
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo lint test test-long deploy server worker corpus lock clean bench-deps
+.PHONY: install demo lint test test-fast test-long deploy server worker corpus lock clean bench-deps
 
 install: $(STAMP)
 
@@ -43,12 +43,16 @@ lint: install
 # `make test-long` runs them, and CI runs both.
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
-test test-long: export PREFECT_HOME = $(CURDIR)/.ragops/prefect-test
+test test-fast test-long: export PREFECT_HOME = $(CURDIR)/.ragops/prefect-test
 test: install
 	$(BIN)/python -m pytest $(XDIST) -m "not long"
 
 test-long: install
 	$(BIN)/python -m pytest $(XDIST) -m long
+
+# The quick loop: the tests with neither marker, so no real model, no Prefect flow and no fault scenario.
+test-fast: install
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not long"
 
 # Register the work pool and every deployment of prefect.yaml against $PREFECT_API_URL. Starts nothing:
 # run a worker yourself (`make worker`, docs/operations.md).

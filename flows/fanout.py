@@ -3,7 +3,7 @@
 Selected by ``pipeline.task_runner: dask``. Batches are prepared (fetched, parsed, chunked) on the
 cluster's workers, and each batch's cache misses are embedded there too, with the model loaded once
 per worker process. The flow's process looks up the embedding cache and writes every batch in order,
-as the local path does, so a distributed build is the same build (tests/test_fanout.py).
+as the local path does, so a distributed build is the same build (tests/flows/test_fanout.py).
 
 Workers need ragops and the model installed and, for folder sources, the same files at the same paths
 (S3 sources are fetched by the workers themselves). Each batch is parsed in a sandbox child process of

@@ -1,6 +1,6 @@
 """What every ``ragops`` command prints with ``--json``: one pydantic model per command, in one place.
 
-docs/cli.md shows these shapes and tests/test_contracts.py keeps the two in step. The nested parts are
+docs/cli.md shows these shapes and tests/cli/test_contracts.py keeps the two in step. The nested parts are
 the domain models the code already produces (a hit, a build's manifest, a gate's verdict, a source's
 freshness record...), so a field added to one of those reaches the output and this contract at once.
 

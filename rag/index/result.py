@@ -1,6 +1,6 @@
 """A reindex run's result: its counts, what it decided about its candidate, its summary, its refusal.
 
-Pure functions (no store, no Prefect): the reindex flow calls them in order, and tests/test_result.py
+Pure functions (no store, no Prefect): the reindex flow calls them in order, and tests/index/test_result.py
 checks each decision on hand-made inputs.
 
 - ``planned_counts``: the document counts a plan implies, before anything is built;

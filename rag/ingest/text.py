@@ -190,7 +190,7 @@ def _markdown_elements(text: str, *, filename: str | None, languages: list[str],
 
 # unstructured.partition.text_type's regex tests, restated on the same patterns: importing that module
 # imports spaCy and torch (~3 s, for a sentence model this parser exists to avoid).
-# tests/test_text_parsing.py checks they agree with unstructured's on real paragraphs.
+# tests/ingest/test_text_parsing.py checks they agree with unstructured's on real paragraphs.
 
 
 def is_bulleted_text(text: str) -> bool:
