@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, TypeVar
 
-CONTEXT_METRICS = ("id_context_recall", "id_context_precision", "nonllm_context_recall", "nonllm_context_precision")
+from rag.config import RAGAS_METRICS
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ def score_contexts(samples: list[ContextSample]) -> list[dict[str, float | None]
     text_recall, text_precision = NonLLMContextRecall(), NonLLMContextPrecisionWithReference()
 
     async def one(sample: ContextSample) -> dict[str, float | None]:
-        scores: dict[str, float | None] = dict.fromkeys(CONTEXT_METRICS)
+        scores: dict[str, float | None] = dict.fromkeys(RAGAS_METRICS)
         if sample.retrieved_ids:
             ids = SingleTurnSample(
                 retrieved_context_ids=sample.retrieved_ids, reference_context_ids=sample.reference_ids

@@ -25,7 +25,7 @@ from evals.context_metrics import ContextSample, score_contexts
 from evals.golden import GoldenSet, resolve_qrels
 from evals.metrics import compute_metrics, rank
 from evals.models import EvaluationReport, QueryResult
-from rag.config import EmbeddingSettings, EvaluationSettings
+from rag.config import HEADLINE_METRICS, EmbeddingSettings, EvaluationSettings
 from rag.embed.embedder import Embedder, load_embedder, load_embedder_for
 from rag.errors import VersionError
 from rag.models import EvaluationRecord, Manifest, utc_now
@@ -170,7 +170,7 @@ def evaluate_build(
     )
     log.info(
         "evaluated %s on %d golden queries: %s", version_of(collection), len(rows),
-        ", ".join(f"{name} {means[name]:.4f}" for name in ("ndcg@10", "recall@10", "mrr@10") if name in means),
+        ", ".join(f"{name} {means[name]:.4f}" for name in HEADLINE_METRICS if name in means),
     )
     return EvaluationReport(collection=collection, record=record, per_query=rows, missing=missing)
 

@@ -38,14 +38,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from evals.context_metrics import run_async
+from rag.config import LLM_METRICS
 from rag.secrets import redact_url
 
 if TYPE_CHECKING:
     from rag.config import LLMSettings
 
 log = logging.getLogger(__name__)
-
-LLM_METRICS = ("faithfulness", "answer_relevancy", "llm_context_precision")
 
 ANSWER_SYSTEM_PROMPT = (
     "Answer the user's question using only the numbered contexts provided. If they do not contain "

@@ -18,6 +18,7 @@ from prefect.states import Running
 from pydantic import Field
 
 from evals.gate import with_approval
+from rag.config import DETAIL_METRICS, HEADLINE_METRICS
 from rag.index import audit
 from rag.models import GateResult, Manifest
 from rag.store import IndexStore
@@ -82,7 +83,7 @@ def await_approval(manifest: Manifest, gate: GateResult, timeout: float) -> tupl
 
 
 #: the candidate's metrics shown beside the live build's in the approval form (all of them are in the manifest)
-FORM_METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "map@100", "precision@10")
+FORM_METRICS = (*HEADLINE_METRICS, *DETAIL_METRICS)
 
 
 def approval_form(manifest: Manifest, gate: GateResult) -> str:

@@ -11,13 +11,16 @@ from __future__ import annotations
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evals.models import EvaluationReport
+from rag.config import DETAIL_METRICS, HEADLINE_METRICS, LLM_METRICS, RAGAS_METRICS
 from rag.index.freshness import SourceFreshness
 from rag.models import BuildSummary, GateResult
 from rag.index.result import headline as summary_headline
 
-#: metrics shown per query in the evaluation table (all of them are in ``ragops eval --json``)
-TABLE_METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "map@100", "id_context_recall",
-                 "id_context_precision", "nonllm_context_recall", "faithfulness", "answer_relevancy")
+#: metrics shown per query in the evaluation table (all of them are in ``ragops eval --json``): the headline,
+#: hit_rate@10 and map@100, three context metrics and two LLM-judged ones
+TABLE_METRICS = (*HEADLINE_METRICS, *DETAIL_METRICS[:2], *RAGAS_METRICS[:3], *LLM_METRICS[:2])
+#: the evaluation's description line: the headline and map@100
+LINE_METRICS = (*HEADLINE_METRICS, DETAIL_METRICS[1])
 
 
 def artifact_key(prefix: str, alias: str) -> str:
@@ -28,7 +31,7 @@ def artifact_key(prefix: str, alias: str) -> str:
 def headline(report: EvaluationReport) -> str:
     """One line: version, golden set size and the main metrics."""
     m = report.record.metrics
-    shown = ", ".join(f"{name} {m[name]:.4f}" for name in ("ndcg@10", "recall@10", "mrr@10", "map@100") if name in m)
+    shown = ", ".join(f"{name} {m[name]:.4f}" for name in LINE_METRICS if name in m)
     return f"{report.record.version} on {report.record.queries} golden queries: {shown}"
 
 

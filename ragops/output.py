@@ -44,8 +44,10 @@ def render_summary(s: dict[str, Any]) -> str:
         lines += [f"    {f['doc_id']}  [{f['stage']}]  {f['reason']}{_retry(f)}" for f in s["failures"]]
     lines += [f"  note: {note}" for note in s.get("notes", [])]
     if s.get("evaluation"):
+        from rag.config.metrics import HEADLINE_METRICS
+
         e = s["evaluation"]
-        shown = ", ".join(f"{n} {e['metrics'][n]:.4f}" for n in ("ndcg@10", "recall@10", "mrr@10") if n in e["metrics"])
+        shown = ", ".join(f"{n} {e['metrics'][n]:.4f}" for n in HEADLINE_METRICS if n in e["metrics"])
         lines.append(f"  golden:    {e['queries']} queries: {shown}")
     if s.get("gate"):
         for check in s["gate"]["checks"]:
@@ -102,6 +104,8 @@ def render_hits(r: dict[str, Any]) -> str:
 
 def render_status(r: dict[str, Any]) -> str:
     """Text form of ``ragops status``."""
+    from rag.config.metrics import HEADLINE_METRICS, PRIMARY_METRIC
+
     lines = [f"alias {r['alias']!r} -> {r['live'] or 'nothing (no build promoted yet)'}   store: {r['store']}"]
     if not r["versions"]:
         lines.append("no builds yet: run `ragops reindex`")
@@ -116,7 +120,8 @@ def render_status(r: dict[str, Any]) -> str:
         lines.append(
             f"  {v['version']:<20} {m.get('state', '?'):<9} {'*' if v['live'] else '':<4} "
             f"{counts.get('documents_indexed', '?'):>5} {counts.get('documents_failed', '?'):>6} "
-            f"{counts.get('chunks', '?'):>6} {v['points']:>6} {_metric(m, 'ndcg@10'):>7} {_metric(m, 'recall@10'):>6} "
+            f"{counts.get('chunks', '?'):>6} {v['points']:>6} "
+            f"{_metric(m, PRIMARY_METRIC):>7} {_metric(m, HEADLINE_METRICS[1]):>6} "
             f"{_gate(m):<6} {model:<{width}}  {str(m.get('created_at', '?'))[:19].replace('T', ' ')}"
         )
         if v.get("damage"):
@@ -228,22 +233,21 @@ def render_promote(r: dict[str, Any]) -> str:
             f"  reason: {r['reason']}")
 
 
-#: the metrics ``ragops eval`` and ``bench`` print first, in this order
-HEADLINE_METRICS = ("ndcg@10", "recall@10", "precision@10", "hit_rate@10", "mrr@10", "map@10", "map@100",
-                    "ndcg@100", "recall@100", "precision@1")
-
-
 def _metric_lines(metrics: dict[str, float], indent: str = "  ") -> list[str]:
     """Headline metrics, then those without a cut-off (RAGAS, LLM-judged), five decimals each.
 
     Every k of every metric is in the ``--json`` output.
     """
-    names = [n for n in HEADLINE_METRICS if n in metrics] + sorted(n for n in metrics if "@" not in n)
+    from rag.config.metrics import REPORT_METRICS
+
+    names = [n for n in REPORT_METRICS if n in metrics] + sorted(n for n in metrics if "@" not in n)
     return [f"{indent}{name:<26} {metrics[name]:.5f}" for name in names]
 
 
 def render_eval(r: dict[str, Any]) -> str:
     """Text form of ``ragops eval``: means, the gate's verdict when compared, the worst queries."""
+    from rag.config.metrics import PRIMARY_METRIC
+
     e = r["evaluation"]
     lines = [
         f"build {r['version']} of alias {r['alias']!r}{' (live)' if r['live'] else ''}: {e['queries']} golden "
@@ -260,13 +264,13 @@ def render_eval(r: dict[str, Any]) -> str:
         verdict = "would PASS the gate" if gate["passed"] else "would FAIL the gate"
         lines.append(f"against live {gate['live']}: {verdict}")
         lines += [f"  {'ok  ' if c['passed'] else 'FAIL'} {c['message']}" for c in gate["checks"]]
-    imperfect = [q for q in r["per_query"] if (q["metrics"].get("ndcg@10") or 0) < 1]
-    worst = sorted(imperfect, key=lambda q: (q["metrics"].get("ndcg@10") or 0, q["query_id"]))[:5]
+    imperfect = [q for q in r["per_query"] if (q["metrics"].get(PRIMARY_METRIC) or 0) < 1]
+    worst = sorted(imperfect, key=lambda q: (q["metrics"].get(PRIMARY_METRIC) or 0, q["query_id"]))[:5]
     if worst:
         lines.append("lowest nDCG@10:")
         for q in worst:
             relevant = ", ".join(d for d, g in q["relevant"].items() if g)
-            lines.append(f"  {q['metrics'].get('ndcg@10', 0):.3f}  [{q['query_id']}] {q['query'][:70]}")
+            lines.append(f"  {q['metrics'].get(PRIMARY_METRIC, 0):.3f}  [{q['query_id']}] {q['query'][:70]}")
             lines.append(f"         wants {relevant[:90]}; got {', '.join(q['retrieved'][:3])[:90]}")
     return "\n".join(lines)
 
