@@ -25,7 +25,7 @@ from rag.errors import RagopsError, VersionError
 from rag.models import Hit, Manifest
 from rag.store.names import collection_name, version_of
 from rag.serving.batcher import EncodeBatcher
-from rag.serving.querylog_writer import QueryLogWriter
+from rag.serving.querylog import QueryLogWriter
 from rag.store import Condition, IndexStore, open_store
 
 log = logging.getLogger(__name__)
