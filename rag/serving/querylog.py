@@ -1,7 +1,7 @@
 """The query log: embeddings of the queries an alias served, with their time, for drift checks, and the
 writer that fills it off the request path.
 
-``Retriever(log_queries=True)`` records each query's vector (never its text: queries can hold personal
+``Retriever.from_settings(settings, log_queries=True)`` records each query's vector (never its text: queries can hold personal
 data, and drift only needs where they land in the vector space). Vectors of different models are not
 comparable, so there is one log per alias and model (``rag.store.names.query_log_table``). Entries older
 than ``max_age`` (``drift.query_log_max_age``) are pruned as new ones are written (at most every

@@ -61,13 +61,8 @@ class Service:
 
     def _default_retriever(self) -> Retriever:
         serve = self.settings.serve
-        return Retriever(
-            alias=self.settings.alias, store=self.settings.store, device=self.settings.embedding.device,
-            log_queries=serve.query_log_sample > 0, query_log_sample=serve.query_log_sample,
-            query_log_queue=serve.query_log_queue, follow_every=serve.follow_every,
-            embedding=self.settings.embedding, threads=serve.threads,
-            passes=serve.passes or max(1, (os.cpu_count() or 1) // serve.workers),
-        )
+        return Retriever.from_settings(self.settings, log_queries=True,
+                                       passes=serve.passes or max(1, (os.cpu_count() or 1) // serve.workers))
 
     def start(self) -> None:
         # The event loop, the request threads and the encoder thread share one GIL: hand it over every
