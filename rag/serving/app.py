@@ -9,22 +9,16 @@ Routes (all under ``/v1`` but ``/metrics``; OpenAPI at ``/openapi.json``, browsa
 - ``GET /docs`` (Swagger UI) and ``GET /redoc``: the OpenAPI document, browsable, from files installed with
   ragops (``/docs/assets``), never a CDN; they and ``/openapi.json`` need a key when keys are configured.
 
-The Retriever is opened by a background thread when the app starts, so the process answers health
-checks at once and reports ready only once a search would be fast. Every error, whatever the route, is
-``{"error": {"kind", "message"}}``. No Prefect anywhere on this path.
+The Retriever is opened by a background thread when the app starts (``rag.serving.service``), so the
+process answers health checks at once and reports ready only once a search would be fast. Every error,
+whatever the route, is ``{"error": {"kind", "message"}}``. ``POST /v1/search`` mostly skips FastAPI for a
+fast path, and every request is counted and timed, by the ASGI wrappers in ``rag.serving.asgi``. No Prefect
+anywhere on this path.
 """
 
 
-import asyncio
-import functools
-import gc
 import importlib.util
 import logging
-import os
-import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Callable
@@ -35,15 +29,14 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
-from rag.index.audit import parse_since, read_trail
 from rag.config import Settings
-from rag.errors import ConfigError, RagopsError, StoreError, VersionError
+from rag.errors import ConfigError, StoreError, VersionError
+from rag.index.audit import parse_since, read_trail
 from rag.index.freshness import read_freshness
 from rag.models import utc_now
-from rag.serving.auth import Denied, Key, KeyRing, presented_key
-from rag.serving.limits import BodyGuard, replay, replay_message
+from rag.serving.asgi import install_body_guard, install_metrics, install_search_fast_path
+from rag.serving.auth import Denied, Key
 from rag.serving.retriever import Answer, Retriever
 from rag.serving.schema import (
     AuditTrailResponse,
@@ -62,118 +55,21 @@ from rag.serving.schema import (
     k_problem,
     query_problem,
 )
-from rag.serving.telemetry import Telemetry
+from rag.serving.service import (
+    Service,
+    ServiceError,
+    denied,
+    error_response,
+    internal_error_response,
+    service_error_response,
+)
 
 log = logging.getLogger(__name__)
 
-#: seconds between two attempts to open the Retriever while the store or alias is not there yet
-OPEN_RETRY = 2.0
-#: seconds a thread holds the GIL before handing it over (Python's default: 0.005)
-SWITCH_INTERVAL = 0.0005
-#: searches running or waiting for a forward pass at once (Starlette's thread pool also holds 40)
-SEARCH_THREADS = 40
 #: where /docs and /redoc load Swagger UI's and ReDoc's scripts, styles and icon from
 DOCS_ASSETS = "/docs/assets"
 #: the OpenAPI document (served by a route of ours, which needs a key when keys are configured)
 OPENAPI_URL = "/openapi.json"
-
-
-class ServiceError(Exception):
-    """An error response: its HTTP status, kind and message."""
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
-
-
-class Service:
-    """What the routes share: the settings, the keys, the metrics, and the Retriever once it is open."""
-
-    def __init__(self, settings: Settings, open_retriever: Callable[[], Retriever] | None = None) -> None:
-        self.settings = settings
-        self.keys = KeyRing(settings.serve)
-        self.telemetry = Telemetry()
-        self.retriever: Retriever | None = None
-        self.not_ready_reason = "starting: opening the store and loading the model"
-        self._frozen_at_switch = 0
-        self._open_retriever = open_retriever or self._default_retriever
-        self._stop = threading.Event()
-        self._opener = threading.Thread(target=self._open, name="open-retriever", daemon=True)
-        # Searches run on threads of their own, handed over with asyncio's run_in_executor: anyio's
-        # to_thread (FastAPI's threadpool) cost ~1 ms more a request, measured in-process.
-        self._searchers = ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="search")
-
-    def _default_retriever(self) -> Retriever:
-        serve = self.settings.serve
-        return Retriever(
-            alias=self.settings.alias, store=self.settings.store, device=self.settings.embedding.device,
-            log_queries=serve.query_log_sample > 0, query_log_sample=serve.query_log_sample,
-            query_log_queue=serve.query_log_queue, follow_every=serve.follow_every,
-            embedding=self.settings.embedding, threads=serve.threads,
-            passes=serve.passes or max(1, (os.cpu_count() or 1) // serve.workers),
-        )
-
-    def start(self) -> None:
-        # The event loop, the request threads and the encoder thread share one GIL: hand it over every
-        # 0.5 ms rather than Python's 5 ms, or a request waits behind a forward pass for its turn.
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        self._opener.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._opener.join(timeout=60)
-        self._searchers.shutdown(wait=True, cancel_futures=True)
-        if self.retriever is not None:
-            self.retriever.close()
-
-    def _open(self) -> None:
-        """Open the Retriever (which loads and warms the live build's model); retry while it cannot."""
-        while not self._stop.is_set():
-            try:
-                retriever = self._open_retriever()
-            except RagopsError as exc:
-                self.not_ready_reason = f"cannot serve yet: {exc}"
-                log.warning("%s; retrying in %.0f s", self.not_ready_reason, OPEN_RETRY)
-                self._stop.wait(OPEN_RETRY)
-                continue
-            if self._stop.is_set():
-                retriever.close()
-                return
-            _freeze_what_is_loaded(collect=True)
-            self.retriever = retriever
-            self.telemetry.ready.set(1)
-            self.telemetry.live.info({"version": retriever.version})
-            log.info("ready: alias %s -> %s", self.settings.alias, retriever.version)
-            return
-
-    async def in_thread(self, function: Callable, *args):
-        """``function(*args)`` on a search thread, awaited (the event loop goes on meanwhile)."""
-        return await asyncio.get_running_loop().run_in_executor(self._searchers, functools.partial(function, *args))
-
-    def admit(self, authorization: str | None, x_api_key: str | None, scope: str) -> Key | None:
-        """The key a request presents, if it may do ``scope`` on the alias.
-
-        Raises:
-            Denied: no key where keys are configured (401), or a key without that access (403).
-        """
-        return self.keys.check(presented_key(authorization, x_api_key), self.settings.alias, scope=scope)
-
-    def ready_retriever(self) -> Retriever:
-        """The Retriever, or a 503 naming why the service is not ready."""
-        retriever = self.retriever
-        if retriever is None:
-            raise ServiceError(503, "not_ready", self.not_ready_reason)
-        return retriever
-
-    def observe(self, retriever: Retriever) -> None:
-        """Bring the gauges up to date with what the Retriever did."""
-        if len(retriever.switches) != self._frozen_at_switch:  # a new build (maybe a new model) was loaded
-            self._frozen_at_switch = len(retriever.switches)
-            _freeze_what_is_loaded(collect=False)
-        self.telemetry.swaps.set(len(retriever.switches))
-        self.telemetry.live.info({"version": retriever.version})
-        if retriever.query_log is not None:
-            self.telemetry.query_log_dropped.set(retriever.query_log.dropped)
 
 
 def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | None = None) -> FastAPI:
@@ -213,7 +109,7 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
             try:
                 return service.admit(authorization, x_api_key, scope)
             except Denied as exc:
-                raise _denied(exc) from None
+                raise denied(exc) from None
 
         return authorized
 
@@ -336,20 +232,10 @@ def create_app(settings: Settings, *, open_retriever: Callable[[], Retriever] | 
         return Response(service.telemetry.exposition(), media_type="text/plain; version=0.0.4")
 
     _install_docs(app, requires(None))
-    route = next(r for r in app.routes if getattr(r, "path", None) == "/v1/search")
-    app.add_middleware(_SearchFastPath, service=service, answer=answer_search, route=route)
-    _install_body_guard(app, service)
-    _install_metrics(app, service)  # added last, so it is the outer one: it counts the fast path's answers too
+    install_search_fast_path(app, service, answer_search)
+    install_body_guard(app, service)
+    install_metrics(app, service)  # added last, so it is the outer one: it counts the fast path's answers too
     return app
-
-
-def _freeze_what_is_loaded(*, collect: bool) -> None:
-    """Keep the objects loaded so far (libraries, the model, the store) out of the garbage collector's
-    full passes: with them, one pass stops every thread for ~75 ms (measured after the service opened);
-    after ``gc.freeze`` it walks only what requests left. ``collect`` first frees what loading left."""
-    if collect:
-        gc.collect()
-    gc.freeze()
 
 
 def app_from_environment() -> FastAPI:
@@ -363,55 +249,10 @@ def _json(body) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"kind": kind, "message": message}}, status_code=status)
-
-
-def _service_error(service: Service, exc: ServiceError) -> JSONResponse:
-    service.telemetry.errors.labels(exc.kind).inc()
-    return _error(exc.status, exc.kind, exc.message)
-
-
-def _internal_error(service: Service, method: str, path: str) -> JSONResponse:
-    log.exception("internal error on %s %s", method, path)
-    service.telemetry.errors.labels("internal").inc()
-    return _error(500, "internal", "internal error; the service's log has the details")
-
-
-def _denied(exc: Denied) -> ServiceError:
-    return ServiceError(exc.status, "unauthorized" if exc.status == 401 else "forbidden", str(exc))
-
-
-#: the routes that read a body, and the scope their key needs: checked before the body is read
-_BODY_ROUTES = {("POST", "/v1/search"): "search", ("POST", "/v1/search/batch"): "search"}
-
-
-def _install_body_guard(app: FastAPI, service: Service) -> None:
-    """Every request body bounded (``serve.max_body_bytes``, ``serve.body_timeout``), and read only once
-    the request's key is admitted: a client without one costs the service its headers, never its body."""
-
-    def refuse_early(scope, headers: dict[bytes, bytes]) -> Response | None:
-        needs = _BODY_ROUTES.get((scope["method"], scope["path"]))
-        if needs is None:
-            return None
-        try:
-            service.admit(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")), needs)
-        except Denied as exc:
-            return _service_error(service, _denied(exc))
-        return None
-
-    def error(status: int, kind: str, message: str) -> Response:
-        return _service_error(service, ServiceError(status, kind, message))
-
-    serve = service.settings.serve
-    app.add_middleware(BodyGuard, limit=serve.body_limit, timeout=serve.body_timeout, refuse_early=refuse_early,
-                       error=error)
-
-
 def _install_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _service_error(service, exc)
+        return service_error_response(service, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -425,7 +266,7 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         service.telemetry.errors.labels("invalid_request").inc()
-        return _error(422, "invalid_request", "; ".join(problems))
+        return error_response(422, "invalid_request", "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -434,22 +275,22 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
         if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, UnicodeDecodeError)):
             why = "nested too deeply" if isinstance(exc.__cause__, RecursionError) else "not UTF-8"
             service.telemetry.errors.labels("invalid_request").inc()
-            return _error(422, "invalid_request", f"body: not valid JSON ({why})")
+            return error_response(422, "invalid_request", f"body: not valid JSON ({why})")
         kind = "invalid_request" if exc.status_code < 500 else "internal"
         service.telemetry.errors.labels(kind).inc()
-        return _error(exc.status_code, kind, str(exc.detail))
+        return error_response(exc.status_code, kind, str(exc.detail))
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return _error(404, "not_found", f"no route {request.method} {request.url.path}; see /docs")
+        return error_response(404, "not_found", f"no route {request.method} {request.url.path}; see /docs")
 
     @app.exception_handler(405)
     async def not_allowed(request: Request, exc: Exception) -> JSONResponse:
-        return _error(405, "invalid_request", f"{request.method} is not allowed on {request.url.path}")
+        return error_response(405, "invalid_request", f"{request.method} is not allowed on {request.url.path}")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return _internal_error(service, request.method, request.url.path)
+        return internal_error_response(service, request.method, request.url.path)
 
 
 def _docs_assets() -> Path:
@@ -501,116 +342,3 @@ def _install_docs(app: FastAPI, authorized: Callable) -> None:
             redoc_js_url=local(request, f"{DOCS_ASSETS}/redoc.standalone.js"),
             redoc_favicon_url=local(request, f"{DOCS_ASSETS}/favicon.png"), with_google_fonts=False,
         )
-
-
-def _install_metrics(app: FastAPI, service: Service) -> None:
-    app.add_middleware(_Metrics, service=service, routes=app.routes)
-
-
-def _route_label(scope, routes: list) -> str:
-    """The route template a request matched, for the metrics' ``route`` label.
-
-    FastAPI's router records only its own routes in the scope; for the rest (``/openapi.json``, the docs'
-    assets under a mount) the first route matching the request's path and method is looked up here, as
-    the router found it. "unmatched": no route (a 404).
-    """
-    route = scope.get("route")
-    if route is not None:
-        return getattr(route, "path", "unmatched")
-    request = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""),
-               "method": scope["method"]}
-    for candidate in routes:
-        match, _ = candidate.matches(request)
-        if match is Match.FULL:
-            return getattr(candidate, "path_format", None) or getattr(candidate, "path", "unmatched")
-    return "unmatched"
-
-
-class _Metrics:
-    """Counts and times every request by route template: a plain ASGI wrapper, no task per request."""
-
-    def __init__(self, app, service: Service, routes: list) -> None:
-        self.app, self.service, self.routes = app, service, routes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), [500]
-        # The routers below rewrite the scope's path and root_path on the way into a mount: keep the request's.
-        asked = {"path": scope["path"], "root_path": scope.get("root_path", ""), "method": scope["method"]}
-
-        async def sending(message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            path = _route_label({**asked, "route": scope.get("route")}, self.routes)
-            self.service.telemetry.requests.labels(path, str(status[0])).inc()
-            self.service.telemetry.latency.labels(path).observe(time.perf_counter() - started)
-
-
-class _SearchFastPath:
-    """``POST /v1/search`` without FastAPI's routing, dependency solving and second validation.
-
-    Those cost the event loop ~0.6 ms of CPU a search, which every other request in the process waited
-    out. This wrapper answers a request that FastAPI's route would answer the same way: a JSON body
-    that ``SearchRequest`` accepts, from a client the keys admit. Anything else (another content type,
-    bad JSON, a field that fails validation, a missing or refused key) goes on to the route with its
-    body, so its errors stay those the route documents.
-    """
-
-    def __init__(self, app, service: Service, answer: Callable, route) -> None:
-        self.app, self.service, self.answer, self.route = app, service, answer, route
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/search":
-            await self.app(scope, receive, send)
-            return
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name, value)  # the first of repeated headers, as the route reads them
-        if headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
-            await self.app(scope, receive, send)
-            return
-        body, rest = await _read_body(receive)
-        request = self._admit(headers, body)
-        if request is None:
-            await self.app(scope, replay(body, rest), send)
-            return
-        scope["route"] = self.route  # for the metrics' route label
-        try:
-            response = await self.answer(request)
-        except ServiceError as exc:
-            response = _service_error(self.service, exc)
-        except Exception:
-            response = _internal_error(self.service, "POST", "/v1/search")
-        await response(scope, rest, send)
-
-    def _admit(self, headers: dict[bytes, bytes], body: bytes) -> SearchRequest | None:
-        """The request, when it is valid and its key may search; None for the route to answer."""
-        try:
-            request = SearchRequest.model_validate_json(body)
-            self.service.admit(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")), "search")
-        except (ValueError, Denied):  # pydantic's ValidationError is a ValueError
-            return None
-        return request
-
-
-async def _read_body(receive) -> tuple[bytes, Callable]:
-    """The whole request body, and the receive channel for what follows it (a disconnect)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away: let the route see it
-            return b"".join(chunks), replay_message(message, receive)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), receive
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None

@@ -1,9 +1,10 @@
 """A LlamaIndex retriever over the alias: in-process (a ``Retriever``) or over HTTP (``ragops serve``).
 
 Example:
+    >>> from rag.config import Settings
     >>> from rag.serving import Retriever
     >>> from rag.serving.llamaindex import RagopsRetriever
-    >>> retriever = RagopsRetriever(Retriever("docs", ".ragops/qdrant"), k=3)
+    >>> retriever = RagopsRetriever(Retriever.from_settings(Settings.load("ragops.yaml")), k=3)
     >>> nodes = retriever.retrieve("how do I undo a bad promotion?")
     >>> nodes[0].node.metadata["doc_id"], nodes[0].score
 """

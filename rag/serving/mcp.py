@@ -15,9 +15,9 @@ from typing import Callable
 
 from rag.config import Settings
 from rag.errors import RagopsError
-from rag.store.names import version_of
 from rag.serving.retriever import Retriever
 from rag.serving.schema import ModelInfo, SearchFilter, k_problem, query_problem
+from rag.store.names import version_of
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,5 @@ def build_server(settings: Settings, retriever: Retriever):
 def run_stdio(settings: Settings) -> None:
     """Open the alias and serve its tools over stdio until the host closes the pipe."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with Retriever(alias=settings.alias, store=settings.store, device=settings.embedding.device,
-                   follow_every=settings.serve.follow_every, embedding=settings.embedding,
-                   threads=settings.serve.threads) as retriever:
+    with Retriever.from_settings(settings) as retriever:
         build_server(settings, retriever).run("stdio")

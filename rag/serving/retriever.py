@@ -1,8 +1,9 @@
 """The Retriever: search the live build through its alias, with the model that build was embedded with.
 
 Example:
+    >>> from rag.config import Settings
     >>> from rag.serving import Retriever
-    >>> with Retriever(alias="docs", store=".ragops/qdrant") as retriever:
+    >>> with Retriever.from_settings(Settings.load("ragops.yaml")) as retriever:
     ...     for hit in retriever.search("how do I roll back a promotion?", k=3):
     ...         print(f"{hit.score:.3f} {hit.doc_id} p.{hit.page} ({hit.version})")
     0.612 demo/operations-handbook.pdf p.2 (20261122-101500)
@@ -17,16 +18,16 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-from rag.config import EmbeddingSettings, StoreSettings
+from rag.config import EmbeddingSettings, Settings, StoreSettings
 from rag.embed.embedder import Embedder, load_embedder_for
 from rag.errors import RagopsError, VersionError
 from rag.models import Hit, Manifest
-from rag.store.names import collection_name, version_of
 from rag.serving.batcher import EncodeBatcher
-from rag.serving.querylog_writer import QueryLogWriter
+from rag.serving.querylog import QueryLogWriter
 from rag.store import Condition, IndexStore, open_store
+from rag.store.names import collection_name, version_of
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,31 @@ class Retriever:
         if follow_every > 0:
             self._follower = threading.Thread(target=self._follow, name=f"follow-{alias}", daemon=True)
             self._follower.start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, log_queries: bool = False, **overrides: Any) -> Retriever:
+        """The Retriever ``settings`` describe: its alias and store, the embedding backend and device,
+        ``serve``'s encoder threads and follow interval, and, when ``log_queries``, the query log as
+        ``serve.query_log_sample`` (0 logs none), ``serve.query_log_queue`` and ``drift.query_log_max_age``
+        say.
+
+        Args:
+            settings: the loaded settings (``Settings.load()``).
+            log_queries: this process records its queries for ``ragops drift`` (the query service does).
+            overrides: constructor arguments that differ for this caller (``passes``, ``threads``, ...).
+
+        Raises:
+            StoreError / StoreLockedError: the store cannot be opened.
+            VersionError: the alias does not exist.
+        """
+        serve = settings.serve
+        arguments: dict[str, Any] = dict(
+            alias=settings.alias, store=settings.store, device=settings.embedding.device,
+            embedding=settings.embedding, threads=serve.threads, follow_every=serve.follow_every,
+            log_queries=log_queries and serve.query_log_sample > 0, query_log_sample=serve.query_log_sample,
+            query_log_queue=serve.query_log_queue, query_log_max_age=settings.drift.query_log_max_age,
+        )
+        return cls(**{**arguments, **overrides})
 
     def __enter__(self) -> Retriever:
         return self

@@ -10,8 +10,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.index.audit import AuditEvent
 from rag.config import ServeSettings
+from rag.index.audit import AuditEvent
 from rag.models import Hit, ModelFingerprint
 from rag.store import FILTER_FIELDS, Between, Condition, Match, Prefix
 

@@ -26,8 +26,7 @@ def query(
     from rag.serving import Retriever
     from ragops.contracts import QueryResponse
 
-    with Retriever(alias=settings.alias, store=settings.store, device=settings.embedding.device,
-                   embedding=settings.embedding) as retriever:
+    with Retriever.from_settings(settings, threads=None) as retriever:  # one query: every core on its pass
         hits = retriever.search(text, k)
     response = QueryResponse(alias=settings.alias, query=text, version=hits[0].version if hits else None, hits=hits)
     output.emit(response, common.json_output, output.render_hits)

@@ -234,7 +234,7 @@ def test_bad_batches_and_a_query_the_model_reads_only_in_part(served) -> None:
 
 
 def test_the_search_fast_path_answers_as_the_route_does(served) -> None:
-    """A plain JSON search skips FastAPI's routing (rag.serving.app._SearchFastPath); other content types
+    """A plain JSON search skips FastAPI's routing (rag.serving.asgi.SearchFastPath); other content types
     reach the route. Both give the same answer, and what the route refuses stays refused."""
     client, body = served["client"], {"query": QUESTION, "k": 3, "filter": {"source": "demo"}}
     fast = client.post("/v1/search", json=body)
