@@ -23,7 +23,7 @@ from rag.models import utc_now
 from rag.serving import Retriever
 from rag.serving.querylog import QueryLog
 from rag.store import open_store
-from tests.helpers import free_port, stop, wait_ready, write_notes
+from testkit.helpers import free_port, stop, wait_ready, write_notes
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
