@@ -14,19 +14,19 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from evals.evaluate import QueryEmbedders
-from evals.readonly import score_build
 from evals.gate import gate_candidate
+from evals.readonly import score_build
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run, yield_cpu
 from flows.steps import evaluate_one
-from rag.index import build
 from rag.config import Settings
 from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused
+from rag.index.versions import record_verdict
 from rag.models import GateResult, Manifest
-from rag.store.names import version_of
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, open_store, require_store
+from rag.store.names import version_of
 
 
 @flow(name="evaluate", flow_run_name=alias_run_name("evaluate"))
@@ -82,7 +82,7 @@ def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifes
 
     The same gate as a reindex (``evals.gate.gate_candidate``): sanity checks, then, with a golden
     set, the candidate and the live build scored on it in this call, floors and largest drops. The
-    verdict and the evaluation go into the candidate's manifest (``rag.index.build.record_verdict``; a fail
+    verdict and the evaluation go into the candidate's manifest (``rag.index.versions.record_verdict``; a fail
     marks it rejected). No approval is asked: whoever runs ``ragops promote`` is approving.
 
     Live documents the candidate lacks are explained by the deletions its own build recorded when it
@@ -108,7 +108,7 @@ def gate_for_promotion(store: IndexStore, settings: Settings, candidate: Manifes
             f"build {candidate.version} {before} and cannot be gated now: {exc}; fix that, or pass "
             "--force --reason TEXT to promote it ungated (recorded in its manifest)"
         ) from None
-    build.record_verdict(store, candidate, gate, report.record if report else None)
+    record_verdict(store, candidate, gate, report.record if report else None)
     if not gate.passed:
         raise GateFailed(
             f"build {candidate.version} {before}; gated now against "

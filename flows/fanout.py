@@ -17,15 +17,16 @@ from typing import Iterator, Mapping, Sequence
 
 import connectors
 from flows.steps import embed_batch, prepare_batch, write_batch
-from rag.index import build
-from rag.index.cache import EmbeddingCache
-from rag.ingest.chunking import Chunker
 from rag.config import PipelineSettings, Settings
 from rag.embed.embedder import Embedder
-from rag.models import Manifest, utc_now
+from rag.index.batches import batched, embedded_elsewhere, precomputed, uncached_texts
+from rag.index.cache import EmbeddingCache
 from rag.index.plan import WorkItem
+from rag.index.progress import BatchReport
+from rag.ingest.chunking import Chunker
 from rag.ingest.redaction import Redactor
 from rag.ingest.sandbox import ParseSandbox
+from rag.models import Manifest, utc_now
 from rag.store import IndexStore
 
 
@@ -43,12 +44,12 @@ def index_on_dask(
     store: IndexStore, settings: Settings, manifest: Manifest, batches: Sequence[Sequence[WorkItem]],
     embedder: Embedder, chunker: Chunker, cache: EmbeddingCache, sandbox: ParseSandbox,
     redactors: Mapping[str, Redactor] | None = None,
-) -> Iterator[build.BatchReport]:
+) -> Iterator[BatchReport]:
     """Index the batches with preparation and embedding on the cluster; yields each batch's report in order."""
     fetch = connectors.Fetcher(settings.sources)  # a fresh one: it travels to the workers
     max_bytes = int(settings.pipeline.max_file_mb * 1_000_000)
     with dask_runner(settings.pipeline) as runner:
-        for group in build.batched(list(batches), 2 * settings.pipeline.workers):
+        for group in batched(list(batches), 2 * settings.pipeline.workers):
             prepared = [
                 runner.submit(prepare_batch, parameters={"items": list(items), "chunker": chunker, "fetch": fetch,
                                                          "version": manifest.version, "max_bytes": max_bytes,
@@ -60,11 +61,11 @@ def index_on_dask(
             pending = []
             for future in prepared:
                 batch = future.result()
-                texts = build.uncached_texts(batch, cache)
+                texts = uncached_texts(batch, cache)
                 embedding = runner.submit(embed_batch, parameters={
                     "settings": settings.embedding, "texts": list(texts.values()), "expected": embedder.fingerprint,
                 }) if texts else None
                 pending.append((batch, texts, embedding))
             for batch, texts, embedding in pending:
-                vectors = build.embedded_elsewhere(texts, embedding)
-                yield write_batch(store, manifest, batch, build.precomputed(vectors, embedder), cache, utc_now())
+                vectors = embedded_elsewhere(texts, embedding)
+                yield write_batch(store, manifest, batch, precomputed(vectors, embedder), cache, utc_now())

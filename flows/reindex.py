@@ -39,21 +39,23 @@ from flows.steps import (
     record_verdict,
     write_batch,
 )
-from rag.index import build, result
-from rag.index.cache import EmbeddingCache
-from rag.ingest.chunking import Chunker
 from rag.config import Settings
 from rag.embed.embedder import Embedder
+from rag.index import build, result
+from rag.index.batches import batched, index_batches
+from rag.index.cache import EmbeddingCache
 from rag.index.freshness import assess
 from rag.index.journal import ParseJournal
-from rag.models import BuildSummary, Manifest, utc_now
-from rag.store.names import version_of
-from rag.ingest.parsing import describe_parsing, parser_group
 from rag.index.plan import BuildPlan, require_a_listing
+from rag.index.progress import BuildProgress, Pulse, Throughput, reporting
+from rag.ingest.chunking import Chunker
+from rag.ingest.parsing import describe_parsing, parser_group
 from rag.ingest.redaction import Redactor, best_effort_notes, redactors_for
-from rag.runtime import configure_offline_runtime
 from rag.ingest.sandbox import ParseSandbox, shared_sandbox
+from rag.models import BuildSummary, Manifest, utc_now
+from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, open_store
+from rag.store.names import version_of
 
 #: documents per copy batch when carrying unchanged documents (no parsing: large batches are cheap)
 CARRY_BATCH = 256
@@ -120,7 +122,7 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
     embedder = load_model(settings.embedding)
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
     policy = {**chunker.describe(), **describe_parsing(settings.pipeline.text_parser)}  # what decides chunks
-    progress = build.BuildProgress()
+    progress = BuildProgress()
     with open_store(settings.store) as store:
         listings = [list_source(source) for source in settings.sources]
         require_a_listing(listings)
@@ -170,7 +172,7 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
 
 
 def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Embedder, chunker: Chunker,
-           policy: dict, sandbox: ParseSandbox, progress: build.BuildProgress,
+           policy: dict, sandbox: ParseSandbox, progress: BuildProgress,
            redactors: dict[str, Redactor]) -> Manifest:
     """Write a new build from the plan: begin, carry, prepare and write, finish. Its manifest tells the truth
     whatever happens (a failure marks it failed)."""
@@ -178,27 +180,27 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
     manifest = begin_build(store, settings.alias, settings.sources, embedder.fingerprint, policy,
                            plan.base, redactors)
     with build.failing_on_error(store, manifest):
-        for batch in build.batched(plan.carry, CARRY_BATCH):
+        for batch in batched(plan.carry, CARRY_BATCH):
             progress.add(carry_documents(store, plan.base, manifest.collection, batch))
         if plan.carry:
             logger.info("carried %d unchanged documents (%d chunks)", len(plan.carry), progress.counts.chunks)
-        batches = list(build.batched(plan.work, settings.pipeline.batch_documents))
+        batches = list(batched(plan.work, settings.pipeline.batch_documents))
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
-        pulse = build.Pulse()
+        pulse = Pulse()
         if settings.pipeline.task_runner == "dask":
             reports = index_on_dask(store, settings, manifest, batches, embedder, chunker, cache, sandbox, redactors)
         else:
             pipeline = settings.pipeline
-            reports = build.index_batches(
+            reports = index_batches(
                 store, manifest, batches, embedder, chunker, cache, connectors.Fetcher(settings.sources),
                 max_bytes=int(pipeline.max_file_mb * 1_000_000), sandbox=sandbox,
                 journal=ParseJournal(store, settings.alias), max_attempts=pipeline.max_parse_attempts,
                 prepare=prepare_batch, write=write_batch, redactors=redactors, pulse=pulse,
                 retry_backoff=pipeline.parse_retry_backoff)
-        meter = build.Throughput(len(plan.work))
+        meter = Throughput(len(plan.work))
         # Every 10 s, also inside a long batch: documents prepared and chunks embedded so far.
-        with build.reporting(meter, pulse, lambda line: logger.info("%s (%d failed)", line,
-                                                                    progress.counts.documents_failed)):
+        with reporting(meter, pulse, lambda line: logger.info("%s (%d failed)", line,
+                                                              progress.counts.documents_failed)):
             done = 0
             for items, report in zip(batches, reports):
                 progress.add(report)

@@ -23,11 +23,11 @@ import connectors
 from evals.drift import check_drift
 from evals.evaluate import evaluate_build
 from evals.gate import gate_candidate
-from rag.index import build, freshness, versions
-from rag.index.cache import prune_caches as prune_unused_vectors
 from rag.config import EmbeddingSettings
 from rag.embed.embedder import Embedder, embed_in_worker, load_embedder
 from rag.errors import is_transient
+from rag.index import batches, build, freshness, versions
+from rag.index.cache import prune_caches as prune_unused_vectors
 
 #: seconds before each retry of a repeatable step
 RETRY_DELAYS = [5, 30]
@@ -62,14 +62,14 @@ begin_build = step(build.begin_build, "begin-build", repeatable=False)
 carry_documents = step(build.carry_documents, "carry-documents")
 finish_build = step(build.finish_build, "finish-build")
 gate_build = step(gate_candidate, "evaluate-and-gate")
-record_verdict = step(build.record_verdict, "record-verdict")
+record_verdict = step(versions.record_verdict, "record-verdict")
 promote_build = step(versions.promote, "promote", repeatable=False)
 apply_retention = step(versions.apply_retention, "apply-retention")
 prune_caches = step(prune_unused_vectors, "prune-caches")
 record_freshness = step(freshness.record_freshness, "record-freshness")
-# a batch's two halves (rag.index.build.index_batches on the local runner; flows/fanout.py on Dask)
-prepare_batch = step(build.prepare_batch, "prepare-batch")
-write_batch = step(build.write_batch, "write-batch")
+# a batch's two halves (rag.index.batches.index_batches on the local runner; flows/fanout.py on Dask)
+prepare_batch = step(batches.prepare_batch, "prepare-batch")
+write_batch = step(batches.write_batch, "write-batch")
 embed_batch = step(embed_in_worker, "embed-batch")
 # evaluate, drift-check, freshness-check
 evaluate_one = step(evaluate_build, "evaluate-build")

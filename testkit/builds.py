@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from rag.index import build
+from rag.index.progress import BuildProgress
 from rag.models import Chunk, Counts, Manifest, ModelFingerprint, utc_now
 from rag.store import IndexStore
 from rag.store.names import collection_name
@@ -29,6 +30,6 @@ def complete_build(store: IndexStore, alias: str, version: str, chunks: int = 2)
         for i in range(chunks)
     ]
     store.upsert_chunks(manifest.collection, rows, np.eye(chunks, 4, dtype=np.float32))
-    progress = build.BuildProgress(counts=Counts(documents_seen=chunks, documents_indexed=chunks, chunks=chunks))
+    progress = BuildProgress(counts=Counts(documents_seen=chunks, documents_indexed=chunks, chunks=chunks))
     build.finish_build(store, manifest, progress)
     return manifest.collection

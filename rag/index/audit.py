@@ -31,9 +31,9 @@ from pydantic import BaseModel, Field
 
 from rag.errors import ConfigError, RagopsError
 from rag.models import utc_now
-from rag.store.names import audit_table
 from rag.secrets import redact_tree
 from rag.store import IndexStore, Row
+from rag.store.names import audit_table
 
 log = logging.getLogger(__name__)
 

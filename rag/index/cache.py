@@ -20,8 +20,8 @@ import numpy as np
 
 from rag.errors import StoreError
 from rag.models import ModelFingerprint
-from rag.store.names import cache_table, cache_tables_of
 from rag.store import IndexStore, Row
+from rag.store.names import cache_table, cache_tables_of
 
 log = logging.getLogger(__name__)
 

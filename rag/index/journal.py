@@ -14,8 +14,8 @@ once the document's parse and chunking ended either way.
 from __future__ import annotations
 
 from rag.models import DocumentRef, utc_now
-from rag.store.names import journal_table
 from rag.store import IndexStore, Row
+from rag.store.names import journal_table
 
 
 class ParseJournal:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from rag.errors import GateFailed, PromotionRefused, RagopsError
 from rag.index.freshness import SourceFreshness, breach
+from rag.index.plan import BuildPlan
 from rag.models import (
     BuildSummary,
     Counts,
@@ -32,7 +33,6 @@ from rag.models import (
     SourceState,
     StageTimings,
 )
-from rag.index.plan import BuildPlan
 
 
 class Outcome(BaseModel):

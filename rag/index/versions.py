@@ -1,4 +1,4 @@
-"""Index versions of an alias: listing, promotion, rollback and retention.
+"""Index versions of an alias: listing, the gate's verdict on a candidate, promotion, rollback and retention.
 
 Rules kept here, whatever calls them:
 - the alias moves only by compare-and-swap (``IndexStore.swap_alias``);
@@ -40,12 +40,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from rag.index import audit
 from rag.errors import AliasConflictError, PromotionRefused, StoreError, VersionError
 from rag.failpoints import failpoint
-from rag.models import Manifest, PromotionEvent, VersionInfo, utc_now
-from rag.store.names import collection_name, version_of
+from rag.index import audit
+from rag.models import EvaluationRecord, GateResult, Manifest, PromotionEvent, VersionInfo, utc_now
 from rag.store import IndexStore, Row
+from rag.store.names import collection_name, version_of
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,29 @@ def check_promotable(store: IndexStore, manifest: Manifest) -> str:
         f"complete: {counts.documents_indexed}/{counts.documents_seen} documents, "
         f"{counts.chunks} chunks, collection green"
     )
+
+
+def record_verdict(
+    store: IndexStore, manifest: Manifest, gate: GateResult, evaluation: EvaluationRecord | None
+) -> Manifest:
+    """Write the gate's verdict and the evaluation into the build's manifest; a failed gate rejects it,
+    and a rejected build that passes when gated again (its golden set or gate fixed) is complete again.
+
+    Only ever called on a candidate, never on the live build.
+    """
+    manifest.gate, manifest.evaluation = gate, evaluation
+    if not gate.passed and manifest.state == "complete":
+        manifest.state, manifest.error = "rejected", gate.reason
+    elif gate.passed and manifest.state == "rejected":
+        manifest.state, manifest.error = "complete", None
+    store.write_manifest(manifest)
+    if evaluation is not None:
+        audit.record(store, manifest.alias, "evaluation", build=manifest.collection, why="gate evaluation",
+                     details={"metrics": evaluation.metrics, "queries": evaluation.queries})
+    audit.record(store, manifest.alias, "gate", build=manifest.collection, why=gate.reason,
+                 details={"passed": gate.passed, "live": gate.live, "checks": [c.model_dump(mode="json")
+                                                                              for c in gate.checks]})
+    return manifest
 
 
 def promote(

@@ -10,12 +10,13 @@ import pytest
 
 from evals.evaluate import Retrieved, score_rankings
 from evals.gate import metric_checks, sanity_checks
-from rag.index import build
 from rag.config import EvaluationSettings, Settings, StoreSettings
 from rag.errors import ConfigError
+from rag.index import build
+from rag.index.progress import BuildProgress
 from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
-from rag.store.names import collection_name
 from rag.store import IndexStore, open_store
+from rag.store.names import collection_name
 from testkit.builds import FINGERPRINT
 
 
@@ -74,7 +75,7 @@ def _build(store: IndexStore, version: str, documents: int, deleted: int = 0) ->
     store.upsert_chunks(manifest.collection, chunks, np.eye(documents, 4, dtype=np.float32))
     counts = Counts(documents_seen=documents, documents_indexed=documents, chunks=documents,
                     documents_deleted=deleted)
-    return build.finish_build(store, manifest, build.BuildProgress(counts=counts))
+    return build.finish_build(store, manifest, BuildProgress(counts=counts))
 
 
 def test_documents_lost_without_a_deletion_at_the_source_fail_the_sanity_check(store_path: Path) -> None:

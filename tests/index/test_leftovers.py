@@ -19,10 +19,11 @@ import yaml
 
 from flows.reindex import reindex
 from rag.index import build
+from rag.index.progress import BuildProgress
 from rag.ingest.chunking import Chunker
 from rag.models import Counts, Manifest
-from rag.store.names import docs_collection, version_of
 from rag.store import IndexStore, open_store
+from rag.store.names import docs_collection, version_of
 from testkit.paths import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -51,7 +52,7 @@ def _ungated_copy(settings, embedder, share: float = 1.0) -> Manifest:
         manifest = _begin(store, settings, embedder, base=live)
         records = sorted(store.read_records(live).values(), key=lambda r: r.doc_id)
         records = records[: max(1, int(len(records) * share))]
-        progress = build.BuildProgress(counts=Counts(documents_seen=len(records)))
+        progress = BuildProgress(counts=Counts(documents_seen=len(records)))
         progress.add(build.carry_documents(store, live, manifest.collection, records))
         return build.finish_build(store, manifest, progress)
 

@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 
 from connectors import Fetcher, list_documents
-from rag.index import build, versions
-from rag.index.cache import EmbeddingCache
-from rag.ingest.chunking import Chunker
 from rag.config import Settings, StoreSettings
 from rag.errors import AliasConflictError, PromotionRefused, StoreLockedError, VersionError
-from rag.models import Counts, Manifest, utc_now
-from rag.store.names import collection_name, docs_collection
+from rag.index import build, versions
+from rag.index.batches import index_batches
+from rag.index.cache import EmbeddingCache
+from rag.index.plan import WorkItem
+from rag.index.progress import BuildProgress
+from rag.ingest.chunking import Chunker
 from rag.ingest.sandbox import ParseSandbox
+from rag.models import Counts, Manifest, utc_now
 from rag.store import IndexStore, open_store
+from rag.store.names import collection_name, docs_collection
 from testkit.builds import FINGERPRINT, complete_build
 
 
@@ -217,11 +220,11 @@ def test_alias_moved_mid_build_leaves_it_untouched(settings: Settings, embedder)
 
         expected = store.alias_target(settings.alias)  # what the run saw when it started
         manifest = build.begin_build(store, settings.alias, settings.sources, embedder.fingerprint, chunker.describe())
-        work = [build.WorkItem(ref=ref) for ref in list_documents(settings.sources[0]).refs]
+        work = [WorkItem(ref=ref) for ref in list_documents(settings.sources[0]).refs]
         cache = EmbeddingCache(store, settings.alias, embedder.fingerprint)
-        progress = build.BuildProgress()
-        for report in build.index_batches(store, manifest, [work], embedder, chunker, cache, Fetcher(settings.sources),
-                                          max_bytes=10**7, sandbox=ParseSandbox(settings.pipeline)):
+        progress = BuildProgress()
+        for report in index_batches(store, manifest, [work], embedder, chunker, cache, Fetcher(settings.sources),
+                                    max_bytes=10**7, sandbox=ParseSandbox(settings.pipeline)):
             progress.add(report)
         manifest = build.finish_build(store, manifest, progress)
         versions.promote(store, settings.alias, b, expected=a, by="promote", reason="another operator")  # mid-run

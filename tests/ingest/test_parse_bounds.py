@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from rag.index import build
 from rag.config import PipelineSettings, StoreSettings
 from rag.errors import DocumentError
 from rag.failpoints import KILL_AT
+from rag.index.batches import prepare_batch
 from rag.index.journal import ParseJournal
-from rag.models import DocumentRef, utc_now
-from rag.index.plan import Listing, plan_build
+from rag.index.plan import Listing, WorkItem, plan_build
 from rag.ingest.sandbox import ParseSandbox, check_inflated_size
-from rag.store import IndexStore, open_store
+from rag.models import DocumentRef, utc_now
+from rag.store import open_store
 from testkit.documents import inflating_docx
 from testkit.helpers import run_cli, write_notes
 from testkit.paths import DEMO_CORPUS
@@ -45,8 +45,8 @@ def ref_of(path: Path, doc_id: str | None = None) -> DocumentRef:
 
 @pytest.fixture
 def chunker(embedder):
-    from rag.ingest.chunking import Chunker
     from rag.config import ChunkingSettings
+    from rag.ingest.chunking import Chunker
 
     return Chunker(ChunkingSettings(max_tokens=96), embedder.tokenizer, embedder.max_tokens)
 
@@ -86,9 +86,9 @@ def test_a_document_past_a_bound_is_quarantined_and_the_next_one_parses(
     # so that only the CPU time it burns can stop it.
     with ParseSandbox(PipelineSettings(**bounds), stall_factor=1000) as sandbox:
         sandbox.start(groups={"builtin"})
-        items = [build.WorkItem(ref=ref) for ref in (text, ref_of(bomb), good)]
-        batch = build.prepare_batch(items, chunker, _local, version="v1", max_bytes=10**8, now=now,
-                                    sandbox=sandbox, retry_backoff=timedelta(minutes=30))
+        items = [WorkItem(ref=ref) for ref in (text, ref_of(bomb), good)]
+        batch = prepare_batch(items, chunker, _local, version="v1", max_bytes=10**8, now=now,
+                              sandbox=sandbox, retry_backoff=timedelta(minutes=30))
     (failure,) = batch.failures
     assert failure.doc_id == "kb/memo.docx" and failure.stage == "parse" and re.search(reason, failure.reason)
     assert failure.kind == kind
@@ -144,8 +144,8 @@ def test_a_stopped_parser_is_not_the_documents_fault_and_a_later_run_parses_it(c
         child = sandbox._child.pid
         os.kill(child, signal.SIGSTOP)  # it gets no CPU from now on
         started = time.monotonic()
-        stalled = build.prepare_batch([build.WorkItem(ref=doc)], chunker, _local, version="v1", max_bytes=10**8,
-                                      now=first, sandbox=sandbox, retry_backoff=timedelta(hours=1))
+        stalled = prepare_batch([WorkItem(ref=doc)], chunker, _local, version="v1", max_bytes=10**8,
+                                now=first, sandbox=sandbox, retry_backoff=timedelta(hours=1))
         assert time.monotonic() - started >= 8  # 4x parse_timeout of wall time: a generous ceiling, not 2 s
         (failure,) = stalled.failures
         assert failure.kind == "stalled" and failure.retry_after == first + timedelta(hours=1)
@@ -160,8 +160,8 @@ def test_a_stopped_parser_is_not_the_documents_fault_and_a_later_run_parses_it(c
         later = plan_build([listing], "kb__v1", {doc.doc_id: record}, first + timedelta(hours=1))
         (item,) = later.work
         assert item.status == "retried" and later.retried == 1
-        retried = build.prepare_batch(later.work, chunker, _local, version="v2", max_bytes=10**8,
-                                      now=first + timedelta(hours=1), sandbox=sandbox)
+        retried = prepare_batch(later.work, chunker, _local, version="v2", max_bytes=10**8,
+                                now=first + timedelta(hours=1), sandbox=sandbox)
         assert sandbox._child.pid != child
     assert not retried.failures and [r.doc_id for r, _ in retried.fresh] == [doc.doc_id]
     assert retried.fresh[0][0].quarantine is None
@@ -197,13 +197,13 @@ def test_a_version_that_runs_died_parsing_is_quarantined_not_parsed_again(tmp_pa
         journal = ParseJournal(store, "kb")
         assert journal.begin(doc) == 0  # a run starts parsing it ... and dies (no end)
         with ParseSandbox(PipelineSettings()) as sandbox:
-            once = build.prepare_batch([build.WorkItem(ref=doc)], chunker, _local, version="v1",
-                                       max_bytes=10**8, now=utc_now(), sandbox=sandbox, journal=journal)
+            once = prepare_batch([WorkItem(ref=doc)], chunker, _local, version="v1",
+                                 max_bytes=10**8, now=utc_now(), sandbox=sandbox, journal=journal)
             assert not once.failures and once.fresh  # one death is forgiven: it parsed, and was forgotten
             assert journal.begin(doc) == 0 and journal.begin(doc) == 1  # now two runs die on it
             started = time.monotonic()
-            twice = build.prepare_batch([build.WorkItem(ref=doc)], chunker, _local, version="v1",
-                                        max_bytes=10**8, now=utc_now(), sandbox=sandbox, journal=journal)
+            twice = prepare_batch([WorkItem(ref=doc)], chunker, _local, version="v1",
+                                  max_bytes=10**8, now=utc_now(), sandbox=sandbox, journal=journal)
         (failure,) = twice.failures
         assert "2 runs died while parsing or chunking this version" in failure.reason and not twice.fresh
         assert time.monotonic() - started < 1  # not parsed
@@ -310,22 +310,23 @@ def test_a_run_killed_while_chunking_leaves_the_document_journaled(tmp_path: Pat
     store = tmp_path / "store"
     script = (
         "from datetime import timedelta\n"
-        "from rag.index import build\n"
-        "from rag.ingest.chunking import Chunker\n"
         "from rag.config import ChunkingSettings, EmbeddingSettings, PipelineSettings, StoreSettings\n"
         "from rag.embed.embedder import load_embedder\n"
+        "from rag.index.batches import prepare_batch\n"
         "from rag.index.journal import ParseJournal\n"
-        "from rag.models import DocumentRef, utc_now\n"
+        "from rag.index.plan import WorkItem\n"
+        "from rag.ingest.chunking import Chunker\n"
         "from rag.ingest.sandbox import ParseSandbox\n"
-        "from rag.store import IndexStore\n"
+        "from rag.models import DocumentRef, utc_now\n"
+        "from rag.store import open_store\n"
         "embedder = load_embedder(EmbeddingSettings())\n"
         "chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)\n"
         f"doc = DocumentRef.model_validate_json({doc.model_dump_json()!r})\n"
         f"with open_store(StoreSettings(location={str(store)!r})) as store, "
         "ParseSandbox(PipelineSettings()) as sandbox:\n"
-        "    batch = build.prepare_batch([build.WorkItem(ref=doc)], chunker, lambda ref, folder: ref.path,\n"
-        "                                version='v1', max_bytes=10**8, now=utc_now(), sandbox=sandbox,\n"
-        "                                journal=ParseJournal(store, 'kb'))\n"
+        "    batch = prepare_batch([WorkItem(ref=doc)], chunker, lambda ref, folder: ref.path,\n"
+        "                          version='v1', max_bytes=10**8, now=utc_now(), sandbox=sandbox,\n"
+        "                          journal=ParseJournal(store, 'kb'))\n"
         "print(len(batch.fresh), len(batch.failures))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, KILL_AT: "chunk"},
