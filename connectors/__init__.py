@@ -18,9 +18,8 @@ from connectors.s3 import fetch_s3, list_s3, s3_client
 from rag.config import FolderSource, S3Source
 from rag.errors import DocumentError, SourceError
 from rag.failpoints import failpoint
-from rag.listing import Skipped, SourceListing
+from rag.listing import Listing, Skipped, SourceListing
 from rag.models import DocumentRef, utc_now
-from rag.index.plan import Listing
 
 __all__ = ["Fetcher", "Skipped", "SourceListing", "list_documents", "list_folder", "list_s3", "list_source"]
 

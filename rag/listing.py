@@ -1,5 +1,8 @@
 """What a connector hands the build: the documents it listed, and the entries it did not list, with why.
 
+``SourceListing`` is what a connector lists; ``Listing`` is one source's listing in a run (complete, or
+failed with the reason), which the build plans from (rag/index/plan.py).
+
 Two kinds of entries are not listed, and the build treats them differently:
 
 - **skipped**: deliberately not indexed (a symbolic link not followed, a link leaving the source root,
@@ -11,6 +14,8 @@ Two kinds of entries are not listed, and the build treats them differently:
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
@@ -32,3 +37,27 @@ class SourceListing(BaseModel):
     unreadable: list[Skipped] = Field(
         default_factory=list, description="Present but unreadable: what the base holds of them is kept."
     )
+
+
+class Listing(BaseModel):
+    """One source's listing in a run: complete, or failed with the reason.
+
+    A complete listing may still be incomplete for single entries: those in ``unreadable`` (and, for
+    a folder, everything under it) keep what the base holds of them.
+    """
+
+    source: str
+    kind: str
+    uri: str
+    listed_at: datetime
+    refs: list[DocumentRef] = Field(default_factory=list)
+    skipped: list[Skipped] = Field(default_factory=list, description="Entries not indexed on purpose, with why.")
+    unreadable: list[Skipped] = Field(
+        default_factory=list, description="Entries whose state is unknown: their documents are kept, not deleted."
+    )
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Only a complete listing may delete documents."""
+        return self.error is None

@@ -31,7 +31,7 @@ from typing import Collection, Literal, Mapping, Sequence
 from pydantic import BaseModel, Field
 
 from rag.errors import SourceError
-from rag.listing import Skipped
+from rag.listing import Listing, Skipped  # Listing lives in the kernel (connectors make it); planning reads it
 from rag.models import RETRIED_FAILURES, DocumentRecord, DocumentRef, Manifest, ModelFingerprint
 
 #: entries named in a note; the rest are counted
@@ -40,30 +40,6 @@ NOTE_EXAMPLES = 3
 RETRY_BACKOFF = timedelta(hours=1)
 #: the longest wait: a document that keeps timing out costs a parse_timeout of CPU a week at most
 MAX_RETRY_WAIT = timedelta(days=7)
-
-
-class Listing(BaseModel):
-    """One source's listing in a run: complete, or failed with the reason.
-
-    A complete listing may still be incomplete for single entries: those in ``unreadable`` (and, for
-    a folder, everything under it) keep what the base holds of them.
-    """
-
-    source: str
-    kind: str
-    uri: str
-    listed_at: datetime
-    refs: list[DocumentRef] = Field(default_factory=list)
-    skipped: list[Skipped] = Field(default_factory=list, description="Entries not indexed on purpose, with why.")
-    unreadable: list[Skipped] = Field(
-        default_factory=list, description="Entries whose state is unknown: their documents are kept, not deleted."
-    )
-    error: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        """Only a complete listing may delete documents."""
-        return self.error is None
 
 
 def require_a_listing(listings: Sequence[Listing]) -> None:
