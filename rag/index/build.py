@@ -30,7 +30,7 @@ from typing import Collection, Iterator, Mapping, Sequence
 from pydantic import BaseModel, Field
 
 from rag.config import FolderSource, S3Source
-from rag.errors import ConfigError
+from rag.errors import ConfigError, DamagedBuildError
 from rag.failpoints import failpoint
 from rag.index import audit
 from rag.index.plan import BuildPlan, Listing, choose_base, deleted_at_source, plan_build, why_full
@@ -190,14 +190,21 @@ def begin_build(
 
 
 def carry_documents(store: IndexStore, base: str, collection: str, records: Sequence[DocumentRecord]) -> BatchReport:
-    """Copy documents' points and records from the base build unchanged. Idempotent."""
+    """Copy documents' points and records from the base build unchanged. Idempotent.
+
+    Raises:
+        DamagedBuildError: the base lacks points its document table lists.
+    """
     report = BatchReport(records=list(records))
     store.require_space()
     with timed(report.timings, "reuse"):
         ids = [point_id for record in records for point_id in record.point_ids]
         copied = store.copy_points(base, collection, ids)
         if copied != len(ids):
-            raise RuntimeError(f"base build {base} lacks {len(ids) - copied} of the points its table lists")
+            raise DamagedBuildError(
+                f"base build {base} lacks {len(ids) - copied} of the {len(ids)} points its document table lists: "
+                "it is damaged and this run cannot carry documents from it; run `ragops reindex --full` to build "
+                "without it (the live build is unchanged)")
         store.write_records(collection, records)
     report.chunks = report.chunks_reused = copied
     return report
