@@ -19,7 +19,7 @@ from evals.readonly import check_live_build
 from flows.artifacts import artifact_key
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run, yield_cpu
-from flows.steps import drift_checks, load_model
+from flows.steps import check_drift, load_or_take_model
 from rag.config import config_file
 from rag.runtime import configure_offline_runtime
 from rag.store import IndexStore, open_store, require_store
@@ -54,10 +54,10 @@ def drift_check(
     settings = load_settings(config, store=store, alias=alias, golden=golden)
     golden_set = load_golden(settings)
     yield_cpu(settings)  # yield to a query service
-    embedder = load_model(settings.embedding)
+    embedder = load_or_take_model(settings.embedding)
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), open_store(settings.store) as index_store:
-        report = check_live_build(index_store, settings, golden_set, embedder, check=drift_checks)
+        report = check_live_build(index_store, settings, golden_set, embedder, check=check_drift)
     publish_drift(report)
     for check in report.checks:
         (logger.warning if check.status == "drift" else logger.info)("%s: %s: %s", check.name, check.status,

@@ -19,7 +19,7 @@ from evals.readonly import score_build
 from flows.artifacts import headline, publish_evaluation
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, given_embedder, load_golden, load_settings, refusals_fail_the_run, yield_cpu
-from flows.steps import evaluate_one
+from flows.steps import evaluate_build
 from rag.config import Settings
 from rag.errors import GateFailed, GoldenSetError, ModelError, PromotionRefused
 from rag.index.versions import record_verdict
@@ -68,7 +68,7 @@ def evaluate(
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store
     with alias_lock(settings.store, settings.alias), open_store(settings.store) as index_store:
         scored = score_build(index_store, settings, golden_set, embedders, version, compare=compare,
-                             evaluate=evaluate_one)
+                             evaluate=evaluate_build)
     for missing in scored.report.missing:
         logger.warning("relevant document not served by %s: %s", version_of(scored.collection), missing)
     publish_evaluation(settings.alias, scored.report, scored.verdict)

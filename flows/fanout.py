@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Iterator, Mapping, Sequence
 
 import connectors
-from flows.steps import embed_batch, prepare_batch, write_batch
+from flows.steps import embed_in_worker, prepare_batch, write_batch
 from rag.config import PipelineSettings, Settings
 from rag.embed.embedder import Embedder
 from rag.index.batches import batched, embedded_elsewhere, precomputed, uncached_texts
@@ -62,7 +62,7 @@ def index_on_dask(
             for future in prepared:
                 batch = future.result()
                 texts = uncached_texts(batch, cache)
-                embedding = runner.submit(embed_batch, parameters={
+                embedding = runner.submit(embed_in_worker, parameters={
                     "settings": settings.embedding, "texts": list(texts.values()), "expected": embedder.fingerprint,
                 }) if texts else None
                 pending.append((batch, texts, embedding))

@@ -18,27 +18,12 @@ from prefect import flow, get_run_logger
 import connectors
 from evals.evaluate import QueryEmbedders
 from evals.golden import GoldenSet
+from flows import steps  # called as steps.X: the `promote` parameter would hide the task imported by name
 from flows.approval import ask_approval
 from flows.artifacts import publish_summary, publish_verdict
 from flows.fanout import index_on_dask
 from flows.locking import alias_lock
 from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail_the_run, yield_cpu
-from flows.steps import (
-    apply_retention,
-    begin_build,
-    carry_documents,
-    finish_build,
-    gate_build,
-    list_source,
-    load_model,
-    plan_build,
-    prepare_batch,
-    promote_build,
-    prune_caches,
-    record_freshness,
-    record_verdict,
-    write_batch,
-)
 from rag.config import Settings
 from rag.embed.embedder import Embedder
 from rag.index import build, result
@@ -119,17 +104,17 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
              promote: bool, forget: list[str]) -> BuildSummary:
     """The whole operation, while holding the alias's lock: list, plan, build, gate, promote, retain, record."""
     logger, started = get_run_logger(), time.perf_counter()
-    embedder = load_model(settings.embedding)
+    embedder = steps.load_or_take_model(settings.embedding)
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens)
     policy = {**chunker.describe(), **describe_parsing(settings.pipeline.text_parser)}  # what decides chunks
     progress = BuildProgress()
     with open_store(settings.store) as store:
-        listings = [list_source(source) for source in settings.sources]
+        listings = [steps.list_source(source) for source in settings.sources]
         require_a_listing(listings)
         progress.timings.list = time.perf_counter() - started
-        start = plan_build(store, settings.alias, listings, embedder.fingerprint, policy,
-                           full_rebuild=full_rebuild, now=utc_now(),
-                           redaction={name: r.policy for name, r in redactors.items()}, forget=forget)
+        start = steps.plan_against_store(store, settings.alias, listings, embedder.fingerprint, policy,
+                                         full_rebuild=full_rebuild, now=utc_now(),
+                                         redaction={name: r.policy for name, r in redactors.items()}, forget=forget)
         start.plan.notes.extend(best_effort_notes(redactors))
         _log_plan(start.plan)
         if start.nothing_changed:
@@ -149,15 +134,15 @@ def _reindex(settings: Settings, golden: GoldenSet | None, redactors: dict[str, 
             if start.regate is not None:
                 outcome = result.regated(outcome)
             if outcome.promoted:
-                promote_build(store, settings.alias, candidate.collection, expected=start.live, by="reindex",
+                steps.promote(store, settings.alias, candidate.collection, expected=start.live, by="reindex",
                               reason=outcome.reason)
             progress.timings.promote = time.perf_counter() - gating
         # Every run, changes or not: it also clears what killed runs left (husks, orphaned tables).
-        deleted = apply_retention(store, settings.alias, settings.retention, protect={outcome.manifest.collection},
-                                  grace=settings.store.grace)
+        deleted = steps.apply_retention(store, settings.alias, settings.retention,
+                                        protect={outcome.manifest.collection}, grace=settings.store.grace)
         if deleted or outcome.built:
-            prune_caches(store, settings.alias)
-        states = record_freshness(store, settings.alias, settings.sources, listings)
+            steps.prune_caches(store, settings.alias)
+        states = steps.record_freshness(store, settings.alias, settings.sources, listings)
     progress.timings.total = time.perf_counter() - started
     summary = result.summarize(settings.alias, start.plan, outcome, timings=progress.timings,
                                failures=progress.failures, previous=start.live, deleted=deleted, sources=states,
@@ -177,11 +162,11 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
     """Write a new build from the plan: begin, carry, prepare and write, finish. Its manifest tells the truth
     whatever happens (a failure marks it failed)."""
     logger = get_run_logger()
-    manifest = begin_build(store, settings.alias, settings.sources, embedder.fingerprint, policy,
-                           plan.base, redactors)
+    manifest = steps.begin_build(store, settings.alias, settings.sources, embedder.fingerprint, policy,
+                                 plan.base, redactors)
     with build.failing_on_error(store, manifest):
         for batch in batched(plan.carry, CARRY_BATCH):
-            progress.add(carry_documents(store, plan.base, manifest.collection, batch))
+            progress.add(steps.carry_documents(store, plan.base, manifest.collection, batch))
         if plan.carry:
             logger.info("carried %d unchanged documents (%d chunks)", len(plan.carry), progress.counts.chunks)
         batches = list(batched(plan.work, settings.pipeline.batch_documents))
@@ -195,7 +180,7 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
                 store, manifest, batches, embedder, chunker, cache, connectors.Fetcher(settings.sources),
                 max_bytes=int(pipeline.max_file_mb * 1_000_000), sandbox=sandbox,
                 journal=ParseJournal(store, settings.alias), max_attempts=pipeline.max_parse_attempts,
-                prepare=prepare_batch, write=write_batch, redactors=redactors, pulse=pulse,
+                prepare=steps.prepare_batch, write=steps.write_batch, redactors=redactors, pulse=pulse,
                 retry_backoff=pipeline.parse_retry_backoff)
         meter = Throughput(len(plan.work))
         # Every 10 s, also inside a long batch: documents prepared and chunks embedded so far.
@@ -210,21 +195,21 @@ def _build(store: IndexStore, settings: Settings, plan: BuildPlan, embedder: Emb
         if plan.work:
             logger.info("%s (%d failed)", meter.line(len(plan.work), progress.counts.chunks_embedded),
                         progress.counts.documents_failed)
-        return finish_build(store, manifest, progress)
+        return steps.finish_build(store, manifest, progress)
 
 
 def _gate(store: IndexStore, settings: Settings, candidate: Manifest, live: str | None, deleted_from_live: int,
           golden: GoldenSet | None, embedder: Embedder, *, promote: bool) -> result.Outcome:
     """Evaluate the candidate beside the live build, record the verdict, ask for approval when required."""
     embedders = QueryEmbedders(settings.evaluation, settings.embedding, embedder)
-    gate, report, baseline = gate_build(store, candidate, live, settings.gate, settings.evaluation, golden,
-                                        embedders, deleted_from_live=deleted_from_live)
+    gate, report, baseline = steps.gate_candidate(store, candidate, live, settings.gate, settings.evaluation, golden,
+                                                  embedders, deleted_from_live=deleted_from_live)
     evaluation = report.record if report else None
-    candidate = record_verdict(store, candidate, gate, evaluation)  # recorded before any wait
+    candidate = steps.record_verdict(store, candidate, gate, evaluation)  # recorded before any wait
     publish_verdict(settings.alias, candidate.version, gate, report, baseline)
     if result.asks_approval(gate, requested=promote, required=settings.gate.require_approval):
         gate = ask_approval(store, candidate, gate, settings.gate.approval_timeout.total_seconds())
-        candidate = record_verdict(store, candidate, gate, evaluation)
+        candidate = steps.record_verdict(store, candidate, gate, evaluation)
     return result.gated(candidate, gate, evaluation, requested=promote)
 
 

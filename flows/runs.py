@@ -70,6 +70,15 @@ def given_embedder(embedding: EmbeddingSettings) -> Embedder | None:
     return inputs.embedder
 
 
+def load_or_take_model(settings: EmbeddingSettings) -> Embedder:
+    """The configured model: the one the ``ragops`` command already loaded with these settings (it loads
+    it while Prefect's API starts, ``given``), else loaded now."""
+    from rag.embed.embedder import load_embedder
+
+    loaded = given_embedder(settings)
+    return loaded if loaded is not None else load_embedder(settings)
+
+
 def alias_run_name(flow_name: str) -> Callable[[], str]:
     """A ``flow_run_name`` callable: ``<flow>-<alias>`` when the run's ``alias`` parameter is set."""
 

@@ -20,26 +20,14 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 import connectors
-from evals.drift import check_drift
-from evals.evaluate import evaluate_build
-from evals.gate import gate_candidate
-from rag.config import EmbeddingSettings
-from rag.embed.embedder import Embedder, embed_in_worker, load_embedder
+from evals import drift, evaluate, gate
+from flows import runs
+from rag.embed import embedder
 from rag.errors import is_transient
-from rag.index import batches, build, freshness, versions
-from rag.index.cache import prune_caches as prune_unused_vectors
+from rag.index import batches, build, cache, freshness, versions
 
 #: seconds before each retry of a repeatable step
 RETRY_DELAYS = [5, 30]
-
-
-def load_or_take_model(settings: EmbeddingSettings) -> Embedder:
-    """The configured model: the one the ``ragops`` command already loaded with these settings (it loads
-    it while Prefect's API starts, ``flows.runs.given``), else loaded now."""
-    from flows.runs import given_embedder
-
-    loaded = given_embedder(settings)
-    return loaded if loaded is not None else load_embedder(settings)
 
 
 def transient_only(task, task_run, state) -> bool:
@@ -54,24 +42,26 @@ def step(fn: Callable, name: str, *, repeatable: bool = True) -> Task:
     return task(fn, name=name, cache_policy=NO_CACHE, **retries)
 
 
+# Each task is named as the function it wraps (``plan_against_store``, not ``plan_build``, which is
+# another function, rag.index.plan's); the names Prefect shows (the second argument) are unchanged.
 # reindex
 list_source = step(connectors.list_source, "list-source")
-load_model = step(load_or_take_model, "load-model")
-plan_build = step(build.plan_against_store, "plan-build")
+load_or_take_model = step(runs.load_or_take_model, "load-model")
+plan_against_store = step(build.plan_against_store, "plan-build")
 begin_build = step(build.begin_build, "begin-build", repeatable=False)
 carry_documents = step(build.carry_documents, "carry-documents")
 finish_build = step(build.finish_build, "finish-build")
-gate_build = step(gate_candidate, "evaluate-and-gate")
+gate_candidate = step(gate.gate_candidate, "evaluate-and-gate")
 record_verdict = step(versions.record_verdict, "record-verdict")
-promote_build = step(versions.promote, "promote", repeatable=False)
+promote = step(versions.promote, "promote", repeatable=False)
 apply_retention = step(versions.apply_retention, "apply-retention")
-prune_caches = step(prune_unused_vectors, "prune-caches")
+prune_caches = step(cache.prune_caches, "prune-caches")
 record_freshness = step(freshness.record_freshness, "record-freshness")
 # a batch's two halves (rag.index.batches.index_batches on the local runner; flows/fanout.py on Dask)
 prepare_batch = step(batches.prepare_batch, "prepare-batch")
 write_batch = step(batches.write_batch, "write-batch")
-embed_batch = step(embed_in_worker, "embed-batch")
+embed_in_worker = step(embedder.embed_in_worker, "embed-batch")
 # evaluate, drift-check, freshness-check
-evaluate_one = step(evaluate_build, "evaluate-build")
-drift_checks = step(check_drift, "drift-checks")
+evaluate_build = step(evaluate.evaluate_build, "evaluate-build")
+check_drift = step(drift.check_drift, "drift-checks")
 read_freshness = step(freshness.read_freshness, "read-freshness")
