@@ -131,9 +131,9 @@ class Runner:
         import sqlite3
         from collections import Counter
 
-        from rag.index.audit import read_trail
         from rag.config import StoreSettings
-        from rag.store import IndexStore, open_store
+        from rag.index.audit import read_trail
+        from rag.store import open_store
 
         with open_store(StoreSettings(location=str(self.store))) as opened:
             builds = set(opened.list_builds("kb"))
@@ -227,8 +227,7 @@ def _builds(store: Path) -> list[str]:
 
 def _migrate_kills(work: Path, kills: int) -> dict:
     """``ragops migrate`` of a copy of one local-mode store (two builds), killed at each point ``kills`` times."""
-    from rag.store import migration_folders
-    from rag.store import is_local_mode
+    from rag.store import is_local_mode, migration_folders
 
     corpus = work / "notes"
     old = Runner(work, corpus, work / "old")
@@ -286,8 +285,8 @@ def _contents(store: Path, engine: str) -> dict:
     """The alias, every build's points (id -> payload, vector) and the row count of every table that has rows
     (a migration does not make an empty table: the new store makes it when it first writes to it)."""
     from rag.config import StoreSettings
-    from rag.store.names import LOCKS_TABLE, MIGRATION_TABLE
     from rag.store import open_store
+    from rag.store.names import LOCKS_TABLE, MIGRATION_TABLE
 
     with open_store(StoreSettings(location=str(store), engine=engine)) as opened:
         builds = opened.list_builds("kb")

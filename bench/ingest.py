@@ -163,7 +163,7 @@ def _run_job(job: str, params: dict) -> None:
 def _dump_texts(store: str, collection: str, out: str) -> dict:
     """The chunk texts a build stored, in point order, to a JSON file."""
     from rag.config import StoreSettings
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     with open_store(StoreSettings(location=store), create=False) as opened:
         texts = [chunk["text"] for chunk in _payloads(opened, collection)]

@@ -56,13 +56,13 @@ def main() -> None:
     configure_offline_runtime()
     from unstructured.chunking.title import chunk_by_title
 
-    from rag.ingest.chunking import Chunker, title_sections
     from rag.config import ChunkingSettings, EmbeddingSettings, PipelineSettings
     from rag.embed.embedder import load_embedder
     from rag.errors import DocumentError
-    from rag.models import DocumentRef
+    from rag.ingest.chunking import Chunker, title_sections
     from rag.ingest.sandbox import ParseSandbox
     from rag.ingest.text import parse_text_file
+    from rag.models import DocumentRef
 
     embedder = load_embedder(EmbeddingSettings())
     chunker = Chunker(ChunkingSettings(), embedder.tokenizer, embedder.max_tokens)

@@ -39,10 +39,10 @@ def main() -> None:
 
     configure_offline_runtime()
     from bench.refresh_scifact import write_corpus
-    from rag.ingest.chunking import Chunker
     from rag.config import ChunkingSettings, EmbeddingSettings
     from rag.embed.embedder import load_embedder
     from rag.errors import DocumentError
+    from rag.ingest.chunking import Chunker
     from rag.ingest.parsing import parse_document, warm_up
 
     embedder = load_embedder(EmbeddingSettings())

@@ -126,9 +126,9 @@ def _named(work: Path, as_json: bool) -> None:
 
 
 def _elements(work: Path) -> None:
-    from rag.models import DocumentRef
     from rag.ingest.parsing import parse_document
     from rag.ingest.redaction import Redactor
+    from rag.models import DocumentRef
 
     folder = write_named_corpus(work / "corpus")
     redactor = Redactor(sorted(NAMED_PLANTED), "mask")
@@ -157,9 +157,9 @@ def _given_names(scifact_docs: int, shared: Path) -> None:
     import itertools
 
     from rag.errors import DocumentError
-    from rag.models import DocumentRef
     from rag.ingest.parsing import parse_document
     from rag.ingest.redaction import Redactor
+    from rag.models import DocumentRef
 
     texts = []
     for path in sorted((shared / "docs-corpus").iterdir()):
@@ -194,7 +194,7 @@ def _given_names(scifact_docs: int, shared: Path) -> None:
 def _occurrences(store_path: Path) -> Counter:
     """(planted value, "text" or "title") -> occurrences in the live build's chunks."""
     from rag.config import StoreSettings
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     counts: Counter = Counter()
     planted = [value for values in NAMED_PLANTED.values() for value in values]

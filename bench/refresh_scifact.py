@@ -57,7 +57,7 @@ def main() -> None:
     configure_offline_runtime()
     from flows.reindex import reindex
     from rag.config import StoreSettings
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragops-bench-"))
     corpus, store = work / "corpus", work / "store"

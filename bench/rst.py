@@ -47,10 +47,10 @@ def main() -> None:
     from rag.runtime import configure_offline_runtime
 
     configure_offline_runtime()
-    from rag.ingest.chunking import Chunker
     from rag.config import ChunkingSettings, EmbeddingSettings
     from rag.embed.embedder import load_embedder
     from rag.errors import DocumentError
+    from rag.ingest.chunking import Chunker
     from rag.ingest.parsing import parse_document, warm_up
 
     paths = sorted(p for path in args.paths for p in ([path] if path.is_file() else path.rglob("*.rst")))

@@ -244,7 +244,7 @@ def baseline(config: Path, queries: int) -> dict[str, float]:
     torch.set_num_threads(1)
     from rag.config import Settings
     from rag.embed.embedder import load_embedder
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     settings = Settings.load(config)
     embedder = load_embedder(settings.embedding)

@@ -132,7 +132,7 @@ def bench_retriever(size: int, queries: int) -> None:
     from rag.embed.embedder import load_embedder
     from rag.models import Chunk, Manifest, utc_now
     from rag.serving import Retriever
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     embedder = load_embedder(EmbeddingSettings())
     vectors = synthetic(size, np.random.default_rng(0))

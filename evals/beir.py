@@ -31,10 +31,10 @@ from evals.models import EvaluationReport
 from rag.config import EvaluationSettings
 from rag.embed.embedder import Embedder
 from rag.errors import GoldenSetError
-from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
-from rag.store.names import collection_name, docs_collection, version_of
-from rag.store import IndexStore
 from rag.index.versions import new_version
+from rag.models import Chunk, Counts, EvaluationRecord, Manifest, utc_now
+from rag.store import IndexStore
+from rag.store.names import collection_name, docs_collection, version_of
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from evals.models import DriftCheck, DriftReport
 from rag.config import Settings
 from rag.embed.embedder import Embedder
 from rag.errors import VersionError
+from rag.index.versions import settle_promotions
 from rag.models import EvaluationRecord, Manifest, ModelFingerprint, utc_now
 from rag.serving.querylog import QueryLog
 from rag.store import IndexStore
-from rag.index.versions import settle_promotions
 
 log = logging.getLogger(__name__)
 

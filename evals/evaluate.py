@@ -29,8 +29,8 @@ from rag.config import HEADLINE_METRICS, EmbeddingSettings, EvaluationSettings
 from rag.embed.embedder import Embedder, load_embedder, load_embedder_for
 from rag.errors import VersionError
 from rag.models import EvaluationRecord, Manifest, utc_now
-from rag.store.names import version_of
 from rag.store import IndexStore
+from rag.store.names import version_of
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from evals.models import EvaluationReport
 from rag.config import EvaluationSettings, GateSettings
 from rag.errors import GoldenSetError, PromotionRefused
 from rag.failpoints import failpoint
-from rag.models import EvaluationRecord, GateCheck, GateResult, Manifest, utc_now
-from rag.store.names import version_of
-from rag.store import IndexStore
 from rag.index.versions import check_promotable
+from rag.models import EvaluationRecord, GateCheck, GateResult, Manifest, utc_now
+from rag.store import IndexStore
+from rag.store.names import version_of
 
 log = logging.getLogger(__name__)
 

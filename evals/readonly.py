@@ -16,13 +16,13 @@ from evals.evaluate import QueryEmbedders, evaluate_build
 from evals.gate import compare_with_live, decide
 from evals.golden import GoldenSet
 from evals.models import DriftReport, EvaluationReport
-from rag.index import audit
 from rag.config import Settings
 from rag.embed.embedder import Embedder
-from rag.models import GateResult
-from rag.store.names import version_of
-from rag.store import IndexStore
+from rag.index import audit
 from rag.index.versions import build_to_read
+from rag.models import GateResult
+from rag.store import IndexStore
+from rag.store.names import version_of
 
 
 @dataclass(frozen=True)

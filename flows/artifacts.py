@@ -13,8 +13,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from evals.models import EvaluationReport
 from rag.config import DETAIL_METRICS, HEADLINE_METRICS, LLM_METRICS, RAGAS_METRICS
 from rag.index.freshness import SourceFreshness
-from rag.models import BuildSummary, GateResult
 from rag.index.result import headline as summary_headline
+from rag.models import BuildSummary, GateResult
 
 #: metrics shown per query in the evaluation table (all of them are in ``ragops eval --json``): the headline,
 #: hit_rate@10 and map@100, three context metrics and two LLM-judged ones

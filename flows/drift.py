@@ -22,7 +22,7 @@ from flows.runs import alias_run_name, load_golden, load_settings, refusals_fail
 from flows.steps import check_drift, load_or_take_model
 from rag.config import config_file
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore, open_store, require_store
+from rag.store import open_store, require_store
 
 #: the event a drift emits; automations match it with the resource id ``ragops.alias.<alias>``
 DRIFT_EVENT = "ragops.drift.detected"

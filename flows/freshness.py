@@ -19,7 +19,7 @@ from flows.steps import read_freshness
 from rag.index.freshness import breach
 from rag.models import utc_now
 from rag.runtime import configure_offline_runtime
-from rag.store import IndexStore, open_store, require_store
+from rag.store import open_store, require_store
 
 
 @flow(name="freshness-check", flow_run_name=alias_run_name("freshness-check"))

@@ -20,11 +20,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SerializerFunctionWrapHandler, model_serializer
 
 from evals.models import DriftReport, QueryResult
-from rag.index.audit import AuditEvent
 from rag.config import Settings
 from rag.errors import RagopsError
-from rag.store.locks import LockHolder
-from rag.store.migrate import Migration
+from rag.index.audit import AuditEvent
 from rag.index.plan import PlannedDocument
 from rag.models import (
     BuildState,
@@ -37,6 +35,8 @@ from rag.models import (
     SourceState,
     VersionInfo,
 )
+from rag.store.locks import LockHolder
+from rag.store.migrate import Migration
 
 
 class OmitWhenNone(BaseModel):

@@ -19,8 +19,8 @@ import numpy as np
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
+from rag.store import open_store
 from rag.store.names import DOCS_SUFFIX, journal_table
-from rag.store import IndexStore, open_store
 from testkit.paths import DEMO_CORPUS
 
 

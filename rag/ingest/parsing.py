@@ -18,11 +18,11 @@ import warnings
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Literal
 
-from rag.ingest.email import parse_email
 from rag.errors import DocumentError
-from rag.models import DocumentRef
+from rag.ingest.email import parse_email
 from rag.ingest.pdf import text_layer_elements
 from rag.ingest.quality import check_text, decode_utf16
+from rag.models import DocumentRef
 
 if TYPE_CHECKING:
     from unstructured.documents.elements import Element

@@ -22,14 +22,14 @@ only point at other files, are dropped), their roles their text as Sphinx shows 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from docutils import frontend, nodes, utils
 from docutils.core import publish_doctree
 from docutils.parsers.rst import Directive, Parser, directives, roles
 from docutils.parsers.rst.languages import en
-from unstructured.documents.elements import CodeSnippet, Element, ElementMetadata, Image, ListItem, Text, Title
+from unstructured.documents.elements import CodeSnippet, Element, ElementMetadata, Image, ListItem, Title
 from unstructured.file_utils.model import FileType
 from unstructured.partition.common.metadata import apply_metadata
 

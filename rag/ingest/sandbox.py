@@ -52,11 +52,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from rag.ingest.chunking import Section, SectionOptions
 from rag.config import PipelineSettings
 from rag.errors import DocumentError
-from rag.models import DocumentRef
+from rag.ingest.chunking import Section, SectionOptions
 from rag.ingest.parsing import parser_group
+from rag.models import DocumentRef
 from rag.runtime import die_with_parent
 
 if TYPE_CHECKING:

@@ -51,7 +51,7 @@ def bench_beir(
     from rag.config import EmbeddingSettings, StoreSettings
     from rag.embed.embedder import load_embedder
     from rag.errors import ConfigError
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
     from ragops.contracts import BenchBackend, BenchResponse, BenchSeconds
 
     unknown = [name for name in backend or [] if name not in BACKENDS]

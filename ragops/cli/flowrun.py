@@ -44,7 +44,7 @@ def check_store_free(settings: Settings) -> None:
     Raises:
         StoreLockedError: another process holds the embedded store.
     """
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     if not settings.store.is_remote:
         with open_store(settings.store):
@@ -72,8 +72,8 @@ def check_build(settings: Settings, version: str | None = None) -> None:
         ConfigError: there is no store at the configured folder.
         VersionError: no such build, or the alias has no live build yet.
     """
-    from rag.store import open_store
     from rag.index.versions import build_to_read
+    from rag.store import open_store
 
     with open_store(settings.store, create=False) as store:
         build_to_read(store, settings.alias, version)

@@ -84,17 +84,17 @@ def reindex(
 def _plan(settings, *, full: bool, forget: list[str]):
     """``reindex --dry-run``: list the sources and plan against the store as the flow would; read only."""
     import connectors
-    from rag.index.build import StartingPoint, plan_against_store
-    from rag.ingest.chunking import Chunker
     from rag.embed.embedder import load_embedder
     from rag.errors import ConfigError
-    from rag.models import utc_now
-    from rag.store.names import version_of
-    from rag.ingest.parsing import describe_parsing
+    from rag.index.build import StartingPoint, plan_against_store
     from rag.index.plan import explain, plan_build, require_a_listing
-    from rag.ingest.redaction import redactors_for
     from rag.index.result import planned_counts
-    from rag.store import IndexStore, open_store, require_store
+    from rag.ingest.chunking import Chunker
+    from rag.ingest.parsing import describe_parsing
+    from rag.ingest.redaction import redactors_for
+    from rag.models import utc_now
+    from rag.store import open_store, require_store
+    from rag.store.names import version_of
     from ragops.contracts import ReindexPlanResponse
 
     redactors = redactors_for(settings.sources)
@@ -127,9 +127,9 @@ def status(*, common: Common) -> None:
     """Show where the alias points and every build of it, with its manifest."""
     settings = common.settings()
     from rag.errors import DamagedBuildError
+    from rag.index.versions import list_versions
     from rag.secrets import redact_url
     from rag.store import open_store
-    from rag.index.versions import list_versions
     from ragops.contracts import StatusResponse
 
     with open_store(settings.store, create=False) as index_store:
@@ -184,9 +184,9 @@ def rollback(
 ) -> None:
     """Point the alias back at the previous build (compare-and-swap; nothing is deleted)."""
     settings = common.settings()
-    from rag.store.names import version_of
-    from rag.store import open_store
     from rag.index.versions import rollback as rollback_alias
+    from rag.store import open_store
+    from rag.store.names import version_of
     from ragops.contracts import RollbackResponse
 
     with open_store(settings.store, create=False) as index_store:
@@ -240,8 +240,8 @@ def promote(
     in the build's manifest (`ragops status` shows it); `ragops rollback` undoes it.
     """
     settings = common.settings()
-    from rag.store import open_store
     from rag.index.versions import needs_gate, promote_version
+    from rag.store import open_store
     from ragops.contracts import PromoteResponse
 
     with open_store(settings.store, create=False) as index_store:

@@ -34,8 +34,8 @@ def freshness(*, documents: DocumentsFlag = False, common: Common) -> None:
 
     from rag.index.freshness import breach, read_freshness
     from rag.models import utc_now
+    from rag.store import open_store
     from rag.store.names import version_of
-    from rag.store import IndexStore, open_store
     from ragops.contracts import DocumentRow, FreshnessResponse, SourceFreshnessRow
 
     with open_store(settings.store, create=False) as index_store:

@@ -29,8 +29,8 @@ def evaluate_here(settings: Settings, golden: GoldenSet, embedder: Embedder, ver
     """What the ``evaluate`` flow returns, computed in this process (``quiet``: warnings only on stderr)."""
     from evals.evaluate import QueryEmbedders
     from evals.readonly import score_build
+    from rag.store import open_store
     from rag.store.names import version_of
-    from rag.store import IndexStore, open_store
 
     with _logged(quiet), _run_alone(settings, "eval"):
         embedders = QueryEmbedders(settings.evaluation, settings.embedding, embedder)
@@ -60,9 +60,9 @@ def drift_here(settings: Settings, golden: GoldenSet | None, embedder: Embedder,
 @contextmanager
 def _run_alone(settings: Settings, command: str) -> Iterator[None]:
     """As the flows do: the CPU yielded as the work begins, one run per alias (the alias's lock)."""
-    from rag.store.locks import AliasLock
     from rag.runtime import lower_cpu_priority
     from rag.store import require_store
+    from rag.store.locks import AliasLock
 
     log.info("%s", lower_cpu_priority(settings.pipeline.niceness, idle=settings.pipeline.idle_class))
     require_store(settings.store)  # before the lock: a mistyped folder must not become an empty store

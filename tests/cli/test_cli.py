@@ -99,7 +99,7 @@ def test_invalid_config_names_the_key(tmp_path: Path) -> None:
 
 def _empty_store(path: Path) -> Path:
     from rag.config import StoreSettings
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     with open_store(StoreSettings(location=str(path))):
         pass

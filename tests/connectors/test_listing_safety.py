@@ -15,9 +15,9 @@ from connectors import list_documents, list_source
 from connectors.folder import LINK_NOT_FOLLOWED
 from connectors.ids import decode_document_id, document_id
 from rag.config import FolderSource
+from rag.index.plan import Listing, deleted_at_source, plan_build
 from rag.models import DocumentRecord
 from rag.store.names import record_id
-from rag.index.plan import Listing, deleted_at_source, plan_build
 
 SECRET = "the launch codes are 0000"
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)

@@ -17,8 +17,7 @@ from connectors import list_documents
 from connectors.s3 import fetch_s3, list_s3, local_name
 from rag.config import S3Source
 from rag.errors import SourceError
-from testkit.helpers import ACCESS_KEY, SECRET_KEY, WEED
-from testkit.helpers import assert_same_index, doc_ids, snapshot
+from testkit.helpers import ACCESS_KEY, SECRET_KEY, WEED, assert_same_index, doc_ids, snapshot
 from testkit.paths import DEMO_CORPUS
 
 pytestmark = pytest.mark.slow  # a real S3 server (SeaweedFS) or a retrying stub server

@@ -15,9 +15,9 @@ import yaml
 
 from rag.config import EmbeddingSettings, Settings
 from rag.embed.embedder import load_embedder, load_embedder_for
+from rag.embed.onnx import PROBE_TEXTS, SAME_SPACE_COSINE, export_folder
 from rag.errors import ModelError
 from rag.store.names import cache_table, fingerprint_key
-from rag.embed.onnx import PROBE_TEXTS, SAME_SPACE_COSINE, export_folder
 
 TEXTS = [
     "How do I undo a bad promotion?",

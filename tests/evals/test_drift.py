@@ -18,7 +18,7 @@ from evals.models import DriftCheck
 from rag.config import StoreSettings
 from rag.models import ModelFingerprint, utc_now
 from rag.serving.querylog import QueryLog
-from rag.store import IndexStore, open_store
+from rag.store import open_store
 
 FINGERPRINT = ModelFingerprint(name="m", path="/x", weights_sha256="a" * 64, dimension=8, normalize=True,
                                dtype="float32", max_seq_length=16)
@@ -122,7 +122,6 @@ def test_the_golden_baseline_follows_a_promotion_whose_run_died_before_confirmin
     from evals.drift import find_baseline
     from rag.config import StoreSettings
     from rag.models import EvaluationRecord, PromotionEvent
-    from rag.store import IndexStore
     from testkit.builds import complete_build
 
     # A server's store: the embedded one records a move in the move's transaction, never pending.

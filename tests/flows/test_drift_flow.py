@@ -17,7 +17,7 @@ from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.models import utc_now
 from rag.serving.querylog import QueryLog
-from rag.store import IndexStore, open_store
+from rag.store import open_store
 from ragops.cli import app
 from testkit.paths import ROOT
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import GateFailed, PromotionRefused
-from rag.store import IndexStore, open_store
 from rag.index.audit import read_trail
-from rag.store.names import version_of
 from rag.index.versions import promote_version
+from rag.store import open_store
+from rag.store.names import version_of
 from ragops.cli import app
 from testkit.paths import ROOT
 

@@ -10,7 +10,7 @@ from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import PromotionRefused
 from rag.serving import Retriever
-from rag.store import IndexStore, open_store
+from rag.store import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -20,7 +20,7 @@ from rag.config import FolderSource, StoreSettings
 from rag.errors import FreshnessBreach, SourceError
 from rag.index.journal import ParseJournal
 from rag.serving import Retriever
-from rag.store import IndexStore, open_store
+from rag.store import open_store
 from ragops.cli import app
 from testkit.documents import inflating_docx
 from testkit.helpers import assert_same_index, doc_ids, points_of, snapshot

@@ -7,19 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from rag.index import result
 from rag.config import FolderSource
 from rag.errors import FreshnessBreach, SourceError
+from rag.index import result
 from rag.index.freshness import assess, breach, update_source_state
-from rag.listing import Skipped
-from rag.models import (
-    DocumentRecord,
-    DocumentRef,
-    Manifest,
-    ModelFingerprint,
-    Quarantine,
-    SourceState,
-)
 from rag.index.plan import (
     Listing,
     choose_base,
@@ -29,6 +20,15 @@ from rag.index.plan import (
     plan_build,
     require_a_listing,
     unchanged,
+)
+from rag.listing import Skipped
+from rag.models import (
+    DocumentRecord,
+    DocumentRef,
+    Manifest,
+    ModelFingerprint,
+    Quarantine,
+    SourceState,
 )
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)

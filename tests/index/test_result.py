@@ -12,6 +12,8 @@ import pytest
 from rag.config import FolderSource
 from rag.errors import FreshnessBreach, GateFailed, PromotionRefused
 from rag.index.freshness import assess
+from rag.index.plan import BuildPlan, WorkItem
+from rag.index.result import asks_approval, gated, headline, nothing_changed, planned_counts, refusal, summarize
 from rag.models import (
     Counts,
     DocumentRecord,
@@ -25,8 +27,6 @@ from rag.models import (
     SourceState,
     StageTimings,
 )
-from rag.index.plan import BuildPlan, WorkItem
-from rag.index.result import asks_approval, gated, headline, nothing_changed, planned_counts, refusal, summarize
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 EARLIER = NOW - timedelta(hours=1)

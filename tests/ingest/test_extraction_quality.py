@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from rag.errors import DocumentError
-from rag.models import DocumentRef
 from rag.ingest.parsing import parse_document
+from rag.models import DocumentRef
 from testkit.paths import SHARED
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from connectors import list_documents
-from rag.ingest.chunking import Chunker
 from rag.config import ChunkingSettings, FolderSource
 from rag.errors import ConfigError, DocumentError
+from rag.ingest.chunking import Chunker
 from rag.ingest.parsing import parse_document
 
 pytestmark = pytest.mark.slow
@@ -108,11 +108,11 @@ def test_an_archive_is_quarantined_with_the_reason_before_any_parser_loads(tmp_p
 
 def test_a_document_that_makes_too_many_chunks_is_refused_before_they_pile_up(embedder, tmp_path) -> None:
     """A 47 MB Markdown dump once became 43,343 chunks and ~2.8 GB: the bound stops it at the limit."""
-    from rag.ingest.chunking import Chunker
     from rag.config import ChunkingSettings
     from rag.errors import DocumentError
-    from rag.models import DocumentRef
+    from rag.ingest.chunking import Chunker
     from rag.ingest.parsing import parse_document
+    from rag.models import DocumentRef
 
     path = tmp_path / "dump.md"
     path.write_text("\n\n".join(f"# Entry {i}\n\nRecord {i} of the export, with its own words." for i in range(400)))

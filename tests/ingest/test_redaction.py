@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rag.config import RedactSettings
 from rag.errors import ConfigError
 from rag.ingest.redaction import Redactor, redactors_for
+from testkit.paths import ROOT
 from testkit.pii_corpus import (
     ENTITIES,
     NAMED_DOCUMENTS,
@@ -28,8 +29,6 @@ from testkit.pii_corpus import (
     write_corpus,
     write_named_corpus,
 )
-from testkit.paths import ROOT
-
 
 
 def _elements(*texts: str) -> list:
@@ -90,8 +89,8 @@ def test_the_tokenizer_only_pipeline_finds_what_the_whole_model_finds() -> None:
 
 
 def _parsed(folder: Path, name: str) -> list:
-    from rag.models import DocumentRef
     from rag.ingest.parsing import parse_document
+    from rag.models import DocumentRef
 
     path = folder / name
     ref = DocumentRef(doc_id=f"demo/{name}", source="demo", uri=path.as_uri(), path=path, size=path.stat().st_size,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest.chunking import Chunker
 from rag.config import ChunkingSettings
 from rag.errors import DocumentError
-from rag.models import DocumentRef
+from rag.ingest.chunking import Chunker
 from rag.ingest.parsing import parse_document, parser_group
+from rag.models import DocumentRef
 
 GUIDE = """\
 =============

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest.chunking import Chunker
 from rag.config import ChunkingSettings, PipelineSettings
 from rag.errors import DocumentError
-from rag.models import DocumentRef, Manifest, ModelFingerprint, utc_now
-from rag.ingest.parsing import describe_parsing, parse_document
 from rag.index.plan import choose_base
+from rag.ingest.chunking import Chunker
+from rag.ingest.parsing import describe_parsing, parse_document
+from rag.models import DocumentRef, Manifest, ModelFingerprint, utc_now
 from testkit.paths import DEMO_CORPUS, SHARED
 
 DOCS_CORPUS = SHARED / "docs-corpus"

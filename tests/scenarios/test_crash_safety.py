@@ -19,8 +19,8 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
+from rag.store import open_store
 from rag.store.locks import AliasLock
-from rag.store import IndexStore, open_store
 from testkit.helpers import (
     RAGOPS,
     STARTS_WITHIN,

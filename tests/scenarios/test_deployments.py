@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from rag.config import StoreSettings
+from rag.store import open_store
 from rag.store.locks import AliasLock
-from rag.store import IndexStore, open_store
 from testkit.paths import ROOT
 
 # Runs go through a server and a worker's subprocesses: on a loaded machine a test takes many minutes.

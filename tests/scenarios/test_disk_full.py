@@ -14,10 +14,10 @@ import pytest
 
 from testkit.helpers import (
     RAGOPS,
+    NoSmallDisk,
     assert_same_index,
     damaged_complete_builds,
     free_port,
-    NoSmallDisk,
     husks_and_orphans,
     run_cli,
     small_disk,

@@ -8,7 +8,7 @@ import pytest
 
 from flows.reindex import reindex
 from rag.config import StoreSettings
-from rag.store import IndexStore, open_store
+from rag.store import open_store
 from testkit.paths import SHARED
 
 pytestmark = [pytest.mark.slow, pytest.mark.requires_shared, pytest.mark.usefixtures("prefect_harness")]

@@ -20,7 +20,7 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.failpoints import KILL_AT
-from rag.store import IndexStore, is_local_mode, migration_folders, open_store
+from rag.store import is_local_mode, migration_folders, open_store
 from rag.store.locks import AliasLock
 from testkit.helpers import RAGOPS, assert_same_index, run_cli, write_notes
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from rag.config import StoreSettings
-from rag.store.names import collection_name
 from rag.serving import Retriever
-from rag.store import IndexStore, open_store
+from rag.store import open_store
+from rag.store.names import collection_name
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from rag.errors import VersionError
-from rag.store.names import collection_name
 from rag.serving import Retriever
+from rag.store.names import collection_name
 from testkit.helpers import free_port, service_error, stop, wait_ready, write_notes
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

@@ -268,7 +268,7 @@ def test_metrics_count_requests_and_name_the_live_version(served) -> None:
 def test_queries_reach_the_query_log_the_drift_check_reads(served) -> None:
     from rag.config import StoreSettings
     from rag.serving.querylog import QueryLog
-    from rag.store import IndexStore, open_store
+    from rag.store import open_store
 
     for question in ("query log one", "query log two", "query log three"):
         served["client"].post("/v1/search", json={"query": question})

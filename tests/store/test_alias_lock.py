@@ -18,9 +18,9 @@ import pytest
 
 from rag.config import StoreSettings
 from rag.errors import LockHeld, LockTimeout
-from rag.store.locks import AliasLock, LockHolder
 from rag.models import utc_now
-from rag.store import IndexStore, open_store
+from rag.store import open_store
+from rag.store.locks import AliasLock, LockHolder
 from testkit.paths import ROOT
 
 RAGOPS_REINDEX = [sys.executable, "-m", "ragops", "reindex"]

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rag.config import StoreSettings
+from rag.store import open_store
 from rag.store.names import ledger_table
-from rag.store import IndexStore, open_store
 from ragops.cli import app
 from testkit.helpers import assert_same_index, points_of
 

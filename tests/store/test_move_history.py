@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.index import audit, versions
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, StoreError, VersionError
 from rag.failpoints import KILL_AT
-from rag.store.names import collection_name, version_of
+from rag.index import audit, versions
 from rag.store import IndexStore, open_store
+from rag.store.names import collection_name, version_of
 from testkit.builds import complete_build
 from testkit.helpers import RAGOPS
 from testkit.paths import ROOT

@@ -8,7 +8,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag.config import StoreSettings
 from rag.errors import SourceError, StoreError, is_transient
-from rag.store import IndexStore, open_store
+from rag.store import open_store
 from rag.store.qdrant import store_errors
 
 

@@ -13,10 +13,10 @@ from typing import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from rag.index import versions
 from rag.config import StoreSettings
+from rag.index import versions
+from rag.store import open_store
 from rag.store.locks import AliasLock
-from rag.store import IndexStore, open_store
 from ragops.cli import app
 from testkit.builds import complete_build
 

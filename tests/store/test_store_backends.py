@@ -14,12 +14,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from rag.index import versions
-from rag.index.cache import EmbeddingCache, prune_caches
 from rag.config import StoreSettings
 from rag.errors import AliasConflictError, VersionError
+from rag.index import versions
+from rag.index.cache import EmbeddingCache, prune_caches
 from rag.models import Chunk, Manifest, ModelFingerprint, utc_now
-from rag.store import Between, IndexStore, Match, open_store, Prefix, Row
+from rag.store import Between, IndexStore, Match, Prefix, Row, open_store
 
 DIMENSION = 16
 FINGERPRINT = ModelFingerprint(name="test", path="/m", weights_sha256="a" * 64, dimension=DIMENSION,

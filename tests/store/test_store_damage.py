@@ -17,10 +17,10 @@ import pytest
 from flows.reindex import reindex
 from rag.config import StoreSettings
 from rag.errors import VersionError
-from rag.store.names import docs_collection
-from rag.serving import Retriever
-from rag.store import IndexStore, open_store
 from rag.index.versions import rollback
+from rag.serving import Retriever
+from rag.store import open_store
+from rag.store.names import docs_collection
 from testkit.helpers import assert_same_index, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
