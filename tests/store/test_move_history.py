@@ -137,7 +137,7 @@ RETENTION = """
 import sys
 from rag.index import versions
 from rag.config import StoreSettings
-from rag.store import IndexStore
+from rag.store import open_store
 with open_store(StoreSettings(location=sys.argv[1])) as store:
     versions.apply_retention(store, "kb", keep=2)
 """
