@@ -33,11 +33,12 @@ from rag.config import FolderSource, S3Source
 from rag.errors import ConfigError, DamagedBuildError
 from rag.failpoints import failpoint
 from rag.index import audit
-from rag.index.plan import BuildPlan, Listing, choose_base, deleted_at_source, plan_build, why_full
+from rag.index.plan import BuildPlan, choose_base, deleted_at_source, plan_build, why_full
 from rag.index.progress import BatchReport, BuildProgress, timed
 from rag.index.versions import new_version
 from rag.ingest.redaction import Redactor
 from rag.ingest.redaction import describe as describe_redaction
+from rag.listing import Listing
 from rag.models import DocumentRecord, Manifest, ModelFingerprint, utc_now
 from rag.runtime import stop_reason
 from rag.secrets import redact_url

@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from rag.config import FolderSource, S3Source
 from rag.errors import FreshnessBreach
-from rag.index.plan import Listing, covered, unchanged
+from rag.index.plan import covered, unchanged
+from rag.listing import Listing
 from rag.models import DocumentRecord, SourceState
 from rag.store import IndexStore
 

@@ -31,7 +31,7 @@ from typing import Collection, Literal, Mapping, Sequence
 from pydantic import BaseModel, Field
 
 from rag.errors import SourceError
-from rag.listing import Listing, Skipped  # Listing lives in the kernel (connectors make it); planning reads it
+from rag.listing import Listing, Skipped
 from rag.models import RETRIED_FAILURES, DocumentRecord, DocumentRef, Manifest, ModelFingerprint
 
 #: entries named in a note; the rest are counted

@@ -15,7 +15,8 @@ from connectors import list_documents, list_source
 from connectors.folder import LINK_NOT_FOLLOWED
 from connectors.ids import decode_document_id, document_id
 from rag.config import FolderSource
-from rag.index.plan import Listing, deleted_at_source, plan_build
+from rag.index.plan import deleted_at_source, plan_build
+from rag.listing import Listing
 from rag.models import DocumentRecord
 from rag.store.names import record_id
 

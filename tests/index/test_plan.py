@@ -12,7 +12,6 @@ from rag.errors import FreshnessBreach, SourceError
 from rag.index import result
 from rag.index.freshness import assess, breach, update_source_state
 from rag.index.plan import (
-    Listing,
     choose_base,
     covered,
     deleted_at_source,
@@ -21,7 +20,7 @@ from rag.index.plan import (
     require_a_listing,
     unchanged,
 )
-from rag.listing import Skipped
+from rag.listing import Listing, Skipped
 from rag.models import (
     DocumentRecord,
     DocumentRef,

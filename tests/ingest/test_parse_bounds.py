@@ -26,8 +26,9 @@ from rag.errors import DocumentError
 from rag.failpoints import KILL_AT
 from rag.index.batches import prepare_batch
 from rag.index.journal import ParseJournal
-from rag.index.plan import Listing, WorkItem, plan_build
+from rag.index.plan import WorkItem, plan_build
 from rag.ingest.sandbox import ParseSandbox, check_inflated_size
+from rag.listing import Listing
 from rag.models import DocumentRef, utc_now
 from rag.store import open_store
 from testkit.documents import inflating_docx
